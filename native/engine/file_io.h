@@ -1,0 +1,82 @@
+// Thin POSIX file layer. Every open, read, write, fsync, rename, unlink,
+// clone and directory sync of the engine goes through these functions, so a
+// later fault-injection layer has one place to hook.
+//
+// Durability rules (docs/durability.md): FullSync() is fsync(2) on Linux and
+// fcntl(F_FULLFSYNC) on macOS (falling back to fsync where the filesystem
+// refuses F_FULLFSYNC). An fsync error is never retried: callers treat it as
+// fatal for the transaction.
+#ifndef REVPATCH_ENGINE_FILE_IO_H_
+#define REVPATCH_ENGINE_FILE_IO_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "status.h"
+
+namespace revpatch {
+
+// Owns a file descriptor; closes it on destruction.
+class File {
+ public:
+  File() = default;
+  explicit File(int fd) : fd_(fd) {}
+  ~File();
+  File(File&& other) noexcept;
+  File& operator=(File&& other) noexcept;
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  static Status OpenRead(const std::string& path, File* out);
+  // O_RDWR | O_CREAT | O_EXCL, mode 0644.
+  static Status CreateNew(const std::string& path, File* out);
+  // O_RDWR | O_CREAT | O_TRUNC, mode 0644.
+  static Status CreateTruncate(const std::string& path, File* out);
+  // O_RDWR on an existing file.
+  static Status OpenReadWrite(const std::string& path, File* out);
+
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  // Gives up ownership without closing.
+  int Release();
+
+  // Reads exactly `size` bytes at `offset`; EOF before that is kCorrupt.
+  Status ReadAt(uint64_t offset, void* data, size_t size) const;
+  // Reads up to `size` bytes; *got < size only at EOF.
+  Status ReadSomeAt(uint64_t offset, void* data, size_t size, size_t* got) const;
+  // Writes exactly `size` bytes at `offset` (loops over short writes).
+  Status WriteAt(uint64_t offset, const void* data, size_t size);
+  Status Size(uint64_t* size) const;
+  Status Truncate(uint64_t size);
+  Status FullSync();
+  Status Close();
+
+ private:
+  int fd_ = -1;
+};
+
+Status RenameFile(const std::string& from, const std::string& to);
+Status UnlinkFile(const std::string& path);  // ENOENT is not an error.
+// Opens the directory and fsyncs it (F_FULLFSYNC on macOS).
+Status SyncDirectory(const std::string& dir);
+std::string DirName(const std::string& path);
+bool FileExists(const std::string& path);
+// "<path>.tmp-<random hex>": a sibling name for write-then-rename; the
+// caller creates it with CreateNew (O_EXCL), so a collision is kExists.
+std::string TempPathFor(const std::string& path);
+
+// Makes `dst` share `src`'s extents: FICLONE on Linux, fclonefileat /
+// clonefile on macOS. kUnsupported where the filesystem cannot (EXDEV,
+// EOPNOTSUPP, EINVAL, ENOTTY) so the caller falls back to copying.
+Status CloneFile(const File& src, File* dst);
+// FICLONERANGE on Linux; kUnsupported elsewhere or where refused.
+Status CloneRange(const File& src, uint64_t src_offset, File* dst,
+                  uint64_t dst_offset, uint64_t length);
+
+// Free bytes for an unprivileged writer on the filesystem holding `path`.
+Status FreeSpace(const std::string& path, uint64_t* bytes);
+
+}  // namespace revpatch
+
+#endif  // REVPATCH_ENGINE_FILE_IO_H_
