@@ -1,0 +1,202 @@
+/**
+ * The one module that loads the native addon. Everything above talks to the
+ * engine through these typed functions; each returns a Promise and runs off
+ * the main thread, and each failure is a RevpatchError with the engine's
+ * stable code.
+ */
+import * as path from 'node:path';
+import { RevpatchError, toRevpatchError } from './errors';
+
+/** Where a view's bytes come from: the base, its tree file, layers bottom to top. */
+export interface ViewSpec {
+  base: string;
+  baseTree: string;
+  layers: string[];
+}
+
+export interface ImageDigest {
+  /** View digest (hex SHA-256, see native/engine/merkle.h). */
+  digest: string;
+  size: number;
+}
+
+export interface ViewInfo extends ImageDigest {
+  blockSize: number;
+  layerCount: number;
+}
+
+export interface ApplyParams {
+  /** An open descriptor of the patch file; read with pread only. */
+  fd: number;
+  payloadOffset: number;
+  payloadSize: number;
+  chunkSize: number;
+  chunkDigests: string[];
+  payloadDigest: string;
+  operationCount: number;
+  blockSize: number;
+  targetSize: number;
+  sourceDigest: string;
+  targetDigest: string;
+  /** Created by the engine; must not exist. Removed again on failure. */
+  layerPath: string;
+}
+
+export interface ApplyResult {
+  viewDigest: string;
+  blocksWritten: number;
+  layerBytes: number;
+  operations: number;
+}
+
+export interface OperationStats {
+  count: number;
+  targetBlocks: number;
+  dataBytes: number;
+}
+
+export type OperationType = 'REPLACE' | 'REPLACE_BROTLI' | 'ZERO' | 'COPY' | 'DIFF';
+
+export interface PayloadStats {
+  operations: number;
+  byType: Record<OperationType, OperationStats>;
+}
+
+export interface GenerateOptions {
+  blockSize: number;
+  chunkSize: number;
+}
+
+export interface GenerateResult {
+  sourceSize: number;
+  targetSize: number;
+  sourceDigest: string;
+  targetDigest: string;
+  payloadSize: number;
+  payloadDigest: string;
+  chunkDigests: string[];
+  operationCount: number;
+  changedBlocks: number;
+  stats: PayloadStats;
+}
+
+export type ExportMode = 'auto' | 'copy' | 'reflink';
+
+export interface ExportResult {
+  reflinked: boolean;
+  bytesWritten: number;
+  size: number;
+}
+
+export interface LayerInfo {
+  blockSize: number;
+  targetSize: number;
+  viewDigest: string;
+  blocks: number;
+}
+
+export interface CommitRecord {
+  generation: number;
+  body: string;
+}
+
+export type Progress = (done: number, total: number) => void;
+
+interface Addon {
+  hashImage(file: string, blockSize: number, treePath: string): Promise<ImageDigest>;
+  viewInfo(view: ViewSpec): Promise<ViewInfo>;
+  readView(view: ViewSpec, offset: number, length: number): Promise<Buffer>;
+  applyPatch(view: ViewSpec, params: ApplyParams, progress?: Progress): Promise<ApplyResult>;
+  scanPayload(params: ApplyParams): Promise<PayloadStats>;
+  generatePayload(
+    source: string,
+    target: string,
+    payloadPath: string,
+    options: GenerateOptions,
+    progress?: Progress,
+  ): Promise<GenerateResult>;
+  exportView(view: ViewSpec, out: string, mode: ExportMode, progress?: Progress): Promise<ExportResult>;
+  layerInfo(file: string): Promise<LayerInfo>;
+  verifyLayer(file: string): Promise<LayerInfo>;
+  isSealedLayer(file: string): Promise<boolean>;
+  readCommitRecord(file: string): Promise<CommitRecord>;
+  writeCommitRecord(file: string, expectedGeneration: number, body: string): Promise<number>;
+  syncFile(file: string): Promise<void>;
+  syncDirectory(dir: string): Promise<void>;
+  freeSpace(dir: string): Promise<number>;
+}
+
+let addon: Addon | undefined;
+
+function load(): Addon {
+  if (addon) return addon;
+  const root = path.resolve(__dirname, '..');
+  const candidates = [
+    path.join(root, 'build', 'Release', 'revpatch.node'),
+    path.join(root, 'build', 'Debug', 'revpatch.node'),
+  ];
+  const failures: string[] = [];
+  for (const candidate of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      addon = require(candidate) as Addon;
+      return addon;
+    } catch (err) {
+      failures.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new RevpatchError(
+    'E_ADDON',
+    [
+      `the revpatch native addon could not be loaded for ${process.platform}-${process.arch} (Node ${process.version}).`,
+      ...failures.map((f) => `  tried ${f}`),
+      'To build it from source you need python3, make and a C++17 compiler, then run in the package folder:',
+      '  npm rebuild revpatch        (or, in a checkout: npm run build)',
+      'On Debian/Ubuntu: apt-get install python3 make g++ libbrotli-dev; on macOS: xcode-select --install && brew install brotli.',
+    ].join('\n'),
+  );
+}
+
+async function call<T>(fn: (a: Addon) => Promise<T>): Promise<T> {
+  const a = load();
+  try {
+    return await fn(a);
+  } catch (err) {
+    throw toRevpatchError(err);
+  }
+}
+
+export const hashImage = (file: string, blockSize: number): Promise<ImageDigest> =>
+  call((a) => a.hashImage(file, blockSize, ''));
+/** Hashes the base once and keeps its whole Merkle tree in `treePath`. */
+export const buildBaseTree = (file: string, blockSize: number, treePath: string): Promise<ImageDigest> =>
+  call((a) => a.hashImage(file, blockSize, treePath));
+export const viewInfo = (view: ViewSpec): Promise<ViewInfo> => call((a) => a.viewInfo(view));
+export const readView = (view: ViewSpec, offset: number, length: number): Promise<Buffer> =>
+  call((a) => a.readView(view, offset, length));
+export const applyPatch = (view: ViewSpec, params: ApplyParams, progress?: Progress): Promise<ApplyResult> =>
+  call((a) => a.applyPatch(view, params, progress));
+export const scanPayload = (params: ApplyParams): Promise<PayloadStats> => call((a) => a.scanPayload(params));
+export const generatePayload = (
+  source: string,
+  target: string,
+  payloadPath: string,
+  options: GenerateOptions,
+  progress?: Progress,
+): Promise<GenerateResult> => call((a) => a.generatePayload(source, target, payloadPath, options, progress));
+export const exportView = (
+  view: ViewSpec,
+  out: string,
+  mode: ExportMode = 'auto',
+  progress?: Progress,
+): Promise<ExportResult> => call((a) => a.exportView(view, out, mode, progress));
+export const layerInfo = (file: string): Promise<LayerInfo> => call((a) => a.layerInfo(file));
+export const verifyLayer = (file: string): Promise<LayerInfo> => call((a) => a.verifyLayer(file));
+export const isSealedLayer = (file: string): Promise<boolean> => call((a) => a.isSealedLayer(file));
+export const readCommitRecord = (file: string): Promise<CommitRecord> => call((a) => a.readCommitRecord(file));
+export const writeCommitRecord = (file: string, expectedGeneration: number, body: string): Promise<number> =>
+  call((a) => a.writeCommitRecord(file, expectedGeneration, body));
+/** fsync (F_FULLFSYNC on macOS) of a file by path. */
+export const syncFile = (file: string): Promise<void> => call((a) => a.syncFile(file));
+export const syncDirectory = (dir: string): Promise<void> => call((a) => a.syncDirectory(dir));
+export const freeSpace = (dir: string): Promise<number> => call((a) => a.freeSpace(dir));

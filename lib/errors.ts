@@ -1,0 +1,103 @@
+/**
+ * Every failure revpatch reports carries a stable `code`, so a caller can
+ * `switch (err.code)`. Codes raised by the native engine arrive with the same
+ * names (native/engine/status.h); this module is the one list of all of them.
+ */
+
+export const ErrorCodes = {
+  /** An I/O call failed (not ENOSPC). */
+  E_IO: 'E_IO',
+  /** The disk filled up while writing. */
+  E_NO_SPACE: 'E_NO_SPACE',
+  /** A file the call needs is missing. */
+  E_NOT_FOUND: 'E_NOT_FOUND',
+  /** Stored bytes (layer, commit record, tree) are invalid. */
+  E_CORRUPT: 'E_CORRUPT',
+  /** Data does not match its digest. */
+  E_HASH_MISMATCH: 'E_HASH_MISMATCH',
+  /** The patch was made for other bytes than the device's current view. */
+  E_BASE_MISMATCH: 'E_BASE_MISMATCH',
+  /** An extent is out of range, overlapping, empty or too many. */
+  E_BAD_EXTENT: 'E_BAD_EXTENT',
+  /** A caller passed a bad value. */
+  E_INVALID_ARGUMENT: 'E_INVALID_ARGUMENT',
+  /** An unknown format version or operation type. */
+  E_UNSUPPORTED: 'E_UNSUPPORTED',
+  /** A length beyond revpatch's bounds. */
+  E_TOO_LARGE: 'E_TOO_LARGE',
+  /** A handle whose fsync failed; the transaction is abandoned. */
+  E_POISONED: 'E_POISONED',
+  /** Something that must be new already exists. */
+  E_EXISTS: 'E_EXISTS',
+  /** The patch file's framing is invalid (magic, lengths, truncation). */
+  E_FORMAT: 'E_FORMAT',
+  /** The signature does not verify with the trusted key. */
+  E_SIGNATURE: 'E_SIGNATURE',
+  /** The manifest is not valid JSON or breaks the schema. */
+  E_MANIFEST: 'E_MANIFEST',
+  /** The patch's parent is not installed. */
+  E_PARENT_MISSING: 'E_PARENT_MISSING',
+  /** An older version than one already installed or activated. */
+  E_ROLLBACK: 'E_ROLLBACK',
+  /** No installed patch has that id. */
+  E_UNKNOWN_PATCH: 'E_UNKNOWN_PATCH',
+  /** The patch is in a state that does not allow the request. */
+  E_STATE: 'E_STATE',
+  /** The patch has expired. */
+  E_EXPIRED: 'E_EXPIRED',
+  /** The state directory is not set up (`revpatch init`). */
+  E_NOT_INITIALIZED: 'E_NOT_INITIALIZED',
+  /** A key file is missing or malformed. */
+  E_KEY: 'E_KEY',
+  /** Another process is changing the same state directory. */
+  E_BUSY: 'E_BUSY',
+  /** The native addon could not be loaded. */
+  E_ADDON: 'E_ADDON',
+  /** An error the engine did not classify. */
+  E_UNKNOWN: 'E_UNKNOWN',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class RevpatchError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RevpatchError';
+    this.code = code;
+  }
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ErrorCodes, value);
+}
+
+/**
+ * Turns anything thrown below (the addon, fs, libsodium) into a
+ * RevpatchError, keeping a known `code` and mapping Node's errno codes.
+ */
+export function toRevpatchError(err: unknown): RevpatchError {
+  if (err instanceof RevpatchError) return err;
+  const e = err as { code?: unknown; message?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  if (isErrorCode(e?.code)) return new RevpatchError(e.code, message, { cause: err });
+  switch (e?.code) {
+    case 'ENOENT':
+      return new RevpatchError('E_NOT_FOUND', message, { cause: err });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new RevpatchError('E_NO_SPACE', message, { cause: err });
+    case 'EEXIST':
+      return new RevpatchError('E_EXISTS', message, { cause: err });
+    case 'EIO':
+    case 'EACCES':
+    case 'EPERM':
+    case 'EISDIR':
+    case 'ENOTDIR':
+    case 'EROFS':
+      return new RevpatchError('E_IO', message, { cause: err });
+    default:
+      return new RevpatchError('E_UNKNOWN', message, { cause: err });
+  }
+}

@@ -1,0 +1,466 @@
+// Node-API glue: argument checks on the main thread, engine calls on a
+// worker thread (worker.h), results as plain objects. No logic lives here;
+// lib/engine.ts is its only caller and validates first, this backstops.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apply.h"
+#include "commit_record.h"
+#include "export.h"
+#include "file_io.h"
+#include "generator.h"
+#include "layer_file.h"
+#include "merkle.h"
+#include "sha256.h"
+#include "view.h"
+#include "worker.h"
+
+namespace revpatch_addon {
+namespace {
+
+using revpatch::Digest;
+using revpatch::ErrorCode;
+using revpatch::Status;
+
+[[noreturn]] void ThrowArgument(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(env, message);
+  error.Set("code", Napi::String::New(env, "E_INVALID_ARGUMENT"));
+  throw error;
+}
+
+std::string GetString(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsString()) ThrowArgument(env, std::string(what) + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+// A non-negative integer that a double represents exactly (< 2^53).
+uint64_t GetUint(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsNumber()) ThrowArgument(env, std::string(what) + " must be a number");
+  double d = value.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
+    ThrowArgument(env, std::string(what) + " must be a non-negative integer below 2^53");
+  }
+  return static_cast<uint64_t>(d);
+}
+
+Digest GetDigest(Napi::Env env, Napi::Value value, const char* what) {
+  Digest digest{};
+  if (!revpatch::DigestFromHex(GetString(env, value, what), &digest)) {
+    ThrowArgument(env, std::string(what) + " must be 64 hex digits");
+  }
+  return digest;
+}
+
+Napi::Object GetObject(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsObject()) ThrowArgument(env, std::string(what) + " must be an object");
+  return value.As<Napi::Object>();
+}
+
+Napi::Value Arg(const Napi::CallbackInfo& info, size_t i) {
+  return i < info.Length() ? info[i] : info.Env().Undefined();
+}
+
+struct ViewSpec {
+  std::string base;
+  std::string base_tree;
+  std::vector<std::string> layers;
+
+  Status Open(std::unique_ptr<revpatch::View>* out) const {
+    return revpatch::View::Open(base, base_tree, layers, out);
+  }
+};
+
+ViewSpec GetViewSpec(Napi::Env env, Napi::Value value) {
+  Napi::Object object = GetObject(env, value, "view");
+  ViewSpec spec;
+  spec.base = GetString(env, object.Get("base"), "view.base");
+  spec.base_tree = GetString(env, object.Get("baseTree"), "view.baseTree");
+  Napi::Value layers = object.Get("layers");
+  if (!layers.IsArray()) ThrowArgument(env, "view.layers must be an array");
+  Napi::Array array = layers.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    spec.layers.push_back(GetString(env, array.Get(i), "view.layers[i]"));
+  }
+  return spec;
+}
+
+uint32_t GetBlockSize(Napi::Env env, Napi::Value value) {
+  uint64_t block_size = GetUint(env, value, "blockSize");
+  if (block_size > UINT32_MAX || !revpatch::ValidBlockSize(static_cast<uint32_t>(block_size))) {
+    ThrowArgument(env, "blockSize must be a power of two from 512 to 1 MiB");
+  }
+  return static_cast<uint32_t>(block_size);
+}
+
+revpatch::ApplyParams GetApplyParams(Napi::Env env, Napi::Value value) {
+  Napi::Object object = GetObject(env, value, "params");
+  revpatch::ApplyParams params;
+  uint64_t fd = GetUint(env, object.Get("fd"), "fd");
+  if (fd > INT32_MAX) ThrowArgument(env, "fd out of range");
+  params.patch_fd = static_cast<int>(fd);
+  params.payload_offset = GetUint(env, object.Get("payloadOffset"), "payloadOffset");
+  params.payload_size = GetUint(env, object.Get("payloadSize"), "payloadSize");
+  uint64_t chunk_size = GetUint(env, object.Get("chunkSize"), "chunkSize");
+  if (chunk_size > UINT32_MAX) ThrowArgument(env, "chunkSize out of range");
+  params.chunk_size = static_cast<uint32_t>(chunk_size);
+  Napi::Value chunks = object.Get("chunkDigests");
+  if (!chunks.IsArray()) ThrowArgument(env, "chunkDigests must be an array");
+  Napi::Array array = chunks.As<Napi::Array>();
+  params.chunk_digests.reserve(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    params.chunk_digests.push_back(GetDigest(env, array.Get(i), "chunkDigests[i]"));
+  }
+  params.payload_digest = GetDigest(env, object.Get("payloadDigest"), "payloadDigest");
+  params.operation_count = GetUint(env, object.Get("operationCount"), "operationCount");
+  params.block_size = GetBlockSize(env, object.Get("blockSize"));
+  params.target_size = GetUint(env, object.Get("targetSize"), "targetSize");
+  params.source_digest = GetDigest(env, object.Get("sourceDigest"), "sourceDigest");
+  params.target_digest = GetDigest(env, object.Get("targetDigest"), "targetDigest");
+  Napi::Value layer_path = object.Get("layerPath");
+  if (!layer_path.IsUndefined()) params.layer_path = GetString(env, layer_path, "layerPath");
+  return params;
+}
+
+Napi::Value Hex(Napi::Env env, const Digest& digest) {
+  return Napi::String::New(env, revpatch::DigestToHex(digest));
+}
+Napi::Value Num(Napi::Env env, uint64_t value) {
+  return Napi::Number::New(env, static_cast<double>(value));
+}
+
+const char* const kOperationNames[] = {nullptr, "REPLACE", "REPLACE_BROTLI", "ZERO", "COPY", "DIFF"};
+
+Napi::Object StatsObject(Napi::Env env, const revpatch::PayloadStats& stats) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("operations", Num(env, stats.operations));
+  Napi::Object by_type = Napi::Object::New(env);
+  for (int type = 1; type <= 5; ++type) {
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("count", Num(env, stats.by_type[type].count));
+    entry.Set("targetBlocks", Num(env, stats.by_type[type].target_blocks));
+    entry.Set("dataBytes", Num(env, stats.by_type[type].data_bytes));
+    by_type.Set(kOperationNames[type], entry);
+  }
+  out.Set("byType", by_type);
+  return out;
+}
+
+// hashImage(file, blockSize, treePath) -> {digest, size}
+Napi::Value HashImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  uint32_t block_size = GetBlockSize(env, Arg(info, 1));
+  std::string tree = GetString(env, Arg(info, 2), "treePath");
+  auto out = std::make_shared<std::pair<Digest, uint64_t>>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        return revpatch::HashImage(file, block_size, tree, &out->first, &out->second);
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("digest", Hex(env, out->first));
+        result.Set("size", Num(env, out->second));
+        return result;
+      });
+}
+
+// viewInfo(view) -> {digest, size, blockSize, layerCount}
+Napi::Value ViewInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ViewSpec spec = GetViewSpec(env, Arg(info, 0));
+  struct Out {
+    Digest digest;
+    uint64_t size;
+    uint32_t block_size;
+    size_t layers;
+  };
+  auto out = std::make_shared<Out>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        std::unique_ptr<revpatch::View> view;
+        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        *out = Out{view->digest(), view->size_bytes(), view->block_size(), view->layer_count()};
+        return Status::Ok();
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("digest", Hex(env, out->digest));
+        result.Set("size", Num(env, out->size));
+        result.Set("blockSize", Num(env, out->block_size));
+        result.Set("layerCount", Num(env, out->layers));
+        return result;
+      });
+}
+
+// readView(view, offset, length) -> Buffer (the bytes are handed over, not copied)
+Napi::Value ReadView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ViewSpec spec = GetViewSpec(env, Arg(info, 0));
+  uint64_t offset = GetUint(env, Arg(info, 1), "offset");
+  uint64_t length = GetUint(env, Arg(info, 2), "length");
+  if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+  auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        std::unique_ptr<revpatch::View> view;
+        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        uint64_t size = view->size_bytes();
+        uint64_t end = offset >= size ? offset : (length > size - offset ? size : offset + length);
+        *data = std::make_unique<std::vector<uint8_t>>(end - offset);
+        std::vector<uint8_t>* bytes = data->get();
+        if (bytes->empty()) return Status::Ok();
+        return view->ReadBytes(offset, bytes->size(), bytes->data());
+      },
+      [=](Napi::Env env) -> Napi::Value {
+        if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
+        std::vector<uint8_t>* bytes = data->release();
+        return Napi::Buffer<uint8_t>::New(
+            env, bytes->data(), bytes->size(),
+            [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
+      });
+}
+
+// applyPatch(view, params, progress?) -> {viewDigest, blocksWritten, layerBytes, operations}
+Napi::Value ApplyPatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ViewSpec spec = GetViewSpec(env, Arg(info, 0));
+  revpatch::ApplyParams params = GetApplyParams(env, Arg(info, 1));
+  if (params.layer_path.empty()) ThrowArgument(env, "layerPath is required");
+  auto out = std::make_shared<revpatch::ApplyResult>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn& progress) {
+        std::unique_ptr<revpatch::View> view;
+        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        return revpatch::ApplyPatch(params, *view, progress, out.get());
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("viewDigest", Hex(env, out->view_digest));
+        result.Set("blocksWritten", Num(env, out->blocks_written));
+        result.Set("layerBytes", Num(env, out->layer_bytes));
+        result.Set("operations", Num(env, out->operations));
+        return result;
+      },
+      Arg(info, 2));
+}
+
+// scanPayload(params) -> PayloadStats
+Napi::Value ScanPayload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  revpatch::ApplyParams params = GetApplyParams(env, Arg(info, 0));
+  auto out = std::make_shared<revpatch::PayloadStats>();
+  return PromiseWorker::Start(
+      env, [=](const ProgressFn&) { return revpatch::ScanPayload(params, out.get()); },
+      [=](Napi::Env env) { return StatsObject(env, *out); });
+}
+
+// generatePayload(source, target, payloadPath, {blockSize, chunkSize}, progress?)
+Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string source = GetString(env, Arg(info, 0), "source");
+  std::string target = GetString(env, Arg(info, 1), "target");
+  std::string payload = GetString(env, Arg(info, 2), "payloadPath");
+  Napi::Object options_object = GetObject(env, Arg(info, 3), "options");
+  revpatch::GenerateOptions options;
+  options.block_size = GetBlockSize(env, options_object.Get("blockSize"));
+  uint64_t chunk_size = GetUint(env, options_object.Get("chunkSize"), "chunkSize");
+  if (chunk_size > UINT32_MAX) ThrowArgument(env, "chunkSize out of range");
+  options.chunk_size = static_cast<uint32_t>(chunk_size);
+  auto out = std::make_shared<revpatch::GenerateResult>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn& progress) {
+        return revpatch::GeneratePayload(source, target, payload, options, progress, out.get());
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("sourceSize", Num(env, out->source_size));
+        result.Set("targetSize", Num(env, out->target_size));
+        result.Set("sourceDigest", Hex(env, out->source_digest));
+        result.Set("targetDigest", Hex(env, out->target_digest));
+        result.Set("payloadSize", Num(env, out->payload_size));
+        result.Set("payloadDigest", Hex(env, out->payload_digest));
+        Napi::Array chunks = Napi::Array::New(env, out->chunk_digests.size());
+        for (size_t i = 0; i < out->chunk_digests.size(); ++i) {
+          chunks.Set(static_cast<uint32_t>(i), Hex(env, out->chunk_digests[i]));
+        }
+        result.Set("chunkDigests", chunks);
+        result.Set("operationCount", Num(env, out->operation_count));
+        result.Set("changedBlocks", Num(env, out->changed_blocks));
+        result.Set("stats", StatsObject(env, out->stats));
+        return result;
+      },
+      Arg(info, 4));
+}
+
+// exportView(view, out, mode, progress?) -> {reflinked, bytesWritten, size}
+Napi::Value ExportView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ViewSpec spec = GetViewSpec(env, Arg(info, 0));
+  std::string out_path = GetString(env, Arg(info, 1), "out");
+  std::string mode_name = GetString(env, Arg(info, 2), "mode");
+  revpatch::ExportMode mode;
+  if (mode_name == "auto") {
+    mode = revpatch::ExportMode::kAuto;
+  } else if (mode_name == "copy") {
+    mode = revpatch::ExportMode::kCopy;
+  } else if (mode_name == "reflink") {
+    mode = revpatch::ExportMode::kReflink;
+  } else {
+    ThrowArgument(env, "mode must be auto, copy or reflink");
+  }
+  auto out = std::make_shared<revpatch::ExportResult>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn& progress) {
+        std::unique_ptr<revpatch::View> view;
+        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        return revpatch::ExportView(*view, out_path, mode, progress, out.get());
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("reflinked", Napi::Boolean::New(env, out->reflinked));
+        result.Set("bytesWritten", Num(env, out->bytes_written));
+        result.Set("size", Num(env, out->size_bytes));
+        return result;
+      },
+      Arg(info, 3));
+}
+
+Napi::Value LayerInfoCall(const Napi::CallbackInfo& info, bool verify) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  struct Out {
+    uint32_t block_size;
+    uint64_t target_size;
+    Digest digest;
+    uint64_t blocks;
+  };
+  auto out = std::make_shared<Out>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        std::unique_ptr<revpatch::LayerReader> layer;
+        REVPATCH_RETURN_IF_ERROR(revpatch::LayerReader::Open(file, &layer));
+        if (verify) REVPATCH_RETURN_IF_ERROR(layer->Verify());
+        *out = Out{layer->block_size(), layer->target_size(), layer->view_digest(),
+                   layer->block_entries()};
+        return Status::Ok();
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("blockSize", Num(env, out->block_size));
+        result.Set("targetSize", Num(env, out->target_size));
+        result.Set("viewDigest", Hex(env, out->digest));
+        result.Set("blocks", Num(env, out->blocks));
+        return result;
+      });
+}
+
+Napi::Value LayerInfo(const Napi::CallbackInfo& info) { return LayerInfoCall(info, false); }
+Napi::Value VerifyLayer(const Napi::CallbackInfo& info) { return LayerInfoCall(info, true); }
+
+Napi::Value IsSealedLayer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  auto sealed = std::make_shared<bool>(false);
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        *sealed = revpatch::IsSealedLayer(file);
+        return Status::Ok();
+      },
+      [=](Napi::Env env) { return Napi::Boolean::New(env, *sealed); });
+}
+
+// readCommitRecord(file) -> {generation, body}
+Napi::Value ReadCommitRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  auto out = std::make_shared<revpatch::CommitRecordState>();
+  return PromiseWorker::Start(
+      env, [=](const ProgressFn&) { return revpatch::ReadCommitRecord(file, out.get()); },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("generation", Num(env, out->generation));
+        result.Set("body", Napi::String::New(env, out->body));
+        return result;
+      });
+}
+
+// writeCommitRecord(file, expectedGeneration, body) -> new generation
+Napi::Value WriteCommitRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  uint64_t expected = GetUint(env, Arg(info, 1), "expectedGeneration");
+  std::string body = GetString(env, Arg(info, 2), "body");
+  auto generation = std::make_shared<uint64_t>(0);
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        return revpatch::WriteCommitRecord(file, expected, body, generation.get());
+      },
+      [=](Napi::Env env) { return Num(env, *generation); });
+}
+
+Napi::Value SyncFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        revpatch::File handle;
+        REVPATCH_RETURN_IF_ERROR(revpatch::File::OpenRead(file, &handle));
+        return handle.FullSync();
+      },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+Napi::Value SyncDirectory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string dir = GetString(env, Arg(info, 0), "dir");
+  return PromiseWorker::Start(
+      env, [=](const ProgressFn&) { return revpatch::SyncDirectory(dir); },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+Napi::Value FreeSpace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string dir = GetString(env, Arg(info, 0), "dir");
+  auto bytes = std::make_shared<uint64_t>(0);
+  return PromiseWorker::Start(
+      env, [=](const ProgressFn&) { return revpatch::FreeSpace(dir, bytes.get()); },
+      [=](Napi::Env env) { return Num(env, *bytes); });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("hashImage", Napi::Function::New(env, HashImage, "hashImage"));
+  exports.Set("viewInfo", Napi::Function::New(env, ViewInfo, "viewInfo"));
+  exports.Set("readView", Napi::Function::New(env, ReadView, "readView"));
+  exports.Set("applyPatch", Napi::Function::New(env, ApplyPatch, "applyPatch"));
+  exports.Set("scanPayload", Napi::Function::New(env, ScanPayload, "scanPayload"));
+  exports.Set("generatePayload", Napi::Function::New(env, GeneratePayload, "generatePayload"));
+  exports.Set("exportView", Napi::Function::New(env, ExportView, "exportView"));
+  exports.Set("layerInfo", Napi::Function::New(env, LayerInfo, "layerInfo"));
+  exports.Set("verifyLayer", Napi::Function::New(env, VerifyLayer, "verifyLayer"));
+  exports.Set("isSealedLayer", Napi::Function::New(env, IsSealedLayer, "isSealedLayer"));
+  exports.Set("readCommitRecord", Napi::Function::New(env, ReadCommitRecord, "readCommitRecord"));
+  exports.Set("writeCommitRecord", Napi::Function::New(env, WriteCommitRecord, "writeCommitRecord"));
+  exports.Set("syncFile", Napi::Function::New(env, SyncFile, "syncFile"));
+  exports.Set("syncDirectory", Napi::Function::New(env, SyncDirectory, "syncDirectory"));
+  exports.Set("freeSpace", Napi::Function::New(env, FreeSpace, "freeSpace"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace revpatch_addon
+
+NODE_API_MODULE(revpatch, revpatch_addon::Init)
