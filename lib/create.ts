@@ -1,0 +1,216 @@
+/**
+ * The publisher's `create`: turns image `from` into image `to` as a signed
+ * patch file.
+ *
+ * The engine compares the images and writes the payload of operations to a
+ * temporary file beside `out`; the manifest is built from what the engine
+ * reports and checked against the same schema devices use; header and
+ * manifest are signed; then header, manifest, signature and the payload are
+ * written to another temporary file that is fsynced and renamed to `out`
+ * (lib/atomic.ts). The payload temporary is removed whatever happens, and
+ * `out` is either the complete new patch or untouched.
+ */
+import { promises as fs } from 'node:fs';
+import * as engine from './engine';
+import { RevpatchError, toRevpatchError } from './errors';
+import { copyRange, temporaryPathBeside, writeAll, writeAtomic } from './atomic';
+import { readSecretKey } from './keys';
+import {
+  encodeManifest,
+  ID_PATTERN,
+  isDateTime,
+  MANIFEST_FORMAT,
+  MAX_BLOCK_SIZE,
+  MAX_CHUNK_SIZE,
+  MAX_TITLE_LENGTH,
+  MAX_VERSION,
+  MIN_BLOCK_SIZE,
+  MIN_CHUNK_SIZE,
+  OPERATION_TYPES,
+  parseManifest,
+  SEVERITIES,
+  type Manifest,
+  type Severity,
+} from './manifest';
+import { encodeSignedHead } from './patch_file';
+
+export const DEFAULT_BLOCK_SIZE = 4096;
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+
+export interface CreateOptions {
+  /** The image the patch applies to. */
+  from: string;
+  /** The image the patch produces. */
+  to: string;
+  /** Publisher secret key file (revpatch.key). */
+  keyPath: string;
+  id: string;
+  /** The patch file to write (replaced atomically if it exists). */
+  out: string;
+  /** Id of the patch this one stacks on; null or absent: the base. */
+  parent?: string | null;
+  /** Default: the id. */
+  title?: string;
+  /** Default 1. */
+  version?: number;
+  /** Default "high". */
+  severity?: Severity;
+  /** Default 4096; a power of two in 512..1 MiB. */
+  blockSize?: number;
+  /** Default 1 MiB; 64 KiB..16 MiB. */
+  chunkSize?: number;
+  /** Date or RFC 3339 date-time after which devices refuse the patch; default never. */
+  expires?: Date | string | null;
+  /** Default true. */
+  removable?: boolean;
+  /** progress(target bytes examined, target size) while the payload is generated. */
+  onProgress?: engine.Progress;
+}
+
+export interface CreateResult {
+  manifest: Manifest;
+  path: string;
+  /** Size of the patch file in bytes. */
+  size: number;
+}
+
+interface Checked {
+  parent: string | null;
+  title: string;
+  version: number;
+  severity: Severity;
+  blockSize: number;
+  chunkSize: number;
+  expires: string | null;
+  removable: boolean;
+}
+
+function invalid(message: string): never {
+  throw new RevpatchError('E_INVALID_ARGUMENT', message);
+}
+
+function checkOptions(o: CreateOptions, created: string): Checked {
+  if (typeof o !== 'object' || o === null) invalid('createPatch needs an options object');
+  for (const name of ['from', 'to', 'keyPath', 'out'] as const) {
+    if (typeof o[name] !== 'string' || o[name].length === 0) invalid(`${name} must be a non-empty path`);
+  }
+  if (typeof o.id !== 'string' || !ID_PATTERN.test(o.id)) {
+    invalid(`id ${JSON.stringify(o.id)} must match ${ID_PATTERN.source}`);
+  }
+  const parent = o.parent ?? null;
+  if (parent !== null && (typeof parent !== 'string' || !ID_PATTERN.test(parent))) {
+    invalid(`parent ${JSON.stringify(parent)} must match ${ID_PATTERN.source}`);
+  }
+  if (parent === o.id) invalid(`a patch cannot be its own parent (${o.id})`);
+  const title = o.title ?? o.id;
+  if (typeof title !== 'string' || title.length > MAX_TITLE_LENGTH) {
+    invalid(`title must be a string of at most ${MAX_TITLE_LENGTH} characters`);
+  }
+  const version = o.version ?? 1;
+  if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) {
+    invalid(`version must be an integer in 1..${MAX_VERSION}`);
+  }
+  const severity = o.severity ?? 'high';
+  if (!SEVERITIES.includes(severity)) invalid(`severity must be one of ${SEVERITIES.join(', ')}`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+    invalid(`blockSize must be a power of two in ${MIN_BLOCK_SIZE}..${MAX_BLOCK_SIZE}`);
+  }
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (!Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
+    invalid(`chunkSize must be an integer in ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE}`);
+  }
+  let expires: string | null = null;
+  if (o.expires instanceof Date) {
+    if (Number.isNaN(o.expires.getTime())) invalid('expires is an invalid Date');
+    expires = o.expires.toISOString();
+  } else if (typeof o.expires === 'string') {
+    if (!isDateTime(o.expires)) invalid(`expires ${JSON.stringify(o.expires)} is not an RFC 3339 date-time`);
+    expires = new Date(o.expires).toISOString();
+  } else if (o.expires !== undefined && o.expires !== null) {
+    invalid('expires must be a Date, an RFC 3339 date-time or null');
+  }
+  if (expires !== null && Date.parse(expires) <= Date.parse(created)) invalid(`expires ${expires} is not in the future`);
+  const removable = o.removable ?? true;
+  if (typeof removable !== 'boolean') invalid('removable must be a boolean');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') invalid('onProgress must be a function');
+  return { parent, title, version, severity, blockSize, chunkSize, expires, removable };
+}
+
+/** The engine's per-type statistics, exactly the types the manifest lists. */
+function operationStats(stats: engine.PayloadStats): Manifest['operations'] {
+  const out = {} as Manifest['operations'];
+  for (const type of OPERATION_TYPES) {
+    const s = stats.byType[type];
+    if (!s) throw new RevpatchError('E_UNKNOWN', `the engine reported no statistics for ${type} operations`);
+    out[type] = { count: s.count, targetBlocks: s.targetBlocks, dataBytes: s.dataBytes };
+  }
+  return out;
+}
+
+/** Makes a signed patch file at `options.out`. */
+export async function createPatch(options: CreateOptions): Promise<CreateResult> {
+  const created = new Date().toISOString();
+  const c = checkOptions(options, created);
+  // Read the key first: a bad key should fail before minutes of diffing.
+  const key = await readSecretKey(options.keyPath);
+  const payloadPath = temporaryPathBeside(options.out, 'payload');
+  try {
+    const generated = await engine.generatePayload(
+      options.from,
+      options.to,
+      payloadPath,
+      { blockSize: c.blockSize, chunkSize: c.chunkSize },
+      options.onProgress,
+    );
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      id: options.id,
+      version: c.version,
+      title: c.title,
+      severity: c.severity,
+      parent: c.parent,
+      blockSize: c.blockSize,
+      source: { size: generated.sourceSize, digest: generated.sourceDigest },
+      target: { size: generated.targetSize, digest: generated.targetDigest },
+      operationCount: generated.operationCount,
+      changedBlocks: generated.changedBlocks,
+      operations: operationStats(generated.stats),
+      payload: {
+        size: generated.payloadSize,
+        digest: generated.payloadDigest,
+        chunkSize: c.chunkSize,
+        chunks: [...generated.chunkDigests],
+      },
+      removable: c.removable,
+      created,
+      expires: c.expires,
+      keyId: key.keyId,
+    };
+    const manifestBytes = encodeManifest(manifest);
+    const head = await encodeSignedHead(manifestBytes, generated.payloadSize, key.secretKey);
+    await writeAtomic(options.out, async (handle) => {
+      await writeAll(handle, head, 0);
+      const payload = await fs.open(payloadPath, 'r');
+      try {
+        const size = (await payload.stat()).size;
+        if (size !== generated.payloadSize) {
+          throw new RevpatchError('E_CORRUPT', `the generated payload is ${size} bytes, the engine reported ${generated.payloadSize}`);
+        }
+        const copied = await copyRange(payload, 0, size, handle, head.byteLength);
+        if (copied !== size) throw new RevpatchError('E_IO', `payload copy stopped after ${copied} of ${size} bytes`);
+      } finally {
+        await payload.close();
+      }
+    });
+    return {
+      manifest: parseManifest(manifestBytes),
+      path: options.out,
+      size: head.byteLength + generated.payloadSize,
+    };
+  } catch (err) {
+    throw toRevpatchError(err);
+  } finally {
+    await fs.rm(payloadPath, { force: true }).catch(() => undefined);
+  }
+}
