@@ -1,0 +1,305 @@
+/**
+ * The command line (DESIGN.md, "Command line"): the contract acceptance
+ * tests use. Exit 0 on success; 1 on failure with `error E_CODE: message`
+ * on stderr; 2 on usage errors. `--json` prints machine output on stdout.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import * as path from 'node:path';
+import { Device } from './device';
+import { RevpatchError, toRevpatchError } from './errors';
+import { writeKeyPair } from './keys';
+import { createPatch } from './create';
+import { inspectPatch } from './inspect';
+import { progressBar } from './progress';
+import type { PatchRecord } from './record';
+
+interface GlobalOptions {
+  state?: string;
+  json?: boolean;
+}
+
+class UsageError extends Error {}
+
+function stateDir(options: GlobalOptions): string {
+  return path.resolve(options.state ?? process.env.REVPATCH_STATE ?? './revpatch-state');
+}
+
+function integer(name: string, min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a whole number`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function print(options: GlobalOptions, json: unknown, text: () => string): void {
+  process.stdout.write(options.json ? `${JSON.stringify(json, null, 2)}\n` : `${text()}\n`);
+}
+
+function patchLine(p: PatchRecord): string {
+  const attempts = p.state === 'trial' ? ` (boot ${p.bootAttempts})` : '';
+  const reason = p.reason && (p.state === 'failed' || p.state === 'removed') ? ` — ${p.reason}` : '';
+  return `${p.id.padEnd(24)} v${String(p.version).padEnd(5)} ${p.state.padEnd(16)} parent ${p.parent ?? 'base'}${attempts}${reason}`;
+}
+
+function listJson(patches: PatchRecord[]) {
+  return patches.map((p) => ({
+    id: p.id,
+    state: p.state,
+    version: p.version,
+    parent: p.parent,
+    title: p.title,
+    severity: p.severity,
+    bootAttempts: p.bootAttempts,
+    installedAt: p.installedAt,
+    stateChangedAt: p.stateChangedAt,
+    targetDigest: p.targetDigest,
+    reason: p.reason ?? null,
+  }));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('revpatch');
+  program
+    .description('Signed block-level security patches, activated at restart and removed in O(1).')
+    .option('--state <dir>', 'device state directory (default $REVPATCH_STATE, else ./revpatch-state)')
+    .option('--json', 'machine-readable output')
+    .showHelpAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+
+  program
+    .command('keygen')
+    .description('write a new Ed25519 publisher key pair: DIR/revpatch.key (0600) and DIR/revpatch.pub')
+    .requiredOption('--out <dir>', 'directory for the key files')
+    .action(async (opts: { out: string }) => {
+      const keys = await writeKeyPair(opts.out);
+      print(globals(), keys, () => `secret key: ${keys.secretKeyPath}\npublic key: ${keys.publicKeyPath}\nkey id:     ${keys.keyId}`);
+    });
+
+  program
+    .command('create')
+    .description('make a signed patch that turns image OLD into image NEW')
+    .requiredOption('--from <old>', 'the image the patch applies to')
+    .requiredOption('--to <new>', 'the image the patch produces')
+    .requiredOption('--key <key>', 'publisher secret key (revpatch.key)')
+    .requiredOption('--id <id>', 'patch id')
+    .requiredOption('--out <file>', 'patch file to write')
+    .option('--parent <id>', 'id of the patch this one is stacked on (default: the base)')
+    .option('--title <title>', 'human-readable title')
+    .option('--version <n>', 'patch version (anti-rollback)', integer('--version', 1, 2 ** 31 - 1))
+    .addOption(new Option('--severity <level>', 'severity').choices(['low', 'moderate', 'high', 'critical']))
+    .option('--block-size <bytes>', 'block size', integer('--block-size', 512, 1 << 20))
+    .option('--expires <date>', 'ISO date-time after which devices refuse the patch')
+    .action(async (opts) => {
+      const bar = progressBar('create', !globals().json);
+      try {
+        const result = await createPatch({
+          from: opts.from,
+          to: opts.to,
+          keyPath: opts.key,
+          id: opts.id,
+          out: opts.out,
+          parent: opts.parent,
+          title: opts.title,
+          version: opts.version,
+          severity: opts.severity,
+          blockSize: opts.blockSize,
+          expires: opts.expires,
+          onProgress: bar.update,
+        });
+        bar.stop();
+        const m = result.manifest;
+        print(globals(), { path: result.path, size: result.size, manifest: m }, () =>
+          [
+            `wrote ${result.path} (${result.size} bytes)`,
+            `  id ${m.id} v${m.version}, parent ${m.parent ?? 'base'}`,
+            `  ${m.operationCount} operations, ${m.changedBlocks} changed blocks, payload ${m.payload.size} bytes`,
+          ].join('\n'),
+        );
+      } finally {
+        bar.stop();
+      }
+    });
+
+  program
+    .command('inspect')
+    .description('show a patch file: manifest, operation statistics, signature verdict')
+    .argument('<file>', 'patch file')
+    .option('--trust <pub>', 'publisher public key to verify the signature and payload with')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, opts: { trust?: string; json?: boolean }) => {
+      const info = await inspectPatch(file, opts.trust);
+      const options = { ...globals(), json: globals().json || opts.json };
+      print(options, info, () => {
+        const m = info.manifest;
+        const lines = [
+          `patch ${m.id} v${m.version}: ${m.title}`,
+          `  severity ${m.severity}, parent ${m.parent ?? 'base'}, removable ${m.removable}`,
+          `  created ${m.created}${m.expires ? `, expires ${m.expires}` : ''}`,
+          `  block size ${m.blockSize}; source ${m.source.size} bytes ${m.source.digest}`,
+          `  target ${m.target.size} bytes ${m.target.digest}`,
+          `  payload ${m.payload.size} bytes in ${m.payload.chunks.length} chunks, ${m.operationCount} operations`,
+          `  signature: ${info.signature}${info.signature === 'unchecked' ? ' (pass --trust PUB to verify)' : ` (key ${m.keyId})`}`,
+          `  payload:   ${info.payload}`,
+        ];
+        const stats = info.stats?.byType ?? m.operations;
+        for (const [type, s] of Object.entries(stats)) {
+          if (s.count > 0) lines.push(`    ${type.padEnd(15)} ${s.count} ops, ${s.targetBlocks} blocks, ${s.dataBytes} data bytes`);
+        }
+        return lines.join('\n');
+      });
+    });
+
+  program
+    .command('init')
+    .description('set a device up over a base volume')
+    .requiredOption('--volume <img>', 'base volume (image file or block device); never written')
+    .requiredOption('--trust <pub>', 'publisher public key')
+    .option('--repo <url>', 'repository URL (with --root)')
+    .option('--root <root>', 'trusted root metadata of the repository (with --repo)')
+    .option('--block-size <bytes>', 'block size', integer('--block-size', 512, 1 << 20))
+    .option('--max-boot-attempts <n>', 'unconfirmed boots before a trial patch is rolled back', integer('--max-boot-attempts', 1, 100))
+    .option('--live <img>', 'keep an exported image of the booted view here, refreshed at boot')
+    .action(async (opts) => {
+      if (Boolean(opts.repo) !== Boolean(opts.root)) throw new UsageError('--repo and --root go together');
+      const device = await Device.init(stateDir(globals()), {
+        volume: opts.volume,
+        trust: opts.trust,
+        blockSize: opts.blockSize,
+        maxBootAttempts: opts.maxBootAttempts,
+        liveImage: opts.live ?? null,
+        repository: opts.repo ? { url: opts.repo, root: path.resolve(opts.root) } : null,
+      });
+      const c = device.config;
+      print(globals(), { stateDir: device.stateDir, ...c }, () =>
+        `device set up in ${device.stateDir}\n  volume ${c.volume} (${c.baseSize} bytes)\n  base digest ${c.baseDigest}`,
+      );
+    });
+
+  program
+    .command('install')
+    .description('verify a patch and stage it for the next restart')
+    .argument('<file>', 'patch file (or id, with a repository)')
+    .action(async (file: string) => {
+      const device = await Device.open(stateDir(globals()));
+      const bar = progressBar('install', !globals().json);
+      try {
+        const patch = await device.install(file, { onProgress: bar.update });
+        bar.stop();
+        print(globals(), patch, () => `staged ${patch.id} v${patch.version}; it takes effect at the next restart (revpatch boot)`);
+      } finally {
+        bar.stop();
+      }
+    });
+
+  program
+    .command('boot')
+    .description('the startup sequence: activate staged patches, drop removals, roll back failed trials')
+    .action(async () => {
+      const device = await Device.open(stateDir(globals()));
+      const report = await device.boot();
+      print(globals(), report, () =>
+        [
+          `booted view ${report.viewDigest}`,
+          ...report.activated.map((id) => `  ${id}: trial (confirm after the health check)`),
+          ...report.removed.map((id) => `  ${id}: removed`),
+          ...report.failed.map((id) => `  ${id}: failed and rolled back`),
+          ...(report.liveImage ? [`  live image refreshed: ${report.liveImage}`] : []),
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('confirm')
+    .description('the health check passed: trial patches become active')
+    .action(async () => {
+      const device = await Device.open(stateDir(globals()));
+      const confirmed = await device.confirm();
+      print(globals(), { confirmed }, () => (confirmed.length ? `active: ${confirmed.join(', ')}` : 'nothing to confirm'));
+    });
+
+  program
+    .command('remove')
+    .description('remove a patch (and all stacked on it) at the next restart')
+    .argument('<id>', 'patch id')
+    .action(async (id: string) => {
+      const device = await Device.open(stateDir(globals()));
+      const changed = await device.remove(id);
+      print(globals(), listJson(changed), () =>
+        changed.map((p) => `${p.id}: ${p.state === 'removed' ? 'removed' : 'removed at the next restart'}`).join('\n'),
+      );
+    });
+
+  for (const name of ['list', 'status'] as const) {
+    program
+      .command(name)
+      .description(name === 'list' ? 'installed patches and their states' : 'the device: views, pending restart, patches')
+      .option('--json', 'machine-readable output')
+      .action(async (opts: { json?: boolean }) => {
+        const options = { ...globals(), json: globals().json || opts.json };
+        const device = await Device.open(stateDir(options));
+        if (name === 'list') {
+          const patches = device.list();
+          print(options, listJson(patches), () => (patches.length ? patches.map(patchLine).join('\n') : 'no patches installed'));
+          return;
+        }
+        const status = await device.status();
+        print(options, { ...status, patches: listJson(status.patches) }, () =>
+          [
+            `state ${status.stateDir} (generation ${status.generation}, ${status.boots} boots)`,
+            `volume ${status.volume}`,
+            `base        ${status.baseDigest}`,
+            `booted view ${status.bootedDigest}`,
+            `next boot   ${status.nextBootDigest}${status.restartRequired ? '  (restart required)' : ''}`,
+            ...status.patches.map((p) => `  ${patchLine(p)}`),
+          ].join('\n'),
+        );
+      });
+  }
+
+  program
+    .command('export')
+    .description('write the booted view as a complete image')
+    .requiredOption('--out <img>', 'image file to write (replaced atomically)')
+    .addOption(new Option('--mode <mode>', 'reflink the base where possible, or always copy').choices(['auto', 'copy', 'reflink']).default('auto'))
+    .action(async (opts: { out: string; mode: 'auto' | 'copy' | 'reflink' }) => {
+      const device = await Device.open(stateDir(globals()));
+      const bar = progressBar('export', !globals().json);
+      try {
+        const result = await device.export(opts.out, { mode: opts.mode, onProgress: bar.update });
+        bar.stop();
+        print(globals(), { out: path.resolve(opts.out), ...result }, () =>
+          `wrote ${path.resolve(opts.out)} (${result.size} bytes, ${result.reflinked ? `base reflinked, ${result.bytesWritten} bytes written` : 'copied'})`,
+        );
+      } finally {
+        bar.stop();
+      }
+    });
+
+  return program;
+}
+
+/** Runs the CLI and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`usage error: ${err.message}\n`);
+      return 2;
+    }
+    const e = err instanceof RevpatchError ? err : toRevpatchError(err);
+    process.stderr.write(`error ${e.code}: ${e.message}\n`);
+    if (process.env.REVPATCH_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,491 @@
+/**
+ * The device lifecycle (DESIGN.md, Lifecycle on a device):
+ *
+ *   install -> staged --boot--> trial --confirm--> active
+ *   trial not confirmed within maxBootAttempts boots --boot--> failed
+ *   remove -> pending-removal --boot--> removed  (staged: removed at once)
+ *
+ * Every transition is one write of the commit record; files are created
+ * before it (a layer is sealed before the record names it) and deleted after
+ * it (a layer is unlinked only once no record names it), so a crash between
+ * leaves at worst an unreferenced file, which the next mutating call
+ * collects. The base volume is only ever opened for reading.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import * as crypto from 'node:crypto';
+import * as engine from './engine';
+import { RevpatchError, toRevpatchError } from './errors';
+import { StateLock, LOCK_FILE } from './lock';
+import { readPublicKey } from './keys';
+import { PatchFile } from './patch_file';
+import { copyFileAtomic } from './atomic';
+import {
+  BOOTED_STATES,
+  NEXT_BOOT_STATES,
+  DeviceConfig,
+  DeviceRecord,
+  PatchRecord,
+  PatchState,
+  decodeRecord,
+  encodeRecord,
+  parentKey,
+} from './record';
+
+export const COMMIT_FILE = 'commit.rec';
+export const BASE_TREE_FILE = 'base.tree';
+export const TRUST_FILE = 'trust.pub';
+export const LAYER_DIR = 'layers';
+export const DEFAULT_MAX_BOOT_ATTEMPTS = 3;
+
+export interface InitOptions {
+  volume: string;
+  trust: string;
+  blockSize?: number;
+  maxBootAttempts?: number;
+  liveImage?: string | null;
+  repository?: { url: string; root: string } | null;
+  onProgress?: engine.Progress;
+}
+
+export interface InstallOptions {
+  onProgress?: engine.Progress;
+  /** Check free space before writing (default true); tests turn it off to hit ENOSPC mid-write. */
+  spaceCheck?: boolean;
+  /** Injectable clock for expiry checks. */
+  now?: Date;
+}
+
+export interface BootReport {
+  activated: string[];
+  removed: string[];
+  failed: string[];
+  trial: string[];
+  collected: string[];
+  viewDigest: string;
+  liveImage: string | null;
+}
+
+export interface DeviceStatus {
+  stateDir: string;
+  volume: string;
+  blockSize: number;
+  baseDigest: string;
+  bootedDigest: string;
+  nextBootDigest: string;
+  restartRequired: boolean;
+  boots: number;
+  generation: number;
+  patches: PatchRecord[];
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+function setState(patch: PatchRecord, state: PatchState, reason?: string): void {
+  patch.state = state;
+  patch.stateChangedAt = now();
+  if (reason !== undefined) patch.reason = reason;
+}
+
+/** Live patches whose layers form the given view, bottom to top. */
+function stack(record: DeviceRecord, states: readonly PatchState[]): PatchRecord[] {
+  return record.patches.filter((p) => states.includes(p.state) && p.layer !== null);
+}
+
+export class Device {
+  private constructor(
+    readonly stateDir: string,
+    private record: DeviceRecord,
+    private generation: number,
+  ) {}
+
+  get config(): DeviceConfig {
+    return this.record.device;
+  }
+
+  get patches(): readonly PatchRecord[] {
+    return this.record.patches;
+  }
+
+  private file(name: string): string {
+    return path.join(this.stateDir, name);
+  }
+
+  private layerPath(name: string): string {
+    return path.join(this.stateDir, LAYER_DIR, name);
+  }
+
+  view(states: readonly PatchState[]): engine.ViewSpec {
+    return {
+      base: this.config.volume,
+      baseTree: this.file(BASE_TREE_FILE),
+      layers: stack(this.record, states).map((p) => this.layerPath(p.layer as string)),
+    };
+  }
+
+  /** The view the running system booted with. */
+  bootedView(): engine.ViewSpec {
+    return this.view(BOOTED_STATES);
+  }
+
+  /** The view the system will see after the next restart. */
+  nextBootView(): engine.ViewSpec {
+    return this.view(NEXT_BOOT_STATES);
+  }
+
+  /** Sets a device up: hashes the base once and writes the first record. */
+  static async init(stateDir: string, options: InitOptions): Promise<Device> {
+    const dir = path.resolve(stateDir);
+    const volume = path.resolve(options.volume);
+    const blockSize = options.blockSize ?? 4096;
+    const maxBootAttempts = options.maxBootAttempts ?? DEFAULT_MAX_BOOT_ATTEMPTS;
+    if (!Number.isInteger(maxBootAttempts) || maxBootAttempts < 1 || maxBootAttempts > 100) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', 'max boot attempts must be an integer from 1 to 100');
+    }
+    const stat = await fs.stat(volume).catch((err) => {
+      throw toRevpatchError(err);
+    });
+    if (!stat.isFile() && !stat.isBlockDevice()) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', `${volume} is not a file or block device`);
+    }
+    const trust = await readPublicKey(options.trust);
+    await fs.mkdir(dir, { recursive: true });
+    if (await exists(path.join(dir, COMMIT_FILE))) {
+      throw new RevpatchError('E_EXISTS', `${dir} already holds a device; use another --state or remove it`);
+    }
+    const lock = await StateLock.acquire(dir);
+    try {
+      await fs.mkdir(path.join(dir, LAYER_DIR), { recursive: true });
+      const base = await engine.buildBaseTree(volume, blockSize, path.join(dir, BASE_TREE_FILE));
+      await copyFileAtomic(options.trust, path.join(dir, TRUST_FILE));
+      const record: DeviceRecord = {
+        format: 1,
+        device: {
+          volume,
+          blockSize,
+          baseSize: base.size,
+          baseDigest: base.digest,
+          trustKeyId: trust.keyId,
+          maxBootAttempts,
+          liveImage: options.liveImage ? path.resolve(options.liveImage) : null,
+          repository: options.repository ?? null,
+        },
+        patches: [],
+        versionFloor: {},
+        boots: 0,
+      };
+      const generation = await engine.writeCommitRecord(path.join(dir, COMMIT_FILE), 0, encodeRecord(record));
+      return new Device(dir, record, generation);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Reads the newest valid commit record of `stateDir`. */
+  static async open(stateDir: string): Promise<Device> {
+    const dir = path.resolve(stateDir);
+    let state: engine.CommitRecord;
+    try {
+      state = await engine.readCommitRecord(path.join(dir, COMMIT_FILE));
+    } catch (err) {
+      const e = toRevpatchError(err);
+      if (e.code === 'E_NOT_FOUND') {
+        throw new RevpatchError('E_NOT_INITIALIZED', `${dir} holds no device; run \`revpatch init\` first`);
+      }
+      throw e;
+    }
+    return new Device(dir, decodeRecord(state.body), state.generation);
+  }
+
+  /**
+   * Runs `fn` as the one writer of this state directory: takes the lock,
+   * re-reads the record (another process may have committed since open),
+   * collects garbage, then runs the transition.
+   */
+  private async mutate<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = await StateLock.acquire(this.stateDir);
+    try {
+      const state = await engine.readCommitRecord(this.file(COMMIT_FILE));
+      this.record = decodeRecord(state.body);
+      this.generation = state.generation;
+      await this.collectGarbage();
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** The single commit point of every transition. */
+  private async commit(next: DeviceRecord): Promise<void> {
+    this.generation = await engine.writeCommitRecord(this.file(COMMIT_FILE), this.generation, encodeRecord(next));
+    this.record = next;
+  }
+
+  private cloneRecord(): DeviceRecord {
+    return JSON.parse(encodeRecord(this.record)) as DeviceRecord;
+  }
+
+  /**
+   * Deletes layer files no live record names: unsealed layers left by an
+   * interrupted install, and layers of removed or failed patches whose
+   * unlink did not happen before a crash. Returns the names it removed.
+   */
+  private async collectGarbage(): Promise<string[]> {
+    const live = new Set(
+      this.record.patches
+        .filter((p) => p.state !== 'removed' && p.state !== 'failed' && p.layer !== null)
+        .map((p) => p.layer as string),
+    );
+    const removed: string[] = [];
+    const dir = path.join(this.stateDir, LAYER_DIR);
+    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+      if (live.has(name)) continue;
+      await fs.rm(path.join(dir, name), { force: true, recursive: true });
+      removed.push(name);
+    }
+    for (const name of await fs.readdir(this.stateDir)) {
+      if (name.includes('.tmp') && !name.startsWith(LOCK_FILE)) {
+        await fs.rm(path.join(this.stateDir, name), { force: true });
+        removed.push(name);
+      }
+    }
+    if (removed.length > 0) {
+      await engine.syncDirectory(dir).catch(() => undefined);
+      await engine.syncDirectory(this.stateDir).catch(() => undefined);
+    }
+    return removed;
+  }
+
+  /**
+   * Verifies `patchPath` and applies it into a new sealed layer on top of the
+   * next-boot view; the patch is `staged` and nothing the running system
+   * sees changes until `boot`.
+   */
+  async install(patchPath: string, options: InstallOptions = {}): Promise<PatchRecord> {
+    const trust = await readPublicKey(this.file(TRUST_FILE));
+    const patch = await PatchFile.open(patchPath);
+    try {
+      const manifest = await patch.verify(trust.publicKey);
+      return await this.mutate(async () => {
+        const record = this.record;
+        const config = record.device;
+        if (manifest.blockSize !== config.blockSize) {
+          throw new RevpatchError(
+            'E_BASE_MISMATCH',
+            `patch uses ${manifest.blockSize}-byte blocks, this device ${config.blockSize}`,
+          );
+        }
+        const clock = options.now ?? new Date();
+        if (manifest.expires !== null && Date.parse(manifest.expires) <= clock.getTime()) {
+          throw new RevpatchError('E_EXPIRED', `patch ${manifest.id} expired at ${manifest.expires}`);
+        }
+        const live = record.patches.filter((p) => p.state !== 'removed' && p.state !== 'failed');
+        if (live.some((p) => p.id === manifest.id)) {
+          throw new RevpatchError('E_EXISTS', `patch ${manifest.id} is already installed`);
+        }
+        const key = parentKey(manifest.parent);
+        const floor = record.versionFloor[key] ?? 0;
+        const newerSibling = live.find((p) => parentKey(p.parent) === key && p.version > manifest.version);
+        if (manifest.version < floor || newerSibling) {
+          throw new RevpatchError(
+            'E_ROLLBACK',
+            `patch ${manifest.id} version ${manifest.version} is older than version ` +
+              `${newerSibling ? newerSibling.version : floor} already installed for ${key}`,
+          );
+        }
+        const next = stack(record, NEXT_BOOT_STATES);
+        if (manifest.parent !== null && !next.some((p) => p.id === manifest.parent)) {
+          throw new RevpatchError('E_PARENT_MISSING', `patch ${manifest.id} needs ${manifest.parent} installed first`);
+        }
+        const top = next.length > 0 ? next[next.length - 1] : null;
+        const below = top ? top.targetDigest : config.baseDigest;
+        if (manifest.source.digest !== below) {
+          const on = top ? `patch ${top.id}` : 'the base';
+          throw new RevpatchError(
+            'E_BASE_MISMATCH',
+            `patch ${manifest.id} was made for another view than ${on} (source digest ${manifest.source.digest.slice(0, 16)}…, device ${below.slice(0, 16)}…)`,
+          );
+        }
+        if (options.spaceCheck !== false) {
+          const need = manifest.changedBlocks * (config.blockSize + 48) + 1024 * 1024;
+          const free = await engine.freeSpace(path.join(this.stateDir, LAYER_DIR));
+          if (free < need) {
+            throw new RevpatchError('E_NO_SPACE', `installing ${manifest.id} needs about ${need} bytes, ${free} are free`);
+          }
+        }
+        const layer = `${manifest.id}.${crypto.randomBytes(6).toString('hex')}.layer`;
+        const layerPath = this.layerPath(layer);
+        await engine.applyPatch(this.nextBootView(), patch.applyParams(layerPath), options.onProgress);
+        const updated = this.cloneRecord();
+        const entry: PatchRecord = {
+          id: manifest.id,
+          version: manifest.version,
+          parent: manifest.parent,
+          title: manifest.title,
+          severity: manifest.severity,
+          state: 'staged',
+          layer,
+          sourceDigest: manifest.source.digest,
+          targetDigest: manifest.target.digest,
+          targetSize: manifest.target.size,
+          removable: manifest.removable,
+          installedAt: now(),
+          stateChangedAt: now(),
+          bootAttempts: 0,
+        };
+        updated.patches.push(entry);
+        try {
+          await this.commit(updated);
+        } catch (err) {
+          await fs.rm(layerPath, { force: true });
+          throw err;
+        }
+        return entry;
+      });
+    } finally {
+      await patch.close();
+    }
+  }
+
+  /**
+   * The startup sequence: drops pending removals, rolls back trial patches
+   * that used up their boot attempts, turns staged patches into trial ones
+   * and counts this boot against every trial patch, in one commit. Then
+   * deletes the layers no record names and refreshes the live image.
+   */
+  async boot(): Promise<BootReport> {
+    return this.mutate(async () => {
+      const next = this.cloneRecord();
+      const report: BootReport = {
+        activated: [],
+        removed: [],
+        failed: [],
+        trial: [],
+        collected: [],
+        viewDigest: '',
+        liveImage: null,
+      };
+      next.boots += 1;
+      let rolledBack = false;
+      for (const patch of next.patches) {
+        if (patch.state === 'pending-removal') {
+          setState(patch, 'removed', patch.reason ?? 'removed');
+          report.removed.push(patch.id);
+        } else if (rolledBack && (patch.state === 'trial' || patch.state === 'staged' || patch.state === 'active')) {
+          // Stacked on a patch that just failed: it cannot stand without it.
+          setState(patch, 'failed', 'the patch beneath it was rolled back');
+          report.failed.push(patch.id);
+        } else if (patch.state === 'trial' && patch.bootAttempts >= next.device.maxBootAttempts) {
+          setState(patch, 'failed', `not confirmed within ${next.device.maxBootAttempts} boots`);
+          report.failed.push(patch.id);
+          rolledBack = true;
+        } else if (patch.state === 'trial') {
+          patch.bootAttempts += 1;
+          report.trial.push(patch.id);
+        } else if (patch.state === 'staged') {
+          setState(patch, 'trial');
+          patch.bootAttempts = 1;
+          report.activated.push(patch.id);
+          report.trial.push(patch.id);
+        }
+      }
+      await this.commit(next);
+      report.collected = await this.collectGarbage();
+      const view = this.bootedView();
+      report.viewDigest = (await engine.viewInfo(view)).digest;
+      if (next.device.liveImage) {
+        await engine.exportView(view, next.device.liveImage, 'auto');
+        report.liveImage = next.device.liveImage;
+      }
+      return report;
+    });
+  }
+
+  /** The host's health check passed: trial patches become active. */
+  async confirm(): Promise<string[]> {
+    return this.mutate(async () => {
+      const next = this.cloneRecord();
+      const confirmed: string[] = [];
+      for (const patch of next.patches) {
+        if (patch.state !== 'trial') continue;
+        setState(patch, 'active');
+        patch.bootAttempts = 0;
+        const key = parentKey(patch.parent);
+        next.versionFloor[key] = Math.max(next.versionFloor[key] ?? 0, patch.version);
+        confirmed.push(patch.id);
+      }
+      if (confirmed.length > 0) await this.commit(next);
+      return confirmed;
+    });
+  }
+
+  /**
+   * Marks `id` and every patch stacked on it for removal at the next
+   * restart; a staged patch (never booted) is removed at once.
+   */
+  async remove(id: string, reason = 'removed'): Promise<PatchRecord[]> {
+    return this.mutate(async () => {
+      const next = this.cloneRecord();
+      const index = next.patches.findIndex(
+        (p) => p.id === id && p.state !== 'removed' && p.state !== 'failed',
+      );
+      if (index < 0) throw new RevpatchError('E_UNKNOWN_PATCH', `no installed patch has id ${id}`);
+      const target = next.patches[index];
+      if (target.state === 'pending-removal') {
+        throw new RevpatchError('E_STATE', `patch ${id} is already marked for removal at the next restart`);
+      }
+      if (!target.removable) throw new RevpatchError('E_STATE', `patch ${id} is not removable`);
+      const changed: PatchRecord[] = [];
+      for (const patch of next.patches.slice(index)) {
+        if (patch.state === 'staged') {
+          setState(patch, 'removed', patch === target ? reason : `stacked on ${id}`);
+        } else if (patch.state === 'trial' || patch.state === 'active') {
+          setState(patch, 'pending-removal', patch === target ? reason : `stacked on ${id}`);
+        } else {
+          continue;
+        }
+        changed.push(patch);
+      }
+      await this.commit(next);
+      await this.collectGarbage();
+      return changed;
+    });
+  }
+
+  list(): PatchRecord[] {
+    return this.record.patches.map((p) => ({ ...p }));
+  }
+
+  async status(): Promise<DeviceStatus> {
+    const booted = await engine.viewInfo(this.bootedView());
+    const nextBoot = await engine.viewInfo(this.nextBootView());
+    return {
+      stateDir: this.stateDir,
+      volume: this.config.volume,
+      blockSize: this.config.blockSize,
+      baseDigest: this.config.baseDigest,
+      bootedDigest: booted.digest,
+      nextBootDigest: nextBoot.digest,
+      restartRequired: this.record.patches.some((p) => p.state === 'staged' || p.state === 'pending-removal'),
+      boots: this.record.boots,
+      generation: this.generation,
+      patches: this.list(),
+    };
+  }
+
+  /** Writes the booted view out as a complete image. */
+  async export(out: string, options: { mode?: engine.ExportMode; onProgress?: engine.Progress } = {}) {
+    return engine.exportView(this.bootedView(), path.resolve(out), options.mode ?? 'auto', options.onProgress);
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

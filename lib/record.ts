@@ -1,0 +1,94 @@
+/**
+ * The device record: the JSON body of the commit record
+ * (native/engine/commit_record.h). It is the one place that says which
+ * patches exist, in which state, and which layer file holds each, so a
+ * transition is exactly one WriteCommitRecord.
+ */
+import { RevpatchError } from './errors';
+import { parseStrictJson } from './strict_json';
+
+export const PATCH_STATES = ['staged', 'trial', 'active', 'pending-removal', 'failed', 'removed'] as const;
+export type PatchState = (typeof PATCH_STATES)[number];
+
+export interface PatchRecord {
+  id: string;
+  version: number;
+  parent: string | null;
+  title: string;
+  severity: string;
+  state: PatchState;
+  /** File name under layers/; null once the layer is gone. */
+  layer: string | null;
+  sourceDigest: string;
+  targetDigest: string;
+  targetSize: number;
+  removable: boolean;
+  installedAt: string;
+  stateChangedAt: string;
+  /** Boots that started with this patch in trial and no confirm since. */
+  bootAttempts: number;
+  /** Why the patch is failed or removed, when revpatch decided it. */
+  reason?: string;
+}
+
+export interface DeviceConfig {
+  /** Absolute path of the base volume; never written. */
+  volume: string;
+  blockSize: number;
+  baseSize: number;
+  baseDigest: string;
+  trustKeyId: string;
+  maxBootAttempts: number;
+  /** Where `boot` keeps an exported image of the booted view, if anywhere. */
+  liveImage: string | null;
+  repository: { url: string; root: string } | null;
+}
+
+export interface DeviceRecord {
+  format: 1;
+  device: DeviceConfig;
+  /** In install order; the live ones form one chain bottom to top. */
+  patches: PatchRecord[];
+  /** Anti-rollback floor: highest confirmed version per parent ('base' for none). */
+  versionFloor: Record<string, number>;
+  boots: number;
+}
+
+/** States whose layer is part of the view the running system booted with. */
+export const BOOTED_STATES: readonly PatchState[] = ['trial', 'active', 'pending-removal'];
+/** States whose layer will be part of the view after the next restart. */
+export const NEXT_BOOT_STATES: readonly PatchState[] = ['staged', 'trial', 'active'];
+
+export function parentKey(parent: string | null): string {
+  return parent ?? 'base';
+}
+
+export function encodeRecord(record: DeviceRecord): string {
+  return JSON.stringify(record);
+}
+
+export function decodeRecord(body: string): DeviceRecord {
+  let value: unknown;
+  try {
+    value = parseStrictJson(body);
+  } catch (err) {
+    throw new RevpatchError('E_CORRUPT', `commit record body is not valid JSON: ${(err as Error).message}`);
+  }
+  const record = value as DeviceRecord;
+  if (
+    !record ||
+    typeof record !== 'object' ||
+    record.format !== 1 ||
+    !record.device ||
+    !Array.isArray(record.patches) ||
+    typeof record.versionFloor !== 'object'
+  ) {
+    throw new RevpatchError('E_CORRUPT', 'commit record body has an unknown shape');
+  }
+  for (const patch of record.patches) {
+    if (!PATCH_STATES.includes(patch.state)) {
+      throw new RevpatchError('E_CORRUPT', `commit record names an unknown state ${JSON.stringify(patch.state)}`);
+    }
+  }
+  return record;
+}
