@@ -36,7 +36,8 @@ class View : public BlockSource {
   uint32_t block_size() const override;
   uint64_t size_bytes() const override;
   Status ReadBlocks(uint64_t first, uint64_t count, uint8_t* out) override;
-  // Reads bytes [offset, offset + size) clamped to size_bytes().
+  // Reads bytes [offset, offset + size); bytes past size_bytes() read as
+  // zeros (all `size` bytes of `out` are written).
   Status ReadBytes(uint64_t offset, uint64_t size, uint8_t* out);
 
   // O(1): the top layer's stored digest, or the base tree's.

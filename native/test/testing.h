@@ -39,8 +39,8 @@ inline void Fail(const char* file, int line, const std::string& what) {
   ++Failures();
 }
 
-// A fresh empty directory under $TMPDIR (or /tmp), removed at exit by the
-// test's own cleanup if it wants; kept on failure for inspection.
+// A fresh empty directory under $TMPDIR (or /tmp); removed when every case
+// of the binary passed, kept for inspection otherwise.
 std::string TempDir();
 
 }  // namespace revpatch_test

@@ -1,11 +1,19 @@
 #include <stdlib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "testing.h"
 
 namespace revpatch_test {
+namespace {
+std::vector<std::string>& TempDirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+}  // namespace
 
 std::string TempDir() {
   const char* base = std::getenv("TMPDIR");
@@ -15,6 +23,7 @@ std::string TempDir() {
     std::perror("mkdtemp");
     std::abort();
   }
+  TempDirs().push_back(templ);
   return templ;
 }
 
@@ -31,5 +40,12 @@ int main() {
   }
   size_t total = revpatch_test::Registry().size();
   std::printf("%zu passed, %d failed\n", total - failed_cases, failed_cases);
+  // Kept on failure for inspection; removed when everything passed.
+  if (failed_cases == 0) {
+    for (const auto& dir : revpatch_test::TempDirs()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  }
   return failed_cases == 0 ? 0 : 1;
 }

@@ -1,0 +1,350 @@
+#include "file_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <limits>
+#include <cstring>
+#include <random>
+
+#ifdef __linux__
+#include <linux/fs.h>
+#endif
+#ifdef __APPLE__
+#include <sys/attr.h>
+#include <sys/clonefile.h>
+#include <sys/disk.h>
+#include <sys/param.h>
+#endif
+
+namespace revpatch {
+namespace {
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+// Largest single read/write request; keeps each call well inside ssize_t and
+// the limits some kernels put on one I/O.
+constexpr size_t kMaxIoChunk = size_t{1} << 30;
+
+Status OpenWithFlags(const std::string& path, int flags, File* out) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  *out = File(fd);
+  return Status::Ok();
+}
+
+bool OffsetFits(uint64_t offset, size_t size) {
+  const uint64_t max_off = static_cast<uint64_t>(
+      std::numeric_limits<off_t>::max());
+  return offset <= max_off && size <= max_off - offset;
+}
+
+Status SyncFd(int fd, const std::string& what) {
+#ifdef __APPLE__
+  // F_FULLFSYNC asks the drive to flush its cache; some filesystems (network,
+  // FAT) refuse it, and then plain fsync is the best there is.
+  if (::fcntl(fd, F_FULLFSYNC) == 0) return Status::Ok();
+#endif
+  if (::fsync(fd) != 0) return Status::FromErrno(errno, "fsync " + what);
+  return Status::Ok();
+}
+
+bool IsUnsupportedCloneErrno(int err) {
+  return err == EXDEV || err == EOPNOTSUPP || err == EINVAL || err == ENOTTY
+#if defined(ENOTSUP) && ENOTSUP != EOPNOTSUPP
+         || err == ENOTSUP
+#endif
+#ifdef ENOSYS
+         || err == ENOSYS
+#endif
+      ;
+}
+
+}  // namespace
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+File::File(File&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+Status File::OpenRead(const std::string& path, File* out) {
+  return OpenWithFlags(path, O_RDONLY, out);
+}
+Status File::CreateNew(const std::string& path, File* out) {
+  return OpenWithFlags(path, O_RDWR | O_CREAT | O_EXCL, out);
+}
+Status File::CreateTruncate(const std::string& path, File* out) {
+  return OpenWithFlags(path, O_RDWR | O_CREAT | O_TRUNC, out);
+}
+Status File::OpenReadWrite(const std::string& path, File* out) {
+  return OpenWithFlags(path, O_RDWR, out);
+}
+
+int File::Release() {
+  int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+Status File::ReadSomeAt(uint64_t offset, void* data, size_t size,
+                        size_t* got) const {
+  *got = 0;
+  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "read on closed file");
+  if (!OffsetFits(offset, size)) {
+    return Status(ErrorCode::kTooLarge, "read offset out of range");
+  }
+  uint8_t* p = static_cast<uint8_t*>(data);
+  size_t done = 0;
+  while (done < size) {
+    size_t want = size - done;
+    if (want > kMaxIoChunk) want = kMaxIoChunk;
+    ssize_t n = ::pread(fd_, p + done, want, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "pread");
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  *got = done;
+  return Status::Ok();
+}
+
+Status File::ReadAt(uint64_t offset, void* data, size_t size) const {
+  size_t got = 0;
+  REVPATCH_RETURN_IF_ERROR(ReadSomeAt(offset, data, size, &got));
+  if (got != size) {
+    return Status(ErrorCode::kCorrupt, "unexpected end of file at offset " +
+                                           std::to_string(offset + got));
+  }
+  return Status::Ok();
+}
+
+Status File::WriteAt(uint64_t offset, const void* data, size_t size) {
+  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "write on closed file");
+  if (!OffsetFits(offset, size)) {
+    return Status(ErrorCode::kTooLarge, "write offset out of range");
+  }
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  size_t done = 0;
+  while (done < size) {
+    size_t want = size - done;
+    if (want > kMaxIoChunk) want = kMaxIoChunk;
+    ssize_t n = ::pwrite(fd_, p + done, want, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "pwrite");
+    }
+    if (n == 0) return Status::FromErrno(ENOSPC, "pwrite wrote nothing");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status File::Size(uint64_t* size) const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::FromErrno(errno, "fstat");
+  if (S_ISBLK(st.st_mode)) {
+    // A base volume may be a block device, whose st_size is 0.
+#if defined(__linux__) && defined(BLKGETSIZE64)
+    uint64_t bytes = 0;
+    if (::ioctl(fd_, BLKGETSIZE64, &bytes) != 0) {
+      return Status::FromErrno(errno, "BLKGETSIZE64");
+    }
+    *size = bytes;
+    return Status::Ok();
+#elif defined(__APPLE__)
+    uint32_t block_size = 0;
+    uint64_t block_count = 0;
+    if (::ioctl(fd_, DKIOCGETBLOCKSIZE, &block_size) != 0 ||
+        ::ioctl(fd_, DKIOCGETBLOCKCOUNT, &block_count) != 0) {
+      return Status::FromErrno(errno, "DKIOCGETBLOCKCOUNT");
+    }
+    *size = block_count * block_size;
+    return Status::Ok();
+#endif
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  return Status::Ok();
+}
+
+Status File::Truncate(uint64_t size) {
+  if (size > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) {
+    return Status(ErrorCode::kTooLarge, "truncate size out of range");
+  }
+  int rc;
+  do {
+    rc = ::ftruncate(fd_, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return Status::FromErrno(errno, "ftruncate");
+  return Status::Ok();
+}
+
+Status File::FullSync() {
+  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "sync on closed file");
+  return SyncFd(fd_, "file");
+}
+
+Status File::Close() {
+  if (fd_ < 0) return Status::Ok();
+  int fd = fd_;
+  fd_ = -1;
+  // close() is not retried on EINTR: the descriptor is gone either way.
+  if (::close(fd) != 0 && errno != EINTR) return Status::FromErrno(errno, "close");
+  return Status::Ok();
+}
+
+Status RenameFile(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return Status::FromErrno(errno, "rename " + from + " -> " + to);
+  }
+  return Status::Ok();
+}
+
+Status UnlinkFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::FromErrno(errno, "unlink " + path);
+  }
+  return Status::Ok();
+}
+
+Status SyncDirectory(const std::string& dir) {
+  const std::string path = dir.empty() ? "." : dir;
+  int flags = O_RDONLY;
+#ifdef O_DIRECTORY
+  flags |= O_DIRECTORY;
+#endif
+  File d;
+  REVPATCH_RETURN_IF_ERROR(OpenWithFlags(path, flags, &d));
+  REVPATCH_RETURN_IF_ERROR(SyncFd(d.fd(), "directory " + path));
+  return d.Close();
+}
+
+std::string DirName(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string TempPathFor(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  static thread_local std::mt19937_64 rng = [] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(),
+                      static_cast<unsigned>(::getpid())};
+    return std::mt19937_64(seq);
+  }();
+  const uint64_t value = rng() ^ (counter.fetch_add(1) * 0x9e3779b97f4a7c15ULL);
+  static const char kHex[] = "0123456789abcdef";
+  std::string suffix(16, '0');
+  for (int i = 0; i < 16; ++i) suffix[i] = kHex[(value >> (4 * i)) & 15];
+  return path + ".tmp-" + suffix;
+}
+
+Status CloneFile(const File& src, File* dst) {
+#if defined(__linux__) && defined(FICLONE)
+  if (::ioctl(dst->fd(), FICLONE, src.fd()) == 0) return Status::Ok();
+  const int err = errno;
+  if (IsUnsupportedCloneErrno(err)) {
+    return Status(ErrorCode::kUnsupported,
+                  std::string("FICLONE: ") + std::strerror(err));
+  }
+  return Status::FromErrno(err, "FICLONE");
+#elif defined(__APPLE__)
+  // clonefile needs a destination that does not exist yet: find dst's path,
+  // replace the (empty) file by a clone of src, and reopen it.
+  char path[MAXPATHLEN];
+  if (::fcntl(dst->fd(), F_GETPATH, path) != 0) {
+    return Status::FromErrno(errno, "F_GETPATH");
+  }
+  uint64_t size = 0;
+  REVPATCH_RETURN_IF_ERROR(dst->Size(&size));
+  if (size != 0) {
+    return Status(ErrorCode::kInvalidArgument, "clone destination not empty");
+  }
+  if (::unlink(path) != 0) return Status::FromErrno(errno, "unlink clone target");
+  if (::fclonefileat(src.fd(), AT_FDCWD, path, 0) != 0) {
+    const int err = errno;
+    File recreated;
+    REVPATCH_RETURN_IF_ERROR(File::CreateNew(path, &recreated));
+    *dst = std::move(recreated);
+    if (IsUnsupportedCloneErrno(err) || err == ENOTSUP) {
+      return Status(ErrorCode::kUnsupported,
+                    std::string("fclonefileat: ") + std::strerror(err));
+    }
+    return Status::FromErrno(err, "fclonefileat");
+  }
+  File reopened;
+  REVPATCH_RETURN_IF_ERROR(File::OpenReadWrite(path, &reopened));
+  *dst = std::move(reopened);
+  return Status::Ok();
+#else
+  (void)src;
+  (void)dst;
+  return Status(ErrorCode::kUnsupported, "file cloning not available");
+#endif
+}
+
+Status CloneRange(const File& src, uint64_t src_offset, File* dst,
+                  uint64_t dst_offset, uint64_t length) {
+#if defined(__linux__) && defined(FICLONERANGE)
+  struct file_clone_range range;
+  std::memset(&range, 0, sizeof(range));
+  range.src_fd = src.fd();
+  range.src_offset = src_offset;
+  range.src_length = length;
+  range.dest_offset = dst_offset;
+  if (::ioctl(dst->fd(), FICLONERANGE, &range) == 0) return Status::Ok();
+  const int err = errno;
+  if (IsUnsupportedCloneErrno(err)) {
+    return Status(ErrorCode::kUnsupported,
+                  std::string("FICLONERANGE: ") + std::strerror(err));
+  }
+  return Status::FromErrno(err, "FICLONERANGE");
+#else
+  (void)src;
+  (void)src_offset;
+  (void)dst;
+  (void)dst_offset;
+  (void)length;
+  return Status(ErrorCode::kUnsupported, "range cloning not available");
+#endif
+}
+
+Status FreeSpace(const std::string& path, uint64_t* bytes) {
+  struct statvfs st;
+  if (::statvfs(path.c_str(), &st) != 0) {
+    return Status::FromErrno(errno, "statvfs " + path);
+  }
+  *bytes = static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
+  return Status::Ok();
+}
+
+}  // namespace revpatch

@@ -1,0 +1,616 @@
+#include "layer_file.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+#include <utility>
+
+#include "buffered_writer.h"
+#include "little_endian.h"
+#include "view.h"
+
+namespace revpatch {
+namespace {
+
+constexpr char kHeaderMagic[8] = {'R', 'V', 'P', 'L', 'A', 'Y', 'R', '1'};
+constexpr char kFooterMagic[8] = {'R', 'V', 'P', 'L', 'E', 'N', 'D', '1'};
+constexpr uint32_t kLayerVersion = 1;
+// Header fields occupy [0, 64) of the first block; the rest is zero, so the
+// data blocks that follow are block-aligned in the file.
+constexpr size_t kHeaderFieldsSize = 64;
+constexpr size_t kEntrySize = 48;
+constexpr size_t kNodeSize = 48;
+constexpr size_t kFooterSize = 168;
+constexpr size_t kFooterChecksumOffset = 136;
+constexpr uint64_t kZeroMarker = ~uint64_t{0};
+constexpr size_t kWriteBufferBytes = size_t{1} << 20;
+constexpr size_t kReadChunkBytes = size_t{1} << 20;
+
+struct IndexEntry {
+  uint64_t block;
+  uint64_t offset;  // kZeroMarker for a zero block
+  Digest leaf;
+};
+
+struct StoredNode {
+  uint32_t level;
+  uint64_t index;
+  Digest hash;
+};
+
+bool NodeLess(uint32_t la, uint64_t ia, uint32_t lb, uint64_t ib) {
+  return la < lb || (la == lb && ia < ib);
+}
+
+void EncodeHeaderFields(uint32_t block_size, uint64_t target_size,
+                        uint64_t below_size, const Digest& below_digest,
+                        uint8_t* out) {
+  std::memcpy(out, kHeaderMagic, 8);
+  PutU32(out + 8, kLayerVersion);
+  PutU32(out + 12, block_size);
+  PutU64(out + 16, target_size);
+  PutU64(out + 24, below_size);
+  std::memcpy(out + 32, below_digest.data(), 32);
+}
+
+void EncodeEntry(const IndexEntry& e, uint8_t* out) {
+  PutU64(out, e.block);
+  PutU64(out + 8, e.offset);
+  std::memcpy(out + 16, e.leaf.data(), 32);
+}
+
+void EncodeNode(const MerkleNode& n, uint8_t* out) {
+  PutU32(out, n.level);
+  PutU32(out + 4, 0);
+  PutU64(out + 8, n.index);
+  std::memcpy(out + 16, n.hash.data(), 32);
+}
+
+Digest ZeroLeaf(uint32_t block_size) {
+  std::vector<uint8_t> zeros(block_size, 0);
+  return LeafHash(zeros.data(), block_size);
+}
+
+Status Corrupt(const std::string& path, const std::string& what) {
+  return Status(ErrorCode::kCorrupt, "layer " + path + ": " + what);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- writer
+
+struct LayerWriter::Impl {
+  std::string path;
+  File file;
+  View* below = nullptr;
+  uint32_t block_size = 0;
+  uint64_t target_size = 0;
+  uint64_t target_blocks = 0;
+  uint64_t below_size = 0;
+  uint64_t below_blocks = 0;
+  Digest below_digest{};
+  std::unique_ptr<BufferedWriter> data;
+  uint64_t data_blocks = 0;
+  uint64_t bytes_written = 0;
+  std::vector<IndexEntry> entries;  // write order until Seal sorts them
+  // Duplicate detection in O(changed): blocks that were a new maximum when
+  // written are ascending; the rest go to a hash set.
+  std::vector<uint64_t> ascending;
+  std::unordered_set<uint64_t> others;
+  bool have_zero_leaf = false;
+  Digest zero_leaf{};
+  std::vector<uint8_t> scratch;
+  enum class State { kOpen, kFailed, kPoisoned, kSealed, kAborted };
+  State state = State::kOpen;
+
+  Status CheckOpen() const {
+    switch (state) {
+      case State::kOpen: return Status::Ok();
+      case State::kPoisoned:
+        return Status(ErrorCode::kPoisoned, "layer writer poisoned by an I/O error");
+      case State::kSealed:
+        return Status(ErrorCode::kInvalidArgument, "layer already sealed");
+      default:
+        return Status(ErrorCode::kInvalidArgument, "layer writer no longer usable");
+    }
+  }
+
+  bool Written(uint64_t block) const {
+    return std::binary_search(ascending.begin(), ascending.end(), block) ||
+           others.count(block) != 0;
+  }
+
+  Status Claim(uint64_t block) {
+    if (block >= target_blocks) {
+      return Status(ErrorCode::kBadExtent,
+                    "block " + std::to_string(block) + " past the target");
+    }
+    if (ascending.empty() || block > ascending.back()) {
+      ascending.push_back(block);
+      return Status::Ok();
+    }
+    if (Written(block)) {
+      return Status(ErrorCode::kBadExtent,
+                    "block " + std::to_string(block) + " written twice");
+    }
+    others.insert(block);
+    return Status::Ok();
+  }
+
+  const Digest& ZeroLeafHash() {
+    if (!have_zero_leaf) {
+      zero_leaf = ZeroLeaf(block_size);
+      have_zero_leaf = true;
+    }
+    return zero_leaf;
+  }
+
+  // Poisons the writer on an I/O failure: what reached the file is unknown.
+  Status Fail(Status s) {
+    if (!s.ok()) state = State::kPoisoned;
+    return s;
+  }
+
+  Status AppendData(uint64_t block, const uint8_t* bytes) {
+    // The view's last block reads as zeros past the target size, so that is
+    // what is stored and hashed.
+    const uint64_t tail = target_size % block_size;
+    if (block + 1 == target_blocks && tail != 0) {
+      scratch.assign(bytes, bytes + tail);
+      scratch.resize(block_size, 0);
+      bytes = scratch.data();
+    }
+    const Digest leaf = LeafHash(bytes, block_size);
+    REVPATCH_RETURN_IF_ERROR(Fail(data->Append(bytes, block_size)));
+    entries.push_back({block, block_size * (1 + data_blocks), leaf});
+    ++data_blocks;
+    bytes_written += block_size;
+    return Status::Ok();
+  }
+};
+
+LayerWriter::LayerWriter() : impl_(new Impl) {}
+
+LayerWriter::~LayerWriter() { Abort(); }
+
+Status LayerWriter::Create(const std::string& path, uint64_t target_size,
+                           View* below, std::unique_ptr<LayerWriter>* out) {
+  if (below == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "layer needs the view below");
+  }
+  const uint32_t block_size = below->block_size();
+  if (!ValidBlockSize(block_size)) {
+    return Status(ErrorCode::kInvalidArgument, "invalid block size");
+  }
+  std::unique_ptr<LayerWriter> writer(new LayerWriter);
+  Impl& im = *writer->impl_;
+  im.path = path;
+  im.below = below;
+  im.block_size = block_size;
+  im.target_size = target_size;
+  im.target_blocks = BlockCount(target_size, block_size);
+  im.below_size = below->size_bytes();
+  im.below_blocks = below->block_count();
+  im.below_digest = below->digest();
+  REVPATCH_RETURN_IF_ERROR(File::CreateNew(path, &im.file));
+  im.state = Impl::State::kOpen;
+  std::vector<uint8_t> header(block_size, 0);
+  EncodeHeaderFields(block_size, target_size, im.below_size, im.below_digest,
+                     header.data());
+  Status s = im.file.WriteAt(0, header.data(), header.size());
+  if (!s.ok()) {
+    writer->Abort();
+    return s;
+  }
+  im.data.reset(new BufferedWriter(&im.file, block_size, kWriteBufferBytes));
+  *out = std::move(writer);
+  return Status::Ok();
+}
+
+Status LayerWriter::WriteBlock(uint64_t block, const uint8_t* data) {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  REVPATCH_RETURN_IF_ERROR(im.Claim(block));
+  return im.AppendData(block, data);
+}
+
+Status LayerWriter::WriteZeroBlock(uint64_t block) {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  REVPATCH_RETURN_IF_ERROR(im.Claim(block));
+  im.entries.push_back({block, kZeroMarker, im.ZeroLeafHash()});
+  return Status::Ok();
+}
+
+Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  const uint32_t bs = im.block_size;
+
+  // Shrinking into the middle of a block: the new last block reads as zeros
+  // past the target size. If the view below has other bytes there, the
+  // block changes and is stored.
+  const uint64_t last = im.target_blocks - 1;
+  if (im.target_size % bs != 0 && im.target_size < im.below_size &&
+      last < im.below_blocks && !im.Written(last)) {
+    std::vector<uint8_t> block(bs);
+    REVPATCH_RETURN_IF_ERROR(im.below->ReadBlocks(last, 1, block.data()));
+    const size_t keep = static_cast<size_t>(im.target_size % bs);
+    bool tail_zero = std::all_of(block.begin() + keep, block.end(),
+                                 [](uint8_t b) { return b == 0; });
+    if (!tail_zero) {
+      REVPATCH_RETURN_IF_ERROR(im.Claim(last));
+      REVPATCH_RETURN_IF_ERROR(im.AppendData(last, block.data()));
+    }
+  }
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.data->Flush()));
+  im.state = Impl::State::kFailed;  // until sealed: no more writes
+
+  std::sort(im.entries.begin(), im.entries.end(),
+            [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
+  // Every block the view below does not have is part of the layer.
+  if (im.target_blocks > im.below_blocks) {
+    std::vector<IndexEntry> fill;
+    auto it = std::lower_bound(
+        im.entries.begin(), im.entries.end(), im.below_blocks,
+        [](const IndexEntry& e, uint64_t b) { return e.block < b; });
+    for (uint64_t b = im.below_blocks; b < im.target_blocks; ++b) {
+      if (it != im.entries.end() && it->block == b) {
+        ++it;
+      } else {
+        fill.push_back({b, kZeroMarker, im.ZeroLeafHash()});
+      }
+    }
+    if (!fill.empty()) {
+      const size_t mid = im.entries.size();
+      im.entries.insert(im.entries.end(), fill.begin(), fill.end());
+      std::inplace_merge(
+          im.entries.begin(), im.entries.begin() + mid, im.entries.end(),
+          [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
+    }
+  }
+
+  std::vector<MerkleNode> leaves;
+  leaves.reserve(im.entries.size());
+  for (const IndexEntry& e : im.entries) leaves.push_back({0, e.block, e.leaf});
+  std::vector<MerkleNode> changed;
+  Digest root;
+  REVPATCH_RETURN_IF_ERROR(
+      MerkleDelta(im.below->tree(), leaves, im.target_blocks, &changed, &root));
+  std::vector<MerkleNode>().swap(leaves);
+  const Digest digest = ViewDigest(im.target_size, bs, root);
+  if (expected != nullptr && *expected != digest) {
+    return Status(ErrorCode::kHashMismatch,
+                  "layer view digest " + DigestToHex(digest) + ", expected " +
+                      DigestToHex(*expected));
+  }
+  // Level 0 lives in the index entries; only inner nodes are stored.
+  changed.erase(std::remove_if(changed.begin(), changed.end(),
+                               [](const MerkleNode& n) { return n.level == 0; }),
+                changed.end());
+
+  const uint64_t index_offset = uint64_t{bs} * (1 + im.data_blocks);
+  const uint64_t nodes_offset = index_offset + kEntrySize * im.entries.size();
+  Sha256 checksum;
+  uint8_t header[kHeaderFieldsSize];
+  EncodeHeaderFields(bs, im.target_size, im.below_size, im.below_digest, header);
+  checksum.Update(header, sizeof(header));
+  BufferedWriter out(&im.file, index_offset, kWriteBufferBytes);
+  uint8_t rec[kEntrySize];
+  for (const IndexEntry& e : im.entries) {
+    EncodeEntry(e, rec);
+    checksum.Update(rec, sizeof(rec));
+    REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(rec, sizeof(rec))));
+  }
+  for (const MerkleNode& n : changed) {
+    EncodeNode(n, rec);
+    checksum.Update(rec, sizeof(rec));
+    REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(rec, sizeof(rec))));
+  }
+  uint8_t footer[kFooterSize];
+  std::memcpy(footer, kFooterMagic, 8);
+  PutU32(footer + 8, kLayerVersion);
+  PutU32(footer + 12, bs);
+  PutU64(footer + 16, im.target_size);
+  PutU64(footer + 24, im.below_size);
+  std::memcpy(footer + 32, im.below_digest.data(), 32);
+  std::memcpy(footer + 64, digest.data(), 32);
+  PutU64(footer + 96, im.data_blocks);
+  PutU64(footer + 104, index_offset);
+  PutU64(footer + 112, im.entries.size());
+  PutU64(footer + 120, nodes_offset);
+  PutU64(footer + 128, changed.size());
+  checksum.Update(footer, kFooterChecksumOffset);
+  const Digest sum = checksum.Final();
+  std::memcpy(footer + kFooterChecksumOffset, sum.data(), 32);
+  REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(footer, sizeof(footer))));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.Close()));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(SyncDirectory(DirName(im.path))));
+  im.state = Impl::State::kSealed;
+  if (view_digest != nullptr) *view_digest = digest;
+  // The index is no longer needed once it is on disk.
+  std::vector<IndexEntry>().swap(im.entries);
+  std::vector<uint64_t>().swap(im.ascending);
+  std::unordered_set<uint64_t>().swap(im.others);
+  return Status::Ok();
+}
+
+void LayerWriter::Abort() {
+  Impl& im = *impl_;
+  if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
+  im.data.reset();
+  im.file.Close();
+  if (!im.path.empty()) UnlinkFile(im.path);
+  im.state = Impl::State::kAborted;
+}
+
+uint64_t LayerWriter::blocks_written() const {
+  return impl_->ascending.size() + impl_->others.size();
+}
+uint64_t LayerWriter::bytes_written() const { return impl_->bytes_written; }
+
+// ---------------------------------------------------------------- reader
+
+struct LayerReader::Impl {
+  std::string path;
+  File file;
+  uint32_t block_size = 0;
+  uint64_t target_size = 0;
+  uint64_t below_size = 0;
+  Digest below_digest{};
+  Digest view_digest{};
+  uint64_t index_offset = 0;
+  std::vector<IndexEntry> entries;
+  std::vector<StoredNode> nodes;
+};
+
+LayerReader::LayerReader() : impl_(new Impl) {}
+LayerReader::~LayerReader() = default;
+
+Status LayerReader::Open(const std::string& path,
+                         std::unique_ptr<LayerReader>* out) {
+  std::unique_ptr<LayerReader> reader(new LayerReader);
+  Impl& im = *reader->impl_;
+  im.path = path;
+  REVPATCH_RETURN_IF_ERROR(File::OpenRead(path, &im.file));
+  uint64_t file_size = 0;
+  REVPATCH_RETURN_IF_ERROR(im.file.Size(&file_size));
+  if (file_size < kHeaderFieldsSize + kFooterSize) {
+    return Corrupt(path, "too short to be sealed");
+  }
+  uint8_t footer[kFooterSize];
+  REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(file_size - kFooterSize, footer, kFooterSize));
+  if (std::memcmp(footer, kFooterMagic, 8) != 0) return Corrupt(path, "no footer (unsealed)");
+  if (GetU32(footer + 8) != kLayerVersion) {
+    return Status(ErrorCode::kUnsupported, "layer " + path + ": unknown version");
+  }
+  im.block_size = GetU32(footer + 12);
+  im.target_size = GetU64(footer + 16);
+  im.below_size = GetU64(footer + 24);
+  std::memcpy(im.below_digest.data(), footer + 32, 32);
+  std::memcpy(im.view_digest.data(), footer + 64, 32);
+  const uint64_t data_blocks = GetU64(footer + 96);
+  const uint64_t index_offset = GetU64(footer + 104);
+  const uint64_t index_count = GetU64(footer + 112);
+  const uint64_t nodes_offset = GetU64(footer + 120);
+  const uint64_t node_count = GetU64(footer + 128);
+  const uint32_t bs = im.block_size;
+  const uint64_t footer_offset = file_size - kFooterSize;
+  // Every count is bounded by the file size before anything is allocated,
+  // and every sum is checked without overflow.
+  if (!ValidBlockSize(bs) || file_size < bs + kFooterSize ||
+      data_blocks > (file_size - bs) / bs ||
+      index_offset != uint64_t{bs} * (1 + data_blocks) ||
+      index_offset > footer_offset ||
+      index_count > (footer_offset - index_offset) / kEntrySize ||
+      nodes_offset != index_offset + index_count * kEntrySize ||
+      node_count > (footer_offset - nodes_offset) / kNodeSize ||
+      nodes_offset + node_count * kNodeSize != footer_offset) {
+    return Corrupt(path, "inconsistent footer");
+  }
+  im.index_offset = index_offset;
+
+  Sha256 checksum;
+  uint8_t header[kHeaderFieldsSize];
+  REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(0, header, sizeof(header)));
+  uint8_t expect_header[kHeaderFieldsSize];
+  EncodeHeaderFields(bs, im.target_size, im.below_size, im.below_digest,
+                     expect_header);
+  if (std::memcmp(header, expect_header, sizeof(header)) != 0) {
+    return Corrupt(path, "header does not match footer");
+  }
+  checksum.Update(header, sizeof(header));
+
+  const uint64_t target_blocks = BlockCount(im.target_size, bs);
+  const uint64_t below_blocks = BlockCount(im.below_size, bs);
+  const uint32_t height = MerkleHeight(target_blocks);
+  im.entries.reserve(index_count);
+  im.nodes.reserve(node_count);
+  std::vector<uint8_t> chunk;
+  const uint64_t records = index_count + node_count;
+  const size_t per_chunk = kReadChunkBytes / kEntrySize;
+  uint64_t growth_entries = 0;
+  for (uint64_t first = 0; first < records; first += per_chunk) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(per_chunk, records - first));
+    chunk.resize(n * kEntrySize);
+    REVPATCH_RETURN_IF_ERROR(
+        im.file.ReadAt(index_offset + first * kEntrySize, chunk.data(), chunk.size()));
+    checksum.Update(chunk.data(), chunk.size());
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* r = &chunk[i * kEntrySize];
+      if (first + i < index_count) {
+        IndexEntry e;
+        e.block = GetU64(r);
+        e.offset = GetU64(r + 8);
+        std::memcpy(e.leaf.data(), r + 16, 32);
+        if (e.block >= target_blocks ||
+            (!im.entries.empty() && e.block <= im.entries.back().block)) {
+          return Corrupt(path, "index not sorted or out of range");
+        }
+        if (e.offset != kZeroMarker &&
+            (e.offset < bs || e.offset >= index_offset || e.offset % bs != 0)) {
+          return Corrupt(path, "index entry points outside the data");
+        }
+        if (e.block >= below_blocks) ++growth_entries;
+        im.entries.push_back(e);
+      } else {
+        StoredNode node;
+        node.level = GetU32(r);
+        node.index = GetU64(r + 8);
+        std::memcpy(node.hash.data(), r + 16, 32);
+        if (GetU32(r + 4) != 0 || node.level == 0 || node.level >= height ||
+            node.index >= MerkleLevelWidth(target_blocks, node.level) ||
+            (!im.nodes.empty() && !NodeLess(im.nodes.back().level,
+                                            im.nodes.back().index, node.level,
+                                            node.index))) {
+          return Corrupt(path, "node list not sorted or out of range");
+        }
+        im.nodes.push_back(node);
+      }
+    }
+  }
+  checksum.Update(footer, kFooterChecksumOffset);
+  const Digest sum = checksum.Final();
+  if (std::memcmp(sum.data(), footer + kFooterChecksumOffset, 32) != 0) {
+    return Corrupt(path, "checksum mismatch");
+  }
+  if (target_blocks > below_blocks && growth_entries != target_blocks - below_blocks) {
+    return Corrupt(path, "grown blocks missing from the index");
+  }
+  *out = std::move(reader);
+  return Status::Ok();
+}
+
+uint32_t LayerReader::block_size() const { return impl_->block_size; }
+uint64_t LayerReader::target_size() const { return impl_->target_size; }
+const Digest& LayerReader::view_digest() const { return impl_->view_digest; }
+uint64_t LayerReader::block_entries() const { return impl_->entries.size(); }
+uint64_t LayerReader::below_size() const { return impl_->below_size; }
+const Digest& LayerReader::below_digest() const { return impl_->below_digest; }
+
+size_t LayerReader::LowerBound(uint64_t block) const {
+  const auto& e = impl_->entries;
+  return static_cast<size_t>(
+      std::lower_bound(e.begin(), e.end(), block,
+                       [](const IndexEntry& x, uint64_t b) { return x.block < b; }) -
+      e.begin());
+}
+
+uint64_t LayerReader::EntryBlock(size_t pos) const {
+  return impl_->entries[pos].block;
+}
+
+bool LayerReader::HasBlock(uint64_t block) const {
+  const size_t pos = LowerBound(block);
+  return pos < impl_->entries.size() && impl_->entries[pos].block == block;
+}
+
+Status LayerReader::ReadBlock(uint64_t block, uint8_t* out, bool* found) {
+  const size_t pos = LowerBound(block);
+  *found = pos < impl_->entries.size() && impl_->entries[pos].block == block;
+  if (!*found) return Status::Ok();
+  return ReadEntries(pos, 1, out);
+}
+
+Status LayerReader::ReadEntries(size_t pos, size_t count, uint8_t* out) {
+  const auto& e = impl_->entries;
+  const uint32_t bs = impl_->block_size;
+  if (pos > e.size() || count > e.size() - pos) {
+    return Status(ErrorCode::kBadExtent, "layer entry range out of bounds");
+  }
+  size_t i = 0;
+  while (i < count) {
+    const IndexEntry& first = e[pos + i];
+    if (first.offset == kZeroMarker) {
+      std::memset(out + i * size_t{bs}, 0, bs);
+      ++i;
+      continue;
+    }
+    size_t run = 1;
+    while (i + run < count && e[pos + i + run].offset == first.offset + run * uint64_t{bs}) {
+      ++run;
+    }
+    REVPATCH_RETURN_IF_ERROR(
+        impl_->file.ReadAt(first.offset, out + i * size_t{bs}, run * size_t{bs}));
+    i += run;
+  }
+  return Status::Ok();
+}
+
+bool LayerReader::FindNode(uint32_t level, uint64_t index, Digest* out) const {
+  if (level == 0) {
+    const size_t pos = LowerBound(index);
+    if (pos < impl_->entries.size() && impl_->entries[pos].block == index) {
+      *out = impl_->entries[pos].leaf;
+      return true;
+    }
+    return false;
+  }
+  const auto& n = impl_->nodes;
+  auto it = std::lower_bound(n.begin(), n.end(), std::make_pair(level, index),
+                             [](const StoredNode& x, const std::pair<uint32_t, uint64_t>& k) {
+                               return NodeLess(x.level, x.index, k.first, k.second);
+                             });
+  if (it != n.end() && it->level == level && it->index == index) {
+    *out = it->hash;
+    return true;
+  }
+  return false;
+}
+
+std::vector<uint64_t> LayerReader::Blocks() const {
+  std::vector<uint64_t> blocks;
+  blocks.reserve(impl_->entries.size());
+  for (const IndexEntry& e : impl_->entries) blocks.push_back(e.block);
+  return blocks;
+}
+
+Status LayerReader::Verify() {
+  Impl& im = *impl_;
+  const uint32_t bs = im.block_size;
+  const Digest zero_leaf = ZeroLeaf(bs);
+  // Read the data area in file order, in large runs.
+  std::vector<std::pair<uint64_t, size_t>> by_offset;
+  for (size_t i = 0; i < im.entries.size(); ++i) {
+    const IndexEntry& e = im.entries[i];
+    if (e.offset == kZeroMarker) {
+      if (e.leaf != zero_leaf) {
+        return Status(ErrorCode::kHashMismatch,
+                      "layer " + im.path + ": zero block with a non-zero leaf");
+      }
+    } else {
+      by_offset.push_back({e.offset, i});
+    }
+  }
+  std::sort(by_offset.begin(), by_offset.end());
+  const size_t max_run = std::max<size_t>(1, kReadChunkBytes * 4 / bs);
+  std::vector<uint8_t> buf;
+  for (size_t i = 0; i < by_offset.size();) {
+    size_t run = 1;
+    while (i + run < by_offset.size() && run < max_run &&
+           by_offset[i + run].first == by_offset[i].first + run * uint64_t{bs}) {
+      ++run;
+    }
+    buf.resize(run * size_t{bs});
+    REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(by_offset[i].first, buf.data(), buf.size()));
+    for (size_t k = 0; k < run; ++k) {
+      const IndexEntry& e = im.entries[by_offset[i + k].second];
+      if (LeafHash(&buf[k * size_t{bs}], bs) != e.leaf) {
+        return Status(ErrorCode::kHashMismatch,
+                      "layer " + im.path + ": block " + std::to_string(e.block) +
+                          " does not match its hash");
+      }
+    }
+    i += run;
+  }
+  return Status::Ok();
+}
+
+bool IsSealedLayer(const std::string& path) {
+  std::unique_ptr<LayerReader> reader;
+  return LayerReader::Open(path, &reader).ok();
+}
+
+}  // namespace revpatch

@@ -1,0 +1,419 @@
+#include "merkle.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "buffered_writer.h"
+#include "file_io.h"
+#include "little_endian.h"
+
+namespace revpatch {
+namespace {
+
+constexpr char kTreeMagic[8] = {'R', 'V', 'P', 'T', 'R', 'E', 'E', '1'};
+constexpr uint32_t kTreeVersion = 1;
+// Header fields occupy bytes [0, 136); the rest of the header area is zero.
+constexpr size_t kTreeHeaderSize = 256;
+constexpr size_t kTreeHeaderUsed = 136;
+constexpr size_t kTreeChecksumOffset = 104;
+// Nodes per sequential read while building the upper levels (2 MiB); even,
+// so a pair never straddles two reads.
+constexpr size_t kLevelChunkNodes = size_t{1} << 16;
+constexpr size_t kImageChunkBytes = size_t{4} << 20;
+constexpr size_t kWriteBufferBytes = size_t{1} << 20;
+
+// Number of nodes of all levels of a tree with `leaves` leaves.
+uint64_t TotalNodes(uint64_t leaves) {
+  uint64_t total = 0;
+  const uint32_t height = MerkleHeight(leaves);
+  for (uint32_t l = 0; l < height; ++l) total += MerkleLevelWidth(leaves, l);
+  return total;
+}
+
+// The O(log n) fold of a stream of leaves: pending_[l] holds a level-l node
+// still waiting for its right sibling.
+class StreamingRoot {
+ public:
+  void AddLeaf(const Digest& leaf) {
+    Digest node = leaf;
+    size_t level = 0;
+    while (level < pending_.size() && has_[level]) {
+      node = InnerHash(pending_[level], node);
+      has_[level] = false;
+      ++level;
+    }
+    if (level == pending_.size()) {
+      pending_.emplace_back();
+      has_.push_back(false);
+    }
+    pending_[level] = node;
+    has_[level] = true;
+    ++leaves_;
+  }
+
+  Digest Root() const {
+    if (leaves_ == 0) return Sha256::Hash(nullptr, 0);
+    // Fold from the bottom: a lone pending node with nothing to its right is
+    // promoted unchanged; a carried node is the right child of a pending one.
+    bool have_carry = false;
+    Digest carry{};
+    for (size_t level = 0; level < pending_.size(); ++level) {
+      if (!has_[level]) continue;
+      if (have_carry) {
+        carry = InnerHash(pending_[level], carry);
+      } else {
+        carry = pending_[level];
+        have_carry = true;
+      }
+    }
+    return carry;
+  }
+
+ private:
+  std::vector<Digest> pending_;
+  std::vector<bool> has_;
+  uint64_t leaves_ = 0;
+};
+
+void EncodeTreeHeader(uint32_t block_size, uint64_t size_bytes,
+                      uint64_t leaves, const Digest& root,
+                      const Digest& view_digest, uint8_t* out) {
+  std::memset(out, 0, kTreeHeaderSize);
+  std::memcpy(out, kTreeMagic, 8);
+  PutU32(out + 8, kTreeVersion);
+  PutU32(out + 12, block_size);
+  PutU64(out + 16, size_bytes);
+  PutU64(out + 24, leaves);
+  PutU32(out + 32, MerkleHeight(leaves));
+  PutU32(out + 36, 0);
+  std::memcpy(out + 40, root.data(), 32);
+  std::memcpy(out + 72, view_digest.data(), 32);
+  const Digest checksum = Sha256::Hash(out, kTreeChecksumOffset);
+  std::memcpy(out + kTreeChecksumOffset, checksum.data(), 32);
+}
+
+// Writes levels 1..h-1 after level 0, reading each level back from the file
+// in large sequential chunks; memory is two chunk buffers.
+Status BuildUpperLevels(File* file, uint64_t leaves, Digest* top) {
+  const uint32_t height = MerkleHeight(leaves);
+  uint64_t level_offset = kTreeHeaderSize;
+  std::vector<uint8_t> in(kLevelChunkNodes * 32);
+  for (uint32_t level = 0; level + 1 < height; ++level) {
+    const uint64_t width = MerkleLevelWidth(leaves, level);
+    const uint64_t next_offset = level_offset + width * 32;
+    BufferedWriter out(file, next_offset, kWriteBufferBytes);
+    for (uint64_t first = 0; first < width; first += kLevelChunkNodes) {
+      const uint64_t count = std::min<uint64_t>(kLevelChunkNodes, width - first);
+      REVPATCH_RETURN_IF_ERROR(
+          file->ReadAt(level_offset + first * 32, in.data(), count * 32));
+      for (uint64_t i = 0; i < count; i += 2) {
+        Digest left, parent;
+        std::memcpy(left.data(), &in[i * 32], 32);
+        if (i + 1 < count) {
+          Digest right;
+          std::memcpy(right.data(), &in[(i + 1) * 32], 32);
+          parent = InnerHash(left, right);
+        } else {
+          parent = left;  // the level's last node, without a right sibling
+        }
+        REVPATCH_RETURN_IF_ERROR(out.Append(parent.data(), 32));
+      }
+    }
+    REVPATCH_RETURN_IF_ERROR(out.Flush());
+    level_offset = next_offset;
+  }
+  if (leaves == 0) {
+    *top = Sha256::Hash(nullptr, 0);
+    return Status::Ok();
+  }
+  return file->ReadAt(level_offset, top->data(), 32);
+}
+
+Status HashImageInto(const File& image, uint64_t size, uint32_t block_size,
+                     File* tree, Digest* root) {
+  const uint64_t leaves = BlockCount(size, block_size);
+  const size_t chunk_blocks =
+      std::max<size_t>(1, kImageChunkBytes / block_size);
+  std::vector<uint8_t> buffer(chunk_blocks * block_size);
+  StreamingRoot stream;
+  std::unique_ptr<BufferedWriter> level0;
+  if (tree != nullptr) {
+    level0.reset(new BufferedWriter(tree, kTreeHeaderSize, kWriteBufferBytes));
+  }
+  for (uint64_t block = 0; block < leaves; block += chunk_blocks) {
+    const uint64_t count = std::min<uint64_t>(chunk_blocks, leaves - block);
+    const uint64_t offset = block * block_size;
+    const uint64_t want = std::min<uint64_t>(count * block_size, size - offset);
+    REVPATCH_RETURN_IF_ERROR(image.ReadAt(offset, buffer.data(), want));
+    if (want < count * block_size) {
+      std::memset(buffer.data() + want, 0, count * block_size - want);
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+      const Digest leaf = LeafHash(&buffer[i * block_size], block_size);
+      stream.AddLeaf(leaf);
+      if (level0) REVPATCH_RETURN_IF_ERROR(level0->Append(leaf.data(), 32));
+    }
+  }
+  *root = stream.Root();
+  if (!level0) return Status::Ok();
+  REVPATCH_RETURN_IF_ERROR(level0->Flush());
+  Digest top;
+  REVPATCH_RETURN_IF_ERROR(BuildUpperLevels(tree, leaves, &top));
+  if (top != *root) {
+    return Status(ErrorCode::kIo, "tree file read back differs from the stream");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+uint64_t MerkleLevelWidth(uint64_t leaves, uint32_t level) {
+  if (level >= 64) return leaves == 0 ? 0 : 1;
+  const uint64_t mask = (uint64_t{1} << level) - 1;
+  return (leaves >> level) + ((leaves & mask) != 0 ? 1 : 0);
+}
+
+uint32_t MerkleHeight(uint64_t leaves) {
+  uint32_t height = 1;
+  while (leaves > 1) {
+    leaves = leaves / 2 + (leaves & 1);
+    ++height;
+  }
+  return height;
+}
+
+Digest LeafHash(const uint8_t* block, uint32_t block_size) {
+  static const uint8_t kPrefix = 0x00;
+  Sha256 h;
+  h.Update(&kPrefix, 1);
+  h.Update(block, block_size);
+  return h.Final();
+}
+
+Digest InnerHash(const Digest& left, const Digest& right) {
+  uint8_t buf[65];
+  buf[0] = 0x01;
+  std::memcpy(buf + 1, left.data(), 32);
+  std::memcpy(buf + 33, right.data(), 32);
+  return Sha256::Hash(buf, sizeof(buf));
+}
+
+Digest ViewDigest(uint64_t size_bytes, uint32_t block_size,
+                  const Digest& root) {
+  static const char kDomain[] = "revpatch-view-v1";
+  uint8_t buf[16 + 8 + 4 + 32];
+  std::memcpy(buf, kDomain, 16);
+  PutU64(buf + 16, size_bytes);
+  PutU32(buf + 24, block_size);
+  std::memcpy(buf + 28, root.data(), 32);
+  return Sha256::Hash(buf, sizeof(buf));
+}
+
+Status MerkleDelta(MerkleNodeSource& below,
+                   const std::vector<MerkleNode>& new_leaves_level0,
+                   uint64_t new_leaves, std::vector<MerkleNode>* changed,
+                   Digest* root) {
+  const uint64_t old_leaves = below.leaf_count();
+  // Check the caller's promise: sorted, unique, in range, growth covered.
+  uint64_t growth_covered = 0;
+  for (size_t i = 0; i < new_leaves_level0.size(); ++i) {
+    const MerkleNode& n = new_leaves_level0[i];
+    if (n.level != 0 || n.index >= new_leaves ||
+        (i > 0 && n.index <= new_leaves_level0[i - 1].index)) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "leaf list not sorted, unique and in range");
+    }
+    if (n.index >= old_leaves) ++growth_covered;
+  }
+  if (new_leaves > old_leaves && growth_covered != new_leaves - old_leaves) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "leaf list does not cover every new block");
+  }
+
+  changed->clear();
+  if (new_leaves == 0) {
+    *root = Sha256::Hash(nullptr, 0);
+    return Status::Ok();
+  }
+  changed->insert(changed->end(), new_leaves_level0.begin(),
+                  new_leaves_level0.end());
+
+  struct Dirty {
+    uint64_t index;
+    Digest hash;
+  };
+  std::vector<Dirty> current;
+  current.reserve(new_leaves_level0.size() + 1);
+  for (const MerkleNode& n : new_leaves_level0) current.push_back({n.index, n.hash});
+  // Shrinking changes the nodes on the path of the new last leaf even when
+  // no leaf changed: their ranges lose the leaves past the new end.
+  if (new_leaves < old_leaves &&
+      (current.empty() || current.back().index != new_leaves - 1)) {
+    Dirty last{new_leaves - 1, {}};
+    REVPATCH_RETURN_IF_ERROR(below.GetNode(0, new_leaves - 1, &last.hash));
+    current.push_back(last);
+  }
+
+  const uint32_t height = MerkleHeight(new_leaves);
+  if (current.empty()) {
+    // Same size, nothing changed: the root is below's.
+    return below.GetNode(height - 1, 0, root);
+  }
+  std::vector<Dirty> next;
+  for (uint32_t level = 0; level + 1 < height; ++level) {
+    const uint64_t width = MerkleLevelWidth(new_leaves, level);
+    next.clear();
+    for (size_t i = 0; i < current.size();) {
+      const uint64_t parent = current[i].index / 2;
+      const uint64_t left_index = parent * 2;
+      const uint64_t right_index = left_index + 1;
+      Digest left, right;
+      if (current[i].index == left_index) {
+        left = current[i].hash;
+        if (i + 1 < current.size() && current[i + 1].index == right_index) {
+          right = current[i + 1].hash;
+          i += 2;
+        } else {
+          if (right_index < width) {
+            REVPATCH_RETURN_IF_ERROR(below.GetNode(level, right_index, &right));
+          }
+          i += 1;
+        }
+      } else {
+        REVPATCH_RETURN_IF_ERROR(below.GetNode(level, left_index, &left));
+        right = current[i].hash;
+        i += 1;
+      }
+      next.push_back({parent, right_index < width ? InnerHash(left, right) : left});
+    }
+    for (const Dirty& d : next) changed->push_back({level + 1, d.index, d.hash});
+    current.swap(next);
+  }
+  *root = current.front().hash;
+  return Status::Ok();
+}
+
+Status HashImage(const std::string& image_path, uint32_t block_size,
+                 const std::string& tree_path, Digest* view_digest,
+                 uint64_t* size_bytes) {
+  if (!ValidBlockSize(block_size)) {
+    return Status(ErrorCode::kInvalidArgument, "invalid block size");
+  }
+  File image;
+  REVPATCH_RETURN_IF_ERROR(File::OpenRead(image_path, &image));
+  uint64_t size = 0;
+  REVPATCH_RETURN_IF_ERROR(image.Size(&size));
+  const uint64_t leaves = BlockCount(size, block_size);
+
+  Digest root;
+  if (tree_path.empty()) {
+    REVPATCH_RETURN_IF_ERROR(HashImageInto(image, size, block_size, nullptr, &root));
+  } else {
+    const std::string temp = TempPathFor(tree_path);
+    File tree;
+    REVPATCH_RETURN_IF_ERROR(File::CreateNew(temp, &tree));
+    Status s = HashImageInto(image, size, block_size, &tree, &root);
+    if (s.ok()) {
+      uint8_t header[kTreeHeaderSize];
+      EncodeTreeHeader(block_size, size, leaves, root,
+                       ViewDigest(size, block_size, root), header);
+      s = tree.WriteAt(0, header, sizeof(header));
+    }
+    if (s.ok()) s = tree.FullSync();
+    if (s.ok()) s = tree.Close();
+    if (s.ok()) s = RenameFile(temp, tree_path);
+    if (!s.ok()) {
+      UnlinkFile(temp);
+      return s;
+    }
+    REVPATCH_RETURN_IF_ERROR(SyncDirectory(DirName(tree_path)));
+  }
+  *view_digest = ViewDigest(size, block_size, root);
+  if (size_bytes != nullptr) *size_bytes = size;
+  return Status::Ok();
+}
+
+struct MerkleTreeFile::Impl {
+  File file;
+  uint32_t block_size = 0;
+  uint64_t size_bytes = 0;
+  uint64_t leaves = 0;
+  uint32_t height = 0;
+  Digest view_digest{};
+  std::vector<uint64_t> level_offsets;
+};
+
+MerkleTreeFile::MerkleTreeFile() : impl_(new Impl) {}
+MerkleTreeFile::~MerkleTreeFile() = default;
+
+Status MerkleTreeFile::Open(const std::string& path,
+                            std::unique_ptr<MerkleTreeFile>* out) {
+  std::unique_ptr<MerkleTreeFile> tree(new MerkleTreeFile);
+  Impl& im = *tree->impl_;
+  REVPATCH_RETURN_IF_ERROR(File::OpenRead(path, &im.file));
+  uint64_t file_size = 0;
+  REVPATCH_RETURN_IF_ERROR(im.file.Size(&file_size));
+  if (file_size < kTreeHeaderSize) {
+    return Status(ErrorCode::kCorrupt, "tree file too short: " + path);
+  }
+  uint8_t header[kTreeHeaderSize];
+  REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(0, header, sizeof(header)));
+  if (std::memcmp(header, kTreeMagic, 8) != 0) {
+    return Status(ErrorCode::kCorrupt, "not a tree file: " + path);
+  }
+  const Digest checksum = Sha256::Hash(header, kTreeChecksumOffset);
+  if (std::memcmp(checksum.data(), header + kTreeChecksumOffset, 32) != 0) {
+    return Status(ErrorCode::kCorrupt, "tree header checksum mismatch: " + path);
+  }
+  if (GetU32(header + 8) != kTreeVersion) {
+    return Status(ErrorCode::kUnsupported, "unknown tree file version: " + path);
+  }
+  for (size_t i = kTreeHeaderUsed; i < kTreeHeaderSize; ++i) {
+    if (header[i] != 0) return Status(ErrorCode::kCorrupt, "tree header padding");
+  }
+  im.block_size = GetU32(header + 12);
+  im.size_bytes = GetU64(header + 16);
+  im.leaves = GetU64(header + 24);
+  im.height = GetU32(header + 32);
+  Digest root;
+  std::memcpy(root.data(), header + 40, 32);
+  std::memcpy(im.view_digest.data(), header + 72, 32);
+  if (!ValidBlockSize(im.block_size) ||
+      im.leaves != BlockCount(im.size_bytes, im.block_size) ||
+      im.leaves > (file_size - kTreeHeaderSize) / 32 ||
+      im.height != MerkleHeight(im.leaves) ||
+      file_size != kTreeHeaderSize + 32 * TotalNodes(im.leaves) ||
+      im.view_digest != ViewDigest(im.size_bytes, im.block_size, root)) {
+    return Status(ErrorCode::kCorrupt, "inconsistent tree file: " + path);
+  }
+  uint64_t offset = kTreeHeaderSize;
+  for (uint32_t l = 0; l < im.height; ++l) {
+    im.level_offsets.push_back(offset);
+    offset += 32 * MerkleLevelWidth(im.leaves, l);
+  }
+  if (im.leaves > 0) {
+    Digest top;
+    REVPATCH_RETURN_IF_ERROR(tree->GetNode(im.height - 1, 0, &top));
+    if (top != root) return Status(ErrorCode::kCorrupt, "tree root mismatch: " + path);
+  } else if (root != Sha256::Hash(nullptr, 0)) {
+    return Status(ErrorCode::kCorrupt, "tree root mismatch: " + path);
+  }
+  *out = std::move(tree);
+  return Status::Ok();
+}
+
+uint64_t MerkleTreeFile::leaf_count() const { return impl_->leaves; }
+uint64_t MerkleTreeFile::size_bytes() const { return impl_->size_bytes; }
+uint32_t MerkleTreeFile::block_size() const { return impl_->block_size; }
+const Digest& MerkleTreeFile::view_digest() const { return impl_->view_digest; }
+
+Status MerkleTreeFile::GetNode(uint32_t level, uint64_t index, Digest* out) {
+  if (level >= impl_->height || index >= MerkleLevelWidth(impl_->leaves, level)) {
+    return Status(ErrorCode::kBadExtent, "tree node out of range");
+  }
+  return impl_->file.ReadAt(impl_->level_offsets[level] + index * 32,
+                            out->data(), 32);
+}
+
+}  // namespace revpatch

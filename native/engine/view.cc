@@ -1,0 +1,216 @@
+#include "view.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+namespace revpatch {
+namespace {
+
+constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
+constexpr size_t kReadBytesChunk = size_t{1} << 20;
+
+}  // namespace
+
+struct View::Impl {
+  File base;
+  uint64_t base_size = 0;
+  uint64_t base_blocks = 0;
+  std::unique_ptr<MerkleTreeFile> base_tree;
+  std::vector<std::unique_ptr<LayerReader>> layers;  // bottom to top
+  uint32_t block_size = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;
+  Digest digest{};
+
+  // The view's tree: the topmost layer that stored a node has its current
+  // value; a node no layer stored is unchanged since the base.
+  class Tree : public MerkleNodeSource {
+   public:
+    explicit Tree(Impl* impl) : impl_(impl) {}
+    uint64_t leaf_count() const override { return impl_->blocks; }
+    Status GetNode(uint32_t level, uint64_t index, Digest* out) override {
+      if (level >= MerkleHeight(impl_->blocks) ||
+          index >= MerkleLevelWidth(impl_->blocks, level)) {
+        return Status(ErrorCode::kBadExtent, "tree node out of range");
+      }
+      for (size_t i = impl_->layers.size(); i-- > 0;) {
+        if (impl_->layers[i]->FindNode(level, index, out)) return Status::Ok();
+      }
+      Status s = impl_->base_tree->GetNode(level, index, out);
+      if (s.code() == ErrorCode::kBadExtent) {
+        return Status(ErrorCode::kCorrupt, "tree node missing from the layer chain");
+      }
+      return s;
+    }
+
+   private:
+    Impl* impl_;
+  };
+  Tree tree{this};
+
+  Status ReadBase(uint64_t first, uint64_t end, uint8_t* out) {
+    if (end > base_blocks) {
+      return Status(ErrorCode::kCorrupt,
+                    "block " + std::to_string(base_blocks) +
+                        " is past the base and in no layer");
+    }
+    const uint64_t offset = first * block_size;
+    const uint64_t want = (end - first) * block_size;
+    const uint64_t avail = std::min(want, base_size - offset);
+    REVPATCH_RETURN_IF_ERROR(base.ReadAt(offset, out, static_cast<size_t>(avail)));
+    if (avail < want) std::memset(out + avail, 0, static_cast<size_t>(want - avail));
+    return Status::Ok();
+  }
+};
+
+View::View() : impl_(new Impl) {}
+View::~View() = default;
+
+Status View::Open(const std::string& base_path, const std::string& base_tree_path,
+                  const std::vector<std::string>& layer_paths,
+                  std::unique_ptr<View>* out) {
+  std::unique_ptr<View> view(new View);
+  Impl& im = *view->impl_;
+  REVPATCH_RETURN_IF_ERROR(File::OpenRead(base_path, &im.base));
+  REVPATCH_RETURN_IF_ERROR(im.base.Size(&im.base_size));
+  REVPATCH_RETURN_IF_ERROR(MerkleTreeFile::Open(base_tree_path, &im.base_tree));
+  if (im.base_tree->size_bytes() != im.base_size) {
+    return Status(ErrorCode::kSourceMismatch,
+                  "tree file " + base_tree_path + " is for a different base size");
+  }
+  im.block_size = im.base_tree->block_size();
+  im.base_blocks = BlockCount(im.base_size, im.block_size);
+  im.size = im.base_size;
+  im.digest = im.base_tree->view_digest();
+  for (const std::string& path : layer_paths) {
+    std::unique_ptr<LayerReader> layer;
+    REVPATCH_RETURN_IF_ERROR(LayerReader::Open(path, &layer));
+    if (layer->block_size() != im.block_size) {
+      return Status(ErrorCode::kSourceMismatch,
+                    "layer " + path + " has a different block size");
+    }
+    if (layer->below_size() != im.size || layer->below_digest() != im.digest) {
+      return Status(ErrorCode::kSourceMismatch,
+                    "layer " + path + " was not made over the layers beneath it");
+    }
+    im.size = layer->target_size();
+    im.digest = layer->view_digest();
+    im.layers.push_back(std::move(layer));
+  }
+  im.blocks = BlockCount(im.size, im.block_size);
+  *out = std::move(view);
+  return Status::Ok();
+}
+
+uint32_t View::block_size() const { return impl_->block_size; }
+uint64_t View::size_bytes() const { return impl_->size; }
+const Digest& View::digest() const { return impl_->digest; }
+MerkleNodeSource& View::tree() { return impl_->tree; }
+const File& View::base_file() const { return impl_->base; }
+size_t View::layer_count() const { return impl_->layers.size(); }
+LayerReader& View::layer(size_t i) { return *impl_->layers[i]; }
+
+Status View::ReadBlocks(uint64_t first, uint64_t count, uint8_t* out) {
+  Impl& im = *impl_;
+  if (count == 0 || first >= im.blocks || count > im.blocks - first) {
+    return Status(ErrorCode::kBadExtent, "block range outside the view");
+  }
+  const uint64_t end = first + count;
+  const size_t bs = im.block_size;
+  const size_t k = im.layers.size();
+
+  // One cursor per layer, each at its first entry >= the current block; a
+  // run of blocks from one source is read with one call.
+  size_t small[8];
+  std::vector<size_t> large;
+  size_t* cursor = small;
+  if (k > 8) {
+    large.resize(k);
+    cursor = large.data();
+  }
+  for (size_t i = 0; i < k; ++i) cursor[i] = im.layers[i]->LowerBound(first);
+
+  uint64_t b = first;
+  while (b < end) {
+    int top = -1;
+    uint64_t limit = end;     // first block >= b held by a layer above `top`
+    uint64_t next_any = end;  // first block >= b held by any layer
+    for (size_t i = k; i-- > 0;) {
+      LayerReader& layer = *im.layers[i];
+      const size_t n = layer.block_entries();
+      size_t& pos = cursor[i];
+      while (pos < n && layer.EntryBlock(pos) < b) ++pos;
+      const uint64_t blk = pos < n ? layer.EntryBlock(pos) : kNoBlock;
+      if (blk == b && top < 0) {
+        top = static_cast<int>(i);
+        limit = std::min(next_any, end);
+      }
+      next_any = std::min(next_any, blk);
+    }
+    uint8_t* dst = out + (b - first) * bs;
+    if (top < 0) {
+      const uint64_t run_end = std::min(next_any, end);
+      REVPATCH_RETURN_IF_ERROR(im.ReadBase(b, run_end, dst));
+      b = run_end;
+      continue;
+    }
+    LayerReader& layer = *im.layers[top];
+    const size_t pos = cursor[top];
+    const size_t n = layer.block_entries();
+    size_t run = 1;
+    while (b + run < limit && pos + run < n && layer.EntryBlock(pos + run) == b + run) {
+      ++run;
+    }
+    REVPATCH_RETURN_IF_ERROR(layer.ReadEntries(pos, run, dst));
+    cursor[top] += run;
+    b += run;
+  }
+  const uint64_t tail = im.size % bs;
+  if (end == im.blocks && tail != 0) {
+    std::memset(out + (count - 1) * bs + tail, 0, bs - tail);
+  }
+  return Status::Ok();
+}
+
+Status View::ReadBytes(uint64_t offset, uint64_t size, uint8_t* out) {
+  Impl& im = *impl_;
+  const uint64_t bs = im.block_size;
+  const uint64_t avail = offset < im.size ? std::min(size, im.size - offset) : 0;
+  if (avail < size) std::memset(out + avail, 0, static_cast<size_t>(size - avail));
+  if (avail == 0) return Status::Ok();
+  const uint64_t chunk_blocks = std::max<uint64_t>(1, kReadBytesChunk / bs);
+  std::vector<uint8_t> buf;
+  uint64_t done = 0;
+  while (done < avail) {
+    const uint64_t pos = offset + done;
+    const uint64_t first = pos / bs;
+    const uint64_t skip = pos % bs;
+    const uint64_t want = avail - done;
+    const uint64_t blocks =
+        std::min<uint64_t>(chunk_blocks, BlockCount(skip + want, im.block_size));
+    buf.resize(static_cast<size_t>(blocks * bs));
+    REVPATCH_RETURN_IF_ERROR(ReadBlocks(first, blocks, buf.data()));
+    const uint64_t got = std::min(want, blocks * bs - skip);
+    std::memcpy(out + done, buf.data() + skip, static_cast<size_t>(got));
+    done += got;
+  }
+  return Status::Ok();
+}
+
+std::vector<uint64_t> View::ChangedBlocks() const {
+  std::vector<uint64_t> all;
+  for (const auto& layer : impl_->layers) {
+    const std::vector<uint64_t> blocks = layer->Blocks();
+    // Blocks past this view's end (held below a shrink) are not part of it.
+    const auto stop = std::lower_bound(blocks.begin(), blocks.end(), impl_->blocks);
+    const size_t mid = all.size();
+    all.insert(all.end(), blocks.begin(), stop);
+    std::inplace_merge(all.begin(), all.begin() + mid, all.end());
+  }
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  return all;
+}
+
+}  // namespace revpatch

@@ -1,0 +1,260 @@
+#include "../engine/layer_file.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../engine/view.h"
+#include "storage_test_util.h"
+#include "testing.h"
+
+using revpatch::Digest;
+using revpatch::ErrorCode;
+using revpatch::LayerReader;
+using revpatch::LayerWriter;
+using revpatch::View;
+using revpatch_test::Bytes;
+
+namespace {
+
+constexpr uint32_t kBs = 512;
+
+struct Fixture {
+  std::string dir;
+  Bytes base;
+  std::unique_ptr<View> view;
+
+  explicit Fixture(uint64_t size) : dir(revpatch_test::TempDir()) {
+    base = revpatch_test::StampedImage(size, 0, kBs);
+    revpatch_test::WriteBytes(dir + "/base", base);
+    Digest d{};
+    revpatch::Status s = revpatch::HashImage(dir + "/base", kBs, dir + "/base.tree", &d, nullptr);
+    if (s.ok()) s = View::Open(dir + "/base", dir + "/base.tree", {}, &view);
+    if (!s.ok()) revpatch_test::Fail(__FILE__, __LINE__, s.ToString());
+  }
+  ~Fixture() { revpatch_test::RemoveDir(dir); }
+};
+
+// Writes blocks `changed` stamped with tag 1 into a new layer at `path`
+// and seals it; `model` gets the same change.
+revpatch::Status MakeLayer(Fixture& f, const std::string& path,
+                           const std::vector<uint64_t>& changed, Bytes* model,
+                           Digest* digest) {
+  std::unique_ptr<LayerWriter> w;
+  REVPATCH_RETURN_IF_ERROR(LayerWriter::Create(path, f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs];
+  for (uint64_t b : changed) {
+    revpatch_test::Stamp(b, 1, kBs, block);
+    REVPATCH_RETURN_IF_ERROR(w->WriteBlock(b, block));
+    std::copy(block, block + kBs, model->begin() + b * kBs);
+  }
+  const Digest want = revpatch_test::DigestOf(f.dir, *model, kBs);
+  return w->Seal(&want, digest);
+}
+
+}  // namespace
+
+TEST(write_seal_read_and_verify) {
+  Fixture f(64 * kBs);
+  Bytes model = f.base;
+  Digest digest{};
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(MakeLayer(f, path, {9, 3, 40, 41, 42, 63}, &model, &digest));
+  EXPECT_TRUE(revpatch::IsSealedLayer(path));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(path, &r));
+  EXPECT_EQ(r->block_size(), kBs);
+  EXPECT_EQ(r->target_size(), f.base.size());
+  EXPECT_TRUE(r->view_digest() == digest);
+  EXPECT_TRUE(r->below_digest() == f.view->digest());
+  EXPECT_EQ(r->block_entries(), 6u);
+  EXPECT_TRUE(r->Blocks() == (std::vector<uint64_t>{3, 9, 40, 41, 42, 63}));
+  ASSERT_OK(r->Verify());
+  uint8_t block[kBs];
+  bool found = false;
+  ASSERT_OK(r->ReadBlock(41, block, &found));
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(std::equal(block, block + kBs, model.begin() + 41 * kBs));
+  ASSERT_OK(r->ReadBlock(4, block, &found));
+  EXPECT_TRUE(!found);
+  EXPECT_TRUE(r->HasBlock(63) && !r->HasBlock(62));
+  Digest node{};
+  EXPECT_TRUE(r->FindNode(0, 9, &node));
+  EXPECT_TRUE(r->FindNode(6, 0, &node));  // the root of 64 leaves
+  EXPECT_TRUE(!r->FindNode(1, 0, &node));
+}
+
+TEST(zero_blocks_are_stored_without_data) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(LayerWriter::Create(path, f.base.size(), f.view.get(), &w));
+  ASSERT_OK(w->WriteZeroBlock(5));
+  ASSERT_OK(w->WriteZeroBlock(2));
+  EXPECT_EQ(w->bytes_written(), 0u);
+  EXPECT_EQ(w->blocks_written(), 2u);
+  Bytes model = f.base;
+  std::fill(model.begin() + 2 * kBs, model.begin() + 3 * kBs, 0);
+  std::fill(model.begin() + 5 * kBs, model.begin() + 6 * kBs, 0);
+  const Digest want = revpatch_test::DigestOf(f.dir, model, kBs);
+  Digest got{};
+  ASSERT_OK(w->Seal(&want, &got));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(path, &r));
+  ASSERT_OK(r->Verify());
+  uint8_t block[kBs];
+  bool found = false;
+  ASSERT_OK(r->ReadBlock(5, block, &found));
+  EXPECT_TRUE(found && std::all_of(block, block + kBs, [](uint8_t b) { return b == 0; }));
+  EXPECT_TRUE(revpatch_test::FileSizeOf(path) < 3 * kBs);  // header block + index, nodes, footer; no data
+}
+
+TEST(unsealed_or_torn_file_is_refused) {
+  Fixture f(32 * kBs);
+  Bytes model = f.base;
+  Digest digest{};
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(MakeLayer(f, path, {1, 2, 30}, &model, &digest));
+  const Bytes good = revpatch_test::ReadBytes(path);
+  std::unique_ptr<LayerReader> r;
+  for (size_t cut : {size_t{1}, size_t{100}, size_t{168}, good.size() - kBs,
+                     good.size() - 1}) {
+    Bytes torn(good.begin(), good.end() - cut);
+    ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/torn", torn));
+    EXPECT_CODE(LayerReader::Open(f.dir + "/torn", &r), ErrorCode::kCorrupt);
+    EXPECT_TRUE(!revpatch::IsSealedLayer(f.dir + "/torn"));
+  }
+  // A layer whose Seal was refused stays unsealed, and Abort removes it.
+  std::unique_ptr<LayerWriter> w;
+  const std::string second = f.dir + "/second";
+  ASSERT_OK(LayerWriter::Create(second, f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs] = {1};
+  ASSERT_OK(w->WriteBlock(7, block));
+  const Digest wrong{};
+  EXPECT_CODE(w->Seal(&wrong, &digest), ErrorCode::kHashMismatch);
+  EXPECT_TRUE(revpatch::FileExists(second));
+  EXPECT_CODE(LayerReader::Open(second, &r), ErrorCode::kCorrupt);
+  EXPECT_CODE(w->WriteBlock(8, block), ErrorCode::kInvalidArgument);
+  w->Abort();
+  w->Abort();
+  EXPECT_TRUE(!revpatch::FileExists(second));
+  // Destroying an unsealed writer removes its file too.
+  ASSERT_OK(LayerWriter::Create(second, f.base.size(), f.view.get(), &w));
+  w.reset();
+  EXPECT_TRUE(!revpatch::FileExists(second));
+}
+
+TEST(any_flipped_byte_outside_the_data_is_refused) {
+  Fixture f(32 * kBs);
+  Bytes model = f.base;
+  Digest digest{};
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(MakeLayer(f, path, {0, 4, 31}, &model, &digest));
+  const Bytes good = revpatch_test::ReadBytes(path);
+  const size_t data_end = kBs * 4;  // header block + three data blocks
+  std::unique_ptr<LayerReader> r;
+  size_t refused = 0, tried = 0;
+  // Header fields, then every byte of index, nodes and footer.
+  std::vector<size_t> offsets;
+  for (size_t i = 0; i < 64; ++i) offsets.push_back(i);
+  for (size_t i = data_end; i < good.size(); ++i) offsets.push_back(i);
+  for (size_t offset : offsets) {
+    Bytes bad = good;
+    bad[offset] ^= 0x01;
+    ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/bad", bad));
+    revpatch::Status s = LayerReader::Open(f.dir + "/bad", &r);
+    ++tried;
+    if (s.code() == ErrorCode::kCorrupt || s.code() == ErrorCode::kUnsupported) ++refused;
+  }
+  EXPECT_EQ(refused, tried);
+  // A flipped data byte passes Open but not Verify.
+  Bytes bad = good;
+  bad[kBs * 2 + 17] ^= 0x80;
+  ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/bad", bad));
+  ASSERT_OK(LayerReader::Open(f.dir + "/bad", &r));
+  EXPECT_CODE(r->Verify(), ErrorCode::kHashMismatch);
+}
+
+TEST(garbage_with_a_valid_footer_magic_never_crashes) {
+  Fixture f(8 * kBs);
+  Bytes model = f.base;
+  Digest digest{};
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(MakeLayer(f, path, {1}, &model, &digest));
+  const Bytes good = revpatch_test::ReadBytes(path);
+  revpatch_test::Rng rng(5);
+  std::unique_ptr<LayerReader> r;
+  for (int round = 0; round < 300; ++round) {
+    Bytes bad = good;
+    // Random values in the footer's integer fields (offsets 8..135).
+    const size_t footer = bad.size() - 168;
+    for (int k = 0; k < 4; ++k) {
+      const size_t at = footer + 8 + rng.Below(128);
+      bad[at] = static_cast<uint8_t>(rng.Next());
+      if (rng.Below(4) == 0) bad[at] = 0xff;
+    }
+    ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/bad", bad));
+    revpatch::Status s = LayerReader::Open(f.dir + "/bad", &r);
+    EXPECT_TRUE(!s.ok() || bad == good);
+  }
+  Bytes noise(5000);
+  for (auto& b : noise) b = static_cast<uint8_t>(rng.Next());
+  ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/noise", noise));
+  EXPECT_CODE(LayerReader::Open(f.dir + "/noise", &r), ErrorCode::kCorrupt);
+  ASSERT_TRUE(revpatch_test::WriteBytes(f.dir + "/empty", {}));
+  EXPECT_CODE(LayerReader::Open(f.dir + "/empty", &r), ErrorCode::kCorrupt);
+  EXPECT_CODE(LayerReader::Open(f.dir + "/missing", &r), ErrorCode::kNotFound);
+}
+
+TEST(duplicate_and_out_of_range_blocks_are_refused) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs] = {};
+  ASSERT_OK(w->WriteBlock(3, block));
+  ASSERT_OK(w->WriteBlock(10, block));
+  ASSERT_OK(w->WriteBlock(5, block));  // out of order is fine
+  EXPECT_CODE(w->WriteBlock(3, block), ErrorCode::kBadExtent);
+  EXPECT_CODE(w->WriteBlock(10, block), ErrorCode::kBadExtent);
+  EXPECT_CODE(w->WriteBlock(5, block), ErrorCode::kBadExtent);
+  EXPECT_CODE(w->WriteZeroBlock(5), ErrorCode::kBadExtent);
+  EXPECT_CODE(w->WriteBlock(16, block), ErrorCode::kBadExtent);
+  EXPECT_CODE(w->WriteZeroBlock(~uint64_t{0}), ErrorCode::kBadExtent);
+  EXPECT_EQ(w->blocks_written(), 3u);
+  Digest d{};
+  ASSERT_OK(w->Seal(nullptr, &d));
+  EXPECT_CODE(w->WriteBlock(6, block), ErrorCode::kInvalidArgument);
+  // A second layer at the same path is refused: layers are created new.
+  std::unique_ptr<LayerWriter> again;
+  EXPECT_CODE(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &again),
+              ErrorCode::kExists);
+  EXPECT_CODE(LayerWriter::Create(f.dir + "/x", 0, nullptr, &again),
+              ErrorCode::kInvalidArgument);
+}
+
+TEST(many_blocks_in_random_order_batch_into_large_writes) {
+  Fixture f(3000 * kBs + 100);
+  revpatch_test::Rng rng(11);
+  std::vector<uint64_t> order;
+  for (uint64_t b = 0; b < 3001; b += 1 + rng.Below(3)) order.push_back(b);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
+  Bytes model = f.base;
+  model.resize(3001 * kBs);
+  Digest digest{};
+  const std::string path = f.dir + "/layer";
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(path, f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs];
+  for (uint64_t b : order) {
+    revpatch_test::Stamp(b, 7, kBs, block);
+    ASSERT_OK(w->WriteBlock(b, block));
+    std::copy(block, block + kBs, model.begin() + b * kBs);
+  }
+  model.resize(f.base.size());
+  const Digest want = revpatch_test::DigestOf(f.dir, model, kBs);
+  ASSERT_OK(w->Seal(&want, &digest));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(path, &r));
+  EXPECT_EQ(r->block_entries(), order.size());
+  ASSERT_OK(r->Verify());
+}
