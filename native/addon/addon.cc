@@ -463,4 +463,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace
 }  // namespace revpatch_addon
 
-NODE_API_MODULE(revpatch, revpatch_addon::Init)
+static Napi::Object InitRevpatch(Napi::Env env, Napi::Object exports) {
+  return revpatch_addon::Init(env, exports);
+}
+
+NODE_API_MODULE(revpatch, InitRevpatch)

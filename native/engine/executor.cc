@@ -1,0 +1,110 @@
+#include "executor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "diff.h"
+#include "sha256.h"
+
+namespace revpatch {
+namespace {
+
+Status Allocate(std::vector<uint8_t>* buffer, uint64_t size) {
+  try {
+    buffer->assign(static_cast<size_t>(size), 0);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
+  }
+  return Status::Ok();
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  // Blocks are at least 512 bytes: compare word-sized pieces.
+  static const uint8_t kZeros[512] = {};
+  while (n >= sizeof(kZeros)) {
+    if (std::memcmp(p, kZeros, sizeof(kZeros)) != 0) return false;
+    p += sizeof(kZeros);
+    n -= sizeof(kZeros);
+  }
+  return n == 0 || std::memcmp(p, kZeros, n) == 0;
+}
+
+}  // namespace
+
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        BlockSource& source, BlockSink& sink) {
+  const uint32_t block_size = source.block_size();
+  REVPATCH_RETURN_IF_ERROR(ValidateOperation(
+      op, block_size, source.block_count(), std::numeric_limits<uint64_t>::max()));
+  if (op.data_length != 0 && data == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "operation data missing");
+  }
+  uint64_t src_blocks = 0, dst_blocks = 0;
+  TotalBlocks(op.src_extents, &src_blocks);  // checked by ValidateOperation
+  TotalBlocks(op.dst_extents, &dst_blocks);
+  const uint64_t src_bytes = src_blocks * block_size;
+  const uint64_t dst_bytes = dst_blocks * block_size;
+
+  std::vector<uint8_t> source_bytes;
+  if (src_blocks > 0) {
+    REVPATCH_RETURN_IF_ERROR(Allocate(&source_bytes, src_bytes));
+    uint8_t* p = source_bytes.data();
+    for (const Extent& e : op.src_extents) {
+      REVPATCH_RETURN_IF_ERROR(source.ReadBlocks(e.start_block, e.num_blocks, p));
+      p += e.num_blocks * block_size;
+    }
+  }
+  // Ops that read nothing carry an all-zero src_hash (CheckOperationShape).
+  if (src_blocks > 0 &&
+      Sha256::Hash(source_bytes.data(), source_bytes.size()) != op.src_hash) {
+    return Status(ErrorCode::kSourceMismatch,
+                  std::string(OperationTypeName(op.type)) +
+                      ": source blocks differ from the ones the patch was made for");
+  }
+
+  std::vector<uint8_t> target;
+  switch (op.type) {
+    case OperationType::kReplace:
+      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
+      std::memcpy(target.data(), data, target.size());  // data_length == dst_bytes
+      break;
+    case OperationType::kReplaceBrotli:
+      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
+      REVPATCH_RETURN_IF_ERROR(BrotliDecompressExact(
+          data, static_cast<size_t>(op.data_length), target.data(), target.size()));
+      break;
+    case OperationType::kZero:
+      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
+      break;
+    case OperationType::kCopy:
+      target.swap(source_bytes);  // equal block counts (ValidateOperation)
+      break;
+    case OperationType::kDiff:
+      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
+      REVPATCH_RETURN_IF_ERROR(DecodeDiff(source_bytes.data(), source_bytes.size(), data,
+                                          static_cast<size_t>(op.data_length),
+                                          target.data(), target.size()));
+      break;
+  }
+  if (Sha256::Hash(target.data(), target.size()) != op.dst_hash) {
+    return Status(ErrorCode::kHashMismatch,
+                  std::string(OperationTypeName(op.type)) +
+                      ": produced blocks do not match the operation's hash");
+  }
+
+  const uint8_t* p = target.data();
+  for (const Extent& e : op.dst_extents) {
+    for (uint64_t b = 0; b < e.num_blocks; ++b, p += block_size) {
+      uint64_t block = e.start_block + b;
+      REVPATCH_RETURN_IF_ERROR(AllZero(p, block_size) ? sink.WriteZeroBlock(block)
+                                                      : sink.WriteBlock(block, p));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace revpatch

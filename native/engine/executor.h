@@ -1,0 +1,37 @@
+// The operation executors: one operation, its data, a source to read and a
+// sink to write. They know nothing of files, layers, payloads or Node, so
+// tests drive them with in-memory fakes and the fuzzer with the real parser.
+//
+// Order of work, for every type (after update_engine's executors, with the
+// hash checks moved before the first write):
+//   1. validate the operation against the source's block count (extents,
+//      byte bounds); the sink refuses target blocks past its view;
+//   2. read every source block the op names, hash them in extent order and
+//      compare with src_hash (kSourceMismatch);
+//   3. produce the whole target in memory (REPLACE copies, REPLACE_BROTLI
+//      decompresses to exactly the target length, ZERO zeros, COPY takes the
+//      source bytes, DIFF applies the delta to them);
+//   4. hash the target and compare with dst_hash (kHashMismatch);
+//   5. only then write the blocks, in extent order; all-zero blocks go
+//      through WriteZeroBlock.
+// A failure in steps 1-4 writes nothing. The source and the target are
+// different views (the view below the new layer and the layer itself), so
+// COPY and DIFF read old bytes even where an op overwrites its own source.
+#ifndef REVPATCH_ENGINE_EXECUTOR_H_
+#define REVPATCH_ENGINE_EXECUTOR_H_
+
+#include <cstdint>
+
+#include "block_io.h"
+#include "operation.h"
+#include "status.h"
+
+namespace revpatch {
+
+// `data` holds op.data_length bytes (may be null when that is 0).
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        BlockSource& source, BlockSink& sink);
+
+}  // namespace revpatch
+
+#endif  // REVPATCH_ENGINE_EXECUTOR_H_

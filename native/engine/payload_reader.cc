@@ -1,0 +1,105 @@
+#include "payload_reader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace revpatch {
+
+Status PayloadReader::Open(int fd, uint64_t offset, uint64_t size,
+                           uint32_t chunk_size,
+                           const std::vector<Digest>& chunk_digests,
+                           const Digest& payload_digest,
+                           std::unique_ptr<PayloadReader>* out) {
+  if (fd < 0) return Status(ErrorCode::kInvalidArgument, "payload: no file descriptor");
+  if (chunk_size < kMinChunkSize || chunk_size > kMaxChunkSize) {
+    return Status(ErrorCode::kCorrupt,
+                  "payload: chunk size " + std::to_string(chunk_size) + " out of range");
+  }
+  uint64_t end;
+  if (__builtin_add_overflow(offset, size, &end)) {
+    return Status(ErrorCode::kCorrupt, "payload: offset + size overflows");
+  }
+  uint64_t chunks = size / chunk_size + (size % chunk_size != 0 ? 1 : 0);
+  if (chunk_digests.size() != chunks) {
+    return Status(ErrorCode::kCorrupt, "payload: " + std::to_string(chunk_digests.size()) +
+                                           " chunk digests for " + std::to_string(chunks) +
+                                           " chunks");
+  }
+  std::unique_ptr<PayloadReader> reader(new PayloadReader());
+  reader->file_ = File(fd);
+  reader->offset_ = offset;
+  reader->size_ = size;
+  reader->chunk_size_ = chunk_size;
+  reader->chunk_digests_ = chunk_digests;
+  reader->payload_digest_ = payload_digest;
+  *out = std::move(reader);
+  return Status::Ok();
+}
+
+PayloadReader::~PayloadReader() { file_.Release(); }
+
+Status PayloadReader::LoadNextChunk() {
+  uint64_t start = next_chunk_ * chunk_size_;
+  if (next_chunk_ >= chunk_digests_.size() || start >= size_) {
+    return Status(ErrorCode::kCorrupt, "payload: read past the end");
+  }
+  size_t length = static_cast<size_t>(std::min<uint64_t>(chunk_size_, size_ - start));
+  chunk_.resize(length);
+  chunk_pos_ = 0;
+  Status read = file_.ReadAt(offset_ + start, chunk_.data(), length);
+  if (!read.ok()) {
+    chunk_.clear();
+    return read;
+  }
+  if (Sha256::Hash(chunk_.data(), length) != chunk_digests_[next_chunk_]) {
+    chunk_.clear();
+    return Status(ErrorCode::kHashMismatch,
+                  "payload: chunk " + std::to_string(next_chunk_) + " does not match its digest");
+  }
+  whole_.Update(chunk_.data(), length);
+  ++next_chunk_;
+  return Status::Ok();
+}
+
+Status PayloadReader::Read(uint8_t* out, size_t n) {
+  if (n > remaining()) return Status(ErrorCode::kCorrupt, "payload: read past the end");
+  while (n > 0) {
+    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunk());
+    size_t take = std::min(n, chunk_.size() - chunk_pos_);
+    std::memcpy(out, chunk_.data() + chunk_pos_, take);
+    chunk_pos_ += take;
+    position_ += take;
+    out += take;
+    n -= take;
+  }
+  return Status::Ok();
+}
+
+Status PayloadReader::Skip(uint64_t n) {
+  if (n > remaining()) return Status(ErrorCode::kCorrupt, "payload: read past the end");
+  while (n > 0) {
+    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunk());
+    size_t take = static_cast<size_t>(std::min<uint64_t>(n, chunk_.size() - chunk_pos_));
+    chunk_pos_ += take;
+    position_ += take;
+    n -= take;
+  }
+  return Status::Ok();
+}
+
+Status PayloadReader::Finish() {
+  if (remaining() != 0) {
+    return Status(ErrorCode::kCorrupt, "payload: " + std::to_string(remaining()) +
+                                           " bytes after the last operation");
+  }
+  // Every chunk was loaded to reach the end, so whole_ covers the payload.
+  if (whole_.Final() != payload_digest_) {
+    whole_.Reset();
+    return Status(ErrorCode::kHashMismatch, "payload: digest does not match");
+  }
+  whole_.Reset();
+  return Status::Ok();
+}
+
+}  // namespace revpatch

@@ -1,0 +1,72 @@
+// A patch payload read as a stream, never exposing a byte before its chunk's
+// digest has been checked (DESIGN.md invariant 4).
+//
+// The payload is cut into chunks of `chunk_size` bytes (the last one may be
+// shorter); the trusted manifest lists each chunk's SHA-256 and the digest of
+// the whole payload. The reader preads one chunk at a time from the borrowed
+// descriptor into its buffer, checks it (kHashMismatch), and only then hands
+// out its bytes. It also hashes the whole payload as chunks arrive; Finish()
+// requires the payload to be fully consumed and the whole digest to match.
+// Memory is one chunk (<= kMaxChunkSize) regardless of the payload size.
+#ifndef REVPATCH_ENGINE_PAYLOAD_READER_H_
+#define REVPATCH_ENGINE_PAYLOAD_READER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "file_io.h"
+#include "sha256.h"
+#include "status.h"
+
+namespace revpatch {
+
+constexpr uint32_t kMinChunkSize = 64u << 10;
+constexpr uint32_t kMaxChunkSize = 16u << 20;
+
+class PayloadReader {
+ public:
+  // Checks the framing values only (no I/O): fd >= 0 (kInvalidArgument),
+  // chunk_size in [kMinChunkSize, kMaxChunkSize], offset + size without
+  // overflow, and chunk_digests.size() == ceil(size / chunk_size) (kCorrupt).
+  // `fd` is borrowed and must outlive the reader.
+  static Status Open(int fd, uint64_t offset, uint64_t size, uint32_t chunk_size,
+                     const std::vector<Digest>& chunk_digests,
+                     const Digest& payload_digest,
+                     std::unique_ptr<PayloadReader>* out);
+  ~PayloadReader();
+
+  // Copies the next `n` bytes, loading and checking chunks as needed; may
+  // span chunks. Reading past the end of the payload is kCorrupt.
+  Status Read(uint8_t* out, size_t n);
+  // Like Read, but drops the bytes (their chunks are still checked).
+  Status Skip(uint64_t n);
+  // kCorrupt unless every byte was consumed; kHashMismatch unless the whole
+  // payload has the manifest's digest.
+  Status Finish();
+
+  uint64_t position() const { return position_; }
+  uint64_t size() const { return size_; }
+  uint64_t remaining() const { return size_ - position_; }
+
+ private:
+  PayloadReader() = default;
+  Status LoadNextChunk();
+
+  File file_;  // borrowed descriptor: released, not closed, on destruction
+  uint64_t offset_ = 0;
+  uint64_t size_ = 0;
+  uint32_t chunk_size_ = 0;
+  std::vector<Digest> chunk_digests_;
+  Digest payload_digest_{};
+  Sha256 whole_;
+  std::vector<uint8_t> chunk_;
+  size_t chunk_pos_ = 0;       // next unread byte in chunk_
+  uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunk reads
+  uint64_t position_ = 0;      // payload bytes handed out
+};
+
+}  // namespace revpatch
+
+#endif  // REVPATCH_ENGINE_PAYLOAD_READER_H_

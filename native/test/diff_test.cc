@@ -1,0 +1,287 @@
+// The delta format: round trips over many shapes of input, and hostile or
+// damaged deltas refused without reading or writing out of bounds (the
+// output buffers are sized exactly, so AddressSanitizer sees any overrun).
+#include "../engine/diff.h"
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "../engine/little_endian.h"
+#include "testing.h"
+
+using namespace revpatch;
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+Bytes Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  return b;
+}
+
+// Text-like data: words from a small vocabulary, so it compresses.
+Bytes Structured(size_t n, uint32_t seed) {
+  static const char* kWords[] = {"patch ", "layer ", "block ", "extent ", "view ",
+                                 "digest ", "seal ", "\n", "0x1f2e ", "apply "};
+  std::mt19937 rng(seed);
+  Bytes b;
+  while (b.size() < n) {
+    const char* w = kWords[rng() % 10];
+    b.insert(b.end(), w, w + std::strlen(w));
+  }
+  b.resize(n);
+  return b;
+}
+
+Status RoundTrip(const Bytes& old_data, const Bytes& new_data, size_t* delta_size = nullptr) {
+  Bytes delta;
+  REVPATCH_RETURN_IF_ERROR(EncodeDiff(old_data, new_data, &delta));
+  if (delta_size) *delta_size = delta.size();
+  Bytes out(new_data.size());
+  REVPATCH_RETURN_IF_ERROR(
+      DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(), out.size()));
+  if (out != new_data) return Status(ErrorCode::kCorrupt, "round trip differs");
+  return Status::Ok();
+}
+
+struct Record {
+  int64_t seek;
+  uint64_t add;
+  uint64_t copy;
+};
+
+// A delta assembled by hand, for the decoder's refusals.
+Bytes Craft(uint64_t new_size, const std::vector<Record>& records, const Bytes& diff,
+            const Bytes& extra, uint32_t version = kDiffFormatVersion) {
+  Bytes control;
+  for (const Record& r : records) {
+    uint8_t rec[24];
+    PutU64(rec, static_cast<uint64_t>(r.seek));
+    PutU64(rec + 8, r.add);
+    PutU64(rec + 16, r.copy);
+    control.insert(control.end(), rec, rec + 24);
+  }
+  Bytes streams[3];
+  const Bytes* raw[3] = {&control, &diff, &extra};
+  for (int s = 0; s < 3; ++s) {
+    Status st = BrotliCompress(raw[s]->data(), raw[s]->size(), 5, &streams[s]);
+    if (!st.ok()) std::abort();
+  }
+  Bytes out(kDiffHeaderSize);
+  std::memcpy(out.data(), "RPDF", 4);
+  PutU32(out.data() + 4, version);
+  PutU64(out.data() + 8, new_size);
+  for (int s = 0; s < 3; ++s) PutU64(out.data() + 16 + 8 * s, streams[s].size());
+  for (auto& s : streams) out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+Status DecodeInto(const Bytes& old_data, const Bytes& delta, size_t out_size) {
+  Bytes out(out_size);
+  return DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(),
+                    out.size());
+}
+
+}  // namespace
+
+TEST(empty_and_trivial_inputs_round_trip) {
+  EXPECT_OK(RoundTrip({}, {}));
+  EXPECT_OK(RoundTrip({}, Random(1000, 1)));
+  EXPECT_OK(RoundTrip(Random(1000, 2), {}));
+  EXPECT_OK(RoundTrip({7}, {7}));
+  EXPECT_OK(RoundTrip({7}, {8}));
+  EXPECT_OK(RoundTrip(Random(15, 3), Random(15, 3)));  // shorter than a seed
+}
+
+TEST(identical_inputs_make_a_tiny_delta) {
+  Bytes data = Random(1 << 20, 4);
+  size_t size = 0;
+  EXPECT_OK(RoundTrip(data, data, &size));
+  EXPECT_TRUE(size < 200);
+}
+
+TEST(unrelated_random_inputs_round_trip) {
+  for (uint32_t seed = 0; seed < 8; ++seed) {
+    EXPECT_OK(RoundTrip(Random(4096 * (seed + 1), seed), Random(3000 * (seed + 2), seed + 100)));
+  }
+}
+
+TEST(small_edits_make_a_small_delta) {
+  Bytes old_data = Random(256 * 1024, 5);
+  Bytes new_data = old_data;
+  std::mt19937 rng(6);
+  for (int i = 0; i < 50; ++i) new_data[rng() % new_data.size()] ^= 0x5A;
+  size_t size = 0;
+  EXPECT_OK(RoundTrip(old_data, new_data, &size));
+  EXPECT_TRUE(size < 2000);
+}
+
+TEST(insertions_deletions_and_moves_round_trip_compactly) {
+  Bytes old_data = Random(200 * 1024, 7);
+  Bytes new_data;
+  // Move the second half to the front, insert fresh bytes, drop a slice.
+  new_data.insert(new_data.end(), old_data.begin() + 100 * 1024, old_data.end());
+  Bytes fresh = Random(777, 8);
+  new_data.insert(new_data.end(), fresh.begin(), fresh.end());
+  new_data.insert(new_data.end(), old_data.begin(), old_data.begin() + 50 * 1024);
+  new_data.insert(new_data.end(), old_data.begin() + 60 * 1024, old_data.begin() + 100 * 1024);
+  size_t size = 0;
+  EXPECT_OK(RoundTrip(old_data, new_data, &size));
+  EXPECT_TRUE(size < 2000);
+}
+
+TEST(structured_data_round_trips) {
+  for (uint32_t seed = 0; seed < 4; ++seed) {
+    Bytes old_data = Structured(100000, seed);
+    Bytes new_data = old_data;
+    new_data.insert(new_data.begin() + 5000, 13, 'x');
+    new_data.erase(new_data.begin() + 40000, new_data.begin() + 40100);
+    for (size_t i = 60000; i < 60100; i += 7) new_data[i] = '#';
+    EXPECT_OK(RoundTrip(old_data, new_data));
+    EXPECT_OK(RoundTrip(new_data, old_data));
+    EXPECT_OK(RoundTrip(old_data, Structured(90000, seed + 50)));
+  }
+  Bytes zeros(65536, 0);
+  Bytes ones(65536, 1);
+  EXPECT_OK(RoundTrip(zeros, ones));
+  EXPECT_OK(RoundTrip(ones, zeros));
+  EXPECT_OK(RoundTrip(zeros, zeros));
+}
+
+TEST(the_output_size_must_be_the_announced_one) {
+  Bytes old_data = Random(5000, 9), new_data = Random(5000, 10);
+  Bytes delta;
+  ASSERT_OK(EncodeDiff(old_data, new_data, &delta));
+  EXPECT_OK(DecodeInto(old_data, delta, 5000));
+  EXPECT_CODE(DecodeInto(old_data, delta, 4999), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, delta, 5001), ErrorCode::kCorrupt);
+}
+
+TEST(every_truncation_and_trailing_byte_is_refused) {
+  Bytes old_data = Structured(20000, 11), new_data = old_data;
+  new_data[100] = '!';
+  Bytes delta;
+  ASSERT_OK(EncodeDiff(old_data, new_data, &delta));
+  for (size_t n = 0; n < delta.size(); ++n) {
+    Bytes cut(delta.begin(), delta.begin() + n);
+    EXPECT_CODE(DecodeInto(old_data, cut, new_data.size()), ErrorCode::kCorrupt);
+  }
+  Bytes longer = delta;
+  longer.push_back(0);
+  EXPECT_CODE(DecodeInto(old_data, longer, new_data.size()), ErrorCode::kCorrupt);
+}
+
+TEST(flipped_bytes_never_overrun) {
+  Bytes old_data = Structured(30000, 12), new_data = Structured(30000, 13);
+  Bytes delta;
+  ASSERT_OK(EncodeDiff(old_data, new_data, &delta));
+  int refused = 0;
+  for (size_t i = 0; i < delta.size(); ++i) {
+    for (uint8_t mask : {0x01, 0x80, 0xFF}) {
+      Bytes bad = delta;
+      bad[i] ^= mask;
+      Bytes out(new_data.size());
+      Status s = DecodeDiff(old_data.data(), old_data.size(), bad.data(), bad.size(), out.data(),
+                            out.size());
+      // Brotli carries no checksum, so a flip may decode to other bytes;
+      // the operation's dst_hash catches that. It must never overrun.
+      if (!s.ok()) ++refused;
+      if (i < kDiffHeaderSize) EXPECT_TRUE(!s.ok());
+    }
+  }
+  EXPECT_TRUE(refused > 0);
+}
+
+TEST(a_short_source_is_refused_not_overread) {
+  Bytes old_data = Random(10000, 14), new_data = old_data;
+  new_data[5] ^= 1;
+  Bytes delta;
+  ASSERT_OK(EncodeDiff(old_data, new_data, &delta));
+  Bytes shorter(old_data.begin(), old_data.begin() + 9000);
+  EXPECT_CODE(DecodeInto(shorter, delta, new_data.size()), ErrorCode::kCorrupt);
+}
+
+TEST(hostile_control_records_are_corrupt) {
+  const Bytes old_data = Random(100, 15);
+  const Bytes d10(10, 0), e10(10, 0);
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr uint64_t kMaxU = std::numeric_limits<uint64_t>::max();
+  // Well-formed baseline: add 10 from old[90..], copy 10.
+  EXPECT_OK(DecodeInto(old_data, Craft(20, {{90, 10, 10}}, d10, e10), 20));
+  // Seeks outside [0, old_size].
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{101, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{-1, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{kMin, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{kMax, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  // Add reaching past old, or past new.
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{91, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 21, 0}}, Bytes(21), {}), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, kMaxU, 0}}, d10, {}), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, uint64_t{1} << 32, 0}}, d10, {}), 20),
+              ErrorCode::kCorrupt);
+  // Copy past new.
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 11}}, d10, Bytes(11)), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, kMaxU}}, {}, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, uint64_t{1} << 31}}, {}, e10), 20),
+              ErrorCode::kCorrupt);
+  // A record without progress (would loop for ever).
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, 0}, {0, 10, 10}}, d10, e10), 20),
+              ErrorCode::kCorrupt);
+  // Streams shorter or longer than the records need.
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, Bytes(9), e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, Bytes(11), e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, d10, Bytes(9)), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, d10, Bytes(11)), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 5}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}, {0, 1, 0}}, d10, e10), 20),
+              ErrorCode::kCorrupt);
+  // Unknown version.
+  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{90, 10, 10}}, d10, e10, 2), 20),
+              ErrorCode::kUnsupported);
+}
+
+TEST(stream_lengths_that_wrap_are_corrupt) {
+  Bytes delta = Craft(20, {{0, 10, 10}}, Bytes(10), Bytes(10));
+  const Bytes old_data = Random(100, 16);
+  uint64_t control = GetU64(delta.data() + 16);
+  // control + diff + extra == actual length only modulo 2^64.
+  Bytes wrapped = delta;
+  PutU64(wrapped.data() + 24, GetU64(delta.data() + 24) + (uint64_t{1} << 63));
+  PutU64(wrapped.data() + 32, GetU64(delta.data() + 32) + (uint64_t{1} << 63));
+  EXPECT_CODE(DecodeInto(old_data, wrapped, 20), ErrorCode::kCorrupt);
+  Bytes huge = delta;
+  PutU64(huge.data() + 16, std::numeric_limits<uint64_t>::max());
+  EXPECT_CODE(DecodeInto(old_data, huge, 20), ErrorCode::kCorrupt);
+  Bytes shifted = delta;
+  PutU64(shifted.data() + 16, control - 1);
+  PutU64(shifted.data() + 24, GetU64(delta.data() + 24) + 1);
+  EXPECT_CODE(DecodeInto(old_data, shifted, 20), ErrorCode::kCorrupt);
+}
+
+TEST(brotli_output_must_be_exactly_the_expected_length) {
+  Bytes data = Structured(50000, 17);
+  Bytes packed;
+  ASSERT_OK(BrotliCompress(data.data(), data.size(), 9, &packed));
+  Bytes out(data.size());
+  ASSERT_OK(BrotliDecompressExact(packed.data(), packed.size(), out.data(), out.size()));
+  EXPECT_TRUE(out == data);
+  Bytes small(data.size() - 1), large(data.size() + 1);
+  EXPECT_CODE(BrotliDecompressExact(packed.data(), packed.size(), small.data(), small.size()),
+              ErrorCode::kCorrupt);
+  EXPECT_CODE(BrotliDecompressExact(packed.data(), packed.size(), large.data(), large.size()),
+              ErrorCode::kCorrupt);
+  EXPECT_CODE(BrotliDecompressExact(packed.data(), packed.size() - 1, out.data(), out.size()),
+              ErrorCode::kCorrupt);
+  Bytes trailing = packed;
+  trailing.push_back(0);
+  EXPECT_CODE(BrotliDecompressExact(trailing.data(), trailing.size(), out.data(), out.size()),
+              ErrorCode::kCorrupt);
+  EXPECT_CODE(BrotliDecompressExact(nullptr, 0, out.data(), out.size()), ErrorCode::kCorrupt);
+}
