@@ -4,10 +4,10 @@
 #   scripts/native-test.sh --sanitize   the same under AddressSanitizer + UBSan
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=build/native
+dir=build-native
 flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
 if [ "${1:-}" = "--sanitize" ]; then
-  dir=build/native-asan
+  dir=build-native-asan
   flags+=(-DREVPATCH_SANITIZE=ON)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
