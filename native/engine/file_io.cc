@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <cstring>
@@ -159,6 +160,23 @@ Status File::WriteAt(uint64_t offset, const void* data, size_t size) {
     if (n == 0) return Status::FromErrno(ENOSPC, "pwrite wrote nothing");
     done += static_cast<size_t>(n);
   }
+  return Status::Ok();
+}
+
+Status File::NextData(uint64_t offset, uint64_t size, uint64_t* data) const {
+  *data = offset;
+#if defined(SEEK_DATA)
+  if (offset >= size) return Status::Ok();
+  const off_t found = lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+  if (found >= 0) {
+    *data = std::min<uint64_t>(static_cast<uint64_t>(found), size);
+  } else if (errno == ENXIO) {
+    *data = size;  // nothing but a hole up to the end
+  }
+  // Any other error: the filesystem cannot say, so treat it all as data.
+#else
+  (void)size;
+#endif
   return Status::Ok();
 }
 

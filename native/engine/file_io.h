@@ -48,6 +48,11 @@ class File {
   // Writes exactly `size` bytes at `offset` (loops over short writes).
   Status WriteAt(uint64_t offset, const void* data, size_t size);
   Status Size(uint64_t* size) const;
+  // The first offset >= `offset` that may hold data: bytes in between are a
+  // hole and read as zeros. Where the filesystem cannot tell (no
+  // SEEK_DATA, or it refuses), returns `offset` itself; past the last data,
+  // returns `size`.
+  Status NextData(uint64_t offset, uint64_t size, uint64_t* data) const;
   Status Truncate(uint64_t size);
   Status FullSync();
   Status Close();

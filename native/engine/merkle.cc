@@ -141,10 +141,26 @@ Status HashImageInto(const File& image, uint64_t size, uint32_t block_size,
   if (tree != nullptr) {
     level0.reset(new BufferedWriter(tree, kTreeHeaderSize, kWriteBufferBytes));
   }
+  // Sparse images are common (disk images, fresh volumes): whole chunks that
+  // lie in a hole are all zeros, so their leaves are one precomputed hash
+  // and nothing is read or hashed for them.
+  std::vector<uint8_t> zeros(block_size, 0);
+  const Digest zero_leaf = LeafHash(zeros.data(), block_size);
+  uint64_t next_data = 0;
   for (uint64_t block = 0; block < leaves; block += chunk_blocks) {
     const uint64_t count = std::min<uint64_t>(chunk_blocks, leaves - block);
     const uint64_t offset = block * block_size;
     const uint64_t want = std::min<uint64_t>(count * block_size, size - offset);
+    if (next_data < offset) {
+      REVPATCH_RETURN_IF_ERROR(image.NextData(offset, size, &next_data));
+    }
+    if (next_data >= offset + want) {
+      for (uint64_t i = 0; i < count; ++i) {
+        stream.AddLeaf(zero_leaf);
+        if (level0) REVPATCH_RETURN_IF_ERROR(level0->Append(zero_leaf.data(), 32));
+      }
+      continue;
+    }
     REVPATCH_RETURN_IF_ERROR(image.ReadAt(offset, buffer.data(), want));
     if (want < count * block_size) {
       std::memset(buffer.data() + want, 0, count * block_size - want);
