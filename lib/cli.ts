@@ -16,12 +16,17 @@ import type { PatchRecord } from './record';
 interface GlobalOptions {
   state?: string;
   json?: boolean;
+  wait?: number;
 }
 
 class UsageError extends Error {}
 
 function stateDir(options: GlobalOptions): string {
   return path.resolve(options.state ?? process.env.REVPATCH_STATE ?? './revpatch-state');
+}
+
+function openOptions(options: GlobalOptions) {
+  return { lockWaitMs: (options.wait ?? 0) * 1000 };
 }
 
 function integer(name: string, min: number, max: number) {
@@ -38,7 +43,7 @@ function print(options: GlobalOptions, json: unknown, text: () => string): void 
 }
 
 function patchLine(p: PatchRecord): string {
-  const attempts = p.state === 'trial' ? ` (boot ${p.bootAttempts})` : '';
+  const attempts = p.state === 'trial' ? ` (failed attempts ${p.bootAttempts}, early boots ${p.earlyBoots})` : '';
   const reason = p.reason && (p.state === 'failed' || p.state === 'removed') ? ` — ${p.reason}` : '';
   return `${p.id.padEnd(24)} v${String(p.version).padEnd(5)} ${p.state.padEnd(16)} parent ${p.parent ?? 'base'}${attempts}${reason}`;
 }
@@ -52,6 +57,7 @@ function listJson(patches: PatchRecord[]) {
     title: p.title,
     severity: p.severity,
     bootAttempts: p.bootAttempts,
+    earlyBoots: p.earlyBoots,
     installedAt: p.installedAt,
     stateChangedAt: p.stateChangedAt,
     targetDigest: p.targetDigest,
@@ -65,6 +71,7 @@ export function buildProgram(): Command {
     .description('Signed block-level security patches, activated at restart and removed in O(1).')
     .option('--state <dir>', 'device state directory (default $REVPATCH_STATE, else ./revpatch-state)')
     .option('--json', 'machine-readable output')
+    .option('--wait <seconds>', 'wait this long for another revpatch process to finish (default: fail with E_BUSY)', integer('--wait', 0, 86400))
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -162,10 +169,13 @@ export function buildProgram(): Command {
     .option('--root <root>', 'trusted root metadata of the repository (with --repo)')
     .option('--block-size <bytes>', 'block size', integer('--block-size', 512, 1 << 20))
     .option('--max-boot-attempts <n>', 'unconfirmed boots before a trial patch is rolled back', integer('--max-boot-attempts', 1, 100))
+    .option('--max-early-boots <n>', 'boots ending before the health check that a trial patch survives', integer('--max-early-boots', 1, 100))
     .option('--live <img>', 'keep an exported image of the booted view here, refreshed at boot')
     .action(async (opts) => {
       if (Boolean(opts.repo) !== Boolean(opts.root)) throw new UsageError('--repo and --root go together');
       const device = await Device.init(stateDir(globals()), {
+        ...openOptions(globals()),
+        maxEarlyBoots: opts.maxEarlyBoots,
         volume: opts.volume,
         trust: opts.trust,
         blockSize: opts.blockSize,
@@ -184,7 +194,7 @@ export function buildProgram(): Command {
     .description('verify a patch and stage it for the next restart')
     .argument('<file>', 'patch file (or id, with a repository)')
     .action(async (file: string) => {
-      const device = await Device.open(stateDir(globals()));
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const bar = progressBar('install', !globals().json);
       try {
         const patch = await device.install(file, { onProgress: bar.update });
@@ -199,7 +209,7 @@ export function buildProgram(): Command {
     .command('boot')
     .description('the startup sequence: activate staged patches, drop removals, roll back failed trials')
     .action(async () => {
-      const device = await Device.open(stateDir(globals()));
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const report = await device.boot();
       print(globals(), report, () =>
         [
@@ -213,10 +223,19 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('reached')
+    .description('the system is up and its health check is about to run: an unconfirmed boot now counts against trial patches')
+    .action(async () => {
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
+      const marked = await device.reached();
+      print(globals(), { reached: marked }, () => (marked.length ? `health check pending for: ${marked.join(', ')}` : 'no trial patch'));
+    });
+
+  program
     .command('confirm')
     .description('the health check passed: trial patches become active')
     .action(async () => {
-      const device = await Device.open(stateDir(globals()));
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const confirmed = await device.confirm();
       print(globals(), { confirmed }, () => (confirmed.length ? `active: ${confirmed.join(', ')}` : 'nothing to confirm'));
     });
@@ -226,7 +245,7 @@ export function buildProgram(): Command {
     .description('remove a patch (and all stacked on it) at the next restart')
     .argument('<id>', 'patch id')
     .action(async (id: string) => {
-      const device = await Device.open(stateDir(globals()));
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const changed = await device.remove(id);
       print(globals(), listJson(changed), () =>
         changed.map((p) => `${p.id}: ${p.state === 'removed' ? 'removed' : 'removed at the next restart'}`).join('\n'),
@@ -240,7 +259,7 @@ export function buildProgram(): Command {
       .option('--json', 'machine-readable output')
       .action(async (opts: { json?: boolean }) => {
         const options = { ...globals(), json: globals().json || opts.json };
-        const device = await Device.open(stateDir(options));
+        const device = await Device.open(stateDir(options), openOptions(options));
         if (name === 'list') {
           const patches = device.list();
           print(options, listJson(patches), () => (patches.length ? patches.map(patchLine).join('\n') : 'no patches installed'));
@@ -266,7 +285,7 @@ export function buildProgram(): Command {
     .requiredOption('--out <img>', 'image file to write (replaced atomically)')
     .addOption(new Option('--mode <mode>', 'reflink the base where possible, or always copy').choices(['auto', 'copy', 'reflink']).default('auto'))
     .action(async (opts: { out: string; mode: 'auto' | 'copy' | 'reflink' }) => {
-      const device = await Device.open(stateDir(globals()));
+      const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const bar = progressBar('export', !globals().json);
       try {
         const result = await device.export(opts.out, { mode: opts.mode, onProgress: bar.update });

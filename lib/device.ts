@@ -21,6 +21,8 @@ import { readPublicKey } from './keys';
 import { PatchFile } from './patch_file';
 import { copyFileAtomic } from './atomic';
 import {
+  DEFAULT_MAX_BOOT_ATTEMPTS,
+  DEFAULT_MAX_EARLY_BOOTS,
   BOOTED_STATES,
   NEXT_BOOT_STATES,
   DeviceConfig,
@@ -36,13 +38,13 @@ export const COMMIT_FILE = 'commit.rec';
 export const BASE_TREE_FILE = 'base.tree';
 export const TRUST_FILE = 'trust.pub';
 export const LAYER_DIR = 'layers';
-export const DEFAULT_MAX_BOOT_ATTEMPTS = 3;
 
 export interface InitOptions {
   volume: string;
   trust: string;
   blockSize?: number;
   maxBootAttempts?: number;
+  maxEarlyBoots?: number;
   liveImage?: string | null;
   repository?: { url: string; root: string } | null;
   onProgress?: engine.Progress;
@@ -94,11 +96,20 @@ function stack(record: DeviceRecord, states: readonly PatchState[]): PatchRecord
   return record.patches.filter((p) => states.includes(p.state) && p.layer !== null);
 }
 
+export interface OpenOptions {
+  /**
+   * How long a change waits for another process that holds the state
+   * directory's lock before failing with E_BUSY (default 0: at once).
+   */
+  lockWaitMs?: number;
+}
+
 export class Device {
   private constructor(
     readonly stateDir: string,
     private record: DeviceRecord,
     private generation: number,
+    private readonly lockWaitMs = 0,
   ) {}
 
   get config(): DeviceConfig {
@@ -136,13 +147,16 @@ export class Device {
   }
 
   /** Sets a device up: hashes the base once and writes the first record. */
-  static async init(stateDir: string, options: InitOptions): Promise<Device> {
+  static async init(stateDir: string, options: InitOptions & OpenOptions): Promise<Device> {
     const dir = path.resolve(stateDir);
     const volume = path.resolve(options.volume);
     const blockSize = options.blockSize ?? 4096;
     const maxBootAttempts = options.maxBootAttempts ?? DEFAULT_MAX_BOOT_ATTEMPTS;
-    if (!Number.isInteger(maxBootAttempts) || maxBootAttempts < 1 || maxBootAttempts > 100) {
-      throw new RevpatchError('E_INVALID_ARGUMENT', 'max boot attempts must be an integer from 1 to 100');
+    const maxEarlyBoots = options.maxEarlyBoots ?? DEFAULT_MAX_EARLY_BOOTS;
+    for (const [name, value] of [['max boot attempts', maxBootAttempts], ['max early boots', maxEarlyBoots]] as const) {
+      if (!Number.isInteger(value) || value < 1 || value > 100) {
+        throw new RevpatchError('E_INVALID_ARGUMENT', `${name} must be an integer from 1 to 100`);
+      }
     }
     const stat = await fs.stat(volume).catch((err) => {
       throw toRevpatchError(err);
@@ -155,7 +169,7 @@ export class Device {
     if (await exists(path.join(dir, COMMIT_FILE))) {
       throw new RevpatchError('E_EXISTS', `${dir} already holds a device; use another --state or remove it`);
     }
-    const lock = await StateLock.acquire(dir);
+    const lock = await StateLock.acquire(dir, options.lockWaitMs ?? 0);
     try {
       await fs.mkdir(path.join(dir, LAYER_DIR), { recursive: true });
       const base = await engine.buildBaseTree(volume, blockSize, path.join(dir, BASE_TREE_FILE));
@@ -169,6 +183,7 @@ export class Device {
           baseDigest: base.digest,
           trustKeyId: trust.keyId,
           maxBootAttempts,
+          maxEarlyBoots,
           liveImage: options.liveImage ? path.resolve(options.liveImage) : null,
           repository: options.repository ?? null,
         },
@@ -177,14 +192,14 @@ export class Device {
         boots: 0,
       };
       const generation = await engine.writeCommitRecord(path.join(dir, COMMIT_FILE), 0, encodeRecord(record));
-      return new Device(dir, record, generation);
+      return new Device(dir, record, generation, options.lockWaitMs ?? 0);
     } finally {
       await lock.release();
     }
   }
 
   /** Reads the newest valid commit record of `stateDir`. */
-  static async open(stateDir: string): Promise<Device> {
+  static async open(stateDir: string, options: OpenOptions = {}): Promise<Device> {
     const dir = path.resolve(stateDir);
     let state: engine.CommitRecord;
     try {
@@ -196,7 +211,7 @@ export class Device {
       }
       throw e;
     }
-    return new Device(dir, decodeRecord(state.body), state.generation);
+    return new Device(dir, decodeRecord(state.body), state.generation, options.lockWaitMs ?? 0);
   }
 
   /**
@@ -205,7 +220,7 @@ export class Device {
    * collects garbage, then runs the transition.
    */
   private async mutate<T>(fn: () => Promise<T>): Promise<T> {
-    const lock = await StateLock.acquire(this.stateDir);
+    const lock = await StateLock.acquire(this.stateDir, this.lockWaitMs);
     try {
       const state = await engine.readCommitRecord(this.file(COMMIT_FILE));
       this.record = decodeRecord(state.body);
@@ -334,6 +349,8 @@ export class Device {
           installedAt: now(),
           stateChangedAt: now(),
           bootAttempts: 0,
+          earlyBoots: 0,
+          attemptReached: false,
         };
         updated.patches.push(entry);
         try {
@@ -368,25 +385,43 @@ export class Device {
         liveImage: null,
       };
       next.boots += 1;
+      const { maxBootAttempts, maxEarlyBoots } = next.device;
       let rolledBack = false;
       for (const patch of next.patches) {
         if (patch.state === 'pending-removal') {
           setState(patch, 'removed', patch.reason ?? 'removed');
           report.removed.push(patch.id);
-        } else if (rolledBack && (patch.state === 'trial' || patch.state === 'staged' || patch.state === 'active')) {
+          continue;
+        }
+        if (rolledBack && (patch.state === 'trial' || patch.state === 'staged' || patch.state === 'active')) {
           // Stacked on a patch that just failed: it cannot stand without it.
           setState(patch, 'failed', 'the patch beneath it was rolled back');
           report.failed.push(patch.id);
-        } else if (patch.state === 'trial' && patch.bootAttempts >= next.device.maxBootAttempts) {
-          setState(patch, 'failed', `not confirmed within ${next.device.maxBootAttempts} boots`);
-          report.failed.push(patch.id);
-          rolledBack = true;
-        } else if (patch.state === 'trial') {
-          patch.bootAttempts += 1;
-          report.trial.push(patch.id);
+          continue;
+        }
+        if (patch.state === 'trial') {
+          // Settle the attempt the previous boot started (docs/lifecycle.md).
+          if (patch.attemptReached) patch.bootAttempts += 1;
+          else patch.earlyBoots += 1;
+          patch.attemptReached = false;
+          const why =
+            patch.bootAttempts >= maxBootAttempts
+              ? `not confirmed within ${maxBootAttempts} boots that reached the health check`
+              : patch.earlyBoots >= maxEarlyBoots
+                ? `${maxEarlyBoots} boots ended before the health check`
+                : null;
+          if (why) {
+            setState(patch, 'failed', why);
+            report.failed.push(patch.id);
+            rolledBack = true;
+          } else {
+            report.trial.push(patch.id);
+          }
         } else if (patch.state === 'staged') {
           setState(patch, 'trial');
-          patch.bootAttempts = 1;
+          patch.bootAttempts = 0;
+          patch.earlyBoots = 0;
+          patch.attemptReached = false;
           report.activated.push(patch.id);
           report.trial.push(patch.id);
         }
@@ -403,6 +438,23 @@ export class Device {
     });
   }
 
+  /**
+   * The system is up and its health check is about to run: from here on, a
+   * boot that ends without `confirm` counts as a failed attempt of every
+   * trial patch. Before it, an ended boot counts only as an early boot,
+   * which a power cut can cause, so power cuts cannot burn the attempts of a
+   * good patch (docs/lifecycle.md, "Counting boot attempts").
+   */
+  async reached(): Promise<string[]> {
+    return this.mutate(async () => {
+      const next = this.cloneRecord();
+      const marked = next.patches.filter((p) => p.state === 'trial' && !p.attemptReached);
+      for (const patch of marked) patch.attemptReached = true;
+      if (marked.length > 0) await this.commit(next);
+      return marked.map((p) => p.id);
+    });
+  }
+
   /** The host's health check passed: trial patches become active. */
   async confirm(): Promise<string[]> {
     return this.mutate(async () => {
@@ -412,6 +464,8 @@ export class Device {
         if (patch.state !== 'trial') continue;
         setState(patch, 'active');
         patch.bootAttempts = 0;
+        patch.earlyBoots = 0;
+        patch.attemptReached = false;
         const key = parentKey(patch.parent);
         next.versionFloor[key] = Math.max(next.versionFloor[key] ?? 0, patch.version);
         confirmed.push(patch.id);

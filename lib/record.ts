@@ -25,8 +25,19 @@ export interface PatchRecord {
   removable: boolean;
   installedAt: string;
   stateChangedAt: string;
-  /** Boots that started with this patch in trial and no confirm since. */
+  /**
+   * Failed attempts: boots that reached the health check (`reached`) with
+   * this patch in trial and ended without a confirm.
+   */
   bootAttempts: number;
+  /**
+   * Boots with this patch in trial that ended before reaching the health
+   * check: a power cut in early boot, or a patch that crashes the system
+   * early. Counted against the larger maxEarlyBoots budget.
+   */
+  earlyBoots: number;
+  /** The current boot's attempt has reached the health check. */
+  attemptReached: boolean;
   /** Why the patch is failed or removed, when revpatch decided it. */
   reason?: string;
 }
@@ -39,6 +50,8 @@ export interface DeviceConfig {
   baseDigest: string;
   trustKeyId: string;
   maxBootAttempts: number;
+  /** Boots ending before the health check that a trial patch may survive. */
+  maxEarlyBoots: number;
   /** Where `boot` keeps an exported image of the booted view, if anywhere. */
   liveImage: string | null;
   repository: { url: string; root: string } | null;
@@ -53,6 +66,9 @@ export interface DeviceRecord {
   versionFloor: Record<string, number>;
   boots: number;
 }
+
+export const DEFAULT_MAX_BOOT_ATTEMPTS = 3;
+export const DEFAULT_MAX_EARLY_BOOTS = 10;
 
 /** States whose layer is part of the view the running system booted with. */
 export const BOOTED_STATES: readonly PatchState[] = ['trial', 'active', 'pending-removal'];
@@ -85,7 +101,10 @@ export function decodeRecord(body: string): DeviceRecord {
   ) {
     throw new RevpatchError('E_CORRUPT', 'commit record body has an unknown shape');
   }
+  record.device.maxEarlyBoots ??= DEFAULT_MAX_EARLY_BOOTS;
   for (const patch of record.patches) {
+    patch.earlyBoots ??= 0;
+    patch.attemptReached ??= false;
     if (!PATCH_STATES.includes(patch.state)) {
       throw new RevpatchError('E_CORRUPT', `commit record names an unknown state ${JSON.stringify(patch.state)}`);
     }

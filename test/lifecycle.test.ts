@@ -91,7 +91,7 @@ if (!addonBuilt()) {
     const report = await f.device.boot();
     t.same(report.activated, ['p1']);
     t.same(states(f.device), { p1: 'trial' });
-    t.equal(f.device.list()[0].bootAttempts, 1);
+    t.equal(f.device.list()[0].bootAttempts, 0, 'no failed attempt yet');
     t.ok((await f.exported()).equals(f.bytes.v1), 'exported view equals the target image');
     const read = await engine.readView(f.device.bootedView(), 10 * BLOCK, 4 * BLOCK);
     t.ok(read.equals(f.bytes.v1.subarray(10 * BLOCK, 14 * BLOCK)), 'block reads go through the top layer');
@@ -132,13 +132,14 @@ if (!addonBuilt()) {
     t.same(await fs.readdir(path.join(f.state, 'layers')), []);
   });
 
-  t.test('a trial patch not confirmed within 3 boots is rolled back as failed', async (t) => {
+  t.test('a trial patch not confirmed within 3 boots that reached the health check is rolled back as failed', async (t) => {
     const f = await setup(t);
     await f.device.install(await f.patch('p1', 'base', 'v1'));
     for (let boot = 1; boot <= 3; boot++) {
       await f.device.boot();
       t.same(states(f.device), { p1: 'trial' }, `boot ${boot}: still trial`);
-      t.equal(f.device.list()[0].bootAttempts, boot);
+      t.equal(f.device.list()[0].bootAttempts, boot - 1, 'attempts counted when the next boot settles them');
+      t.same(await f.device.reached(), ['p1']);
     }
     const report = await f.device.boot();
     t.same(report.failed, ['p1']);
@@ -147,7 +148,32 @@ if (!addonBuilt()) {
     t.ok((await f.exported()).equals(f.bytes.base), 'rolled back to the base');
   });
 
-  t.test('the boot-attempt limit is configurable', async (t) => {
+  t.test('power cuts during early boot do not burn the attempts of a good patch', async (t) => {
+    const f = await setup(t);
+    await f.device.install(await f.patch('p1', 'base', 'v1'));
+    // Ten boots that each lose power before the health check starts.
+    for (let boot = 1; boot <= 10; boot++) await f.device.boot();
+    const p = f.device.list()[0];
+    t.equal(p.state, 'trial', 'still on trial after 9 early power cuts');
+    t.equal(p.bootAttempts, 0, 'no attempt burned');
+    t.equal(p.earlyBoots, 9);
+    await f.device.reached();
+    t.same(await f.device.confirm(), ['p1'], 'the boot that gets through confirms it');
+    t.ok((await f.exported()).equals(f.bytes.v1));
+  });
+
+  t.test('a patch that never lets the system reach its health check is rolled back', async (t) => {
+    const f = await setup(t);
+    await f.device.install(await f.patch('p1', 'base', 'v1'));
+    for (let boot = 1; boot <= 10; boot++) await f.device.boot();
+    t.same(states(f.device), { p1: 'trial' });
+    const report = await f.device.boot();
+    t.same(report.failed, ['p1'], 'the eleventh boot gives up on it');
+    t.match(f.device.list()[0].reason, /10 boots ended before the health check/);
+    t.ok((await f.exported()).equals(f.bytes.base));
+  });
+
+  t.test('the boot-attempt limits are configurable', async (t) => {
     const dir = await tempDir(t);
     const base = path.join(dir, 'base.img');
     const v1 = path.join(dir, 'v1.img');
@@ -155,13 +181,20 @@ if (!addonBuilt()) {
     await fs.writeFile(base, b);
     await fs.writeFile(v1, one);
     const keys = await writeKeyPair(path.join(dir, 'keys'));
-    const device = await Device.init(path.join(dir, 'state'), { volume: base, trust: keys.publicKeyPath, maxBootAttempts: 1 });
+    const device = await Device.init(path.join(dir, 'state'), { volume: base, trust: keys.publicKeyPath, maxBootAttempts: 1, maxEarlyBoots: 2 });
     await createPatch({ from: base, to: v1, keyPath: keys.secretKeyPath, id: 'p1', out: path.join(dir, 'p1.rvp') });
     await device.install(path.join(dir, 'p1.rvp'));
     await device.boot();
-    t.same(states(device), { p1: 'trial' });
+    await device.reached();
     await device.boot();
-    t.same(states(device), { p1: 'failed' });
+    t.same(states(device), { p1: 'failed' }, 'one reached boot without confirm');
+    await createPatch({ from: base, to: v1, keyPath: keys.secretKeyPath, id: 'p2', out: path.join(dir, 'p2.rvp') });
+    await device.install(path.join(dir, 'p2.rvp'));
+    await device.boot();
+    await device.boot();
+    t.equal(device.list()[1].state, 'trial', 'one early boot is survived');
+    await device.boot();
+    t.equal(device.list()[1].state, 'failed', 'the second early boot is not');
   });
 
   t.test('stacked patches apply in order and removing the lower one removes both', async (t) => {
@@ -194,7 +227,10 @@ if (!addonBuilt()) {
     const f = await setup(t);
     await f.device.install(await f.patch('p1', 'base', 'v1'));
     await f.device.install(await f.patch('p2', 'v1', 'v2', { parent: 'p1' }));
-    for (let i = 0; i < 4; i++) await f.device.boot();
+    for (let i = 0; i < 4; i++) {
+      await f.device.boot();
+      await f.device.reached();
+    }
     t.same(states(f.device), { p1: 'failed', p2: 'failed' });
     t.ok((await f.exported()).equals(f.bytes.base));
   });

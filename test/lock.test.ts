@@ -1,0 +1,115 @@
+/**
+ * One writer at a time: a second process gets E_BUSY at once (or waits when
+ * told to), a lock left by a killed process does not block, and processes
+ * racing on one state directory never corrupt it.
+ */
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { spawn, ChildProcess } from 'node:child_process';
+import { Device } from '../lib/device';
+import { writeKeyPair } from '../lib/keys';
+import { createPatch } from '../lib/create';
+import { addonBuilt, BLOCK, CLI, ROOT, runCli, snapshot, stampedImage, tempDir } from './helpers';
+
+/** A child process that takes the state lock, says so, and holds it for `holdMs`. */
+function holdLock(state: string, holdMs: number): Promise<ChildProcess> {
+  const script = `
+    const { StateLock } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lock.js'))});
+    StateLock.acquire(${JSON.stringify(state)}).then(async (lock) => {
+      process.stdout.write('locked\\n');
+      await new Promise((r) => setTimeout(r, ${holdMs}));
+      await lock.release();
+    });`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.stdout!.once('data', () => resolve(child));
+    child.once('exit', (code) => reject(new Error(`lock holder exited early (${code})`)));
+  });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+
+if (!addonBuilt()) {
+  t.skip('native addon not built (npm run build)');
+} else {
+  const setup = async (t: { teardown(fn: () => unknown): void }) => {
+    const dir = await tempDir(t);
+    const base = stampedImage(64, 'base');
+    const next = Buffer.from(base);
+    stampedImage(2, 'fix').copy(next, 9 * BLOCK);
+    await fs.writeFile(path.join(dir, 'base.img'), base);
+    await fs.writeFile(path.join(dir, 'next.img'), next);
+    const keys = await writeKeyPair(path.join(dir, 'keys'));
+    const patch = path.join(dir, 'fix.rvp');
+    await createPatch({ from: path.join(dir, 'base.img'), to: path.join(dir, 'next.img'), keyPath: keys.secretKeyPath, id: 'fix', out: patch });
+    const state = path.join(dir, 'state');
+    await Device.init(state, { volume: path.join(dir, 'base.img'), trust: keys.publicKeyPath });
+    return { dir, state, patch };
+  };
+
+  t.test('a second writer gets E_BUSY promptly and changes nothing', async (t) => {
+    const { state, patch } = await setup(t);
+    const holder = await holdLock(state, 3000);
+    t.teardown(() => holder.kill('SIGKILL'));
+    const before = await snapshot(state);
+    delete before['lock'];
+    const started = Date.now();
+    const r = runCli(['--state', state, 'install', patch]);
+    t.equal(r.code, 1);
+    t.match(r.stderr, /^error E_BUSY: another revpatch process \(pid \d+\)/m);
+    t.ok(Date.now() - started < 2500, 'promptly, without waiting for the holder');
+    const after = await snapshot(state);
+    delete after['lock'];
+    t.same(after, before, 'state unchanged');
+    t.match(JSON.parse(runCli(['--state', state, 'list', '--json']).stdout), [], 'readers are not blocked');
+  });
+
+  t.test('--wait waits for the holder to finish', async (t) => {
+    const { state, patch } = await setup(t);
+    const holder = await holdLock(state, 800);
+    t.teardown(() => holder.kill('SIGKILL'));
+    const r = runCli(['--state', state, '--wait', '10', 'install', patch]);
+    t.equal(r.code, 0, r.stderr);
+    await exited(holder);
+  });
+
+  t.test('a lock left by a killed process does not block', async (t) => {
+    const { state, patch } = await setup(t);
+    const holder = await holdLock(state, 60000);
+    holder.kill('SIGKILL');
+    await exited(holder);
+    t.ok(await fs.stat(path.join(state, 'lock')), 'the dead holder left its lock file');
+    const r = runCli(['--state', state, 'install', patch]);
+    t.equal(r.code, 0, r.stderr);
+    t.notOk(await fs.stat(path.join(state, 'lock')).catch(() => null), 'and it is gone after use');
+  });
+
+  t.test('processes racing on one state directory never corrupt it', async (t) => {
+    const { state, patch } = await setup(t);
+    t.equal(runCli(['--state', state, 'install', patch]).code, 0);
+    const race = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, '--state', state, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (d) => (stderr += d));
+        child.once('exit', (code) => resolve({ code, stderr }));
+      });
+    let busy = 0;
+    for (let round = 0; round < 8; round++) {
+      const results = await Promise.all([race(['boot']), race(['reached']), race(['confirm']), race(['boot'])]);
+      for (const r of results) {
+        if (r.code !== 0) {
+          t.match(r.stderr, /^error E_BUSY/m, 'the only failure is E_BUSY');
+          busy++;
+        }
+      }
+    }
+    t.comment(`${busy} of 32 racing calls were refused with E_BUSY`);
+    const list = JSON.parse(runCli(['--state', state, 'list', '--json']).stdout);
+    t.equal(list.length, 1);
+    t.ok(['trial', 'active', 'failed'].includes(list[0].state), `consistent state: ${list[0].state}`);
+    t.equal(runCli(['--state', state, 'boot']).code, 0, 'the next call works');
+  });
+}
