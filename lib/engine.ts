@@ -38,8 +38,15 @@ export interface ApplyParams {
   targetSize: number;
   sourceDigest: string;
   targetDigest: string;
-  /** Created by the engine; must not exist. Removed again on failure. */
+  /** Created by the engine; removed again on failure. */
   layerPath: string;
+  /**
+   * Where the apply saves its progress so that an interrupted install
+   * resumes (native/engine/checkpoint.h); none if absent.
+   */
+  checkpointPath?: string;
+  /** Payload bytes between checkpoints (default 8 MiB). */
+  checkpointIntervalBytes?: number;
 }
 
 export interface ApplyResult {
@@ -47,6 +54,11 @@ export interface ApplyResult {
   blocksWritten: number;
   layerBytes: number;
   operations: number;
+  /** Continued from a checkpoint (or found the layer already sealed). */
+  resumed: boolean;
+  resumedFromOperation: number;
+  payloadBytesReadThisRun: number;
+  blocksWrittenThisRun: number;
 }
 
 export interface OperationStats {
@@ -102,6 +114,25 @@ export interface CommitRecord {
 
 export type Progress = (done: number, total: number) => void;
 
+/** See native/engine/fault_injection.h and docs/durability.md. */
+export type FaultMode = 'none' | 'eio' | 'enospc' | 'short-write' | 'power-loss' | 'power-loss-torn';
+
+export interface FaultPlan {
+  mode: FaultMode;
+  /** 1-based number of the engine I/O call that fails; ignored for 'none'. */
+  failAt: number;
+  /** Seeds short-write lengths and torn sectors. */
+  seed?: number;
+}
+
+export interface FaultStatus {
+  /** Engine I/O calls since the plan was set. */
+  calls: number;
+  triggered: boolean;
+  mode: FaultMode;
+  failAt: number;
+}
+
 interface Addon {
   hashImage(file: string, blockSize: number, treePath: string): Promise<ImageDigest>;
   viewInfo(view: ViewSpec): Promise<ViewInfo>;
@@ -124,6 +155,11 @@ interface Addon {
   syncFile(file: string): Promise<void>;
   syncDirectory(dir: string): Promise<void>;
   freeSpace(dir: string): Promise<number>;
+  removeFile(file: string): Promise<void>;
+  setFaultPlan(plan: FaultPlan): void;
+  clearFaultPlan(): void;
+  faultStatus(): FaultStatus;
+  recoverFromPowerLoss(): Promise<void>;
 }
 
 let addon: Addon | undefined;
@@ -155,6 +191,15 @@ function load(): Addon {
       'On Debian/Ubuntu: apt-get install python3 make g++ libbrotli-dev; on macOS: xcode-select --install && brew install brotli.',
     ].join('\n'),
   );
+}
+
+function callSync<T>(fn: (a: Addon) => T): T {
+  const a = load();
+  try {
+    return fn(a);
+  } catch (err) {
+    throw toRevpatchError(err);
+  }
 }
 
 async function call<T>(fn: (a: Addon) => Promise<T>): Promise<T> {
@@ -200,3 +245,17 @@ export const writeCommitRecord = (file: string, expectedGeneration: number, body
 export const syncFile = (file: string): Promise<void> => call((a) => a.syncFile(file));
 export const syncDirectory = (dir: string): Promise<void> => call((a) => a.syncDirectory(dir));
 export const freeSpace = (dir: string): Promise<number> => call((a) => a.freeSpace(dir));
+/** Unlinks `file` (a missing one is fine) and fsyncs its directory. */
+export const removeFile = (file: string): Promise<void> => call((a) => a.removeFile(file));
+
+/**
+ * Fault injection for crash-safety tests (docs/durability.md): arms a
+ * process-wide plan that fails engine I/O call `failAt` or cuts the power
+ * there. Mode 'none' only counts calls. Not for production use.
+ */
+export const setFaultPlan = (plan: FaultPlan): void => callSync((a) => a.setFaultPlan(plan));
+/** Disarms the plan; files stay as they are. */
+export const clearFaultPlan = (): void => callSync((a) => a.clearFaultPlan());
+export const faultStatus = (): FaultStatus => callSync((a) => a.faultStatus());
+/** Rolls files back to what the simulated power cut may leave, then disarms. */
+export const recoverFromPowerLoss = (): Promise<void> => call((a) => a.recoverFromPowerLoss());

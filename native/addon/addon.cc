@@ -4,13 +4,17 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "apply.h"
 #include "commit_record.h"
 #include "export.h"
+#include "fault_injection.h"
 #include "file_io.h"
 #include "generator.h"
 #include "layer_file.h"
@@ -122,6 +126,14 @@ revpatch::ApplyParams GetApplyParams(Napi::Env env, Napi::Value value) {
   params.target_digest = GetDigest(env, object.Get("targetDigest"), "targetDigest");
   Napi::Value layer_path = object.Get("layerPath");
   if (!layer_path.IsUndefined()) params.layer_path = GetString(env, layer_path, "layerPath");
+  Napi::Value checkpoint_path = object.Get("checkpointPath");
+  if (!checkpoint_path.IsUndefined()) {
+    params.checkpoint_path = GetString(env, checkpoint_path, "checkpointPath");
+  }
+  Napi::Value interval = object.Get("checkpointIntervalBytes");
+  if (!interval.IsUndefined()) {
+    params.checkpoint_interval_bytes = GetUint(env, interval, "checkpointIntervalBytes");
+  }
   return params;
 }
 
@@ -247,6 +259,10 @@ Napi::Value ApplyPatch(const Napi::CallbackInfo& info) {
         result.Set("blocksWritten", Num(env, out->blocks_written));
         result.Set("layerBytes", Num(env, out->layer_bytes));
         result.Set("operations", Num(env, out->operations));
+        result.Set("resumed", Napi::Boolean::New(env, out->resumed));
+        result.Set("resumedFromOperation", Num(env, out->resumed_from_operation));
+        result.Set("payloadBytesReadThisRun", Num(env, out->payload_bytes_read_this_run));
+        result.Set("blocksWrittenThisRun", Num(env, out->blocks_written_this_run));
         return result;
       },
       Arg(info, 2));
@@ -441,7 +457,101 @@ Napi::Value FreeSpace(const Napi::CallbackInfo& info) {
       [=](Napi::Env env) { return Num(env, *bytes); });
 }
 
+// removeFile(path): unlinks (a missing file is fine) and fsyncs the
+// directory, so TypeScript deletes layers through the engine's counted I/O.
+Napi::Value RemoveFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = GetString(env, Arg(info, 0), "file");
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn&) {
+        REVPATCH_RETURN_IF_ERROR(revpatch::UnlinkFile(file));
+        return revpatch::SyncDirectory(revpatch::DirName(file));
+      },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+// ---------------------------------------------------------------- faults
+// The fault injector of native/engine/fault_injection.h, for tests. The
+// plan is process-wide; these calls are synchronous and touch no file,
+// except recoverFromPowerLoss, which rolls files back off the main thread.
+
+// setFaultPlan({mode, failAt, seed})
+Napi::Value SetFaultPlan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object object = GetObject(env, Arg(info, 0), "plan");
+  revpatch::FaultPlan plan;
+  if (!revpatch::ParseFaultMode(GetString(env, object.Get("mode"), "plan.mode"), &plan.mode)) {
+    ThrowArgument(env, "plan.mode must be none, eio, enospc, short-write, power-loss "
+                       "or power-loss-torn");
+  }
+  Napi::Value fail_at = object.Get("failAt");
+  if (!fail_at.IsUndefined()) plan.fail_at = GetUint(env, fail_at, "plan.failAt");
+  Napi::Value seed = object.Get("seed");
+  if (!seed.IsUndefined()) plan.seed = GetUint(env, seed, "plan.seed");
+  Status s = revpatch::SetFaultPlan(plan);
+  if (!s.ok()) {
+    Napi::Error error = Napi::Error::New(env, s.message());
+    error.Set("code", Napi::String::New(env, revpatch::ErrorCodeName(s.code())));
+    throw error;
+  }
+  return env.Undefined();
+}
+
+Napi::Value ClearFaultPlan(const Napi::CallbackInfo& info) {
+  revpatch::ClearFaultPlan();
+  return info.Env().Undefined();
+}
+
+// faultStatus() -> {calls, triggered, mode, failAt}
+Napi::Value FaultStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const revpatch::FaultPlan plan = revpatch::CurrentFaultPlan();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("calls", Num(env, revpatch::FaultCallCount()));
+  result.Set("triggered", Napi::Boolean::New(env, revpatch::FaultTriggered()));
+  result.Set("mode", Napi::String::New(env, revpatch::FaultModeName(plan.mode)));
+  result.Set("failAt", Num(env, plan.fail_at));
+  return result;
+}
+
+Napi::Value RecoverFromPowerLoss(const Napi::CallbackInfo& info) {
+  return PromiseWorker::Start(
+      info.Env(), [](const ProgressFn&) { return revpatch::RecoverFromPowerLoss(); },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+// REVPATCH_FAULT="mode:N[:seed]" arms a plan once per process, when the
+// addon first loads, for integrators' command-line tests. A power cut it
+// causes is applied to the disk when the process exits, so the next process
+// finds what a device would find after the cut.
+void ArmFaultPlanFromEnvironment() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* spec = std::getenv("REVPATCH_FAULT");
+    if (spec == nullptr || *spec == 0) return;
+    revpatch::FaultPlan plan;
+    Status s = revpatch::ParseFaultPlan(spec, &plan);
+    if (s.ok()) s = revpatch::SetFaultPlan(plan);
+    if (!s.ok()) {
+      std::fprintf(stderr, "revpatch: REVPATCH_FAULT ignored: %s\n", s.message().c_str());
+      return;
+    }
+    if (plan.mode == revpatch::FaultMode::kPowerLoss ||
+        plan.mode == revpatch::FaultMode::kPowerLossTorn) {
+      std::atexit([] {
+        if (revpatch::FaultTriggered()) {
+          revpatch::RecoverFromPowerLoss();
+        } else {
+          revpatch::ClearFaultPlan();  // removes the simulator's backups
+        }
+      });
+    }
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ArmFaultPlanFromEnvironment();
   exports.Set("hashImage", Napi::Function::New(env, HashImage, "hashImage"));
   exports.Set("viewInfo", Napi::Function::New(env, ViewInfo, "viewInfo"));
   exports.Set("readView", Napi::Function::New(env, ReadView, "readView"));
@@ -457,6 +567,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("syncFile", Napi::Function::New(env, SyncFile, "syncFile"));
   exports.Set("syncDirectory", Napi::Function::New(env, SyncDirectory, "syncDirectory"));
   exports.Set("freeSpace", Napi::Function::New(env, FreeSpace, "freeSpace"));
+  exports.Set("removeFile", Napi::Function::New(env, RemoveFile, "removeFile"));
+  exports.Set("setFaultPlan", Napi::Function::New(env, SetFaultPlan, "setFaultPlan"));
+  exports.Set("clearFaultPlan", Napi::Function::New(env, ClearFaultPlan, "clearFaultPlan"));
+  exports.Set("faultStatus", Napi::Function::New(env, FaultStatus, "faultStatus"));
+  exports.Set("recoverFromPowerLoss",
+              Napi::Function::New(env, RecoverFromPowerLoss, "recoverFromPowerLoss"));
   return exports;
 }
 

@@ -1,10 +1,12 @@
 #include "apply.h"
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <new>
 #include <string>
 
+#include "checkpoint.h"
 #include "executor.h"
 #include "file_io.h"
 #include "layer_file.h"
@@ -45,16 +47,138 @@ Status ReadData(PayloadReader& reader, uint64_t length, std::vector<uint8_t>* da
   return reader.Read(data->data(), data->size());
 }
 
+std::string BaseName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+CheckpointIdentity IdentityOf(const ApplyParams& params) {
+  CheckpointIdentity id;
+  id.payload_digest = params.payload_digest;
+  id.source_digest = params.source_digest;
+  id.target_digest = params.target_digest;
+  id.payload_size = params.payload_size;
+  id.operation_count = params.operation_count;
+  id.target_size = params.target_size;
+  id.chunk_size = params.chunk_size;
+  id.block_size = params.block_size;
+  id.layer_name = BaseName(params.layer_path);
+  return id;
+}
+
+// Decides when to save and saves: layer data first, then the checkpoint.
+class Checkpointer {
+ public:
+  Checkpointer(const ApplyParams& params, uint64_t start_position)
+      : params_(params), last_position_(start_position) {
+    checkpoint_.identity = IdentityOf(params);
+  }
+
+  bool Due(uint64_t position) const {
+    if (params_.checkpoint_path.empty()) return false;
+    if (params_.checkpoint_interval_bytes == 0) return true;
+    return position - last_position_ >=
+           std::max(params_.checkpoint_interval_bytes, last_file_bytes_);
+  }
+
+  Status Save(uint64_t next_operation, const PayloadReader& reader, LayerWriter& writer) {
+    REVPATCH_RETURN_IF_ERROR(writer.Sync());
+    checkpoint_.next_operation = next_operation;
+    checkpoint_.payload = reader.SavePosition();
+    writer.SaveState(&checkpoint_.layer);
+    Status written = WriteCheckpoint(params_.checkpoint_path, checkpoint_, &last_file_bytes_);
+    std::vector<LayerIndexEntry>().swap(checkpoint_.layer.entries);
+    REVPATCH_RETURN_IF_ERROR(written);
+    last_position_ = reader.position();
+    return Status::Ok();
+  }
+
+ private:
+  const ApplyParams& params_;
+  uint64_t last_position_;
+  uint64_t last_file_bytes_ = 0;
+  Checkpoint checkpoint_;
+};
+
+// Every operation writes every block of its targets, so the blocks the
+// layer holds at an operation boundary are exactly the targets claimed.
+Status RestoreCoverage(const std::vector<LayerIndexEntry>& entries, TargetCoverage* coverage) {
+  std::vector<uint64_t> blocks;
+  blocks.reserve(entries.size());
+  for (const LayerIndexEntry& e : entries) blocks.push_back(e.block);
+  std::sort(blocks.begin(), blocks.end());
+  std::vector<Extent> runs;
+  for (uint64_t b : blocks) {
+    if (!runs.empty() && runs.back().start_block + runs.back().num_blocks == b) {
+      ++runs.back().num_blocks;
+    } else {
+      runs.push_back({b, 1});
+    }
+  }
+  if (runs.empty()) return Status::Ok();
+  return coverage->Claim(runs);
+}
+
+// Continues an interrupted apply from its checkpoint; any failure means
+// "cannot resume" and the caller starts over.
+Status ResumeFromCheckpoint(const ApplyParams& params, View& below, PayloadReader& reader,
+                            TargetCoverage* coverage, std::unique_ptr<LayerWriter>* writer,
+                            uint64_t* next_operation) {
+  Checkpoint checkpoint;
+  REVPATCH_RETURN_IF_ERROR(ReadCheckpoint(params.checkpoint_path,
+                                          BlockCount(params.target_size, params.block_size),
+                                          &checkpoint));
+  if (checkpoint.identity != IdentityOf(params)) {
+    return Status(ErrorCode::kCorrupt, "checkpoint belongs to another apply");
+  }
+  if (checkpoint.next_operation > params.operation_count) {
+    return Status(ErrorCode::kCorrupt, "checkpoint past the last operation");
+  }
+  REVPATCH_RETURN_IF_ERROR(reader.RestorePosition(checkpoint.payload));
+  REVPATCH_RETURN_IF_ERROR(LayerWriter::Resume(params.layer_path, params.target_size, &below,
+                                               checkpoint.layer, writer));
+  REVPATCH_RETURN_IF_ERROR(RestoreCoverage(checkpoint.layer.entries, coverage));
+  *next_operation = checkpoint.next_operation;
+  return Status::Ok();
+}
+
+// A sealed layer at layer_path when checkpointing: an earlier run of this
+// apply finished but its caller did not record it. Taken as the result if
+// it is exactly that layer and its data checks out.
+Status AdoptFinishedLayer(const ApplyParams& params, View& below, LayerReader& layer,
+                          ApplyResult* result) {
+  if (layer.block_size() != params.block_size || layer.target_size() != params.target_size ||
+      layer.below_size() != below.size_bytes() || layer.below_digest() != below.digest() ||
+      layer.view_digest() != params.target_digest) {
+    return Status(ErrorCode::kExists,
+                  "another sealed layer already exists at " + params.layer_path);
+  }
+  REVPATCH_RETURN_IF_ERROR(layer.Verify());
+  RemoveCheckpoint(params.checkpoint_path);
+  result->view_digest = layer.view_digest();
+  result->blocks_written = layer.block_entries();
+  result->operations = params.operation_count;
+  result->resumed = true;
+  result->resumed_from_operation = params.operation_count;
+  File file;
+  if (File::OpenRead(params.layer_path, &file).ok()) file.Size(&result->layer_bytes);
+  return Status::Ok();
+}
+
 Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& reader,
-                       LayerWriter& writer,
+                       LayerWriter& writer, TargetCoverage& coverage, uint64_t first,
+                       Checkpointer& checkpointer,
                        const std::function<void(uint64_t, uint64_t)>& progress,
-                       ApplyResult* result) {
+                       ApplyResult* result, bool* stopped) {
   const uint64_t source_blocks = below.block_count();
   const uint64_t target_blocks = BlockCount(params.target_size, params.block_size);
-  TargetCoverage coverage;
   Operation op;
   std::vector<uint8_t> data;
-  for (uint64_t i = 0; i < params.operation_count; ++i) {
+  for (uint64_t i = first; i < params.operation_count; ++i) {
+    if (i == params.test_stop_after_operations) {
+      *stopped = true;
+      return Status(ErrorCode::kIo, "stopped for test");
+    }
     REVPATCH_RETURN_IF_ERROR(ReadOperationRecord(reader, &op));
     REVPATCH_RETURN_IF_ERROR(
         ValidateOperation(op, params.block_size, source_blocks, target_blocks));
@@ -67,6 +191,9 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
     }
     ++result->operations;
     if (progress) progress(reader.position(), reader.size());
+    if (i + 1 < params.operation_count && checkpointer.Due(reader.position())) {
+      REVPATCH_RETURN_IF_ERROR(checkpointer.Save(i + 1, reader, writer));
+    }
   }
   return reader.Finish();
 }
@@ -86,15 +213,55 @@ Status ApplyPatch(const ApplyParams& params, View& below,
   }
   std::unique_ptr<PayloadReader> reader;
   REVPATCH_RETURN_IF_ERROR(OpenPayload(params, &reader));
+  const bool checkpointing = !params.checkpoint_path.empty();
+  TargetCoverage coverage;
   std::unique_ptr<LayerWriter> writer;
-  REVPATCH_RETURN_IF_ERROR(
-      LayerWriter::Create(params.layer_path, params.target_size, &below, &writer));
-  if (progress) progress(0, params.payload_size);
-  Status status = ApplyOperations(params, below, *reader, *writer, progress, result);
+  uint64_t first = 0;
+  if (checkpointing) {
+    if (FileExists(params.layer_path)) {
+      std::unique_ptr<LayerReader> sealed;
+      Status opened = LayerReader::Open(params.layer_path, &sealed);
+      if (opened.ok()) return AdoptFinishedLayer(params, below, *sealed, result);
+      // Only an unsealed file (kCorrupt) is this apply's own leftover.
+      if (opened.code() != ErrorCode::kCorrupt) return opened;
+    }
+    Status resumed = ResumeFromCheckpoint(params, below, *reader, &coverage, &writer, &first);
+    if (resumed.ok()) {
+      result->resumed = true;
+      result->resumed_from_operation = first;
+    } else {
+      writer.reset();
+      RemoveCheckpoint(params.checkpoint_path);
+      UnlinkFile(params.layer_path);
+      coverage = TargetCoverage();
+      first = 0;
+      REVPATCH_RETURN_IF_ERROR(OpenPayload(params, &reader));
+    }
+  }
+  if (!writer) {
+    REVPATCH_RETURN_IF_ERROR(
+        LayerWriter::Create(params.layer_path, params.target_size, &below, &writer));
+  }
+  const uint64_t restored_blocks = writer->blocks_written();
+  const uint64_t start_position = reader->position();
+  result->operations = first;
+  Checkpointer checkpointer(params, start_position);
+  if (progress) progress(start_position, params.payload_size);
+  bool stopped = false;
+  Status status = ApplyOperations(params, below, *reader, *writer, coverage, first,
+                                  checkpointer, progress, result, &stopped);
+  if (stopped) {
+    writer->Detach();
+    *result = ApplyResult();
+    return status;
+  }
   if (status.ok()) {
     result->blocks_written = writer->blocks_written();  // before Seal's zero fill
+    result->blocks_written_this_run = result->blocks_written - restored_blocks;
+    result->payload_bytes_read_this_run = reader->position() - start_position;
     status = writer->Seal(&params.target_digest, &result->view_digest);
   }
+  if (checkpointing) RemoveCheckpoint(params.checkpoint_path);
   if (!status.ok()) {
     writer->Abort();
     *result = ApplyResult();

@@ -17,6 +17,33 @@
 //      digest. On any failure the layer file is removed.
 // Memory is bounded by the chunk size and the per-operation limits, not by
 // the volume size.
+//
+// Checkpoints (checkpoint.h). With a checkpoint_path, the apply saves its
+// progress at operation boundaries, once at least checkpoint_interval_bytes
+// of payload were applied since the last save: it fsyncs the layer's data,
+// then replaces the checkpoint atomically. A later ApplyPatch with the same
+// params (and the same layer_path) finds it and resumes:
+//   - a checkpoint whose identity (payload, source and target digests and
+//     sizes, operation count, chunk and block size, layer file name) matches
+//     and whose layer file still holds the saved data continues from the
+//     saved operation; the payload chunk it resumes in is read and checked
+//     again, the layer's saved data is checked against its leaf hashes, and
+//     the file is cut back to the saved length;
+//   - anything else (no checkpoint, torn, another apply's, layer missing or
+//     short or changed) is discarded with any unsealed file at layer_path,
+//     and the apply starts over;
+//   - a sealed layer already at layer_path with this apply's below and
+//     target digests is an earlier run that finished (crash between seal
+//     and the caller's commit): it is verified and returned as is, with
+//     resumed set. Any other sealed file there is kExists and left alone.
+// On success the checkpoint is removed after the seal's fsync. On any
+// failure with a status, the layer and the checkpoint are both removed:
+// only a crash leaves them behind, and invariant 7 holds.
+//
+// The rewrite costs O(entries so far); to keep the total linear in the
+// layer size, a save waits until the payload applied since the last one is
+// at least that checkpoint's size (interval 0, for tests, saves after every
+// operation).
 #ifndef REVPATCH_ENGINE_APPLY_H_
 #define REVPATCH_ENGINE_APPLY_H_
 
@@ -31,6 +58,9 @@
 
 namespace revpatch {
 
+constexpr uint64_t kDefaultCheckpointIntervalBytes = uint64_t{8} << 20;
+constexpr uint64_t kNoTestStop = ~uint64_t{0};
+
 struct ApplyParams {
   int patch_fd = -1;             // borrowed; read with pread only
   uint64_t payload_offset = 0;
@@ -43,17 +73,30 @@ struct ApplyParams {
   uint64_t target_size = 0;
   Digest source_digest{};
   Digest target_digest{};
-  std::string layer_path;        // created; must not exist
+  std::string layer_path;        // created; must not exist unless checkpointing
+  std::string checkpoint_path;   // empty: no checkpoints, no resume
+  uint64_t checkpoint_interval_bytes = kDefaultCheckpointIntervalBytes;
+  // Test only: stop as a crash would, when this many operations (counted
+  // from the start of the payload) are in the layer. The layer file and the
+  // checkpoint are left as they are and the status is kIo "stopped for
+  // test". Never set outside tests.
+  uint64_t test_stop_after_operations = kNoTestStop;
 };
 
 struct ApplyResult {
   Digest view_digest{};
-  uint64_t blocks_written = 0;
+  uint64_t blocks_written = 0;   // by the operations, all runs; for a layer
+                                 // found finished, its entry count
   uint64_t layer_bytes = 0;
-  uint64_t operations = 0;
+  uint64_t operations = 0;       // all runs: operation_count on success
+  bool resumed = false;          // continued from a checkpoint or found done
+  uint64_t resumed_from_operation = 0;
+  uint64_t payload_bytes_read_this_run = 0;  // payload consumed by this call
+  uint64_t blocks_written_this_run = 0;
 };
 
-// progress(payload bytes done, payload size), from the calling thread.
+// progress(payload bytes done, payload size), from the calling thread; a
+// resumed apply starts at the checkpoint's position.
 Status ApplyPatch(const ApplyParams& params, View& below,
                   const std::function<void(uint64_t, uint64_t)>& progress,
                   ApplyResult* result);

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <random>
 
+#include "fault_injection.h"
+
 #ifdef __linux__
 #include <linux/fs.h>
 #endif
@@ -35,12 +37,30 @@ namespace {
 // the limits some kernels put on one I/O.
 constexpr size_t kMaxIoChunk = size_t{1} << 30;
 
-Status OpenWithFlags(const std::string& path, int flags, File* out) {
+// Not an I/O call of the fault injector: used inside calls that count once.
+Status RawOpen(const std::string& path, int flags, int* out) {
   int fd;
   do {
     fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  *out = fd;
+  return Status::Ok();
+}
+
+Status RawOpenFile(const std::string& path, int flags, File* out) {
+  int fd = -1;
+  REVPATCH_RETURN_IF_ERROR(RawOpen(path, flags, &fd));
+  *out = File(fd);
+  return Status::Ok();
+}
+
+// One counted open.
+Status OpenWithFlags(const std::string& path, int flags, File* out) {
+  if (!fault_internal::Armed()) return RawOpenFile(path, flags, out);
+  int fd = -1;
+  REVPATCH_RETURN_IF_ERROR(fault_internal::Open(
+      path, flags, [&](int* opened) { return RawOpen(path, flags, opened); }, &fd));
   *out = File(fd);
   return Status::Ok();
 }
@@ -54,11 +74,53 @@ bool OffsetFits(uint64_t offset, size_t size) {
 Status SyncFd(int fd, const std::string& what) {
 #ifdef __APPLE__
   // F_FULLFSYNC asks the drive to flush its cache; some filesystems (network,
-  // FAT) refuse it, and then plain fsync is the best there is.
+  // FAT) refuse it as unsupported, and then plain fsync is the best there
+  // is. Any other failure is the flush failing: falling back to fsync then
+  // would retry a failed sync and trust it.
   if (::fcntl(fd, F_FULLFSYNC) == 0) return Status::Ok();
+  const int err = errno;
+  if (err != ENOTSUP && err != EOPNOTSUPP && err != EINVAL && err != ENOTTY) {
+    return Status::FromErrno(err, "F_FULLFSYNC " + what);
+  }
 #endif
   if (::fsync(fd) != 0) return Status::FromErrno(errno, "fsync " + what);
   return Status::Ok();
+}
+
+Status RawWriteAt(int fd, uint64_t offset, const uint8_t* p, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    size_t want = size - done;
+    if (want > kMaxIoChunk) want = kMaxIoChunk;
+    ssize_t n = ::pwrite(fd, p + done, want, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "pwrite");
+    }
+    if (n == 0) return Status::FromErrno(ENOSPC, "pwrite wrote nothing");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status RawTruncate(int fd, uint64_t size) {
+  int rc;
+  do {
+    rc = ::ftruncate(fd, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return Status::FromErrno(errno, "ftruncate");
+  return Status::Ok();
+}
+
+Status RawSyncDirectory(const std::string& path) {
+  int flags = O_RDONLY;
+#ifdef O_DIRECTORY
+  flags |= O_DIRECTORY;
+#endif
+  File d;
+  REVPATCH_RETURN_IF_ERROR(RawOpenFile(path, flags, &d));
+  REVPATCH_RETURN_IF_ERROR(SyncFd(d.fd(), "directory " + path));
+  return d.Close();
 }
 
 bool IsUnsupportedCloneErrno(int err) {
@@ -78,15 +140,31 @@ File::~File() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-File::File(File&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+File::File(File&& other) noexcept : fd_(other.fd_), poisoned_(other.poisoned_) {
+  other.fd_ = -1;
+  other.poisoned_ = false;
+}
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = other.fd_;
+    poisoned_ = other.poisoned_;
     other.fd_ = -1;
+    other.poisoned_ = false;
   }
   return *this;
+}
+
+Status File::CheckWritable(const char* what) const {
+  if (fd_ < 0) {
+    return Status(ErrorCode::kInvalidArgument, std::string(what) + " on closed file");
+  }
+  if (poisoned_) {
+    return Status(ErrorCode::kPoisoned,
+                  std::string(what) + " refused: an earlier fsync of this file failed");
+  }
+  return Status::Ok();
 }
 
 Status File::OpenRead(const std::string& path, File* out) {
@@ -115,6 +193,7 @@ Status File::ReadSomeAt(uint64_t offset, void* data, size_t size,
   if (!OffsetFits(offset, size)) {
     return Status(ErrorCode::kTooLarge, "read offset out of range");
   }
+  if (fault_internal::Armed()) REVPATCH_RETURN_IF_ERROR(fault_internal::Read());
   uint8_t* p = static_cast<uint8_t*>(data);
   size_t done = 0;
   while (done < size) {
@@ -143,24 +222,15 @@ Status File::ReadAt(uint64_t offset, void* data, size_t size) const {
 }
 
 Status File::WriteAt(uint64_t offset, const void* data, size_t size) {
-  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "write on closed file");
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("write"));
   if (!OffsetFits(offset, size)) {
     return Status(ErrorCode::kTooLarge, "write offset out of range");
   }
   const uint8_t* p = static_cast<const uint8_t*>(data);
-  size_t done = 0;
-  while (done < size) {
-    size_t want = size - done;
-    if (want > kMaxIoChunk) want = kMaxIoChunk;
-    ssize_t n = ::pwrite(fd_, p + done, want, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "pwrite");
-    }
-    if (n == 0) return Status::FromErrno(ENOSPC, "pwrite wrote nothing");
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
+  if (!fault_internal::Armed()) return RawWriteAt(fd_, offset, p, size);
+  const int fd = fd_;
+  return fault_internal::Write(fd, offset, size,
+                               [=](size_t n) { return RawWriteAt(fd, offset, p, n); });
 }
 
 Status File::NextData(uint64_t offset, uint64_t size, uint64_t* data) const {
@@ -208,20 +278,23 @@ Status File::Size(uint64_t* size) const {
 }
 
 Status File::Truncate(uint64_t size) {
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("truncate"));
   if (size > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) {
     return Status(ErrorCode::kTooLarge, "truncate size out of range");
   }
-  int rc;
-  do {
-    rc = ::ftruncate(fd_, static_cast<off_t>(size));
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) return Status::FromErrno(errno, "ftruncate");
-  return Status::Ok();
+  if (!fault_internal::Armed()) return RawTruncate(fd_, size);
+  const int fd = fd_;
+  return fault_internal::Truncate(fd, size, [=] { return RawTruncate(fd, size); });
 }
 
 Status File::FullSync() {
-  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "sync on closed file");
-  return SyncFd(fd_, "file");
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("sync"));
+  const int fd = fd_;
+  Status s = fault_internal::Armed()
+                 ? fault_internal::Sync(fd, [=] { return SyncFd(fd, "file"); })
+                 : SyncFd(fd, "file");
+  if (!s.ok()) poisoned_ = true;
+  return s;
 }
 
 Status File::Close() {
@@ -234,29 +307,29 @@ Status File::Close() {
 }
 
 Status RenameFile(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) {
-    return Status::FromErrno(errno, "rename " + from + " -> " + to);
-  }
-  return Status::Ok();
+  auto raw = [&] {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      return Status::FromErrno(errno, "rename " + from + " -> " + to);
+    }
+    return Status::Ok();
+  };
+  return fault_internal::Armed() ? fault_internal::Rename(from, to, raw) : raw();
 }
 
 Status UnlinkFile(const std::string& path) {
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Status::FromErrno(errno, "unlink " + path);
-  }
-  return Status::Ok();
+  auto raw = [&] {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "unlink " + path);
+    }
+    return Status::Ok();
+  };
+  return fault_internal::Armed() ? fault_internal::Unlink(path, raw) : raw();
 }
 
 Status SyncDirectory(const std::string& dir) {
   const std::string path = dir.empty() ? "." : dir;
-  int flags = O_RDONLY;
-#ifdef O_DIRECTORY
-  flags |= O_DIRECTORY;
-#endif
-  File d;
-  REVPATCH_RETURN_IF_ERROR(OpenWithFlags(path, flags, &d));
-  REVPATCH_RETURN_IF_ERROR(SyncFd(d.fd(), "directory " + path));
-  return d.Close();
+  if (!fault_internal::Armed()) return RawSyncDirectory(path);
+  return fault_internal::SyncDir(path, [&] { return RawSyncDirectory(path); });
 }
 
 std::string DirName(const std::string& path) {
@@ -286,7 +359,9 @@ std::string TempPathFor(const std::string& path) {
   return path + ".tmp-" + suffix;
 }
 
-Status CloneFile(const File& src, File* dst) {
+namespace {
+
+Status RawCloneFile(const File& src, File* dst) {
 #if defined(__linux__) && defined(FICLONE)
   if (::ioctl(dst->fd(), FICLONE, src.fd()) == 0) return Status::Ok();
   const int err = errno;
@@ -311,7 +386,7 @@ Status CloneFile(const File& src, File* dst) {
   if (::fclonefileat(src.fd(), AT_FDCWD, path, 0) != 0) {
     const int err = errno;
     File recreated;
-    REVPATCH_RETURN_IF_ERROR(File::CreateNew(path, &recreated));
+    REVPATCH_RETURN_IF_ERROR(RawOpenFile(path, O_RDWR | O_CREAT | O_EXCL, &recreated));
     *dst = std::move(recreated);
     if (IsUnsupportedCloneErrno(err) || err == ENOTSUP) {
       return Status(ErrorCode::kUnsupported,
@@ -320,7 +395,7 @@ Status CloneFile(const File& src, File* dst) {
     return Status::FromErrno(err, "fclonefileat");
   }
   File reopened;
-  REVPATCH_RETURN_IF_ERROR(File::OpenReadWrite(path, &reopened));
+  REVPATCH_RETURN_IF_ERROR(RawOpenFile(path, O_RDWR, &reopened));
   *dst = std::move(reopened);
   return Status::Ok();
 #else
@@ -330,8 +405,8 @@ Status CloneFile(const File& src, File* dst) {
 #endif
 }
 
-Status CloneRange(const File& src, uint64_t src_offset, File* dst,
-                  uint64_t dst_offset, uint64_t length) {
+Status RawCloneRange(const File& src, uint64_t src_offset, File* dst,
+                     uint64_t dst_offset, uint64_t length) {
 #if defined(__linux__) && defined(FICLONERANGE)
   struct file_clone_range range;
   std::memset(&range, 0, sizeof(range));
@@ -354,6 +429,26 @@ Status CloneRange(const File& src, uint64_t src_offset, File* dst,
   (void)length;
   return Status(ErrorCode::kUnsupported, "range cloning not available");
 #endif
+}
+
+}  // namespace
+
+Status CloneFile(const File& src, File* dst) {
+  REVPATCH_RETURN_IF_ERROR(dst->CheckWritable("clone"));
+  if (!fault_internal::Armed()) return RawCloneFile(src, dst);
+  return fault_internal::Clone(dst->fd(), 0, ~uint64_t{0},
+                               [&] { return RawCloneFile(src, dst); });
+}
+
+Status CloneRange(const File& src, uint64_t src_offset, File* dst,
+                  uint64_t dst_offset, uint64_t length) {
+  REVPATCH_RETURN_IF_ERROR(dst->CheckWritable("clone"));
+  if (!fault_internal::Armed()) {
+    return RawCloneRange(src, src_offset, dst, dst_offset, length);
+  }
+  return fault_internal::Clone(dst->fd(), dst_offset, length, [&] {
+    return RawCloneRange(src, src_offset, dst, dst_offset, length);
+  });
 }
 
 Status FreeSpace(const std::string& path, uint64_t* bytes) {

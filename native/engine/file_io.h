@@ -1,11 +1,16 @@
-// Thin POSIX file layer. Every open, read, write, fsync, rename, unlink,
-// clone and directory sync of the engine goes through these functions, so a
-// later fault-injection layer has one place to hook.
+// Thin POSIX file layer. Every open, read, write, fsync, truncate, rename,
+// unlink, clone and directory sync of the engine goes through these
+// functions, and each of them is one "I/O call" of the fault injector
+// (fault_injection.h), which the tests use to fail the Nth call or cut the
+// power there.
 //
 // Durability rules (docs/durability.md): FullSync() is fsync(2) on Linux and
-// fcntl(F_FULLFSYNC) on macOS (falling back to fsync where the filesystem
-// refuses F_FULLFSYNC). An fsync error is never retried: callers treat it as
-// fatal for the transaction.
+// fcntl(F_FULLFSYNC) on macOS (falling back to fsync only where the
+// filesystem refuses F_FULLFSYNC as unsupported; an I/O error from it is an
+// I/O error). An fsync error is never retried: a File whose FullSync failed
+// is poisoned and refuses every later write, truncate, clone and sync with
+// kPoisoned, since the kernel may already have dropped the dirty pages it
+// could not write and a later "successful" fsync would prove nothing.
 #ifndef REVPATCH_ENGINE_FILE_IO_H_
 #define REVPATCH_ENGINE_FILE_IO_H_
 
@@ -23,7 +28,7 @@ class File {
   File() = default;
   explicit File(int fd) : fd_(fd) {}
   ~File();
-  File(File&& other) noexcept;
+  File(File&& other) noexcept;  // the poison moves with the descriptor
   File& operator=(File&& other) noexcept;
   File(const File&) = delete;
   File& operator=(const File&) = delete;
@@ -54,16 +59,23 @@ class File {
   // returns `size`.
   Status NextData(uint64_t offset, uint64_t size, uint64_t* data) const;
   Status Truncate(uint64_t size);
+  // On failure the File is poisoned (see above); Close() still works.
   Status FullSync();
   Status Close();
+  bool poisoned() const { return poisoned_; }
+  // kInvalidArgument on a closed File, kPoisoned on a poisoned one: the
+  // check every write, truncate, clone into and sync makes first.
+  Status CheckWritable(const char* what) const;
 
  private:
   int fd_ = -1;
+  bool poisoned_ = false;
 };
 
 Status RenameFile(const std::string& from, const std::string& to);
 Status UnlinkFile(const std::string& path);  // ENOENT is not an error.
-// Opens the directory and fsyncs it (F_FULLFSYNC on macOS).
+// Opens the directory and fsyncs it (F_FULLFSYNC on macOS): makes the
+// creates, renames and unlinks in it durable. One I/O call.
 Status SyncDirectory(const std::string& dir);
 std::string DirName(const std::string& path);
 bool FileExists(const std::string& path);

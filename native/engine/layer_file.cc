@@ -22,15 +22,11 @@ constexpr size_t kEntrySize = 48;
 constexpr size_t kNodeSize = 48;
 constexpr size_t kFooterSize = 168;
 constexpr size_t kFooterChecksumOffset = 136;
-constexpr uint64_t kZeroMarker = ~uint64_t{0};
+constexpr uint64_t kZeroMarker = kLayerZeroOffset;
 constexpr size_t kWriteBufferBytes = size_t{1} << 20;
 constexpr size_t kReadChunkBytes = size_t{1} << 20;
 
-struct IndexEntry {
-  uint64_t block;
-  uint64_t offset;  // kZeroMarker for a zero block
-  Digest leaf;
-};
+using IndexEntry = LayerIndexEntry;
 
 struct StoredNode {
   uint32_t level;
@@ -100,8 +96,19 @@ struct LayerWriter::Impl {
   bool have_zero_leaf = false;
   Digest zero_leaf{};
   std::vector<uint8_t> scratch;
+  bool directory_synced = false;
   enum class State { kOpen, kFailed, kPoisoned, kSealed, kAborted };
   State state = State::kOpen;
+
+  void Init(uint64_t size, View* view) {
+    below = view;
+    block_size = view->block_size();
+    target_size = size;
+    target_blocks = BlockCount(size, block_size);
+    below_size = view->size_bytes();
+    below_blocks = view->block_count();
+    below_digest = view->digest();
+  }
 
   Status CheckOpen() const {
     switch (state) {
@@ -184,15 +191,11 @@ Status LayerWriter::Create(const std::string& path, uint64_t target_size,
   }
   std::unique_ptr<LayerWriter> writer(new LayerWriter);
   Impl& im = *writer->impl_;
-  im.path = path;
-  im.below = below;
-  im.block_size = block_size;
-  im.target_size = target_size;
-  im.target_blocks = BlockCount(target_size, block_size);
-  im.below_size = below->size_bytes();
-  im.below_blocks = below->block_count();
-  im.below_digest = below->digest();
+  im.Init(target_size, below);
+  // The path is recorded only once the file is ours, so that a failed
+  // create (kExists) never unlinks someone else's file.
   REVPATCH_RETURN_IF_ERROR(File::CreateNew(path, &im.file));
+  im.path = path;
   im.state = Impl::State::kOpen;
   std::vector<uint8_t> header(block_size, 0);
   EncodeHeaderFields(block_size, target_size, im.below_size, im.below_digest,
@@ -203,6 +206,76 @@ Status LayerWriter::Create(const std::string& path, uint64_t target_size,
     return s;
   }
   im.data.reset(new BufferedWriter(&im.file, block_size, kWriteBufferBytes));
+  *out = std::move(writer);
+  return Status::Ok();
+}
+
+Status LayerWriter::Resume(const std::string& path, uint64_t target_size,
+                           View* below, const LayerWriterState& state,
+                           std::unique_ptr<LayerWriter>* out) {
+  if (below == nullptr || !ValidBlockSize(below->block_size())) {
+    return Status(ErrorCode::kInvalidArgument, "layer needs a valid view below");
+  }
+  std::unique_ptr<LayerWriter> writer(new LayerWriter);
+  Impl& im = *writer->impl_;
+  im.Init(target_size, below);
+  im.state = Impl::State::kFailed;  // the destructor must not unlink: not ours yet
+  const uint32_t bs = im.block_size;
+  const uint64_t data_blocks = state.data_blocks;
+  if (state.entries.size() > im.target_blocks || data_blocks > state.entries.size()) {
+    return Corrupt(path, "saved state has more entries than the target has blocks");
+  }
+  // Entries replay through Claim, which rebuilds the duplicate sets exactly.
+  uint64_t rank = 0;
+  for (const IndexEntry& e : state.entries) {
+    if (!im.Claim(e.block).ok()) return Corrupt(path, "saved entry out of range or twice");
+    if (e.offset == kZeroMarker) {
+      if (e.leaf != im.ZeroLeafHash()) return Corrupt(path, "saved zero entry with a data leaf");
+    } else if (e.offset != uint64_t{bs} * (1 + rank++)) {
+      return Corrupt(path, "saved data entry out of write order");
+    }
+  }
+  if (rank != data_blocks) return Corrupt(path, "saved data block count differs from its entries");
+
+  REVPATCH_RETURN_IF_ERROR(File::OpenReadWrite(path, &im.file));
+  const uint64_t keep = uint64_t{bs} * (1 + data_blocks);
+  uint64_t size = 0;
+  REVPATCH_RETURN_IF_ERROR(im.file.Size(&size));
+  if (size < keep) return Corrupt(path, "shorter than its saved state");
+  uint8_t header[kHeaderFieldsSize];
+  uint8_t expect[kHeaderFieldsSize];
+  REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(0, header, sizeof(header)));
+  EncodeHeaderFields(bs, target_size, im.below_size, im.below_digest, expect);
+  if (std::memcmp(header, expect, sizeof(header)) != 0) {
+    return Corrupt(path, "header is not the one for this view and target");
+  }
+  // The data was fsynced before the state was saved; check it anyway, since
+  // Seal builds the tree from the leaves and never reads the data back.
+  std::vector<const IndexEntry*> data_entries;
+  data_entries.reserve(static_cast<size_t>(data_blocks));
+  for (const IndexEntry& e : state.entries) {
+    if (e.offset != kZeroMarker) data_entries.push_back(&e);
+  }
+  const size_t per_read = std::max<size_t>(1, kReadChunkBytes / bs);
+  std::vector<uint8_t> buf;
+  for (size_t first = 0; first < data_entries.size(); first += per_read) {
+    const size_t n = std::min(per_read, data_entries.size() - first);
+    buf.resize(n * size_t{bs});
+    REVPATCH_RETURN_IF_ERROR(im.file.ReadAt(data_entries[first]->offset, buf.data(), buf.size()));
+    for (size_t k = 0; k < n; ++k) {
+      if (LeafHash(&buf[k * size_t{bs}], bs) != data_entries[first + k]->leaf) {
+        return Corrupt(path, "data block " + std::to_string(first + k) +
+                                 " does not match its saved leaf hash");
+      }
+    }
+  }
+  REVPATCH_RETURN_IF_ERROR(im.file.Truncate(keep));
+  im.entries = state.entries;
+  im.data_blocks = data_blocks;
+  im.bytes_written = data_blocks * bs;
+  im.data.reset(new BufferedWriter(&im.file, keep, kWriteBufferBytes));
+  im.path = path;
+  im.state = Impl::State::kOpen;
   *out = std::move(writer);
   return Status::Ok();
 }
@@ -323,6 +396,11 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
   checksum.Update(footer, kFooterChecksumOffset);
   const Digest sum = checksum.Final();
   std::memcpy(footer + kFooterChecksumOffset, sum.data(), 32);
+  // Data, index and nodes are durable before the footer exists: a footer is
+  // what makes a layer sealed, so no power cut may keep it and lose what it
+  // vouches for (a torn cut could otherwise keep the footer's sectors alone).
+  REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(footer, sizeof(footer))));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
@@ -343,6 +421,32 @@ void LayerWriter::Abort() {
   im.data.reset();
   im.file.Close();
   if (!im.path.empty()) UnlinkFile(im.path);
+  im.state = Impl::State::kAborted;
+}
+
+Status LayerWriter::Sync() {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.data->Flush()));
+  REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
+  if (!im.directory_synced) {
+    REVPATCH_RETURN_IF_ERROR(im.Fail(SyncDirectory(DirName(im.path))));
+    im.directory_synced = true;
+  }
+  return Status::Ok();
+}
+
+void LayerWriter::SaveState(LayerWriterState* out) const {
+  out->data_blocks = impl_->data_blocks;
+  out->entries = impl_->entries;
+}
+
+void LayerWriter::Detach() {
+  Impl& im = *impl_;
+  if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
+  im.data.reset();
+  im.file.Close();
+  im.path.clear();
   im.state = Impl::State::kAborted;
 }
 

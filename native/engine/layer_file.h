@@ -28,6 +28,23 @@ namespace revpatch {
 
 class View;
 
+// One index entry (docs/on-disk-format.md, "Layer file").
+constexpr uint64_t kLayerZeroOffset = ~uint64_t{0};  // offset of a zero block
+struct LayerIndexEntry {
+  uint64_t block = 0;
+  uint64_t offset = 0;  // file offset of the data, or kLayerZeroOffset
+  Digest leaf{};
+};
+
+// What an unsealed writer has done, for an apply checkpoint: the number of
+// data blocks after the header (the file is bs * (1 + data_blocks) bytes of
+// it) and the index entries in write order. Entry k with data has offset
+// bs * (1 + its rank among the data entries).
+struct LayerWriterState {
+  uint64_t data_blocks = 0;
+  std::vector<LayerIndexEntry> entries;
+};
+
 class LayerWriter : public BlockSink {
  public:
   // Creates `path` (must not exist) for a layer over `below` whose target
@@ -35,7 +52,18 @@ class LayerWriter : public BlockSink {
   // outlive the writer.
   static Status Create(const std::string& path, uint64_t target_size,
                        View* below, std::unique_ptr<LayerWriter>* out);
-  ~LayerWriter() override;  // Calls Abort() unless sealed.
+  // Reopens the unsealed layer an interrupted writer left at `path` and
+  // continues from `state`, saved by SaveState() after a Sync(). Checks that
+  // the file holds the header for this `below` and `target_size` and at
+  // least the state's data, that the entries are well formed (blocks inside
+  // the target, none twice, data offsets in write order, zero entries with
+  // the zero leaf) and that every data block still matches its leaf hash
+  // (O(data so far), sequential reads); then cuts the file to the state's
+  // data, dropping whatever was written after the save. kCorrupt if any
+  // check fails; the file is then left as it was.
+  static Status Resume(const std::string& path, uint64_t target_size, View* below,
+                       const LayerWriterState& state, std::unique_ptr<LayerWriter>* out);
+  ~LayerWriter() override;  // Calls Abort() unless sealed or detached.
 
   Status WriteBlock(uint64_t block, const uint8_t* data) override;
   Status WriteZeroBlock(uint64_t block) override;
@@ -48,6 +76,16 @@ class LayerWriter : public BlockSink {
   Status Seal(const Digest* expected, Digest* view_digest);
   // Closes and unlinks the unsealed file. Safe to call more than once.
   void Abort();
+
+  // Writes out buffered data and fsyncs the file (and, the first time, its
+  // directory), so that what SaveState() then reports survives a crash. A
+  // failed fsync poisons the writer.
+  Status Sync();
+  // The state Resume() continues from; call right after a successful Sync().
+  void SaveState(LayerWriterState* out) const;
+  // Closes the unsealed file without unlinking it and drops buffered data:
+  // what a crash leaves behind. For the apply's test-only stop.
+  void Detach();
 
   uint64_t blocks_written() const;
   uint64_t bytes_written() const;

@@ -57,6 +57,7 @@ Status PayloadReader::LoadNextChunk() {
     return Status(ErrorCode::kHashMismatch,
                   "payload: chunk " + std::to_string(next_chunk_) + " does not match its digest");
   }
+  before_chunk_ = whole_;
   whole_.Update(chunk_.data(), length);
   ++next_chunk_;
   return Status::Ok();
@@ -85,6 +86,42 @@ Status PayloadReader::Skip(uint64_t n) {
     position_ += take;
     n -= take;
   }
+  return Status::Ok();
+}
+
+PayloadPosition PayloadReader::SavePosition() const {
+  PayloadPosition saved;
+  saved.position = position_;
+  // A partly read chunk is left out of the hash: RestorePosition reads it
+  // again from its start.
+  (chunk_pos_ < chunk_.size() ? before_chunk_ : whole_).ExportState(&saved.hash);
+  return saved;
+}
+
+Status PayloadReader::RestorePosition(const PayloadPosition& saved) {
+  if (position_ != 0 || next_chunk_ != 0) {
+    return Status(ErrorCode::kInvalidArgument, "payload: restore on a reader already read");
+  }
+  const uint64_t hashed = saved.hash.length;
+  if (hashed > size_ || (hashed % chunk_size_ != 0 && hashed != size_) ||
+      saved.position < hashed || saved.position > size_ ||
+      saved.position - hashed > chunk_size_) {
+    return Status(ErrorCode::kCorrupt, "payload: saved position does not fit the payload");
+  }
+  whole_.ImportState(saved.hash);
+  next_chunk_ = hashed / chunk_size_ + (hashed % chunk_size_ != 0 ? 1 : 0);
+  chunk_.clear();
+  chunk_pos_ = 0;
+  if (saved.position > hashed) {
+    Status loaded = LoadNextChunk();
+    if (!loaded.ok()) {
+      whole_.Reset();
+      next_chunk_ = 0;
+      return loaded;
+    }
+    chunk_pos_ = static_cast<size_t>(saved.position - hashed);
+  }
+  position_ = saved.position;
   return Status::Ok();
 }
 

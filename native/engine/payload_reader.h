@@ -25,6 +25,17 @@ namespace revpatch {
 constexpr uint32_t kMinChunkSize = 64u << 10;
 constexpr uint32_t kMaxChunkSize = 16u << 20;
 
+// Where a reader stands, for a checkpoint: the payload bytes handed out, and
+// the whole-payload hash over every chunk *before* the one holding the next
+// byte. That chunk is not part of the state: a resumed reader loads it
+// again and checks its digest before handing out any byte of it, so a
+// checkpoint never lets an unchecked payload byte through.
+struct PayloadPosition {
+  uint64_t position = 0;
+  Sha256State hash{};  // hash.length is a multiple of the chunk size, or
+                       // the payload size once every chunk was read
+};
+
 class PayloadReader {
  public:
   // Checks the framing values only (no I/O): fd >= 0 (kInvalidArgument),
@@ -46,6 +57,13 @@ class PayloadReader {
   // payload has the manifest's digest.
   Status Finish();
 
+  PayloadPosition SavePosition() const;
+  // Moves a reader that has not read anything yet to `saved` (from a reader
+  // over the same payload): restores the hash, re-reads and checks the chunk
+  // `saved.position` lies in, and skips to it. kCorrupt if `saved` is not a
+  // position of this payload, kHashMismatch if that chunk does not match.
+  Status RestorePosition(const PayloadPosition& saved);
+
   uint64_t position() const { return position_; }
   uint64_t size() const { return size_; }
   uint64_t remaining() const { return size_ - position_; }
@@ -61,6 +79,7 @@ class PayloadReader {
   std::vector<Digest> chunk_digests_;
   Digest payload_digest_{};
   Sha256 whole_;
+  Sha256 before_chunk_;  // whole_ before the chunk in chunk_ was added
   std::vector<uint8_t> chunk_;
   size_t chunk_pos_ = 0;       // next unread byte in chunk_
   uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunk reads

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../engine/file_io.h"
+#include "../engine/layer_file.h"
 #include "../engine/generator.h"
 #include "../engine/merkle.h"
 #include "../engine/operation.h"
@@ -487,4 +488,338 @@ TEST(progress_is_reported_up_to_the_payload_size) {
   EXPECT_TRUE(result.blocks_written > 0);
   EXPECT_TRUE(result.layer_bytes > kBlock);
   EXPECT_TRUE(FileExists(device.dir + "/layer"));
+}
+
+TEST(applying_onto_an_existing_layer_path_is_exists_and_keeps_the_file) {
+  Bytes source = StampedImage(16 * kBlock, 1);
+  Bytes target = source;
+  target[100] ^= 1;
+  Device device(source);
+  Patch patch;
+  ASSERT_OK(MakePatch(device.dir, source, target, "p", &patch));
+  WriteFile(device.dir + "/layer", Bytes(10, 7));
+  ApplyResult result;
+  EXPECT_CODE(ApplyTo(&device, patch, "layer", &result), ErrorCode::kExists);
+  EXPECT_TRUE(ReadFile(device.dir + "/layer") == Bytes(10, 7));
+}
+
+// ---------------------------------------------------------------- resume
+
+namespace {
+
+// Many small operations over several payload chunks: scattered REPLACE
+// runs, plus the mixed types and growth.
+Bytes Scattered(const Bytes& source) {
+  Bytes t = Mixed(source);
+  for (uint64_t b = 100; b + 4 <= 256; b += 8) {
+    Bytes fresh = StampedImage(4 * kBlock, static_cast<uint32_t>(1000 + b));
+    std::memcpy(t.data() + b * kBlock, fresh.data(), fresh.size());
+  }
+  Bytes tail = StampedImage(5 * kBlock + 321, 77);
+  t.insert(t.end(), tail.begin(), tail.end());
+  return t;
+}
+
+// Blocks written by operations [0, k), for every k, from the payload itself.
+std::vector<uint64_t> BlocksBefore(const std::string& payload_path) {
+  Bytes payload = ReadFile(payload_path);
+  std::vector<uint64_t> before{0};
+  size_t at = 0;
+  while (at < payload.size()) {
+    Operation op;
+    size_t consumed = 0;
+    if (!DecodeOperation(payload.data() + at, payload.size() - at, &op, &consumed).ok()) {
+      std::abort();
+    }
+    uint64_t blocks = 0;
+    TotalBlocks(op.dst_extents, &blocks);
+    before.push_back(before.back() + blocks);
+    at += consumed + op.data_length;
+  }
+  return before;
+}
+
+struct ResumeFixture {
+  Bytes source = StampedImage(256 * kBlock, 1);
+  Bytes target = Scattered(source);
+  Device device{source};
+  Patch patch;
+  std::string layer, checkpoint;
+
+  ResumeFixture() {
+    if (!MakePatch(device.dir, source, target, "p", &patch).ok()) std::abort();
+    layer = device.dir + "/p.layer";
+    checkpoint = device.dir + "/p.checkpoint";
+  }
+  ApplyParams Params(uint64_t interval = 0, uint64_t stop = kNoTestStop) const {
+    ApplyParams p = patch.Params(-1, layer);
+    p.checkpoint_path = checkpoint;
+    p.checkpoint_interval_bytes = interval;
+    p.test_stop_after_operations = stop;
+    return p;
+  }
+  Status Run(const ApplyParams& params, ApplyResult* result) {
+    ApplyParams p = params;
+    return ApplyTo(&device, patch, "p.layer", result, &p);
+  }
+  // Runs until `stop` operations are in, as a crash there would.
+  void Interrupt(uint64_t stop, uint64_t interval = 0) {
+    ApplyResult result;
+    EXPECT_CODE(Run(Params(interval, stop), &result), ErrorCode::kIo);
+    EXPECT_TRUE(FileExists(layer));
+  }
+  void ExpectDone(const ApplyResult& result) {
+    EXPECT_TRUE(result.view_digest == patch.gen.target_digest);
+    EXPECT_EQ(result.operations, patch.gen.operation_count);
+    EXPECT_TRUE(IsSealedLayer(layer));
+    EXPECT_TRUE(!FileExists(checkpoint));
+    EXPECT_TRUE(!FileExists(checkpoint + ".tmp"));
+    ExpectViewIs(device, target, patch.gen.target_digest);
+    device.layers.clear();
+  }
+};
+
+}  // namespace
+
+TEST(an_apply_interrupted_at_any_operation_resumes_with_only_the_rest) {
+  ResumeFixture f;
+  const uint64_t ops = f.patch.gen.operation_count;
+  ASSERT_TRUE(ops > 20);
+  ASSERT_TRUE(f.patch.gen.payload_size > 4 * kChunk);
+  const std::vector<uint64_t> before = BlocksBefore(f.device.dir + "/p.payload");
+  ASSERT_EQ(before.size(), ops + 1);
+  ApplyResult clean;
+  ASSERT_OK(f.Run(f.Params(), &clean));
+  EXPECT_TRUE(!clean.resumed);
+  EXPECT_EQ(clean.blocks_written, before[ops]);
+  EXPECT_EQ(clean.blocks_written_this_run, before[ops]);
+  EXPECT_EQ(clean.payload_bytes_read_this_run, f.patch.gen.payload_size);
+  f.ExpectDone(clean);
+  const Bytes clean_layer = ReadFile(f.layer);
+  UnlinkFile(f.layer);
+
+  for (uint64_t k = 0; k < ops; ++k) {
+    f.Interrupt(k);
+    EXPECT_EQ(FileExists(f.checkpoint), k > 0);
+    ApplyResult result;
+    uint64_t first_progress = ~uint64_t{0};
+    std::unique_ptr<View> view;
+    ASSERT_OK(f.device.OpenView(&view));
+    int fd = open(f.patch.path.c_str(), O_RDONLY);
+    ApplyParams params = f.Params();
+    params.patch_fd = fd;
+    ASSERT_OK(ApplyPatch(params, *view, [&](uint64_t done, uint64_t) {
+      if (first_progress == ~uint64_t{0}) first_progress = done;
+    }, &result));
+    close(fd);
+    f.device.layers.push_back(f.layer);
+    EXPECT_EQ(result.resumed, k > 0);
+    EXPECT_EQ(result.resumed_from_operation, k);
+    EXPECT_EQ(result.blocks_written, before[ops]);
+    EXPECT_EQ(result.blocks_written_this_run, before[ops] - before[k]);
+    EXPECT_EQ(first_progress + result.payload_bytes_read_this_run, f.patch.gen.payload_size);
+    EXPECT_EQ(k == 0, result.payload_bytes_read_this_run == f.patch.gen.payload_size);
+    f.ExpectDone(result);
+    // The resumed layer is the layer a clean run makes, byte for byte.
+    EXPECT_TRUE(ReadFile(f.layer) == clean_layer);
+    UnlinkFile(f.layer);
+  }
+}
+
+TEST(a_resume_from_an_older_checkpoint_redoes_the_operations_after_it) {
+  ResumeFixture f;
+  const uint64_t ops = f.patch.gen.operation_count;
+  const std::vector<uint64_t> before = BlocksBefore(f.device.dir + "/p.payload");
+  // Saves every ~100 KiB of payload; stops in between, with unsaved data
+  // (some of it flushed) past the checkpoint in the layer file.
+  for (uint64_t k : {ops / 3, ops / 2, ops - 1}) {
+    f.Interrupt(k, 100 << 10);
+    ApplyResult result;
+    ASSERT_OK(f.Run(f.Params(100 << 10), &result));
+    EXPECT_TRUE(result.resumed_from_operation <= k);
+    EXPECT_EQ(result.blocks_written_this_run, before[ops] - before[result.resumed_from_operation]);
+    f.ExpectDone(result);
+    UnlinkFile(f.layer);
+  }
+  // Resuming twice in a row: stop, resume and stop again, then finish.
+  f.Interrupt(ops / 4);
+  f.Interrupt(ops / 2);
+  ApplyResult result;
+  ASSERT_OK(f.Run(f.Params(), &result));
+  EXPECT_EQ(result.resumed_from_operation, ops / 2);
+  f.ExpectDone(result);
+}
+
+TEST(a_checkpoint_that_cannot_be_used_is_discarded_and_the_apply_starts_over) {
+  ResumeFixture f;
+  const uint64_t ops = f.patch.gen.operation_count;
+  const uint64_t k = ops / 2;
+  auto expect_fresh = [&](const char* what) {
+    ApplyResult result;
+    Status s = f.Run(f.Params(), &result);
+    if (!s.ok()) revpatch_test::Fail(__FILE__, __LINE__, std::string(what) + ": " + s.ToString());
+    if (result.resumed) revpatch_test::Fail(__FILE__, __LINE__, std::string(what) + ": resumed");
+    EXPECT_EQ(result.payload_bytes_read_this_run, f.patch.gen.payload_size);
+    f.ExpectDone(result);
+    UnlinkFile(f.layer);
+  };
+
+  f.Interrupt(k);
+  Bytes good = ReadFile(f.checkpoint);
+  const Bytes layer_at_k = ReadFile(f.layer);
+  ASSERT_TRUE(good.size() > 400);
+  auto restore = [&](const Bytes& checkpoint) {
+    WriteFile(f.checkpoint, checkpoint);
+    WriteFile(f.layer, layer_at_k);
+  };
+
+  // Torn: every prefix length class, and garbage of the same size.
+  for (size_t cut : {size_t{0}, size_t{7}, size_t{279}, size_t{280}, good.size() / 2,
+                     good.size() - 33, good.size() - 1}) {
+    restore(Bytes(good.begin(), good.begin() + cut));
+    expect_fresh("torn checkpoint");
+  }
+  restore(StampedImage(good.size(), 5));
+  expect_fresh("garbage checkpoint");
+  for (size_t at : {size_t{100}, size_t{150}, size_t{300}, good.size() - 1}) {
+    Bytes flipped = good;
+    flipped[at] ^= 0x40;
+    restore(flipped);
+    expect_fresh("flipped checkpoint byte");
+  }
+  // Absurd counts, with the checksum recomputed so only the bounds refuse.
+  auto with_field = [&](size_t offset, uint64_t value, int width) {
+    Bytes b = good;
+    for (int i = 0; i < width; ++i) b[offset + i] = static_cast<uint8_t>(value >> (8 * i));
+    Digest sum = Sha256::Hash(b.data(), b.size() - 32);
+    std::memcpy(b.data() + b.size() - 32, sum.data(), 32);
+    return b;
+  };
+  for (uint64_t count : {uint64_t{1} << 62, ~uint64_t{0}, uint64_t{1000000}}) {
+    restore(with_field(272, count, 8));   // entry count
+    expect_fresh("absurd entry count");
+  }
+  restore(with_field(20, 0xFFFFFFFFu, 4));  // layer name length
+  expect_fresh("absurd name length");
+  restore(with_field(264, ~uint64_t{0}, 8));  // data blocks
+  expect_fresh("absurd data block count");
+  restore(with_field(144, ops + 5, 8));  // next operation
+  expect_fresh("next operation past the end");
+  restore(with_field(152, f.patch.gen.payload_size + 1, 8));  // payload position
+  expect_fresh("payload position past the end");
+  restore(with_field(192, 12345, 8));  // hash length off a chunk boundary
+  expect_fresh("hash length not at a chunk start");
+  restore(with_field(152, 1000, 8));  // a valid position, but not operation k's
+  expect_fresh("position inside another record");
+
+  // Another apply's checkpoint: another target digest, another layer name.
+  restore(with_field(112, 0x1234, 8));
+  expect_fresh("identity mismatch");
+  {
+    ApplyParams params = f.Params();
+    f.Interrupt(k);
+    params.layer_path = f.device.dir + "/other.layer";
+    RenameFile(f.layer, params.layer_path);
+    ApplyResult result;
+    ASSERT_OK(f.Run(params, &result));
+    EXPECT_TRUE(!result.resumed);
+    EXPECT_TRUE(!FileExists(f.checkpoint));
+    UnlinkFile(params.layer_path);
+    f.device.layers.clear();
+  }
+
+  // The layer file shorter than the checkpoint says, missing, or changed.
+  restore(good);
+  {
+    File layer;
+    ASSERT_OK(File::OpenReadWrite(f.layer, &layer));
+    ASSERT_OK(layer.Truncate(layer_at_k.size() > 2 * kBlock ? 2 * kBlock : kBlock));
+  }
+  expect_fresh("short layer");
+  restore(good);
+  UnlinkFile(f.layer);
+  expect_fresh("missing layer");
+  restore(good);
+  {
+    Bytes changed = layer_at_k;
+    changed[kBlock + 10] ^= 1;  // the first data block
+    WriteFile(f.layer, changed);
+  }
+  expect_fresh("layer data changed");
+  restore(good);
+  {
+    Bytes changed = layer_at_k;
+    changed[3] ^= 1;  // the header
+    WriteFile(f.layer, changed);
+  }
+  expect_fresh("layer header changed");
+
+  // No checkpoint at all, an unsealed leftover at the layer path.
+  restore(good);
+  UnlinkFile(f.checkpoint);
+  expect_fresh("leftover layer without checkpoint");
+
+  // And the good one still resumes.
+  restore(good);
+  ApplyResult result;
+  ASSERT_OK(f.Run(f.Params(), &result));
+  EXPECT_TRUE(result.resumed);
+  EXPECT_EQ(result.resumed_from_operation, k);
+  f.ExpectDone(result);
+}
+
+TEST(a_failing_resumed_apply_leaves_neither_layer_nor_checkpoint) {
+  ResumeFixture f;
+  const uint64_t ops = f.patch.gen.operation_count;
+  f.Interrupt(ops / 3);
+  // The patch file changed after the interruption: the payload past the
+  // checkpoint no longer matches its digests.
+  const Bytes original = ReadFile(f.patch.path);
+  Bytes bad = original;
+  bad[f.patch.offset + f.patch.gen.payload_size - 10] ^= 1;
+  WriteFile(f.patch.path, bad);
+  ApplyResult result;
+  EXPECT_CODE(f.Run(f.Params(), &result), ErrorCode::kHashMismatch);
+  EXPECT_TRUE(!FileExists(f.layer));
+  EXPECT_TRUE(!FileExists(f.checkpoint));
+  // A wrong target digest fails the seal of a resumed apply the same way
+  // (the identity differs, so this one starts over and fails at the end).
+  WriteFile(f.patch.path, original);
+  f.Interrupt(ops / 3);
+  ApplyParams params = f.Params();
+  params.target_digest[0] ^= 1;
+  EXPECT_CODE(f.Run(params, &result), ErrorCode::kHashMismatch);
+  EXPECT_TRUE(!FileExists(f.layer));
+  EXPECT_TRUE(!FileExists(f.checkpoint));
+}
+
+TEST(a_layer_sealed_before_a_crash_is_returned_as_is) {
+  ResumeFixture f;
+  const uint64_t ops = f.patch.gen.operation_count;
+  f.Interrupt(ops / 2);
+  const Bytes checkpoint = ReadFile(f.checkpoint);
+  ApplyResult first;
+  ASSERT_OK(f.Run(f.Params(), &first));
+  f.ExpectDone(first);
+  const Bytes sealed = ReadFile(f.layer);
+  // The crash came between the seal and the checkpoint's removal.
+  WriteFile(f.checkpoint, checkpoint);
+  ApplyResult again;
+  ASSERT_OK(f.Run(f.Params(), &again));
+  EXPECT_TRUE(again.resumed);
+  EXPECT_EQ(again.blocks_written_this_run, 0u);
+  EXPECT_EQ(again.payload_bytes_read_this_run, 0u);
+  EXPECT_EQ(again.layer_bytes, sealed.size());
+  f.ExpectDone(again);
+  EXPECT_TRUE(ReadFile(f.layer) == sealed);
+  // Another patch's sealed layer at that path is never touched.
+  Patch other;
+  Bytes other_target = f.source;
+  other_target[5] ^= 1;
+  ASSERT_OK(MakePatch(f.device.dir, f.source, other_target, "q", &other));
+  ApplyParams params = other.Params(-1, f.layer);
+  params.checkpoint_path = f.checkpoint;
+  ApplyResult result;
+  EXPECT_CODE(ApplyTo(&f.device, other, "p.layer", &result, &params), ErrorCode::kExists);
+  EXPECT_TRUE(ReadFile(f.layer) == sealed);
 }
