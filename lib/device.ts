@@ -13,7 +13,6 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import * as crypto from 'node:crypto';
 import * as engine from './engine';
 import { RevpatchError, toRevpatchError } from './errors';
 import { StateLock, LOCK_FILE } from './lock';
@@ -38,6 +37,8 @@ export const COMMIT_FILE = 'commit.rec';
 export const BASE_TREE_FILE = 'base.tree';
 export const TRUST_FILE = 'trust.pub';
 export const LAYER_DIR = 'layers';
+/** Beside an unsealed layer: how far its install got (native/engine/checkpoint.h). */
+export const CHECKPOINT_SUFFIX = '.checkpoint';
 
 export interface InitOptions {
   volume: string;
@@ -54,6 +55,8 @@ export interface InstallOptions {
   onProgress?: engine.Progress;
   /** Check free space before writing (default true); tests turn it off to hit ENOSPC mid-write. */
   spaceCheck?: boolean;
+  /** Told how the apply went: whether it resumed, and what this run wrote. */
+  onApplied?: (result: engine.ApplyResult) => void;
   /** Injectable clock for expiry checks. */
   now?: Date;
 }
@@ -243,9 +246,11 @@ export class Device {
   }
 
   /**
-   * Deletes layer files no live record names: unsealed layers left by an
-   * interrupted install, and layers of removed or failed patches whose
-   * unlink did not happen before a crash. Returns the names it removed.
+   * Deletes layer files no live record names: layers of removed or failed
+   * patches whose unlink did not happen before a crash, and unsealed layers
+   * of interrupted installs — except the newest one that has a checkpoint,
+   * which the next install of the same patch resumes (docs/durability.md).
+   * Returns the names it removed.
    */
   private async collectGarbage(): Promise<string[]> {
     const live = new Set(
@@ -253,22 +258,36 @@ export class Device {
         .filter((p) => p.state !== 'removed' && p.state !== 'failed' && p.layer !== null)
         .map((p) => p.layer as string),
     );
-    const removed: string[] = [];
     const dir = path.join(this.stateDir, LAYER_DIR);
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-      if (live.has(name)) continue;
-      await fs.rm(path.join(dir, name), { force: true, recursive: true });
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    let resumable: string | null = null;
+    let newest = -1;
+    for (const name of names) {
+      if (!name.endsWith(CHECKPOINT_SUFFIX)) continue;
+      const layer = name.slice(0, -CHECKPOINT_SUFFIX.length);
+      if (live.has(layer) || !names.includes(layer)) continue;
+      const mtime = (await fs.stat(path.join(dir, name)).catch(() => null))?.mtimeMs ?? -1;
+      if (mtime > newest) {
+        newest = mtime;
+        resumable = layer;
+      }
+    }
+    const keep = new Set(live);
+    if (resumable) {
+      keep.add(resumable);
+      keep.add(resumable + CHECKPOINT_SUFFIX);
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      if (keep.has(name)) continue;
+      await engine.removeFile(path.join(dir, name));
       removed.push(name);
     }
     for (const name of await fs.readdir(this.stateDir)) {
       if (name.includes('.tmp') && !name.startsWith(LOCK_FILE)) {
-        await fs.rm(path.join(this.stateDir, name), { force: true });
+        await engine.removeFile(path.join(this.stateDir, name));
         removed.push(name);
       }
-    }
-    if (removed.length > 0) {
-      await engine.syncDirectory(dir).catch(() => undefined);
-      await engine.syncDirectory(this.stateDir).catch(() => undefined);
     }
     return removed;
   }
@@ -330,9 +349,15 @@ export class Device {
             throw new RevpatchError('E_NO_SPACE', `installing ${manifest.id} needs about ${need} bytes, ${free} are free`);
           }
         }
-        const layer = `${manifest.id}.${crypto.randomBytes(6).toString('hex')}.layer`;
+        // The same name on every attempt, so an interrupted install resumes.
+        const layer = `${manifest.id}.${manifest.payload.digest.slice(0, 16)}.layer`;
         const layerPath = this.layerPath(layer);
-        await engine.applyPatch(this.nextBootView(), patch.applyParams(layerPath), options.onProgress);
+        const applied = await engine.applyPatch(
+          this.nextBootView(),
+          { ...patch.applyParams(layerPath), checkpointPath: layerPath + CHECKPOINT_SUFFIX },
+          options.onProgress,
+        );
+        options.onApplied?.(applied);
         const updated = this.cloneRecord();
         const entry: PatchRecord = {
           id: manifest.id,
@@ -353,12 +378,10 @@ export class Device {
           attemptReached: false,
         };
         updated.patches.push(entry);
-        try {
-          await this.commit(updated);
-        } catch (err) {
-          await fs.rm(layerPath, { force: true });
-          throw err;
-        }
+        // If the commit fails the layer stays: a failed fsync leaves it
+        // unknown whether the record naming it landed, and a layer no record
+        // names is collected by the next transition anyway.
+        await this.commit(updated);
         return entry;
       });
     } finally {
