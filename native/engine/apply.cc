@@ -11,40 +11,18 @@
 #include "file_io.h"
 #include "layer_file.h"
 #include "operation.h"
+#include "operation_stream.h"
 #include "payload_reader.h"
 
 namespace revpatch {
 namespace {
 
 Status OpenPayload(const ApplyParams& params, std::unique_ptr<PayloadReader>* reader) {
-  return PayloadReader::Open(params.patch_fd, params.payload_offset, params.payload_size,
-                             params.chunk_size, params.chunk_digests,
-                             params.payload_digest, reader);
-}
-
-// Reads one record's header and extents (checked for shape) from the stream.
-Status ReadOperationRecord(PayloadReader& reader, Operation* op) {
-  uint8_t header[kOperationHeaderSize];
-  REVPATCH_RETURN_IF_ERROR(reader.Read(header, sizeof(header)));
-  size_t extents_bytes = 0;
-  REVPATCH_RETURN_IF_ERROR(DecodeOperationHeader(header, sizeof(header), op, &extents_bytes));
-  std::vector<uint8_t> extents(extents_bytes);
-  REVPATCH_RETURN_IF_ERROR(reader.Read(extents.data(), extents.size()));
-  return DecodeOperationExtents(extents.data(), extents.size(), op);
-}
-
-Status ReadData(PayloadReader& reader, uint64_t length, std::vector<uint8_t>* data) {
-  // length <= kMaxOperationData (CheckOperationShape); refuse before
-  // allocating if the payload cannot hold it anyway.
-  if (length > reader.remaining()) {
-    return Status(ErrorCode::kCorrupt, "payload: operation data past the end");
-  }
-  try {
-    data->resize(static_cast<size_t>(length));
-  } catch (const std::bad_alloc&) {
-    return Status(ErrorCode::kTooLarge, "operation data: out of memory");
-  }
-  return reader.Read(data->data(), data->size());
+  Status opened = PayloadReader::Open(params.patch_fd, params.payload_offset, params.payload_size,
+                                      params.chunk_size, params.chunk_digests,
+                                      params.payload_digest, reader);
+  if (opened.ok() && params.wait_for_bytes) (*reader)->SetWaitForBytes(params.wait_for_bytes);
+  return opened;
 }
 
 std::string BaseName(const std::string& path) {
@@ -81,15 +59,17 @@ class Checkpointer {
            std::max(params_.checkpoint_interval_bytes, last_file_bytes_);
   }
 
-  Status Save(uint64_t next_operation, const PayloadReader& reader, LayerWriter& writer) {
+  // `payload` is the reader's state right after the data of the last
+  // operation in the layer (captured then: the reader may be ahead).
+  Status Save(uint64_t next_operation, const PayloadPosition& payload, LayerWriter& writer) {
     REVPATCH_RETURN_IF_ERROR(writer.Sync());
     checkpoint_.next_operation = next_operation;
-    checkpoint_.payload = reader.SavePosition();
+    checkpoint_.payload = payload;
     writer.SaveState(&checkpoint_.layer);
     Status written = WriteCheckpoint(params_.checkpoint_path, checkpoint_, &last_file_bytes_);
     std::vector<LayerIndexEntry>().swap(checkpoint_.layer.entries);
     REVPATCH_RETURN_IF_ERROR(written);
-    last_position_ = reader.position();
+    last_position_ = payload.position;
     return Status::Ok();
   }
 
@@ -165,37 +145,42 @@ Status AdoptFinishedLayer(const ApplyParams& params, View& below, LayerReader& l
   return Status::Ok();
 }
 
+// The payload is read one operation ahead on a second thread
+// (operation_stream.h): op i + 1 is read, chunk-checked and parsed while op
+// i is executed and written here. Checkpoints save the reader state taken
+// right after op i's data, as a serial read would have it.
 Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& reader,
                        LayerWriter& writer, TargetCoverage& coverage, uint64_t first,
                        Checkpointer& checkpointer,
                        const std::function<void(uint64_t, uint64_t)>& progress,
                        ApplyResult* result, bool* stopped) {
-  const uint64_t source_blocks = below.block_count();
-  const uint64_t target_blocks = BlockCount(params.target_size, params.block_size);
-  Operation op;
-  std::vector<uint8_t> data;
+  OperationStream stream(reader, coverage, params.operation_count, params.block_size,
+                         below.block_count(), BlockCount(params.target_size, params.block_size),
+                         first);
+  // A streaming install's reader may wait for the download; an apply that
+  // fails must not have to wait for it to be joined, so it reads inline.
+  if (first < params.operation_count && !params.wait_for_bytes) stream.StartThread();
+  ReadOperation item;
   for (uint64_t i = first; i < params.operation_count; ++i) {
     if (i == params.test_stop_after_operations) {
       *stopped = true;
       return Status(ErrorCode::kIo, "stopped for test");
     }
-    REVPATCH_RETURN_IF_ERROR(ReadOperationRecord(reader, &op));
-    REVPATCH_RETURN_IF_ERROR(
-        ValidateOperation(op, params.block_size, source_blocks, target_blocks));
-    REVPATCH_RETURN_IF_ERROR(coverage.Claim(op.dst_extents));
-    REVPATCH_RETURN_IF_ERROR(ReadData(reader, op.data_length, &data));
-    Status executed = ExecuteOperation(op, data.data(), below, writer);
+    stream.Next(&item);
+    REVPATCH_RETURN_IF_ERROR(item.status);
+    Status executed = ExecuteOperation(item.op, item.data.data(), below, writer);
     if (!executed.ok()) {
       return Status(executed.code(), "operation " + std::to_string(i) + ": " +
                                          executed.message());
     }
     ++result->operations;
-    if (progress) progress(reader.position(), reader.size());
-    if (i + 1 < params.operation_count && checkpointer.Due(reader.position())) {
-      REVPATCH_RETURN_IF_ERROR(checkpointer.Save(i + 1, reader, writer));
+    if (progress) progress(item.after.position, reader.size());
+    if (i + 1 < params.operation_count && checkpointer.Due(item.after.position)) {
+      REVPATCH_RETURN_IF_ERROR(checkpointer.Save(i + 1, item.after, writer));
     }
   }
-  return reader.Finish();
+  stream.Next(&item);  // the reader's Finish()
+  return item.status;
 }
 
 }  // namespace

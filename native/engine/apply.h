@@ -16,7 +16,8 @@
 //   4. seals the layer only if the resulting view digest equals the target
 //      digest. On any failure the layer file is removed.
 // Memory is bounded by the chunk size and the per-operation limits, not by
-// the volume size.
+// the volume size. Operations are read one ahead on a second thread
+// (operation_stream.h), so memory is two operations' data.
 //
 // Checkpoints (checkpoint.h). With a checkpoint_path, the apply saves its
 // progress at operation boundaries, once at least checkpoint_interval_bytes
@@ -76,6 +77,10 @@ struct ApplyParams {
   std::string layer_path;        // created; must not exist unless checkpointing
   std::string checkpoint_path;   // empty: no checkpoints, no resume
   uint64_t checkpoint_interval_bytes = kDefaultCheckpointIntervalBytes;
+  // Streaming install: the patch file is still being downloaded; the payload
+  // reader waits through this before reading past what is written
+  // (payload_reader.h). Empty: the file is complete.
+  std::function<Status(uint64_t end)> wait_for_bytes;
   // Test only: stop as a crash would, when this many operations (counted
   // from the start of the payload) are in the layer. The layer file and the
   // checkpoint are left as they are and the status is kIo "stopped for

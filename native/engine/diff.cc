@@ -7,20 +7,26 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "little_endian.h"
+#include "suffix_array.h"
 
 namespace revpatch {
 namespace {
 
 constexpr uint8_t kMagic[4] = {'R', 'P', 'D', 'F'};
-constexpr size_t kRecordSize = 24;
-// Seeds shorter than this are not worth a record; a seed hashes this many.
-constexpr size_t kSeedLength = 16;
-// A continuation of the previous match's alignment is cheaper to take.
-constexpr size_t kAlignedMinMatch = 8;
-// Forward extension stops once the match score fell this far below its best.
-constexpr int64_t kExtensionSlack = 64;
+constexpr size_t kFixedRecordSize = 24;  // version 1
+constexpr size_t kMaxVarint = 10;
+// A match must beat the current alignment by this many bytes to be taken.
+constexpr size_t kMatchMargin = 8;
+// Longest match one probe measures; longer ones continue at the next probe,
+// so a long repeat costs linear time instead of quadratic.
+constexpr size_t kMaxProbe = 4096;
+// A probe whose first kGram bytes occur nowhere in old cannot match more
+// than kGram - 1 bytes, never enough to be taken: it skips the search.
+constexpr size_t kGram = 8;
+static_assert(kGram <= kMatchMargin + 1, "a skipped probe must be one that cannot win");
 
 Status Corrupt(const std::string& what) {
   return Status(ErrorCode::kCorrupt, "delta: " + what);
@@ -60,6 +66,25 @@ class BrotliReader {
     return Status::Ok();
   }
 
+  // Up to `n` bytes, fewer only where the stream ends.
+  Status ReadSome(uint8_t* out, size_t n, size_t* got) {
+    if (state_ == nullptr) return Status(ErrorCode::kIo, "brotli: out of memory");
+    *got = 0;
+    while (*got < n && !finished_) {
+      size_t avail_out = n - *got;
+      uint8_t* next_out = out + *got;
+      BrotliDecoderResult r = BrotliDecoderDecompressStream(
+          state_, &avail_in_, &next_in_, &avail_out, &next_out, nullptr);
+      *got = n - avail_out;
+      if (r == BROTLI_DECODER_RESULT_ERROR) return Corrupt("invalid brotli stream");
+      if (r == BROTLI_DECODER_RESULT_SUCCESS) finished_ = true;
+      if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) {
+        return Corrupt("truncated brotli stream");
+      }
+    }
+    return Status::Ok();
+  }
+
   // The stream must end here: no more output, no bytes after it.
   Status Finish() {
     if (state_ == nullptr) return Status(ErrorCode::kIo, "brotli: out of memory");
@@ -84,101 +109,160 @@ class BrotliReader {
   bool finished_ = false;
 };
 
-struct Match {
-  size_t new_start;
-  size_t old_start;
-  size_t length;
+// A Brotli stream read through a small buffer, so items of a few bytes do
+// not each cost a decoder call (the control stream, the diff pairs).
+class BufferedStream {
+ public:
+  BufferedStream(const uint8_t* in, size_t size, const char* name)
+      : stream_(in, size), name_(name) {}
+
+  // True once every byte was taken and the stream has no more.
+  Status AtEnd(bool* at_end) {
+    if (pos_ == fill_) {
+      REVPATCH_RETURN_IF_ERROR(stream_.ReadSome(buffer_, sizeof(buffer_), &fill_));
+      pos_ = 0;
+    }
+    *at_end = fill_ == 0;
+    return Status::Ok();
+  }
+
+  Status Byte(uint8_t* out) {
+    bool end = false;
+    REVPATCH_RETURN_IF_ERROR(AtEnd(&end));
+    if (end) return Corrupt(std::string(name_) + " stream ends early");
+    *out = buffer_[pos_++];
+    return Status::Ok();
+  }
+
+  Status Varint(uint64_t* out) {
+    uint64_t value = 0;
+    for (size_t i = 0; i < kMaxVarint; ++i) {
+      uint8_t b = 0;
+      REVPATCH_RETURN_IF_ERROR(Byte(&b));
+      if (i == kMaxVarint - 1 && b > 1) return Corrupt("varint past 64 bits");
+      value |= uint64_t{b & 0x7Fu} << (7 * i);
+      if ((b & 0x80) == 0) {
+        *out = value;
+        return Status::Ok();
+      }
+    }
+    return Corrupt("varint too long");
+  }
+
+  Status Fixed(uint8_t* out, size_t n) {
+    for (size_t i = 0; i < n; ++i) REVPATCH_RETURN_IF_ERROR(Byte(out + i));
+    return Status::Ok();
+  }
+
+  Status Finish() {
+    if (pos_ != fill_) return Corrupt(std::string(name_) + " stream longer than its records");
+    return stream_.Finish();
+  }
+
+ private:
+  BrotliReader stream_;
+  const char* name_;
+  uint8_t buffer_[4096];
+  size_t pos_ = 0;
+  size_t fill_ = 0;
 };
 
-uint64_t SeedHash(const uint8_t* p) {
-  uint64_t a, b;
-  std::memcpy(&a, p, 8);
-  std::memcpy(&b, p + 8, 8);
-  uint64_t h = (a ^ (b * 0x9E3779B97F4A7C15ull)) * 0xC2B2AE3D27D4EB4Full;
-  return h ^ (h >> 29);
+// The diff bytes of version 2: pairs (varint zeros, nonzero byte), the
+// bytes after the last pair zeros. Adds start as a copy of old and only
+// the nonzero bytes are touched.
+class DiffPairs {
+ public:
+  DiffPairs(const uint8_t* in, size_t size) : stream_(in, size, "diff") {}
+
+  // out[0, n) holds the old bytes; adds the diff bytes onto them.
+  Status Apply(uint8_t* out, uint64_t n) {
+    uint64_t k = 0;
+    while (k < n) {
+      if (!pending_) {
+        if (exhausted_) return Status::Ok();
+        bool end = false;
+        REVPATCH_RETURN_IF_ERROR(stream_.AtEnd(&end));
+        if (end) {
+          exhausted_ = true;
+          return Status::Ok();
+        }
+        REVPATCH_RETURN_IF_ERROR(stream_.Varint(&zeros_));
+        REVPATCH_RETURN_IF_ERROR(stream_.Byte(&literal_));
+        if (literal_ == 0) return Corrupt("zero byte in a diff pair");
+        pending_ = true;
+      }
+      if (zeros_ >= n - k) {
+        zeros_ -= n - k;
+        return Status::Ok();
+      }
+      k += zeros_;
+      zeros_ = 0;
+      out[k] = static_cast<uint8_t>(out[k] + literal_);
+      ++k;
+      pending_ = false;
+    }
+    return Status::Ok();
+  }
+
+  Status Finish() {
+    if (pending_) return Corrupt("diff stream longer than its records");
+    return stream_.Finish();
+  }
+
+ private:
+  BufferedStream stream_;
+  uint64_t zeros_ = 0;
+  uint8_t literal_ = 0;
+  bool pending_ = false;
+  bool exhausted_ = false;
+};
+
+void PutVarint(uint64_t v, std::vector<uint8_t>* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<uint8_t>(v));
 }
 
-size_t ExactLength(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len) {
-  size_t n = std::min(a_len, b_len), k = 0;
+size_t MatchLength(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len) {
+  size_t n = std::min(std::min(a_len, b_len), kMaxProbe), k = 0;
+  while (k + 8 <= n) {
+    uint64_t x, y;
+    std::memcpy(&x, a + k, 8);
+    std::memcpy(&y, b + k, 8);
+    if (x != y) return k + static_cast<size_t>(__builtin_ctzll(x ^ y) >> 3);
+    k += 8;
+  }
   while (k < n && a[k] == b[k]) ++k;
   return k;
 }
 
-// Greedy matcher of version 1: at each position of `new`, the longer of the
-// exact match that continues the previous alignment and the exact match at
-// the seed hash's candidate; an accepted match grows backwards exactly and
-// forwards while matching bytes outweigh mismatches (bsdiff's scoring), so
-// a few changed bytes stay inside one add.
-std::vector<Match> FindMatches(const uint8_t* old_data, size_t old_size,
-                               const uint8_t* new_data, size_t new_size) {
-  std::vector<uint32_t> table;
-  int bits = 0;
-  if (old_size >= kSeedLength) {
-    bits = 10;
-    while (bits < 22 && (size_t{1} << bits) < old_size) ++bits;
-    table.assign(size_t{1} << bits, 0);
-    // Backwards, so the earliest occurrence of a seed wins.
-    for (size_t pos = old_size - kSeedLength + 1; pos-- > 0;) {
-      table[SeedHash(old_data + pos) >> (64 - bits)] = static_cast<uint32_t>(pos + 1);
-    }
-  }
-  std::vector<Match> matches;
-  size_t i = 0, last_end = 0;
-  int64_t align = 0;  // old position minus new position of the last match
-  while (i < new_size) {
-    size_t best_len = 0, best_old = 0;
-    int64_t aligned = static_cast<int64_t>(i) + align;
-    if (aligned >= 0 && static_cast<uint64_t>(aligned) < old_size) {
-      size_t p = static_cast<size_t>(aligned);
-      size_t len = ExactLength(new_data + i, new_size - i, old_data + p, old_size - p);
-      if (len >= kAlignedMinMatch) best_len = len, best_old = p;
-    }
-    if (!table.empty() && new_size - i >= kSeedLength) {
-      uint32_t slot = table[SeedHash(new_data + i) >> (64 - bits)];
-      if (slot != 0) {
-        size_t p = slot - 1;
-        size_t len = ExactLength(new_data + i, new_size - i, old_data + p, old_size - p);
-        if (len >= kSeedLength && len > best_len) best_len = len, best_old = p;
-      }
-    }
-    if (best_len == 0) {
-      ++i;
-      continue;
-    }
-    size_t start = i, old_start = best_old;
-    while (start > last_end && old_start > 0 &&
-           new_data[start - 1] == old_data[old_start - 1]) {
-      --start;
-      --old_start;
-    }
-    size_t limit = std::min(new_size - start, old_size - old_start);
-    int64_t score = 0, best_score = 0;
-    size_t length = 0;
-    for (size_t k = 0; k < limit; ++k) {
-      score += new_data[start + k] == old_data[old_start + k] ? 1 : -1;
-      if (score > best_score) best_score = score, length = k + 1;
-      if (best_score - score > kExtensionSlack) break;
-    }
-    matches.push_back({start, old_start, length});
-    i = start + length;
-    last_end = i;
-    align = static_cast<int64_t>(old_start) - static_cast<int64_t>(start);
-  }
-  return matches;
+// Two independent hashes of the 8 bytes at p, `bits` wide.
+void GramHashes(const uint8_t* p, int bits, uint64_t* h1, uint64_t* h2) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  *h1 = (v * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+  *h2 = ((v ^ (v >> 29)) * 0xC2B2AE3D27D4EB4Full) >> (64 - bits);
 }
 
-void AppendRecord(int64_t seek, uint64_t add, uint64_t copy, std::vector<uint8_t>* out) {
-  uint8_t rec[kRecordSize];
-  PutU64(rec, static_cast<uint64_t>(seek));
-  PutU64(rec + 8, add);
-  PutU64(rec + 16, copy);
-  out->insert(out->end(), rec, rec + kRecordSize);
+// Compresses with one encoder instance so the window can be fit to the
+// input and the size given as a hint.
+Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out);
+
+// Incompressible data (already compressed files, encrypted blocks) costs
+// quality 11 seconds per megabyte for nothing: a quality-1 pass, at
+// hundreds of megabytes a second, finds it, and its output is kept.
+constexpr size_t kProbeMinSize = 64 << 10;
+Status Compress(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out) {
+  if (quality > 1 && size >= kProbeMinSize) {
+    REVPATCH_RETURN_IF_ERROR(CompressAt(data, size, 1, out));
+    if (out->size() >= size - size / 64) return Status::Ok();
+  }
+  return CompressAt(data, size, quality, out);
 }
 
-}  // namespace
-
-Status BrotliCompress(const uint8_t* data, size_t size, int quality,
-                      std::vector<uint8_t>* out) {
+Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out) {
   size_t bound = BrotliEncoderMaxCompressedSize(size);
   if (bound == 0) return Status(ErrorCode::kTooLarge, "brotli: input too large");
   try {
@@ -190,13 +274,29 @@ Status BrotliCompress(const uint8_t* data, size_t size, int quality,
   // later the decoder) memory and set-up time.
   int lgwin = BROTLI_MIN_WINDOW_BITS;
   while (lgwin < kBrotliWindowBits && (size_t{1} << lgwin) - 16 < size) ++lgwin;
-  size_t encoded = bound;
-  if (!BrotliEncoderCompress(quality, lgwin, BROTLI_MODE_GENERIC, size,
-                             data, &encoded, out->data())) {
-    return Status(ErrorCode::kIo, "brotli: compression failed");
-  }
-  out->resize(encoded);
+  BrotliEncoderState* state = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
+  if (state == nullptr) return Status(ErrorCode::kTooLarge, "brotli: out of memory");
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, static_cast<uint32_t>(quality));
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, static_cast<uint32_t>(lgwin));
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT,
+                            static_cast<uint32_t>(std::min<size_t>(size, 1u << 30)));
+  size_t avail_in = size, avail_out = bound;
+  const uint8_t* next_in = data;
+  uint8_t* next_out = out->data();
+  bool ok = BrotliEncoderCompressStream(state, BROTLI_OPERATION_FINISH, &avail_in, &next_in,
+                                        &avail_out, &next_out, nullptr) &&
+            BrotliEncoderIsFinished(state);
+  BrotliEncoderDestroyInstance(state);
+  if (!ok) return Status(ErrorCode::kIo, "brotli: compression failed");
+  out->resize(bound - avail_out);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status BrotliCompress(const uint8_t* data, size_t size, int quality,
+                      std::vector<uint8_t>* out) {
+  return Compress(data, size, quality, out);
 }
 
 Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
@@ -206,48 +306,243 @@ Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
   return reader.Finish();
 }
 
-Status EncodeDiff(const uint8_t* old_data, size_t old_size,
-                  const uint8_t* new_data, size_t new_size,
+Status DeltaMatcher::Init(const uint8_t* old_data, size_t old_size) {
+  old_ = old_data;
+  old_size_ = old_size;
+  REVPATCH_RETURN_IF_ERROR(BuildSuffixArray(old_data, old_size, &sa_));
+  // buckets_[k] is the first suffix array slot whose suffix starts with the
+  // two bytes k or more (a one-byte suffix counts as its byte then 0).
+  buckets_.assign(65537, 0);
+  for (size_t i = 0; i < old_size; ++i) {
+    const uint32_t at = sa_[i];
+    const uint32_t key = uint32_t{old_data[at]} << 8 | (at + 1 < old_size ? old_data[at + 1] : 0);
+    ++buckets_[key + 1];
+  }
+  for (size_t k = 1; k < buckets_.size(); ++k) buckets_[k] += buckets_[k - 1];
+  // Every 8-byte window of old, hashed twice into a bit set of about 16
+  // bits per byte (a Bloom filter: about 1.5% false positives).
+  grams_bits_ = 16;
+  while (grams_bits_ < 32 && (uint64_t{1} << grams_bits_) < uint64_t{16} * old_size) ++grams_bits_;
+  try {
+    grams_.assign((size_t{1} << grams_bits_) / 64, 0);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "delta: out of memory");
+  }
+  for (size_t i = 0; i + kGram <= old_size; ++i) {
+    uint64_t h1, h2;
+    GramHashes(old_data + i, grams_bits_, &h1, &h2);
+    grams_[h1 >> 6] |= uint64_t{1} << (h1 & 63);
+    grams_[h2 >> 6] |= uint64_t{1} << (h2 & 63);
+  }
+  return Status::Ok();
+}
+
+bool DeltaMatcher::MayMatch(const uint8_t* needle, size_t length) const {
+  if (length < kGram) return true;
+  uint64_t h1, h2;
+  GramHashes(needle, grams_bits_, &h1, &h2);
+  return ((grams_[h1 >> 6] >> (h1 & 63)) & (grams_[h2 >> 6] >> (h2 & 63)) & 1) != 0;
+}
+
+// The old suffix sharing the longest prefix with `needle` (bsdiff's binary
+// search over the suffix array).
+size_t DeltaMatcher::Search(const uint8_t* needle, size_t length, size_t* position) const {
+  if (old_size_ == 0) {
+    *position = 0;
+    return 0;
+  }
+  size_t lo = 0, hi = old_size_ - 1;
+  if (length >= 2) {
+    // Narrow to the suffixes sharing the first two bytes, when there are
+    // any; the binary search then skips the levels a random probe misses
+    // the cache on.
+    const uint32_t key = uint32_t{needle[0]} << 8 | needle[1];
+    if (buckets_[key + 1] > buckets_[key]) {
+      lo = buckets_[key];
+      hi = buckets_[key + 1] - 1;
+    }
+  }
+  while (hi - lo >= 2) {
+    size_t mid = lo + (hi - lo) / 2;
+    size_t at = sa_[mid];
+    size_t n = std::min(std::min(old_size_ - at, length), kMaxProbe);
+    if (std::memcmp(old_ + at, needle, n) < 0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  size_t x = MatchLength(old_ + sa_[lo], old_size_ - sa_[lo], needle, length);
+  size_t y = MatchLength(old_ + sa_[hi], old_size_ - sa_[hi], needle, length);
+  if (x > y) {
+    *position = sa_[lo];
+    return x;
+  }
+  *position = sa_[hi];
+  return y;
+}
+
+void DeltaMatcher::Match(const uint8_t* new_data, size_t new_size,
+                         std::vector<DeltaRecord>* records) const {
+  records->clear();
+  const uint8_t* old_data = old_;
+  const size_t old_size = old_size_;
+  size_t scan = 0, len = 0, pos = 0;
+  size_t last_scan = 0, last_pos = 0;
+  int64_t last_offset = 0;  // old minus new position of the last match
+  auto aligned_equal = [&](size_t at) {
+    int64_t o = static_cast<int64_t>(at) + last_offset;
+    return o >= 0 && static_cast<uint64_t>(o) < old_size &&
+           old_data[static_cast<size_t>(o)] == new_data[at];
+  };
+  while (scan < new_size) {
+    // old_score counts the bytes of [scan, scsc) that the last match's
+    // alignment predicts; a match is taken when it beats that by a margin.
+    int64_t old_score = 0;
+    scan += len;
+    size_t scsc = scan;
+    for (; scan < new_size; ++scan) {
+      if (scsc < scan) {
+        scsc = scan;
+        old_score = 0;
+      }
+      len = MayMatch(new_data + scan, new_size - scan) ? Search(new_data + scan, new_size - scan, &pos)
+                                                         : 0;
+      for (; scsc < scan + len; ++scsc) {
+        if (aligned_equal(scsc)) ++old_score;
+      }
+      const int64_t n = static_cast<int64_t>(len);
+      if ((n == old_score && n != 0) || n > old_score + static_cast<int64_t>(kMatchMargin)) break;
+      if (scsc > scan && aligned_equal(scan)) --old_score;
+    }
+    if (static_cast<int64_t>(len) == old_score && scan != new_size) continue;
+
+    // Forward extension of the last match: the prefix where matches
+    // outnumber mismatches the most.
+    size_t lenf = 0;
+    {
+      int64_t s = 0, best = 0;
+      for (size_t i = 0; last_scan + i < scan && last_pos + i < old_size;) {
+        if (old_data[last_pos + i] == new_data[last_scan + i]) ++s;
+        ++i;
+        if (s * 2 - static_cast<int64_t>(i) > best * 2 - static_cast<int64_t>(lenf)) {
+          best = s;
+          lenf = i;
+        }
+      }
+    }
+    // Backward extension of the new match.
+    size_t lenb = 0;
+    if (scan < new_size) {
+      int64_t s = 0, best = 0;
+      for (size_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
+        if (old_data[pos - i] == new_data[scan - i]) ++s;
+        if (s * 2 - static_cast<int64_t>(i) > best * 2 - static_cast<int64_t>(lenb)) {
+          best = s;
+          lenb = i;
+        }
+      }
+    }
+    // Where the two overlap, split at the best point.
+    if (last_scan + lenf > scan - lenb) {
+      size_t overlap = (last_scan + lenf) - (scan - lenb);
+      int64_t s = 0, best = 0;
+      size_t lens = 0;
+      for (size_t i = 0; i < overlap; ++i) {
+        if (new_data[last_scan + lenf - overlap + i] == old_data[last_pos + lenf - overlap + i]) {
+          ++s;
+        }
+        if (new_data[scan - lenb + i] == old_data[pos - lenb + i]) --s;
+        if (s > best) {
+          best = s;
+          lens = i + 1;
+        }
+      }
+      lenf += lens - overlap;
+      lenb -= lens;
+    }
+    DeltaRecord r;
+    r.old_start = last_pos;
+    r.add_length = lenf;
+    r.copy_length = (scan - lenb) - (last_scan + lenf);
+    if (r.add_length + r.copy_length > 0) records->push_back(r);
+    last_scan = scan - lenb;
+    last_pos = pos - lenb;
+    last_offset = static_cast<int64_t>(pos) - static_cast<int64_t>(scan);
+  }
+}
+
+Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
+                  size_t new_size, const std::vector<DeltaRecord>& records,
                   std::vector<uint8_t>* out) {
-  if (old_size >= UINT32_MAX) return Status(ErrorCode::kTooLarge, "delta: source too large");
-  std::vector<Match> matches = FindMatches(old_data, old_size, new_data, new_size);
   std::vector<uint8_t> control, diff, extra;
-  diff.reserve(new_size);
-  size_t old_pos = 0;
-  if (matches.empty() || matches[0].new_start > 0) {
-    size_t first = matches.empty() ? new_size : matches[0].new_start;
-    if (first > 0) {
-      AppendRecord(0, 0, first, &control);
-      extra.insert(extra.end(), new_data, new_data + first);
+  try {
+    control.reserve(records.size() * 4);
+    uint64_t add_total = 0;
+    for (const DeltaRecord& r : records) add_total += r.add_length;
+    extra.reserve(new_size - static_cast<size_t>(std::min<uint64_t>(add_total, new_size)));
+    uint64_t old_pos = 0, new_pos = 0, zeros = 0;
+    for (const DeltaRecord& r : records) {
+      const uint64_t start = r.add_length > 0 ? r.old_start : old_pos;
+      if (start + r.add_length > old_size || new_pos + r.add_length + r.copy_length > new_size ||
+          r.add_length + r.copy_length == 0) {
+        return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+      }
+      const int64_t seek = static_cast<int64_t>(start - old_pos);
+      PutVarint((static_cast<uint64_t>(seek) << 1) ^ static_cast<uint64_t>(seek >> 63),
+                &control);
+      PutVarint(r.add_length, &control);
+      PutVarint(r.copy_length, &control);
+      const uint8_t* o = old_data + start;
+      const uint8_t* n = new_data + new_pos;
+      for (uint64_t k = 0; k < r.add_length; ++k) {
+        const uint8_t d = static_cast<uint8_t>(n[k] - o[k]);
+        if (d == 0) {
+          ++zeros;
+        } else {
+          PutVarint(zeros, &diff);
+          diff.push_back(d);
+          zeros = 0;
+        }
+      }
+      extra.insert(extra.end(), n + r.add_length, n + r.add_length + r.copy_length);
+      old_pos = start + r.add_length;
+      new_pos += r.add_length + r.copy_length;
     }
-  }
-  for (size_t k = 0; k < matches.size(); ++k) {
-    const Match& m = matches[k];
-    size_t end = m.new_start + m.length;
-    size_t gap_end = k + 1 < matches.size() ? matches[k + 1].new_start : new_size;
-    AppendRecord(static_cast<int64_t>(m.old_start) - static_cast<int64_t>(old_pos),
-                 m.length, gap_end - end, &control);
-    for (size_t j = 0; j < m.length; ++j) {
-      diff.push_back(static_cast<uint8_t>(new_data[m.new_start + j] - old_data[m.old_start + j]));
+    if (new_pos != new_size) {
+      return Status(ErrorCode::kInvalidArgument, "delta: records do not cover the data");
     }
-    extra.insert(extra.end(), new_data + end, new_data + gap_end);
-    old_pos = m.old_start + m.length;
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "delta: out of memory");
   }
+  // The diff stream is the largest; the other two compress alongside it.
   std::vector<uint8_t> streams[3];
-  const std::vector<uint8_t>* raw[3] = {&control, &diff, &extra};
-  for (int s = 0; s < 3; ++s) {
-    REVPATCH_RETURN_IF_ERROR(
-        BrotliCompress(raw[s]->data(), raw[s]->size(), kBrotliQuality, &streams[s]));
-  }
+  Status side;
+  std::thread helper([&] {
+    side = Compress(control.data(), control.size(), kBrotliQuality, &streams[0]);
+    if (side.ok()) side = Compress(extra.data(), extra.size(), kBrotliQuality, &streams[2]);
+  });
+  Status main = Compress(diff.data(), diff.size(), kBrotliQuality, &streams[1]);
+  helper.join();
+  REVPATCH_RETURN_IF_ERROR(main);
+  REVPATCH_RETURN_IF_ERROR(side);
   out->assign(kDiffHeaderSize, 0);
   std::memcpy(out->data(), kMagic, 4);
   PutU32(out->data() + 4, kDiffFormatVersion);
   PutU64(out->data() + 8, new_size);
-  for (int s = 0; s < 3; ++s) {
-    PutU64(out->data() + 16 + 8 * s, streams[s].size());
-  }
+  for (int s = 0; s < 3; ++s) PutU64(out->data() + 16 + 8 * s, streams[s].size());
   for (int s = 0; s < 3; ++s) out->insert(out->end(), streams[s].begin(), streams[s].end());
   return Status::Ok();
+}
+
+Status EncodeDiff(const uint8_t* old_data, size_t old_size,
+                  const uint8_t* new_data, size_t new_size,
+                  std::vector<uint8_t>* out) {
+  DeltaMatcher matcher;
+  REVPATCH_RETURN_IF_ERROR(matcher.Init(old_data, old_size));
+  std::vector<DeltaRecord> records;
+  matcher.Match(new_data, new_size, &records);
+  return WriteDelta(old_data, old_size, new_data, new_size, records, out);
 }
 
 Status DecodeDiff(const uint8_t* old_data, size_t old_size,
@@ -255,8 +550,8 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
                   size_t out_size) {
   if (delta_size < kDiffHeaderSize) return Corrupt("truncated header");
   if (std::memcmp(delta, kMagic, 4) != 0) return Corrupt("bad magic");
-  uint32_t version = GetU32(delta + 4);
-  if (version != kDiffFormatVersion) {
+  const uint32_t version = GetU32(delta + 4);
+  if (version != 1 && version != kDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }
   if (GetU64(delta + 8) != out_size) return Corrupt("wrong output size");
@@ -267,31 +562,51 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   }
   if (total != delta_size - kDiffHeaderSize) return Corrupt("stream lengths do not add up");
   const uint8_t* p = delta + kDiffHeaderSize;
-  BrotliReader control(p, lengths[0]);
-  BrotliReader diff(p + lengths[0], lengths[1]);
+  BufferedStream control(p, lengths[0], "control");
+  BrotliReader diff_v1(p + lengths[0], lengths[1]);
+  DiffPairs diff(p + lengths[0], lengths[1]);
   BrotliReader extra(p + lengths[0] + lengths[1], lengths[2]);
 
   uint64_t old_pos = 0, new_pos = 0;
   while (new_pos < out_size) {
-    uint8_t rec[kRecordSize];
-    REVPATCH_RETURN_IF_ERROR(control.Read(rec, kRecordSize));
-    uint64_t seek_bits = GetU64(rec);
-    uint64_t add = GetU64(rec + 8);
-    uint64_t copy = GetU64(rec + 16);
-    if (static_cast<int64_t>(seek_bits) >= 0) {
-      if (seek_bits > old_size - old_pos) return Corrupt("seek past the source");
-      old_pos += seek_bits;
+    uint64_t seek_bits, add, copy;
+    bool forward;
+    uint64_t magnitude;
+    if (version == 1) {
+      uint8_t rec[kFixedRecordSize];
+      REVPATCH_RETURN_IF_ERROR(control.Fixed(rec, kFixedRecordSize));
+      seek_bits = GetU64(rec);
+      add = GetU64(rec + 8);
+      copy = GetU64(rec + 16);
+      forward = static_cast<int64_t>(seek_bits) >= 0;
+      magnitude = forward ? seek_bits : ~seek_bits + 1;  // two's complement
     } else {
-      uint64_t back = ~seek_bits + 1;  // magnitude, two's complement
-      if (back > old_pos) return Corrupt("seek before the source");
-      old_pos -= back;
+      REVPATCH_RETURN_IF_ERROR(control.Varint(&seek_bits));
+      REVPATCH_RETURN_IF_ERROR(control.Varint(&add));
+      REVPATCH_RETURN_IF_ERROR(control.Varint(&copy));
+      forward = (seek_bits & 1) == 0;  // zigzag
+      magnitude = forward ? seek_bits >> 1 : (seek_bits >> 1) + 1;
+    }
+    if (forward) {
+      if (magnitude > old_size - old_pos) return Corrupt("seek past the source");
+      old_pos += magnitude;
+    } else {
+      if (magnitude > old_pos) return Corrupt("seek before the source");
+      old_pos -= magnitude;
     }
     if (add == 0 && copy == 0) return Corrupt("empty record");
     if (add > out_size - new_pos || add > old_size - old_pos) {
       return Corrupt("add past the source or target");
     }
-    REVPATCH_RETURN_IF_ERROR(diff.Read(out + new_pos, add));
-    for (uint64_t k = 0; k < add; ++k) out[new_pos + k] += old_data[old_pos + k];
+    uint8_t* o = out + new_pos;
+    const uint8_t* s = old_data + old_pos;
+    if (version == 1) {
+      REVPATCH_RETURN_IF_ERROR(diff_v1.Read(o, add));
+      for (uint64_t k = 0; k < add; ++k) o[k] = static_cast<uint8_t>(o[k] + s[k]);
+    } else if (add > 0) {
+      std::memcpy(o, s, add);
+      REVPATCH_RETURN_IF_ERROR(diff.Apply(o, add));
+    }
     new_pos += add;
     old_pos += add;
     if (copy > out_size - new_pos) return Corrupt("copy past the target");
@@ -299,7 +614,7 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
     new_pos += copy;
   }
   REVPATCH_RETURN_IF_ERROR(control.Finish());
-  REVPATCH_RETURN_IF_ERROR(diff.Finish());
+  REVPATCH_RETURN_IF_ERROR(version == 1 ? diff_v1.Finish() : diff.Finish());
   return extra.Finish();
 }
 

@@ -1,17 +1,18 @@
 // The binary delta of DIFF operations, and the Brotli helpers the payload
 // uses (REPLACE_BROTLI data and the three delta streams).
 //
-// Delta format, version 1 (bsdiff-like; docs/on-disk-format.md):
+// Delta format, version 2 (bsdiff-like; docs/on-disk-format.md):
 //   u8  magic[4]        "RPDF"
-//   u32 version         1
+//   u32 version         2 (1 is still decoded: see below)
 //   u64 new_size        bytes the delta produces
 //   u64 control_length  compressed length of the control stream
 //   u64 diff_length     compressed length of the diff stream
 //   u64 extra_length    compressed length of the extra stream
 //   then the three Brotli streams, back to back, nothing after them.
-// The control stream decodes to records of (i64 seek, u64 add_len,
-// u64 copy_len), little-endian, applied in that order. Starting with
-// old_pos = new_pos = 0, a record
+// The control stream decodes to records of three LEB128 varints (at most
+// 10 bytes each, no bits past 64): zigzag(seek), add_len, copy_len. Version
+// 1 used fixed (i64, u64, u64) little-endian words instead; nothing else
+// differs. Starting with old_pos = new_pos = 0, a record
 //   seeks:  old_pos += seek;
 //   adds:   new[new_pos + k] = old[old_pos + k] + diff[k] (mod 256) for
 //           k < add_len, taking add_len bytes of the diff stream;
@@ -22,19 +23,26 @@
 // (add_len + copy_len > 0), old_pos stays in [0, old_size] after every step
 // (so every add lies inside old), nothing is written past new_size, and each
 // stream must end exactly where the records stop reading it. A delta that
-// breaks any of this is kCorrupt; an unknown version is kUnsupported.
-//
-// (bsdiff orders a record add, copy, seek; seeking first lets the first
-// match start anywhere in old without an empty record.)
+// breaks any of this is kCorrupt; an unknown version is kUnsupported (a
+// decoder of version 1 refuses version 2 this way).
 //
 // Why this shape: the diff bytes of a near match are mostly zeros and the
 // three streams compress separately far better than interleaved (bsdiff's
-// observation). The decoder streams all three through Brotli straight into
-// the target buffer, so its memory is the target plus Brotli's windows.
+// observation); varints make the control stream a few bytes per record
+// before compression. The decoder streams diff and extra through Brotli
+// straight into the target buffer and the control stream through a small
+// buffer, so its memory is the target plus Brotli's windows.
 //
-// The encoder is deliberately behind one function: version 1 uses seeded
-// hash matching with greedy, mismatch-tolerant extension; a suffix-array
-// matcher can replace it without touching the format or the decoder.
+// The encoder (publisher side) is bsdiff's: a suffix array of the old data
+// (suffix_array.h) gives, at each new position, the longest exact match;
+// a match is taken when it beats the current alignment by more than 8 bytes,
+// and the stretch between two taken matches is split into a forward
+// extension of the previous one and a backward extension of the next where
+// more than half of the bytes agree, so a few changed bytes (a shifted
+// address, a bumped constant) stay inside one add as a mostly-zero diff.
+// Streams are compressed with Brotli at quality 11 with a window fit to
+// them (up to 16 MiB). DeltaMatcher keeps the suffix array so one source
+// serves many targets.
 #ifndef REVPATCH_ENGINE_DIFF_H_
 #define REVPATCH_ENGINE_DIFF_H_
 
@@ -46,12 +54,13 @@
 
 namespace revpatch {
 
-constexpr uint32_t kDiffFormatVersion = 1;
+constexpr uint32_t kDiffFormatVersion = 2;
 constexpr size_t kDiffHeaderSize = 40;
 
 // Brotli quality and largest window of everything the generator writes
-// (BrotliCompress uses a smaller window for a smaller input).
-constexpr int kBrotliQuality = 9;
+// (BrotliCompress uses a smaller window for a smaller input). 24 bits is
+// the largest window every Brotli decoder accepts without opting in.
+constexpr int kBrotliQuality = 11;
 constexpr int kBrotliWindowBits = 24;
 
 // One-shot compression of `size` bytes into `out` (replaced).
@@ -63,6 +72,46 @@ Status BrotliCompress(const uint8_t* data, size_t size, int quality,
 // `out_size`.
 Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
                              size_t out_size);
+
+// One record of a delta before serialization: add `add_length` bytes from
+// old[old_start..] (old_start is ignored when add_length is 0), then copy
+// `copy_length` bytes of new data.
+struct DeltaRecord {
+  uint64_t old_start = 0;
+  uint64_t add_length = 0;
+  uint64_t copy_length = 0;
+};
+
+// The match finder over one old buffer (borrowed; must outlive it).
+class DeltaMatcher {
+ public:
+  // Builds the suffix array (4 bytes per old byte; kTooLarge past 4 GiB)
+  // and a Bloom filter of old's 8-byte windows (2 bytes per old byte) that
+  // lets probes with no possible match skip the search.
+  Status Init(const uint8_t* old_data, size_t old_size);
+  // The records that turn old into new, covering all of new in order.
+  void Match(const uint8_t* new_data, size_t new_size,
+             std::vector<DeltaRecord>* records) const;
+  size_t old_size() const { return old_size_; }
+
+ private:
+  size_t Search(const uint8_t* needle, size_t length, size_t* position) const;
+  // False when no match of 8 bytes or more can start at `needle`.
+  bool MayMatch(const uint8_t* needle, size_t length) const;
+
+  const uint8_t* old_ = nullptr;
+  size_t old_size_ = 0;
+  std::vector<uint32_t> sa_;
+  std::vector<uint32_t> buckets_;  // by first two bytes, 65537 slots
+  std::vector<uint64_t> grams_;    // bit set of old's 8-byte windows
+  int grams_bits_ = 0;
+};
+
+// Serializes `records` (which must cover new exactly, adds inside old) as a
+// delta of the current version, compressing its three streams.
+Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
+                  size_t new_size, const std::vector<DeltaRecord>& records,
+                  std::vector<uint8_t>* out);
 
 // Writes a delta that turns `old_data` into `new_data` into `out` (replaced).
 Status EncodeDiff(const uint8_t* old_data, size_t old_size,

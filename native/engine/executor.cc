@@ -5,6 +5,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "diff.h"
@@ -12,6 +13,9 @@
 
 namespace revpatch {
 namespace {
+
+// Below this, a thread costs more than the hash it would overlap.
+constexpr uint64_t kParallelHashBytes = 1u << 20;
 
 Status Allocate(std::vector<uint8_t>* buffer, uint64_t size) {
   try {
@@ -58,45 +62,79 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
       p += e.num_blocks * block_size;
     }
   }
-  // Ops that read nothing carry an all-zero src_hash (CheckOperationShape).
-  if (src_blocks > 0 &&
-      Sha256::Hash(source_bytes.data(), source_bytes.size()) != op.src_hash) {
-    return Status(ErrorCode::kSourceMismatch,
-                  std::string(OperationTypeName(op.type)) +
-                      ": source blocks differ from the ones the patch was made for");
+  // The source hash runs beside the decoding of a large DIFF (the decoder
+  // is bounds-checked whatever the source holds); either way it is checked
+  // before anything is written. Ops that read nothing carry an all-zero
+  // src_hash (CheckOperationShape).
+  Digest source_digest{};
+  std::thread source_hasher;
+  if (src_blocks > 0) {
+    auto hash_source = [&source_bytes, &source_digest] {
+      source_digest = Sha256::Hash(source_bytes.data(), source_bytes.size());
+    };
+    bool started = false;
+    if (op.type == OperationType::kDiff && src_bytes >= kParallelHashBytes) {
+      try {
+        source_hasher = std::thread(hash_source);
+        started = true;
+      } catch (const std::exception&) {
+        // No thread to be had: hash here instead.
+      }
+    }
+    if (!started) hash_source();
   }
+  auto source_checked = [&]() -> Status {
+    if (source_hasher.joinable()) source_hasher.join();
+    if (src_blocks > 0 && source_digest != op.src_hash) {
+      return Status(ErrorCode::kSourceMismatch,
+                    std::string(OperationTypeName(op.type)) +
+                        ": source blocks differ from the ones the patch was made for");
+    }
+    return Status::Ok();
+  };
+  if (op.type != OperationType::kDiff) REVPATCH_RETURN_IF_ERROR(source_checked());
 
   std::vector<uint8_t> target;
+  const uint8_t* produced = nullptr;
+  Status made = Status::Ok();
   switch (op.type) {
     case OperationType::kReplace:
-      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
-      std::memcpy(target.data(), data, target.size());  // data_length == dst_bytes
+      produced = data;  // data_length == dst_bytes (ValidateOperation)
       break;
     case OperationType::kReplaceBrotli:
-      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
-      REVPATCH_RETURN_IF_ERROR(BrotliDecompressExact(
-          data, static_cast<size_t>(op.data_length), target.data(), target.size()));
+      made = Allocate(&target, dst_bytes);
+      if (made.ok()) {
+        made = BrotliDecompressExact(data, static_cast<size_t>(op.data_length), target.data(),
+                                     target.size());
+      }
       break;
     case OperationType::kZero:
-      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
+      made = Allocate(&target, dst_bytes);
       break;
     case OperationType::kCopy:
       target.swap(source_bytes);  // equal block counts (ValidateOperation)
       break;
     case OperationType::kDiff:
-      REVPATCH_RETURN_IF_ERROR(Allocate(&target, dst_bytes));
-      REVPATCH_RETURN_IF_ERROR(DecodeDiff(source_bytes.data(), source_bytes.size(), data,
-                                          static_cast<size_t>(op.data_length),
-                                          target.data(), target.size()));
+      made = Allocate(&target, dst_bytes);
+      if (made.ok()) {
+        made = DecodeDiff(source_bytes.data(), source_bytes.size(), data,
+                          static_cast<size_t>(op.data_length), target.data(), target.size());
+      }
       break;
   }
-  if (Sha256::Hash(target.data(), target.size()) != op.dst_hash) {
+  if (op.type == OperationType::kDiff) {
+    // A wrong source explains a failed decode better than the decode does.
+    REVPATCH_RETURN_IF_ERROR(source_checked());
+  }
+  REVPATCH_RETURN_IF_ERROR(made);
+  if (produced == nullptr) produced = target.data();
+  if (Sha256::Hash(produced, static_cast<size_t>(dst_bytes)) != op.dst_hash) {
     return Status(ErrorCode::kHashMismatch,
                   std::string(OperationTypeName(op.type)) +
                       ": produced blocks do not match the operation's hash");
   }
 
-  const uint8_t* p = target.data();
+  const uint8_t* p = produced;
   for (const Extent& e : op.dst_extents) {
     for (uint64_t b = 0; b < e.num_blocks; ++b, p += block_size) {
       uint64_t block = e.start_block + b;

@@ -8,9 +8,13 @@
 //      byte bounds); the sink refuses target blocks past its view;
 //   2. read every source block the op names, hash them in extent order and
 //      compare with src_hash (kSourceMismatch);
-//   3. produce the whole target in memory (REPLACE copies, REPLACE_BROTLI
-//      decompresses to exactly the target length, ZERO zeros, COPY takes the
-//      source bytes, DIFF applies the delta to them);
+//   3. produce the whole target in memory (REPLACE uses the data in place,
+//      REPLACE_BROTLI decompresses to exactly the target length, ZERO
+//      zeros, COPY takes the source bytes, DIFF applies the delta to them);
+//      for a DIFF of 1 MiB of source or more, the source hash of step 2
+//      runs on a second thread while the delta decodes (the decoder is
+//      bounds-checked whatever the source holds) and is compared once the
+//      decode is done, a mismatch winning over a decode error;
 //   4. hash the target and compare with dst_hash (kHashMismatch);
 //   5. only then write the blocks, in extent order; all-zero blocks go
 //      through WriteZeroBlock.

@@ -17,12 +17,8 @@
 namespace revpatch {
 namespace {
 
-// A DIFF or REPLACE run is at most this many blocks, so compression and the
-// matcher see some context while an op stays small to apply.
-constexpr uint64_t kMaxDataRunBlocks = 256;
-// A DIFF reads the source at the run's own place, widened by this many
-// blocks on each side so data shifted across a block boundary still matches.
-constexpr uint64_t kDiffMarginBlocks = 16;
+constexpr uint64_t kNeighbourBlocks = 64;
+constexpr uint64_t kReplaceOpBytes = 4ull << 20;
 constexpr size_t kWriteBuffer = 1u << 20;
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -108,18 +104,39 @@ class PayloadWriter {
   std::vector<Digest> chunks_;
 };
 
-enum class RunKind { kNone, kZero, kCopy, kData };
+// Operations being gathered: ZERO and COPY collect blocks from all over the
+// target (many extents, one record); data blocks collect into a region.
+struct PendingOp {
+  std::vector<Extent> dst;
+  std::vector<Extent> src;
+  uint64_t blocks = 0;
+  Sha256 hash;
+};
 
-// Walks the target, classifies each block and coalesces runs into ops.
+void AppendBlock(std::vector<Extent>* extents, uint64_t block) {
+  if (!extents->empty() && extents->back().start_block + extents->back().num_blocks == block) {
+    ++extents->back().num_blocks;
+  } else {
+    extents->push_back({block, 1});
+  }
+}
+
+// Walks the target, classifies each block and gathers them into ops.
 class Generator {
  public:
-  Generator(const ImageFile& source, const ImageFile& target, uint32_t block_size,
+  // Changed blocks that are neither zeros nor found whole in the source
+  // are gathered, in target order, into regions of region_bytes; each
+  // becomes one DIFF (or REPLACE) op with one target extent per run, so
+  // scattered small changes share one record and one delta.
+  Generator(const ImageFile& source, const ImageFile& target, const GenerateOptions& options,
             PayloadWriter* writer, GenerateResult* result)
-      : source_(source), target_(target), block_size_(block_size), writer_(writer),
+      : source_(source), target_(target), block_size_(options.block_size), writer_(writer),
         result_(result) {
-    max_blocks_ = kMaxOperationBytes / block_size;
-    data_cap_ = std::min(kMaxDataRunBlocks, max_blocks_ / 2);
-    margin_ = std::min(kDiffMarginBlocks, (max_blocks_ - data_cap_) / 2);
+    max_blocks_ = std::max<uint64_t>(
+        1, std::min(options.region_bytes, kMaxOperationBytes) / block_size_);
+    region_blocks_ = max_blocks_;
+    source_limit_ = kMaxOperationBytes / block_size_;
+    whole_source_ = source.size() <= std::min(options.whole_source_bytes, kWholeSourceLimit);
   }
 
   Status IndexSource() {
@@ -149,128 +166,219 @@ class Generator {
         continue;
       }
       if (zero) {
-        REVPATCH_RETURN_IF_ERROR(Add(RunKind::kZero, t, block.data(), 0));
+        REVPATCH_RETURN_IF_ERROR(AddGathered(OperationType::kZero, &zero_, t, block.data(), 0));
         continue;
       }
       auto found = index_.find(IndexKey(Sha256::Hash(block.data(), block_size_)));
       if (found != index_.end()) {
         REVPATCH_RETURN_IF_ERROR(source_.ReadBlocks(found->second, 1, other.data()));
         if (std::memcmp(block.data(), other.data(), block_size_) == 0) {
-          REVPATCH_RETURN_IF_ERROR(Add(RunKind::kCopy, t, block.data(), found->second));
+          REVPATCH_RETURN_IF_ERROR(
+              AddGathered(OperationType::kCopy, &copy_, t, block.data(), found->second));
           continue;
         }
       }
-      REVPATCH_RETURN_IF_ERROR(Add(RunKind::kData, t, block.data(), 0));
+      REVPATCH_RETURN_IF_ERROR(AddData(t, block.data()));
     }
-    REVPATCH_RETURN_IF_ERROR(Flush());
+    REVPATCH_RETURN_IF_ERROR(FlushGathered(OperationType::kZero, &zero_));
+    REVPATCH_RETURN_IF_ERROR(FlushGathered(OperationType::kCopy, &copy_));
+    REVPATCH_RETURN_IF_ERROR(FlushRegion());
     if (progress) progress(target_.size(), target_.size());
     return Status::Ok();
   }
 
  private:
-  uint64_t Cap(RunKind kind) const { return kind == RunKind::kData ? data_cap_ : max_blocks_; }
-
-  Status Add(RunKind kind, uint64_t t, const uint8_t* block, uint64_t src_block) {
-    bool contiguous = kind_ == kind && start_ + count_ == t && count_ < Cap(kind);
-    if (contiguous && kind == RunKind::kCopy &&
-        src_.back().start_block + src_.back().num_blocks != src_block &&
-        src_.size() == kMaxExtentsPerOperation) {
-      contiguous = false;
+  Status AddGathered(OperationType type, PendingOp* op, uint64_t t, const uint8_t* block,
+                     uint64_t src_block) {
+    if (op->blocks == max_blocks_ || op->dst.size() + 1 >= kMaxExtentsPerOperation ||
+        op->src.size() + 1 >= kMaxExtentsPerOperation) {
+      REVPATCH_RETURN_IF_ERROR(FlushGathered(type, op));
     }
-    if (!contiguous) {
-      REVPATCH_RETURN_IF_ERROR(Flush());
-      kind_ = kind;
-      start_ = t;
-    }
-    ++count_;
-    switch (kind) {
-      case RunKind::kZero:
-      case RunKind::kCopy:
-        hash_.Update(block, block_size_);
-        break;
-      case RunKind::kData:
-        data_.insert(data_.end(), block, block + block_size_);
-        break;
-      case RunKind::kNone:
-        break;
-    }
-    if (kind == RunKind::kCopy) {
-      if (!src_.empty() && src_.back().start_block + src_.back().num_blocks == src_block) {
-        ++src_.back().num_blocks;
-      } else {
-        src_.push_back({src_block, 1});
-      }
-    }
+    AppendBlock(&op->dst, t);
+    if (type == OperationType::kCopy) AppendBlock(&op->src, src_block);
+    op->hash.Update(block, block_size_);
+    ++op->blocks;
     return Status::Ok();
   }
 
-  Status Flush() {
-    if (kind_ == RunKind::kNone) return Status::Ok();
+  Status FlushGathered(OperationType type, PendingOp* pending) {
+    if (pending->blocks == 0) return Status::Ok();
     Operation op;
-    op.dst_extents.push_back({start_, count_});
-    std::vector<uint8_t> payload_data;
-    switch (kind_) {
-      case RunKind::kZero:
-        op.type = OperationType::kZero;
-        op.dst_hash = hash_.Final();
-        break;
-      case RunKind::kCopy:
-        op.type = OperationType::kCopy;
-        op.src_extents = src_;
-        op.dst_hash = hash_.Final();
-        op.src_hash = op.dst_hash;  // the same bytes
-        break;
-      case RunKind::kData:
-        REVPATCH_RETURN_IF_ERROR(ChooseData(&op, &payload_data));
-        break;
-      case RunKind::kNone:
-        break;
+    op.type = type;
+    op.dst_extents.swap(pending->dst);
+    op.dst_hash = pending->hash.Final();
+    if (type == OperationType::kCopy) {
+      op.src_extents.swap(pending->src);
+      op.src_hash = op.dst_hash;  // the same bytes
     }
-    hash_.Reset();
-    op.data_length = payload_data.size();
+    *pending = PendingOp();
+    return Emit(op, nullptr, 0);
+  }
+
+  Status AddData(uint64_t t, const uint8_t* block) {
+    if (data_blocks_.size() == region_blocks_) REVPATCH_RETURN_IF_ERROR(FlushRegion());
+    data_blocks_.push_back(t);
+    data_.insert(data_.end(), block, block + block_size_);
+    return Status::Ok();
+  }
+
+  Status FlushRegion() {
+    if (data_blocks_.empty()) return Status::Ok();
+    Status status = EmitRegion(0, data_blocks_.size());
+    data_blocks_.clear();
+    data_.clear();
+    return status;
+  }
+
+  Status Emit(const Operation& op_in, const uint8_t* data, size_t size) {
+    Operation op = op_in;
+    op.data_length = size;
     std::vector<uint8_t> record;
     EncodeOperation(op, &record);
     REVPATCH_RETURN_IF_ERROR(writer_->Append(record.data(), record.size()));
-    REVPATCH_RETURN_IF_ERROR(writer_->Append(payload_data.data(), payload_data.size()));
+    if (size > 0) REVPATCH_RETURN_IF_ERROR(writer_->Append(data, size));
+    uint64_t blocks = 0;
+    TotalBlocks(op.dst_extents, &blocks);
     OperationStats& s = result_->stats.by_type[static_cast<uint8_t>(op.type)];
     ++s.count;
-    s.target_blocks += count_;
+    s.target_blocks += blocks;
     s.data_bytes += op.data_length;
     ++result_->stats.operations;
     ++result_->operation_count;
-    result_->changed_blocks += count_;
-    kind_ = RunKind::kNone;
-    count_ = 0;
-    src_.clear();
-    data_.clear();
+    result_->changed_blocks += blocks;
     return Status::Ok();
   }
 
-  // The smallest of raw REPLACE, REPLACE_BROTLI and DIFF against the source
-  // around the run's own place; ties go to the cheaper one to apply.
-  Status ChooseData(Operation* op, std::vector<uint8_t>* out) {
-    op->dst_hash = Sha256::Hash(data_.data(), data_.size());
-    op->type = OperationType::kReplace;
-    *out = data_;
-    std::vector<uint8_t> candidate;
-    REVPATCH_RETURN_IF_ERROR(
-        BrotliCompress(data_.data(), data_.size(), kBrotliQuality, &candidate));
-    if (candidate.size() < out->size()) {
-      op->type = OperationType::kReplaceBrotli;
-      out->swap(candidate);
-    }
-    uint64_t first = start_ > margin_ ? start_ - margin_ : 0;
-    uint64_t end = std::min(source_.blocks(), start_ + count_ + margin_);
-    if (first < end) {
-      std::vector<uint8_t> old((end - first) * block_size_);
-      REVPATCH_RETURN_IF_ERROR(source_.ReadBlocks(first, end - first, old.data()));
-      REVPATCH_RETURN_IF_ERROR(EncodeDiff(old, data_, &candidate));
-      if (candidate.size() < out->size()) {
-        op->type = OperationType::kDiff;
-        op->src_extents.push_back({first, end - first});
-        op->src_hash = Sha256::Hash(old.data(), old.size());
-        out->swap(candidate);
+  // The source bytes the matcher sees for data blocks [first, first+count):
+  // the whole source once, or the neighbourhood of the blocks.
+  Status PrepareCandidates(size_t first, size_t count) {
+    const uint64_t source_blocks = source_.blocks();
+    if (whole_source_) {
+      if (whole_ready_) return Status::Ok();
+      candidate_blocks_.clear();
+      for (uint64_t b = 0; b < source_blocks; ++b) candidate_blocks_.push_back(b);
+    } else {
+      // The neighbourhood, narrowed until it fits what one suffix array
+      // may index.
+      for (uint64_t margin = kNeighbourBlocks;; margin /= 2) {
+        candidate_blocks_.clear();
+        for (size_t i = first; i < first + count; ++i) {
+          const uint64_t t = data_blocks_[i];
+          uint64_t lo = t > margin ? t - margin : 0;
+          const uint64_t hi = std::min(source_blocks, t + margin + 1);
+          if (!candidate_blocks_.empty()) lo = std::max(lo, candidate_blocks_.back() + 1);
+          for (uint64_t b = lo; b < hi; ++b) candidate_blocks_.push_back(b);
+        }
+        if (margin == 0 || candidate_blocks_.size() * block_size_ <= kWholeSourceLimit) break;
       }
+    }
+    try {
+      candidate_.resize(candidate_blocks_.size() * block_size_);
+    } catch (const std::bad_alloc&) {
+      return Status(ErrorCode::kTooLarge, "generator: out of memory");
+    }
+    for (size_t i = 0; i < candidate_blocks_.size();) {
+      size_t run = 1;
+      while (i + run < candidate_blocks_.size() &&
+             candidate_blocks_[i + run] == candidate_blocks_[i] + run) {
+        ++run;
+      }
+      REVPATCH_RETURN_IF_ERROR(source_.ReadBlocks(candidate_blocks_[i], run,
+                                                  candidate_.data() + i * block_size_));
+      i += run;
+    }
+    whole_ready_ = whole_source_;
+    return matcher_.Init(candidate_.data(), candidate_.size());
+  }
+
+  // One region: a DIFF over the source blocks its matches touch (only
+  // those, so the device reads little), or REPLACE / REPLACE_BROTLI when
+  // nothing matches or the delta is no smaller. A region whose touched
+  // source would pass the op limits is split in two.
+  Status EmitRegion(size_t first, size_t count) {
+    const uint8_t* target = data_.data() + first * block_size_;
+    const size_t target_size = count * block_size_;
+    Operation op;
+    for (size_t i = first; i < first + count; ++i) AppendBlock(&op.dst_extents, data_blocks_[i]);
+    op.dst_hash = Sha256::Hash(target, target_size);
+
+    std::vector<DeltaRecord> records;
+    if (source_.blocks() > 0) {
+      REVPATCH_RETURN_IF_ERROR(PrepareCandidates(first, count));
+      matcher_.Match(target, target_size, &records);
+    }
+    std::vector<uint8_t> touched(candidate_blocks_.size(), 0);
+    uint64_t add_total = 0;
+    for (const DeltaRecord& r : records) {
+      if (r.add_length == 0) continue;
+      add_total += r.add_length;
+      for (uint64_t b = r.old_start / block_size_;
+           b <= (r.old_start + r.add_length - 1) / block_size_; ++b) {
+        touched[b] = 1;
+      }
+    }
+    std::vector<Extent> src;
+    std::vector<uint64_t> compact(candidate_blocks_.size(), 0);
+    uint64_t touched_blocks = 0;
+    for (size_t b = 0; b < touched.size(); ++b) {
+      if (!touched[b]) continue;
+      compact[b] = touched_blocks++;
+      AppendBlock(&src, candidate_blocks_[b]);
+    }
+    if (add_total > 0 && (touched_blocks > source_limit_ || src.size() > kMaxExtentsPerOperation)) {
+      if (count > 1) {
+        REVPATCH_RETURN_IF_ERROR(EmitRegion(first, count / 2));
+        return EmitRegion(first + count / 2, count - count / 2);
+      }
+      add_total = 0;  // one block: cannot split further; store it instead
+    }
+    std::vector<uint8_t> best;
+    op.type = OperationType::kReplace;
+    if (add_total == 0) {
+      std::vector<uint8_t> packed;
+      REVPATCH_RETURN_IF_ERROR(BrotliCompress(target, target_size, kBrotliQuality, &packed));
+      if (packed.size() < target_size) {
+        op.type = OperationType::kReplaceBrotli;
+        best.swap(packed);
+      }
+    } else {
+      std::vector<uint8_t> old(touched_blocks * block_size_);
+      for (size_t b = 0; b < touched.size(); ++b) {
+        if (touched[b]) {
+          std::memcpy(old.data() + compact[b] * block_size_,
+                      candidate_.data() + b * block_size_, block_size_);
+        }
+      }
+      for (DeltaRecord& r : records) {
+        if (r.add_length == 0) continue;
+        r.old_start = compact[r.old_start / block_size_] * block_size_ + r.old_start % block_size_;
+      }
+      std::vector<uint8_t> delta;
+      REVPATCH_RETURN_IF_ERROR(
+          WriteDelta(old.data(), old.size(), target, target_size, records, &delta));
+      if (delta.size() < target_size) {
+        op.type = OperationType::kDiff;
+        op.src_extents = std::move(src);
+        op.src_hash = Sha256::Hash(old.data(), old.size());
+        best.swap(delta);
+      }
+    }
+    if (op.type == OperationType::kReplace) return EmitReplace(first, count);
+    return Emit(op, best.data(), best.size());
+  }
+
+  // Raw data in ops of at most kReplaceOpBytes: nothing is lost by cutting
+  // it, and the device applies one op while it reads the next.
+  Status EmitReplace(size_t first, size_t count) {
+    const size_t piece = std::max<size_t>(1, kReplaceOpBytes / block_size_);
+    for (size_t at = first; at < first + count; at += piece) {
+      const size_t n = std::min(piece, first + count - at);
+      const uint8_t* bytes = data_.data() + at * block_size_;
+      Operation op;
+      op.type = OperationType::kReplace;
+      for (size_t i = at; i < at + n; ++i) AppendBlock(&op.dst_extents, data_blocks_[i]);
+      op.dst_hash = Sha256::Hash(bytes, n * block_size_);
+      REVPATCH_RETURN_IF_ERROR(Emit(op, bytes, n * block_size_));
     }
     return Status::Ok();
   }
@@ -280,15 +388,18 @@ class Generator {
   uint32_t block_size_;
   PayloadWriter* writer_;
   GenerateResult* result_;
-  uint64_t max_blocks_, data_cap_, margin_;
+  uint64_t max_blocks_, region_blocks_, source_limit_;
   std::unordered_map<uint64_t, uint64_t> index_;  // hash prefix -> first block
 
-  RunKind kind_ = RunKind::kNone;
-  uint64_t start_ = 0;
-  uint64_t count_ = 0;
-  std::vector<Extent> src_;
-  Sha256 hash_;
-  std::vector<uint8_t> data_;
+  PendingOp zero_, copy_;
+  std::vector<uint64_t> data_blocks_;  // target blocks of the current region
+  std::vector<uint8_t> data_;          // their bytes
+  // What the matcher indexes: source blocks (in order) and their bytes.
+  std::vector<uint64_t> candidate_blocks_;
+  std::vector<uint8_t> candidate_;
+  bool whole_source_ = false;
+  bool whole_ready_ = false;
+  DeltaMatcher matcher_;
 };
 
 Status Generate(const std::string& source_path, const std::string& target_path,
@@ -308,7 +419,7 @@ Status Generate(const std::string& source_path, const std::string& target_path,
   File file;
   REVPATCH_RETURN_IF_ERROR(File::CreateTruncate(temp_path, &file));
   PayloadWriter writer(&file, options.chunk_size);
-  Generator generator(source, target, options.block_size, &writer, result);
+  Generator generator(source, target, options, &writer, result);
   REVPATCH_RETURN_IF_ERROR(generator.IndexSource());
   REVPATCH_RETURN_IF_ERROR(generator.Run(progress));
   REVPATCH_RETURN_IF_ERROR(writer.Finish(result));

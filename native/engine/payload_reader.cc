@@ -45,6 +45,7 @@ Status PayloadReader::LoadNextChunk() {
     return Status(ErrorCode::kCorrupt, "payload: read past the end");
   }
   size_t length = static_cast<size_t>(std::min<uint64_t>(chunk_size_, size_ - start));
+  if (wait_for_bytes_) REVPATCH_RETURN_IF_ERROR(wait_for_bytes_(offset_ + start + length));
   chunk_.resize(length);
   chunk_pos_ = 0;
   Status read = file_.ReadAt(offset_ + start, chunk_.data(), length);

@@ -8,11 +8,18 @@
 // out its bytes. It also hashes the whole payload as chunks arrive; Finish()
 // requires the payload to be fully consumed and the whole digest to match.
 // Memory is one chunk (<= kMaxChunkSize) regardless of the payload size.
+//
+// Growing files (streaming install): with a WaitForBytes set, the reader
+// calls it with the end offset (in the file) of each chunk before reading
+// that chunk, and it returns once that many leading bytes of the file are
+// written, or with the error that ended the download. The chunk is then
+// read and checked as always, so a byte is still never handed out unchecked.
 #ifndef REVPATCH_ENGINE_PAYLOAD_READER_H_
 #define REVPATCH_ENGINE_PAYLOAD_READER_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -36,6 +43,9 @@ struct PayloadPosition {
                        // the payload size once every chunk was read
 };
 
+// Blocks until the first `end` bytes of the patch file are available.
+using WaitForBytes = std::function<Status(uint64_t end)>;
+
 class PayloadReader {
  public:
   // Checks the framing values only (no I/O): fd >= 0 (kInvalidArgument),
@@ -56,6 +66,9 @@ class PayloadReader {
   // kCorrupt unless every byte was consumed; kHashMismatch unless the whole
   // payload has the manifest's digest.
   Status Finish();
+
+  // Waits through `wait` before each chunk read (none: the file is complete).
+  void SetWaitForBytes(WaitForBytes wait) { wait_for_bytes_ = std::move(wait); }
 
   PayloadPosition SavePosition() const;
   // Moves a reader that has not read anything yet to `saved` (from a reader
@@ -84,6 +97,7 @@ class PayloadReader {
   size_t chunk_pos_ = 0;       // next unread byte in chunk_
   uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunk reads
   uint64_t position_ = 0;      // payload bytes handed out
+  WaitForBytes wait_for_bytes_;
 };
 
 }  // namespace revpatch

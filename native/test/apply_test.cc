@@ -107,11 +107,13 @@ struct Patch {
 };
 
 Status MakePatch(const std::string& dir, const Bytes& from, const Bytes& to,
-                 const std::string& name, Patch* patch) {
+                 const std::string& name, Patch* patch,
+                 uint64_t region_bytes = kDefaultRegionBytes) {
   WriteFile(dir + "/" + name + ".from", from);
   WriteFile(dir + "/" + name + ".to", to);
   GenerateOptions options;
   options.chunk_size = kChunk;
+  options.region_bytes = region_bytes;
   std::string payload = dir + "/" + name + ".payload";
   REVPATCH_RETURN_IF_ERROR(GeneratePayload(dir + "/" + name + ".from", dir + "/" + name + ".to",
                                            payload, options, nullptr, &patch->gen));
@@ -250,7 +252,7 @@ TEST(a_patch_for_another_view_is_a_source_mismatch_and_leaves_no_layer) {
   Bytes v2 = Mixed(StampedImage(128 * kBlock, 1));
   v2.resize(64 * kBlock);
   Bytes v3 = v2;
-  v3[7] ^= 1;
+  v3[60 * kBlock + 7] ^= 1;  // in a block where v1 and v2 differ
   Device device(v1);
   Patch second;
   ASSERT_OK(MakePatch(device.dir, v2, v3, "second", &second));
@@ -547,7 +549,8 @@ struct ResumeFixture {
   std::string layer, checkpoint;
 
   ResumeFixture() {
-    if (!MakePatch(device.dir, source, target, "p", &patch).ok()) std::abort();
+    // Small ops, so that there are many places to stop and resume.
+    if (!MakePatch(device.dir, source, target, "p", &patch, 4 * kBlock).ok()) std::abort();
     layer = device.dir + "/p.layer";
     checkpoint = device.dir + "/p.checkpoint";
   }

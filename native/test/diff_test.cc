@@ -56,17 +56,8 @@ struct Record {
   uint64_t copy;
 };
 
-// A delta assembled by hand, for the decoder's refusals.
-Bytes Craft(uint64_t new_size, const std::vector<Record>& records, const Bytes& diff,
-            const Bytes& extra, uint32_t version = kDiffFormatVersion) {
-  Bytes control;
-  for (const Record& r : records) {
-    uint8_t rec[24];
-    PutU64(rec, static_cast<uint64_t>(r.seek));
-    PutU64(rec + 8, r.add);
-    PutU64(rec + 16, r.copy);
-    control.insert(control.end(), rec, rec + 24);
-  }
+Bytes CraftStreams(uint64_t new_size, const Bytes& control, const Bytes& diff,
+                   const Bytes& extra, uint32_t version) {
   Bytes streams[3];
   const Bytes* raw[3] = {&control, &diff, &extra};
   for (int s = 0; s < 3; ++s) {
@@ -82,13 +73,57 @@ Bytes Craft(uint64_t new_size, const std::vector<Record>& records, const Bytes& 
   return out;
 }
 
+void PutVarint(uint64_t v, Bytes* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<uint8_t>(v));
+}
+
+// The version 2 diff stream of raw diff bytes: (zeros, nonzero byte) pairs.
+Bytes Pairs(const Bytes& diff) {
+  Bytes out;
+  uint64_t zeros = 0;
+  for (uint8_t d : diff) {
+    if (d == 0) {
+      ++zeros;
+      continue;
+    }
+    PutVarint(zeros, &out);
+    out.push_back(d);
+    zeros = 0;
+  }
+  return out;
+}
+
+// A delta assembled by hand, for the decoder's refusals. `diff` is the raw
+// diff stream of the version: bytes for 1, pairs for 2 (see Pairs).
+Bytes Craft(uint64_t new_size, const std::vector<Record>& records, const Bytes& diff,
+            const Bytes& extra, uint32_t version = kDiffFormatVersion) {
+  Bytes control;
+  for (const Record& r : records) {
+    if (version == 1) {
+      uint8_t rec[24];
+      PutU64(rec, static_cast<uint64_t>(r.seek));
+      PutU64(rec + 8, r.add);
+      PutU64(rec + 16, r.copy);
+      control.insert(control.end(), rec, rec + 24);
+    } else {
+      const uint64_t seek = static_cast<uint64_t>(r.seek);
+      PutVarint((seek << 1) ^ static_cast<uint64_t>(r.seek >> 63), &control);
+      PutVarint(r.add, &control);
+      PutVarint(r.copy, &control);
+    }
+  }
+  return CraftStreams(new_size, control, diff, extra, version);
+}
+
 Status DecodeInto(const Bytes& old_data, const Bytes& delta, size_t out_size) {
   Bytes out(out_size);
   return DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(),
                     out.size());
 }
-
-}  // namespace
 
 TEST(empty_and_trivial_inputs_round_trip) {
   EXPECT_OK(RoundTrip({}, {}));
@@ -207,44 +242,160 @@ TEST(a_short_source_is_refused_not_overread) {
   EXPECT_CODE(DecodeInto(shorter, delta, new_data.size()), ErrorCode::kCorrupt);
 }
 
-TEST(hostile_control_records_are_corrupt) {
+// The record checks, for both control encodings. Raw diff bytes are all
+// ones here, so every add byte shows in the version 2 pairs too.
+void ExpectHostileRecordsRefused(uint32_t v) {
   const Bytes old_data = Random(100, 15);
-  const Bytes d10(10, 0), e10(10, 0);
+  auto diff = [v](size_t n) { return v == 1 ? Bytes(n, 1) : Pairs(Bytes(n, 1)); };
+  const Bytes d10 = diff(10), e10(10, 0);
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   constexpr uint64_t kMaxU = std::numeric_limits<uint64_t>::max();
+  auto decode = [&](const std::vector<Record>& records, const Bytes& d, const Bytes& e) {
+    return DecodeInto(old_data, Craft(20, records, d, e, v), 20);
+  };
   // Well-formed baseline: add 10 from old[90..], copy 10.
-  EXPECT_OK(DecodeInto(old_data, Craft(20, {{90, 10, 10}}, d10, e10), 20));
+  EXPECT_OK(decode({{90, 10, 10}}, d10, e10));
   // Seeks outside [0, old_size].
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{101, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{-1, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{kMin, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{kMax, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{101, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{-1, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{kMin, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{kMax, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
   // Add reaching past old, or past new.
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{91, 10, 10}}, d10, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 21, 0}}, Bytes(21), {}), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, kMaxU, 0}}, d10, {}), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, uint64_t{1} << 32, 0}}, d10, {}), 20),
-              ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{91, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 21, 0}}, diff(21), {}), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, kMaxU, 0}}, d10, {}), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, uint64_t{1} << 32, 0}}, d10, {}), ErrorCode::kCorrupt);
   // Copy past new.
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 11}}, d10, Bytes(11)), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, kMaxU}}, {}, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, uint64_t{1} << 31}}, {}, e10), 20),
-              ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 11}}, d10, Bytes(11)), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 0, kMaxU}}, {}, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 0, uint64_t{1} << 31}}, {}, e10), ErrorCode::kCorrupt);
   // A record without progress (would loop for ever).
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 0, 0}, {0, 10, 10}}, d10, e10), 20),
-              ErrorCode::kCorrupt);
-  // Streams shorter or longer than the records need.
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, Bytes(9), e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, Bytes(11), e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, d10, Bytes(9)), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}}, d10, Bytes(11)), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 5}}, d10, e10), 20), ErrorCode::kCorrupt);
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{0, 10, 10}, {0, 1, 0}}, d10, e10), 20),
-              ErrorCode::kCorrupt);
-  // Unknown version.
-  EXPECT_CODE(DecodeInto(old_data, Craft(20, {{90, 10, 10}}, d10, e10, 2), 20),
-              ErrorCode::kUnsupported);
+  EXPECT_CODE(decode({{0, 0, 0}, {0, 10, 10}}, d10, e10), ErrorCode::kCorrupt);
+  // Streams longer than the records need (and, for version 1, shorter; in
+  // version 2 the diff bytes after the last pair are zeros by definition).
+  if (v == 1) EXPECT_CODE(decode({{0, 10, 10}}, diff(9), e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 10}}, diff(11), e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 10}}, d10, Bytes(9)), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 10}}, d10, Bytes(11)), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 5}}, d10, e10), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode({{0, 10, 10}, {0, 1, 0}}, d10, e10), ErrorCode::kCorrupt);
+}
+
+}  // namespace
+
+TEST(hostile_control_records_are_corrupt_in_both_versions) {
+  ExpectHostileRecordsRefused(1);
+  ExpectHostileRecordsRefused(2);
+}
+
+TEST(version_1_deltas_still_decode) {
+  const Bytes old_data = Random(100, 20);
+  Bytes diff(10, 0);
+  diff[3] = 5;
+  Bytes want(old_data.begin() + 50, old_data.begin() + 60);
+  want[3] = static_cast<uint8_t>(want[3] + 5);
+  want.insert(want.end(), 4, 'x');
+  Bytes out(14);
+  Bytes delta = Craft(14, {{50, 10, 4}}, diff, Bytes(4, 'x'), 1);
+  ASSERT_OK(DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(),
+                       out.size()));
+  EXPECT_TRUE(out == want);
+}
+
+TEST(unknown_versions_are_unsupported) {
+  const Bytes old_data = Random(100, 15);
+  for (uint32_t version : {0u, 3u, 0xFFFFFFFFu}) {
+    EXPECT_CODE(DecodeInto(old_data, Craft(20, {{90, 10, 10}}, Bytes(10, 0), Bytes(10, 0), version),
+                           20),
+                ErrorCode::kUnsupported);
+  }
+}
+
+TEST(malformed_varints_and_diff_pairs_are_corrupt) {
+  const Bytes old_data = Random(100, 21);
+  const Bytes e10(10, 0);
+  auto decode = [&](const Bytes& control, const Bytes& diff) {
+    return DecodeInto(old_data, CraftStreams(20, control, diff, e10, 2), 20);
+  };
+  Bytes good;
+  PutVarint(0, &good);
+  PutVarint(10, &good);
+  PutVarint(10, &good);
+  EXPECT_OK(decode(good, {}));
+  // Eleven continuation bytes, and a tenth byte carrying bits past 64.
+  Bytes too_long(10, 0x80);
+  too_long.push_back(0);
+  EXPECT_CODE(decode(too_long, {}), ErrorCode::kCorrupt);
+  Bytes past_64(9, 0xFF);
+  past_64.push_back(0x02);
+  EXPECT_CODE(decode(past_64, {}), ErrorCode::kCorrupt);
+  // A record cut inside a varint, and a stray byte after the records.
+  EXPECT_CODE(decode(Bytes{0, 10}, {}), ErrorCode::kCorrupt);
+  Bytes stray = good;
+  stray.push_back(0);
+  EXPECT_CODE(decode(stray, {}), ErrorCode::kCorrupt);
+  // Pairs: a zero "nonzero" byte, a pair cut after its count, a pair whose
+  // zeros run past the adds, and one pair too many.
+  EXPECT_CODE(decode(good, Bytes{3, 0}), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode(good, Bytes{3}), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode(good, Bytes{10, 1}), ErrorCode::kCorrupt);
+  EXPECT_OK(decode(good, Bytes{9, 1}));
+  EXPECT_CODE(decode(good, Bytes{9, 1, 0, 1}), ErrorCode::kCorrupt);
+  Bytes huge_zeros;
+  PutVarint(std::numeric_limits<uint64_t>::max(), &huge_zeros);
+  huge_zeros.push_back(1);
+  EXPECT_CODE(decode(good, huge_zeros), ErrorCode::kCorrupt);
+}
+
+TEST(one_matcher_serves_many_targets_and_records_are_checked) {
+  Bytes old_data = Random(64 * 1024, 22);
+  DeltaMatcher matcher;
+  ASSERT_OK(matcher.Init(old_data.data(), old_data.size()));
+  for (uint32_t seed = 0; seed < 4; ++seed) {
+    Bytes new_data(old_data.begin() + seed * 8000, old_data.begin() + seed * 8000 + 20000);
+    new_data[100] ^= 1;
+    std::vector<DeltaRecord> records;
+    matcher.Match(new_data.data(), new_data.size(), &records);
+    uint64_t covered = 0;
+    for (const DeltaRecord& r : records) covered += r.add_length + r.copy_length;
+    EXPECT_EQ(covered, new_data.size());
+    Bytes delta, out(new_data.size());
+    ASSERT_OK(WriteDelta(old_data.data(), old_data.size(), new_data.data(), new_data.size(),
+                         records, &delta));
+    EXPECT_TRUE(delta.size() < 300);
+    ASSERT_OK(DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(),
+                         out.size()));
+    EXPECT_TRUE(out == new_data);
+  }
+  Bytes new_data(100, 1), delta;
+  DeltaRecord past_old{old_data.size() - 10, 20, 80};
+  EXPECT_CODE(WriteDelta(old_data.data(), old_data.size(), new_data.data(), 100, {past_old}, &delta),
+              ErrorCode::kInvalidArgument);
+  DeltaRecord short_cover{0, 10, 10};
+  EXPECT_CODE(WriteDelta(old_data.data(), old_data.size(), new_data.data(), 100, {short_cover},
+                         &delta),
+              ErrorCode::kInvalidArgument);
+  DeltaRecord empty{0, 0, 0};
+  EXPECT_CODE(WriteDelta(old_data.data(), old_data.size(), new_data.data(), 100,
+                         {empty, DeltaRecord{0, 0, 100}}, &delta),
+              ErrorCode::kInvalidArgument);
+}
+
+TEST(relocated_pointers_make_a_small_delta) {
+  // Executable-like: many 4-byte fields shifted by the same amount, as when
+  // code moves; the diff bytes are mostly zeros with a few repeated values.
+  Bytes old_data = Structured(512 * 1024, 23);
+  Bytes new_data = old_data;
+  for (size_t i = 1000; i + 4 < new_data.size(); i += 1000 + (i % 7) * 13) {
+    uint32_t v;
+    std::memcpy(&v, new_data.data() + i, 4);
+    v += 0x40;
+    std::memcpy(new_data.data() + i, &v, 4);
+  }
+  size_t size = 0;
+  EXPECT_OK(RoundTrip(old_data, new_data, &size));
+  EXPECT_TRUE(size < 4000);
 }
 
 TEST(stream_lengths_that_wrap_are_corrupt) {

@@ -123,36 +123,163 @@ TEST(each_kind_of_change_becomes_its_operation) {
   Bytes edited = StampedBlock(30, 1);
   for (size_t i = 100; i < kBlock; i += 500) edited[i] ^= 0xFF;
   SetBlock(&target, 30, edited);                              // DIFF
-  SetBlock(&target, 40, StampedBlock(40, 2));                 // REPLACE
-  SetBlock(&target, 50, TextBlock(3));                        // REPLACE_BROTLI
+  SetBlock(&target, 40, StampedBlock(40, 2));                 // fresh, in the DIFF
+  SetBlock(&target, 50, TextBlock(3));                        // fresh, in the DIFF
   GenerateResult r;
   ASSERT_OK(Generate(dir, source, target, &r));
-  EXPECT_EQ(r.operation_count, 5u);
+  // The three data blocks share one region, hence one DIFF.
+  EXPECT_EQ(r.operation_count, 3u);
   EXPECT_EQ(r.changed_blocks, 5u);
   EXPECT_EQ(Count(r, OperationType::kZero), 1u);
   EXPECT_EQ(Count(r, OperationType::kCopy), 1u);
   EXPECT_EQ(Count(r, OperationType::kDiff), 1u);
-  EXPECT_EQ(Count(r, OperationType::kReplace), 1u);
-  EXPECT_EQ(Count(r, OperationType::kReplaceBrotli), 1u);
-  EXPECT_TRUE(r.stats.by_type[static_cast<int>(OperationType::kDiff)].data_bytes < 1000);
+  EXPECT_EQ(r.stats.by_type[static_cast<int>(OperationType::kDiff)].target_blocks, 3u);
+  // The random block costs its size; the edit and the text little.
+  EXPECT_TRUE(r.stats.by_type[static_cast<int>(OperationType::kDiff)].data_bytes < kBlock + 1200);
   EXPECT_TRUE(!(r.source_digest == r.target_digest));
 }
 
-TEST(runs_of_blocks_coalesce_into_one_operation) {
+TEST(a_region_without_matches_is_replace_or_replace_brotli) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes source = StampedImage(64);
+  Bytes target = source;
+  SetBlock(&target, 40, StampedBlock(40, 2));
+  GenerateResult r;
+  ASSERT_OK(Generate(dir, source, target, &r));
+  EXPECT_EQ(r.operation_count, 1u);
+  EXPECT_EQ(Count(r, OperationType::kReplace), 1u);
+  EXPECT_EQ(r.stats.by_type[static_cast<int>(OperationType::kReplace)].data_bytes, kBlock);
+  target = source;
+  SetBlock(&target, 50, TextBlock(3));
+  ASSERT_OK(Generate(dir, source, target, &r));
+  EXPECT_EQ(r.operation_count, 1u);
+  EXPECT_EQ(Count(r, OperationType::kReplaceBrotli), 1u);
+}
+
+// The operations of a payload file, in order.
+std::vector<Operation> ReadOperations(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  Bytes payload;
+  if (f) {
+    uint8_t buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) payload.insert(payload.end(), buf, buf + n);
+    std::fclose(f);
+  }
+  std::vector<Operation> ops;
+  size_t at = 0;
+  while (at < payload.size()) {
+    Operation op;
+    size_t consumed = 0;
+    if (!DecodeOperation(payload.data() + at, payload.size() - at, &op, &consumed).ok()) break;
+    at += consumed + op.data_length;
+    ops.push_back(op);
+  }
+  return ops;
+}
+
+TEST(a_diff_reads_only_the_source_blocks_its_matches_touch) {
   std::string dir = revpatch_test::TempDir();
   Bytes source = StampedImage(600);
   Bytes target = source;
-  for (uint64_t b = 100; b < 200; ++b) SetBlock(&target, b, Bytes(kBlock, 0));
-  for (uint64_t b = 300; b < 310; ++b) SetBlock(&target, b, StampedBlock(b + 200, 1));
-  for (uint64_t b = 0; b < 290; ++b) SetBlock(&target, 310 + b, StampedBlock(b, 7));
+  target[10 * kBlock + 77] ^= 1;
+  target[500 * kBlock + 3000] ^= 1;
+  // Block 5 takes block 300's content, slightly edited: data that moved.
+  Bytes moved = StampedBlock(300, 1);
+  moved[2000] ^= 0x40;
+  SetBlock(&target, 5, moved);
+  GenerateResult r;
+  ASSERT_OK(Generate(dir, source, target, &r));
+  std::vector<Operation> ops = ReadOperations(dir + "/payload");
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_TRUE(ops[0].type == OperationType::kDiff);
+  ASSERT_EQ(ops[0].dst_extents.size(), 3u);
+  ASSERT_EQ(ops[0].src_extents.size(), 3u);
+  const uint64_t want[3] = {10, 300, 500};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(ops[0].src_extents[i].start_block, want[i]);
+    EXPECT_EQ(ops[0].src_extents[i].num_blocks, 1u);
+  }
+  EXPECT_TRUE(ops[0].data_length < 300);
+}
+
+TEST(a_large_source_is_matched_around_each_region_block) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes source = StampedImage(600);
+  Bytes target = source;
+  target[10 * kBlock + 77] ^= 1;
+  target[500 * kBlock + 3000] ^= 1;
+  Bytes far = StampedBlock(300, 1);  // 295 blocks away: outside the neighbourhood
+  far[2000] ^= 0x40;
+  SetBlock(&target, 5, far);
+  WriteFile(dir + "/source.img", source);
+  WriteFile(dir + "/target.img", target);
+  GenerateOptions options;
+  options.chunk_size = kChunk;
+  options.whole_source_bytes = 0;  // as if the source were too large
+  GenerateResult r;
+  ASSERT_OK(GeneratePayload(dir + "/source.img", dir + "/target.img", dir + "/payload", options,
+                            nullptr, &r));
+  std::vector<Operation> ops = ReadOperations(dir + "/payload");
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_TRUE(ops[0].type == OperationType::kDiff);
+  // The edits in place are found; the far block is carried whole.
+  for (const Extent& e : ops[0].src_extents) EXPECT_TRUE(e.start_block != 300);
+  EXPECT_TRUE(ops[0].data_length > kBlock && ops[0].data_length < kBlock + 400);
+}
+
+TEST(scattered_blocks_of_one_kind_gather_into_one_operation) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes source = StampedImage(600);
+  Bytes target = source;
+  for (uint64_t b = 100; b < 200; b += 2) SetBlock(&target, b, Bytes(kBlock, 0));
+  for (uint64_t b = 300; b < 340; b += 4) SetBlock(&target, b, StampedBlock(b + 200, 1));
+  for (uint64_t b = 0; b < 200; ++b) SetBlock(&target, 350 + b, StampedBlock(b, 7));
   GenerateResult r;
   ASSERT_OK(Generate(dir, source, target, &r));
   EXPECT_EQ(Count(r, OperationType::kZero), 1u);
   EXPECT_EQ(Count(r, OperationType::kCopy), 1u);
-  // 290 fresh blocks: data runs hold at most 256 blocks.
-  EXPECT_EQ(Count(r, OperationType::kReplace), 2u);
-  EXPECT_EQ(r.changed_blocks, 100u + 10 + 290);
+  EXPECT_EQ(Count(r, OperationType::kReplace), 1u);
+  EXPECT_EQ(r.operation_count, 3u);
+  EXPECT_EQ(r.changed_blocks, 50u + 10 + 200);
   EXPECT_EQ(r.chunk_digests.size(), (r.payload_size + kChunk - 1) / kChunk);
+  std::vector<Operation> ops = ReadOperations(dir + "/payload");
+  for (const Operation& op : ops) {
+    if (op.type == OperationType::kZero) EXPECT_EQ(op.dst_extents.size(), 50u);
+    if (op.type == OperationType::kCopy) EXPECT_EQ(op.src_extents.size(), 10u);
+  }
+}
+
+TEST(region_bytes_bounds_the_blocks_of_every_operation) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes source = StampedImage(600);
+  Bytes target = source;
+  for (uint64_t b = 100; b < 200; ++b) SetBlock(&target, b, Bytes(kBlock, 0));
+  for (uint64_t b = 0; b < 250; ++b) SetBlock(&target, 300 + b, StampedBlock(b, 7));
+  WriteFile(dir + "/source.img", source);
+  WriteFile(dir + "/target.img", target);
+  GenerateOptions options;
+  options.chunk_size = kChunk;
+  options.region_bytes = 64 * kBlock;
+  GenerateResult r;
+  ASSERT_OK(GeneratePayload(dir + "/source.img", dir + "/target.img", dir + "/payload", options,
+                            nullptr, &r));
+  EXPECT_EQ(Count(r, OperationType::kZero), 2u);     // 64 + 36
+  EXPECT_EQ(Count(r, OperationType::kReplace), 4u);  // 64 * 3 + 58
+  for (const Operation& op : ReadOperations(dir + "/payload")) {
+    uint64_t blocks = 0;
+    TotalBlocks(op.dst_extents, &blocks);
+    EXPECT_TRUE(blocks <= 64);
+  }
+  // Smaller than a block still makes progress, one block per op.
+  options.region_bytes = 1;
+  target = source;
+  SetBlock(&target, 1, StampedBlock(1, 9));
+  SetBlock(&target, 2, StampedBlock(2, 9));
+  WriteFile(dir + "/target.img", target);
+  ASSERT_OK(GeneratePayload(dir + "/source.img", dir + "/target.img", dir + "/payload", options,
+                            nullptr, &r));
+  EXPECT_EQ(r.operation_count, 2u);
 }
 
 TEST(scan_reads_back_the_statistics_the_generator_reported) {
