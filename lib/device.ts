@@ -298,95 +298,107 @@ export class Device {
    * sees changes until `boot`.
    */
   async install(patchPath: string, options: InstallOptions = {}): Promise<PatchRecord> {
-    const trust = await readPublicKey(this.file(TRUST_FILE));
     const patch = await PatchFile.open(patchPath);
     try {
-      const manifest = await patch.verify(trust.publicKey);
-      return await this.mutate(async () => {
-        const record = this.record;
-        const config = record.device;
-        if (manifest.blockSize !== config.blockSize) {
-          throw new RevpatchError(
-            'E_BASE_MISMATCH',
-            `patch uses ${manifest.blockSize}-byte blocks, this device ${config.blockSize}`,
-          );
-        }
-        const clock = options.now ?? new Date();
-        if (manifest.expires !== null && Date.parse(manifest.expires) <= clock.getTime()) {
-          throw new RevpatchError('E_EXPIRED', `patch ${manifest.id} expired at ${manifest.expires}`);
-        }
-        const live = record.patches.filter((p) => p.state !== 'removed' && p.state !== 'failed');
-        if (live.some((p) => p.id === manifest.id)) {
-          throw new RevpatchError('E_EXISTS', `patch ${manifest.id} is already installed`);
-        }
-        const key = parentKey(manifest.parent);
-        const floor = record.versionFloor[key] ?? 0;
-        const newerSibling = live.find((p) => parentKey(p.parent) === key && p.version > manifest.version);
-        if (manifest.version < floor || newerSibling) {
-          throw new RevpatchError(
-            'E_ROLLBACK',
-            `patch ${manifest.id} version ${manifest.version} is older than version ` +
-              `${newerSibling ? newerSibling.version : floor} already installed for ${key}`,
-          );
-        }
-        const next = stack(record, NEXT_BOOT_STATES);
-        if (manifest.parent !== null && !next.some((p) => p.id === manifest.parent)) {
-          throw new RevpatchError('E_PARENT_MISSING', `patch ${manifest.id} needs ${manifest.parent} installed first`);
-        }
-        const top = next.length > 0 ? next[next.length - 1] : null;
-        const below = top ? top.targetDigest : config.baseDigest;
-        if (manifest.source.digest !== below) {
-          const on = top ? `patch ${top.id}` : 'the base';
-          throw new RevpatchError(
-            'E_BASE_MISMATCH',
-            `patch ${manifest.id} was made for another view than ${on} (source digest ${manifest.source.digest.slice(0, 16)}…, device ${below.slice(0, 16)}…)`,
-          );
-        }
-        if (options.spaceCheck !== false) {
-          const need = manifest.changedBlocks * (config.blockSize + 48) + 1024 * 1024;
-          const free = await engine.freeSpace(path.join(this.stateDir, LAYER_DIR));
-          if (free < need) {
-            throw new RevpatchError('E_NO_SPACE', `installing ${manifest.id} needs about ${need} bytes, ${free} are free`);
-          }
-        }
-        // The same name on every attempt, so an interrupted install resumes.
-        const layer = `${manifest.id}.${manifest.payload.digest.slice(0, 16)}.layer`;
-        const layerPath = this.layerPath(layer);
-        const applied = await engine.applyPatch(
-          this.nextBootView(),
-          { ...patch.applyParams(layerPath), checkpointPath: layerPath + CHECKPOINT_SUFFIX },
-          options.onProgress,
-        );
-        options.onApplied?.(applied);
-        const updated = this.cloneRecord();
-        const entry: PatchRecord = {
-          id: manifest.id,
-          version: manifest.version,
-          parent: manifest.parent,
-          title: manifest.title,
-          severity: manifest.severity,
-          state: 'staged',
-          layer,
-          sourceDigest: manifest.source.digest,
-          targetDigest: manifest.target.digest,
-          targetSize: manifest.target.size,
-          removable: manifest.removable,
-          installedAt: now(),
-          stateChangedAt: now(),
-          bootAttempts: 0,
-          earlyBoots: 0,
-          attemptReached: false,
-        };
-        updated.patches.push(entry);
-        // If the commit fails the layer stays: a failed fsync leaves it
-        // unknown whether the record naming it landed, and a layer no record
-        // names is collected by the next transition anyway.
-        await this.commit(updated);
-        return entry;
-      });
+      return await this.installPatchFile(patch, options);
     } finally {
       await patch.close();
     }
+  }
+
+  /**
+   * install() from a PatchFile the caller opened and keeps (it is not
+   * closed here): the streaming install passes one still being downloaded,
+   * with the engine feed in `applyExtras`.
+   */
+  async installPatchFile(
+    patch: PatchFile,
+    options: InstallOptions & { applyExtras?: Pick<engine.ApplyParams, 'feed'> } = {},
+  ): Promise<PatchRecord> {
+    const trust = await readPublicKey(this.file(TRUST_FILE));
+    const manifest = await patch.verify(trust.publicKey);
+    return await this.mutate(async () => {
+      const record = this.record;
+      const config = record.device;
+      if (manifest.blockSize !== config.blockSize) {
+        throw new RevpatchError(
+          'E_BASE_MISMATCH',
+          `patch uses ${manifest.blockSize}-byte blocks, this device ${config.blockSize}`,
+        );
+      }
+      const clock = options.now ?? new Date();
+      if (manifest.expires !== null && Date.parse(manifest.expires) <= clock.getTime()) {
+        throw new RevpatchError('E_EXPIRED', `patch ${manifest.id} expired at ${manifest.expires}`);
+      }
+      const live = record.patches.filter((p) => p.state !== 'removed' && p.state !== 'failed');
+      if (live.some((p) => p.id === manifest.id)) {
+        throw new RevpatchError('E_EXISTS', `patch ${manifest.id} is already installed`);
+      }
+      const key = parentKey(manifest.parent);
+      const floor = record.versionFloor[key] ?? 0;
+      const newerSibling = live.find((p) => parentKey(p.parent) === key && p.version > manifest.version);
+      if (manifest.version < floor || newerSibling) {
+        throw new RevpatchError(
+          'E_ROLLBACK',
+          `patch ${manifest.id} version ${manifest.version} is older than version ` +
+            `${newerSibling ? newerSibling.version : floor} already installed for ${key}`,
+        );
+      }
+      const next = stack(record, NEXT_BOOT_STATES);
+      if (manifest.parent !== null && !next.some((p) => p.id === manifest.parent)) {
+        throw new RevpatchError('E_PARENT_MISSING', `patch ${manifest.id} needs ${manifest.parent} installed first`);
+      }
+      const top = next.length > 0 ? next[next.length - 1] : null;
+      const below = top ? top.targetDigest : config.baseDigest;
+      if (manifest.source.digest !== below) {
+        const on = top ? `patch ${top.id}` : 'the base';
+        throw new RevpatchError(
+          'E_BASE_MISMATCH',
+          `patch ${manifest.id} was made for another view than ${on} (source digest ${manifest.source.digest.slice(0, 16)}…, device ${below.slice(0, 16)}…)`,
+        );
+      }
+      if (options.spaceCheck !== false) {
+        const need = manifest.changedBlocks * (config.blockSize + 48) + 1024 * 1024;
+        const free = await engine.freeSpace(path.join(this.stateDir, LAYER_DIR));
+        if (free < need) {
+          throw new RevpatchError('E_NO_SPACE', `installing ${manifest.id} needs about ${need} bytes, ${free} are free`);
+        }
+      }
+      // The same name on every attempt, so an interrupted install resumes.
+      const layer = `${manifest.id}.${manifest.payload.digest.slice(0, 16)}.layer`;
+      const layerPath = this.layerPath(layer);
+      const applied = await engine.applyPatch(
+        this.nextBootView(),
+        { ...patch.applyParams(layerPath), checkpointPath: layerPath + CHECKPOINT_SUFFIX, ...options.applyExtras },
+        options.onProgress,
+      );
+      options.onApplied?.(applied);
+      const updated = this.cloneRecord();
+      const entry: PatchRecord = {
+        id: manifest.id,
+        version: manifest.version,
+        parent: manifest.parent,
+        title: manifest.title,
+        severity: manifest.severity,
+        state: 'staged',
+        layer,
+        sourceDigest: manifest.source.digest,
+        targetDigest: manifest.target.digest,
+        targetSize: manifest.target.size,
+        removable: manifest.removable,
+        installedAt: now(),
+        stateChangedAt: now(),
+        bootAttempts: 0,
+        earlyBoots: 0,
+        attemptReached: false,
+      };
+      updated.patches.push(entry);
+      // If the commit fails the layer stays: a failed fsync leaves it
+      // unknown whether the record naming it landed, and a layer no record
+      // names is collected by the next transition anyway.
+      await this.commit(updated);
+      return entry;
+    });
   }
 
   /**

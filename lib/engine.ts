@@ -47,6 +47,22 @@ export interface ApplyParams {
   checkpointPath?: string;
   /** Payload bytes between checkpoints (default 8 MiB). */
   checkpointIntervalBytes?: number;
+  /**
+   * Streaming install: the patch file is still being written; the engine
+   * waits on this feed before reading bytes beyond what it was supplied.
+   */
+  feed?: Feed;
+}
+
+/** Tells a running apply how much of a growing patch file is written (native/addon/feed.h). */
+export interface Feed {
+  /** The first `bytes` bytes of the file are written (never decreases). */
+  supply(bytes: number): void;
+  /** The file is complete; reads beyond what was supplied fail. */
+  end(): void;
+  /** The download failed: a waiting apply stops with E_IO. */
+  fail(message: string): void;
+  readonly available: number;
 }
 
 export interface ApplyResult {
@@ -134,6 +150,7 @@ export interface FaultStatus {
 }
 
 interface Addon {
+  Feed: new () => Feed;
   hashImage(file: string, blockSize: number, treePath: string): Promise<ImageDigest>;
   viewInfo(view: ViewSpec): Promise<ViewInfo>;
   readView(view: ViewSpec, offset: number, length: number): Promise<Buffer>;
@@ -164,33 +181,57 @@ interface Addon {
 
 let addon: Addon | undefined;
 
+/** The platforms revpatch publishes prebuilt binaries for (prebuilds/). */
+export const PREBUILT_PLATFORMS = ['linux-x64', 'linux-arm64', 'darwin-x64', 'darwin-arm64'];
+
+interface NodeGypBuild {
+  resolve(dir: string): string;
+}
+
+/**
+ * Finds the addon as node-gyp-build does: a source build in build/Release
+ * (or build/Debug) first, then prebuilds/<platform>-<arch>/ for this Node-API
+ * version. Failing that, says exactly what to do.
+ */
 function load(): Addon {
   if (addon) return addon;
   const root = path.resolve(__dirname, '..');
-  const candidates = [
-    path.join(root, 'build', 'Release', 'revpatch.node'),
-    path.join(root, 'build', 'Debug', 'revpatch.node'),
-  ];
-  const failures: string[] = [];
-  for (const candidate of candidates) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      addon = require(candidate) as Addon;
-      return addon;
-    } catch (err) {
-      failures.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
-    }
+  const target = `${process.platform}-${process.arch}`;
+  let file: string | undefined;
+  let failure: string;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
+    file = nodeGypBuild.resolve(root);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    addon = require(file) as Addon;
+    return addon;
+  } catch (err) {
+    failure = (err as Error).message.trim().split('\n')[0];
   }
-  throw new RevpatchError(
-    'E_ADDON',
-    [
-      `the revpatch native addon could not be loaded for ${process.platform}-${process.arch} (Node ${process.version}).`,
-      ...failures.map((f) => `  tried ${f}`),
-      'To build it from source you need python3, make and a C++17 compiler, then run in the package folder:',
-      '  npm rebuild revpatch        (or, in a checkout: npm run build)',
-      'On Debian/Ubuntu: apt-get install python3 make g++ libbrotli-dev; on macOS: xcode-select --install && brew install brotli.',
-    ].join('\n'),
+  const lines = [`the revpatch native addon could not be loaded for ${target} (Node ${process.version}).`];
+  if (file === undefined) {
+    lines.push(`  ${failure}`);
+    lines.push(
+      PREBUILT_PLATFORMS.includes(target)
+        ? `  A prebuilt binary for ${target} ships with the package: reinstall it (npm install revpatch), or build it from source as below.`
+        : `  No prebuilt binary exists for ${target} (prebuilt: ${PREBUILT_PLATFORMS.join(', ')}); build it from source.`,
+    );
+  } else {
+    lines.push(`  ${file}: ${failure}`);
+    lines.push(
+      file.includes(`${path.sep}build${path.sep}`)
+        ? `  That is a source build: rebuild it as below, or delete ${path.join(root, 'build')} to use the prebuilt binary.`
+        : '  That prebuilt binary does not fit this system (for example an older C library); build from source as below.',
+    );
+  }
+  lines.push(
+    'To build from source you need python3, make and a C++17 compiler; then run in your project:',
+    '  npm rebuild revpatch --build-from-source        (in a checkout of revpatch: npm run build)',
+    '  (npm 11 runs the install scripts of approved packages only: npm install-scripts approve revpatch)',
+    'On Debian/Ubuntu: apt-get install python3 make g++ libbrotli-dev; on macOS: xcode-select --install && brew install brotli.',
   );
+  throw new RevpatchError('E_ADDON', lines.join('\n'));
 }
 
 function callSync<T>(fn: (a: Addon) => T): T {
@@ -221,6 +262,8 @@ export const readView = (view: ViewSpec, offset: number, length: number): Promis
   call((a) => a.readView(view, offset, length));
 export const applyPatch = (view: ViewSpec, params: ApplyParams, progress?: Progress): Promise<ApplyResult> =>
   call((a) => a.applyPatch(view, params, progress));
+/** A new feed for a streaming apply (ApplyParams.feed). */
+export const createFeed = (): Feed => callSync((a) => new a.Feed());
 export const scanPayload = (params: ApplyParams): Promise<PayloadStats> => call((a) => a.scanPayload(params));
 export const generatePayload = (
   source: string,

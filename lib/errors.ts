@@ -55,6 +55,24 @@ export const ErrorCodes = {
   E_ADDON: 'E_ADDON',
   /** An error the engine did not classify. */
   E_UNKNOWN: 'E_UNKNOWN',
+  /** Repository metadata has expired against the reference time (freeze attack). */
+  E_REPO_EXPIRED: 'E_REPO_EXPIRED',
+  /** Repository metadata is older than the metadata already trusted (rollback attack). */
+  E_REPO_ROLLBACK: 'E_REPO_ROLLBACK',
+  /** Repository metadata lacks enough valid signatures of trusted keys. */
+  E_REPO_SIGNATURE: 'E_REPO_SIGNATURE',
+  /** Repository metadata is malformed or inconsistent with the other roles. */
+  E_REPO_METADATA: 'E_REPO_METADATA',
+  /** The server sent data too slowly (slow-retrieval attack) or went silent. */
+  E_SLOW_RETRIEVAL: 'E_SLOW_RETRIEVAL',
+  /** The network or the server failed (connection refused or reset, HTTP error). */
+  E_NETWORK: 'E_NETWORK',
+  /** Downloaded data has another length than announced. */
+  E_LENGTH_MISMATCH: 'E_LENGTH_MISMATCH',
+  /** A target name that could escape its directory or is otherwise unsafe. */
+  E_UNSAFE_TARGET: 'E_UNSAFE_TARGET',
+  /** The caller aborted the operation. */
+  E_ABORTED: 'E_ABORTED',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -171,6 +171,23 @@ export class PatchFile {
    * signature from the one descriptor it keeps. Nothing is parsed yet.
    */
   static async open(file: string): Promise<PatchFile> {
+    return PatchFile.openFile(file, null);
+  }
+
+  /**
+   * Opens a patch file that is still being written (streaming install) and
+   * will be `length` bytes long: header, manifest and signature must be
+   * there already, the payload may not be yet. The header must announce
+   * exactly `length` bytes. The engine then reads the payload through a feed.
+   */
+  static async openGrowing(file: string, length: number): Promise<PatchFile> {
+    if (!Number.isSafeInteger(length) || length < HEADER_SIZE) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', `a patch file cannot be ${length} bytes long`);
+    }
+    return PatchFile.openFile(file, length);
+  }
+
+  private static async openFile(file: string, growingTo: number | null): Promise<PatchFile> {
     await signingReady();
     let handle: FileHandle;
     try {
@@ -191,7 +208,14 @@ export class PatchFile {
       const headerBytes = await readExactly(handle, HEADER_SIZE, 0, 'header');
       const header = decodeHeader(headerBytes);
       const end = header.payloadOffset + header.payloadLength;
-      if (size < end) {
+      if (growingTo !== null) {
+        if (end !== growingTo) {
+          throw new RevpatchError('E_FORMAT', `not a valid patch file: the header says ${end} bytes, ${growingTo} are expected`);
+        }
+        if (size < header.payloadOffset) {
+          throw new RevpatchError('E_FORMAT', `not a valid patch file: only ${size} bytes of its ${header.payloadOffset}-byte head are written`);
+        }
+      } else if (size < end) {
         throw new RevpatchError('E_FORMAT', `not a valid patch file: truncated (${size} bytes, the header says ${end})`);
       }
       if (size > end) {
@@ -201,7 +225,7 @@ export class PatchFile {
       headerBytes.copy(signedBytes, 0);
       (await readExactly(handle, header.manifestLength, HEADER_SIZE, 'manifest')).copy(signedBytes, HEADER_SIZE);
       const signature = await readExactly(handle, SIGNATURE_SIZE, HEADER_SIZE + header.manifestLength, 'signature');
-      return new PatchFile(file, handle, header, signedBytes, signature, size);
+      return new PatchFile(file, handle, header, signedBytes, signature, growingTo ?? size);
     } catch (err) {
       await handle.close().catch(() => undefined);
       throw toRevpatchError(err);

@@ -1,20 +1,29 @@
 /**
- * `npm start`: the whole device story on an embedded default, no arguments.
- * It makes a sample base image and a patched one in a work folder, a
- * publisher key pair and a signed patch, sets a device up over the base,
- * then installs, restarts, confirms, removes and restarts again, printing
- * each step with its time and the booted view's digest, and checks that
- * the exported image equals the target after activation and the base after
- * removal.
+ * `npm start`: the whole story on an embedded default, no arguments.
+ *
+ * First run: sample images (a 32 MiB base, fix-1 over it, fix-2 stacked on
+ * fix-1), a publisher key, two signed patches and a TUF repository holding
+ * them, kept in ./revpatch-demo/template. Every run then copies that
+ * repository, re-signs its timestamp (as a vendor's cron job would), serves
+ * it on 127.0.0.1, sets a fresh device up over the base and lets the agent
+ * do its job: check, download (a progress bar on a terminal), stage,
+ * restart, health check, confirm; then the vendor recalls fix-2 and the
+ * next restart removes it. Each step is printed; the exported image is
+ * compared with the expected one after each restart.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
+import { Agent, type RestartAnswer } from './agent';
 import { Device } from './device';
 import { writeKeyPair } from './keys';
 import { createPatch } from './create';
-import * as engine from './engine';
-import { toRevpatchError } from './errors';
+import { RevpatchError, toRevpatchError } from './errors';
+import { openAgentLog } from './log';
+import { progressBar, type ProgressBar } from './progress';
+import { Repository } from './repo/publisher';
+import { RepositoryClient } from './repo/client';
+import { serveRepository } from './repo/serve';
 
 const BLOCK = 4096;
 const IMAGE_BYTES = 32 * 1024 * 1024;
@@ -39,7 +48,7 @@ export function sampleBase(): Buffer {
   return image;
 }
 
-/** The patched image: a few rewritten blocks, an edit that shifts bytes, moved and zeroed blocks, growth. */
+/** fix-1: a few rewritten blocks, an edit that shifts bytes, moved and zeroed blocks, growth. */
 export function samplePatched(base: Buffer): Buffer {
   const image = Buffer.alloc(IMAGE_BYTES + 64 * 1024);
   base.copy(image);
@@ -54,55 +63,173 @@ export function samplePatched(base: Buffer): Buffer {
   return image;
 }
 
-export async function runWalkthrough(workDir: string, log: (line: string) => void = console.log): Promise<void> {
-  const dir = path.resolve(workDir);
+/** fix-2, stacked on fix-1: another handful of blocks. */
+export function sampleSecondFix(fixed: Buffer): Buffer {
+  const image = Buffer.from(fixed);
+  stream('fix-2', 5 * BLOCK).copy(image, 700 * BLOCK);
+  image.write('security fix 2: input validated ', 9 * 1024 * 1024 + 7);
+  return image;
+}
+
+interface Template {
+  dir: string;
+  base: string;
+  images: Record<'fix-1' | 'fix-2', string>;
+  pub: string;
+  repo: string;
+}
+
+/** Made once: images, key, patches and the repository. */
+async function ensureTemplate(dir: string, log: (line: string) => void): Promise<Template> {
+  const t: Template = {
+    dir,
+    base: path.join(dir, 'base.img'),
+    images: { 'fix-1': path.join(dir, 'fix-1.img'), 'fix-2': path.join(dir, 'fix-2.img') },
+    pub: path.join(dir, 'keys', 'revpatch.pub'),
+    repo: path.join(dir, 'repo'),
+  };
+  const ready = await fs.stat(path.join(dir, 'READY')).then(
+    () => true,
+    () => false,
+  );
+  if (ready) {
+    log(`sample repository: ${t.repo} (made earlier; delete ${dir} to make it again)`);
+    return t;
+  }
+  log('first run: making sample images, a publisher key, two patches and a repository');
   await fs.rm(dir, { recursive: true, force: true });
   await fs.mkdir(dir, { recursive: true });
-  const basePath = path.join(dir, 'base.img');
-  const targetPath = path.join(dir, 'patched.img');
-  const patchPath = path.join(dir, 'fix-1.rvp');
-  const stateDir = path.join(dir, 'state');
-  const exported = path.join(dir, 'exported.img');
-  let device: Device | undefined;
-
-  const step = async <T>(title: string, fn: () => Promise<T>, describe?: (value: T) => string): Promise<T> => {
-    const started = process.hrtime.bigint();
-    const value = await fn();
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    const digest = device ? (await engine.viewInfo(device.bootedView())).digest.slice(0, 16) : '-'.repeat(16);
-    log(`${title.padEnd(44)} ${ms.toFixed(1).padStart(8)} ms   view ${digest}${describe ? `   ${describe(value)}` : ''}`);
-    return value;
-  };
-  const sameAs = async (file: string): Promise<boolean> => {
-    await device!.export(exported);
-    const [a, b] = await Promise.all([fs.readFile(exported), fs.readFile(file)]);
-    return a.equals(b);
-  };
-
-  log(`revpatch walkthrough in ${dir}\n`);
   const base = sampleBase();
-  await step('make sample images (32 MiB base)', async () => {
-    await fs.writeFile(basePath, base);
-    await fs.writeFile(targetPath, samplePatched(base));
+  const one = samplePatched(base);
+  await fs.writeFile(t.base, base);
+  await fs.writeFile(t.images['fix-1'], one);
+  await fs.writeFile(t.images['fix-2'], sampleSecondFix(one));
+  const keys = await writeKeyPair(path.join(dir, 'keys'));
+  const files = { 'fix-1': path.join(dir, 'fix-1.rvp'), 'fix-2': path.join(dir, 'fix-2.rvp') };
+  await createPatch({ from: t.base, to: t.images['fix-1'], keyPath: keys.secretKeyPath, id: 'fix-1', out: files['fix-1'], title: 'Sample security fix', severity: 'high' });
+  await createPatch({
+    from: t.images['fix-1'],
+    to: t.images['fix-2'],
+    keyPath: keys.secretKeyPath,
+    id: 'fix-2',
+    parent: 'fix-1',
+    out: files['fix-2'],
+    title: 'Second sample fix',
+    severity: 'critical',
   });
-  const keys = await step('publisher: keygen', () => writeKeyPair(path.join(dir, 'keys')), (k) => `key ${k.keyId}`);
-  const created = await step(
-    'publisher: create signed patch fix-1',
-    () => createPatch({ from: basePath, to: targetPath, keyPath: keys.secretKeyPath, id: 'fix-1', out: patchPath, title: 'Sample security fix' }),
-    (r) => `${r.size} bytes, ${r.manifest.operationCount} ops`,
-  );
-  device = await step('device: init (hash the base once)', () =>
-    Device.init(stateDir, { volume: basePath, trust: keys.publicKeyPath }),
-  );
-  await step('device: install fix-1', () => device!.install(patchPath), (p) => `state ${p.state}`);
-  await step('device: restart (boot)', () => device!.boot(), (r) => `trial: ${r.trial.join(', ')}`);
-  await step('device: health check passed (confirm)', () => device!.confirm(), (ids) => `active: ${ids.join(', ')}`);
-  const patched = await step('device: export equals the patched image', () => sameAs(targetPath), (ok) => (ok ? 'yes' : 'NO'));
-  await step('device: remove fix-1', () => device!.remove('fix-1'), (ps) => `state ${ps[0]?.state}`);
-  await step('device: restart (boot)', () => device!.boot(), (r) => `removed: ${r.removed.join(', ')}`);
-  const restored = await step('device: export equals the base image', () => sameAs(basePath), (ok) => (ok ? 'yes' : 'NO'));
-  log(`\npatch ${created.size} bytes for a ${IMAGE_BYTES / (1024 * 1024)} MiB image; state in ${stateDir}`);
-  if (!patched || !restored) throw new Error('the exported image did not match');
+  const repo = await Repository.init(t.repo, { publisherKey: keys.publicKeyPath });
+  await repo.publish(files['fix-1']);
+  await repo.publish(files['fix-2']);
+  await fs.writeFile(path.join(dir, 'READY'), 'ok\n');
+  return t;
+}
+
+export async function runWalkthrough(workDir: string, log: (line: string) => void = console.log): Promise<void> {
+  const dir = path.resolve(workDir);
+  log(`revpatch walkthrough in ${dir}\n`);
+  const started = process.hrtime.bigint();
+  const elapsed = () => `${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(2).padStart(6)} s`;
+  const say = (who: string, text: string) => log(`${elapsed()}  ${who.padEnd(9)} ${text}`);
+
+  const template = await ensureTemplate(path.join(dir, 'template'), (line) => say('setup', line));
+  const run = path.join(dir, 'run');
+  await fs.rm(run, { recursive: true, force: true });
+  await fs.mkdir(run, { recursive: true });
+  const repoDir = path.join(run, 'repo');
+  await fs.cp(template.repo, repoDir, { recursive: true });
+  const vendor = await Repository.open(repoDir);
+  await vendor.refresh();
+  say('vendor', `repository with ${vendor.patches().map((p) => `${p.id} v${p.version}`).join(', ')}; timestamp re-signed`);
+
+  const server = await serveRepository(repoDir, { host: '127.0.0.1', port: 0 });
+  const logFile = openAgentLog(path.join(run, 'state'), 'info');
+  try {
+    say('vendor', `serving it on ${server.url}`);
+    const stateDir = path.join(run, 'state');
+    const device = await Device.init(stateDir, {
+      volume: template.base,
+      trust: template.pub,
+      repository: { url: server.url, root: path.join(repoDir, 'metadata', '1.root.json') },
+    });
+    say('device', `set up over the base image (digest ${device.config.baseDigest.slice(0, 16)}…)`);
+
+    const client = await RepositoryClient.open(stateDir, { url: server.url, rootPath: path.join(repoDir, 'metadata', '1.root.json') });
+    let restartAsked = false;
+    const agent = new Agent({
+      stateDir,
+      client,
+      logger: logFile.logger,
+      deviceId: 'walkthrough-device',
+      hooks: {
+        requestRestart: (reason): RestartAnswer => {
+          say('host', `restart requested ${reason}: accepted`);
+          restartAsked = true;
+          return 'accepted';
+        },
+        healthCheck: async () => {
+          say('host', 'health check: the system came up');
+          return true;
+        },
+      },
+    });
+    const bars = new Map<string, ProgressBar>();
+    const done = new Set<string>();
+    agent.on('progress', (p) => {
+      const key = `${p.phase} ${p.patch}`;
+      if (!bars.has(key)) bars.set(key, progressBar(key.padEnd(16), true));
+      bars.get(key)!.update(p.done, p.total);
+      if (p.done >= p.total && !done.has(key)) {
+        done.add(key);
+        bars.get(key)!.stop();
+        if (p.phase === 'download') say('agent', `downloaded ${p.patch} (${p.total} bytes, hash and length checked)`);
+      }
+    });
+    agent.on('staged', (p) => say('agent', `staged ${p.id} v${p.version}`));
+    agent.on('restart-required', (r) => say('agent', `restart required for ${r.patches.join(', ')} (${r.reason})`));
+    agent.on('activated', (ps) => say('agent', `confirmed: ${ps.map((p) => p.id).join(', ')} active`));
+    agent.on('recalled', (p) => say('agent', `${p.id} recalled: ${p.state}`));
+    agent.on('rolled-back', (p) => say('agent', `${p.id} rolled back: ${p.reason ?? ''}`));
+
+    const exported = path.join(run, 'exported.img');
+    const restart = async (expect: string, what: string) => {
+      if (!restartAsked) throw new RevpatchError('E_STATE', 'the agent did not ask for the restart it needs');
+      restartAsked = false;
+      const d = await Device.open(stateDir);
+      const report = await d.boot();
+      const parts = [
+        report.trial.length ? `trial: ${report.trial.join(', ')}` : '',
+        report.removed.length ? `removed: ${report.removed.join(', ')}` : '',
+      ].filter(Boolean);
+      say('device', `restart (boot): ${parts.join('; ') || 'nothing changed'}; view ${report.viewDigest.slice(0, 16)}…`);
+      await agent.startup();
+      await (await Device.open(stateDir)).export(exported);
+      const same = (await fs.readFile(exported)).equals(await fs.readFile(expect));
+      say('device', `exported image equals ${what}: ${same ? 'yes' : 'NO'}`);
+      if (!same) throw new RevpatchError('E_HASH_MISMATCH', `the exported image is not ${what}`);
+    };
+
+    say('agent', 'check: refresh the repository, apply the policy, download, stage');
+    const first = await agent.checkOnce();
+    for (const bar of bars.values()) bar.stop();
+    if (first.staged.length !== 2) {
+      throw new RevpatchError('E_STATE', `expected fix-1 and fix-2 staged, got ${JSON.stringify(first)}`);
+    }
+    await restart(template.images['fix-2'], 'fix-2 (over fix-1)');
+
+    const recalled = await vendor.recall('fix-2');
+    say('vendor', `recalled ${recalled.map((p) => p.id).join(', ')}: targets, snapshot and timestamp re-signed`);
+    say('agent', 'check');
+    const second = await agent.checkOnce();
+    if (!second.recalled.includes('fix-2')) throw new RevpatchError('E_STATE', 'the agent did not act on the recall');
+    await restart(template.images['fix-1'], 'fix-1 again');
+
+    const listing = (await Device.open(stateDir)).list();
+    say('device', listing.map((p) => `${p.id} ${p.state}${p.reason ? ` (${p.reason})` : ''}`).join(', '));
+    say('done', `logs: ${path.join(stateDir, 'agent.log')}, audit trail: ${path.join(stateDir, 'audit.ndjson')}`);
+  } finally {
+    await logFile.close();
+    await server.close();
+  }
 }
 
 if (require.main === module) {

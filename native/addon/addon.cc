@@ -15,6 +15,7 @@
 #include "commit_record.h"
 #include "export.h"
 #include "fault_injection.h"
+#include "feed.h"
 #include "file_io.h"
 #include "generator.h"
 #include "layer_file.h"
@@ -130,6 +131,7 @@ revpatch::ApplyParams GetApplyParams(Napi::Env env, Napi::Value value) {
   if (!checkpoint_path.IsUndefined()) {
     params.checkpoint_path = GetString(env, checkpoint_path, "checkpointPath");
   }
+  GetFeedWaiter(env, object.Get("feed"), &params.wait_for_bytes);
   Napi::Value interval = object.Get("checkpointIntervalBytes");
   if (!interval.IsUndefined()) {
     params.checkpoint_interval_bytes = GetUint(env, interval, "checkpointIntervalBytes");
@@ -552,6 +554,7 @@ void ArmFaultPlanFromEnvironment() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ArmFaultPlanFromEnvironment();
+  RegisterFeed(env, exports);
   exports.Set("hashImage", Napi::Function::New(env, HashImage, "hashImage"));
   exports.Set("viewInfo", Napi::Function::New(env, ViewInfo, "viewInfo"));
   exports.Set("readView", Napi::Function::New(env, ReadView, "readView"));

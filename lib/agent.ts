@@ -1,0 +1,719 @@
+/**
+ * The background agent (DESIGN.md, "Lifecycle on a device"; docs/agent.md):
+ * the part of a device's management software that keeps it patched by
+ * itself. Each check refreshes the repository's TUF metadata, removes
+ * recalled patches, picks the offered patches the policy (lib/policy.ts)
+ * allows, downloads and stages them, and asks the host for the restart that
+ * activates them. After a restart it tells the device the boot got as far as
+ * the health check, runs the host's check and confirms.
+ *
+ * The agent never restarts anything and never touches the device's files
+ * itself: every change goes through Device, whose transitions each have one
+ * commit point, and the agent only stops between them (run(signal)). What it
+ * did and saw goes to <state>/agent.log (pino) and, one line per transition,
+ * to <state>/audit.ndjson (fsynced).
+ *
+ * Its own memory — a random device id for the rollout, the deferrals of the
+ * pending restart, the last patch states it saw — lives in
+ * <state>/agent/state.json. It is advisory: losing it re-reports a
+ * transition or restarts the deferral count, never changes what is
+ * installed. The commit record stays the one truth.
+ */
+import { EventEmitter } from 'node:events';
+import * as crypto from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { Device, TRUST_FILE } from './device';
+import * as engine from './engine';
+import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
+import { readPublicKey, type PublicKey } from './keys';
+import { writeFileAtomic } from './atomic';
+import { PatchFile } from './patch_file';
+import type { Manifest } from './manifest';
+import type { PatchRecord } from './record';
+import type { RepoPatch, RepositoryClientApi } from './repo/types';
+import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
+import {
+  autoInstallDecision,
+  compatibilityDecision,
+  estimateLayerBytes,
+  recallDecision,
+  restartDecision,
+  rolloutDecision,
+  spaceDecision,
+  DEFAULT_MARGIN_BYTES,
+  type DeferralLimit,
+  type TimeRange,
+} from './policy';
+
+export const AGENT_DIR = 'agent';
+export const AGENT_STATE_FILE = 'state.json';
+export const DOWNLOAD_DIR = 'downloads';
+
+// ------------------------------------------------------------------ events
+
+export interface ProgressEvent {
+  patch: string;
+  phase: 'download' | 'install';
+  done: number;
+  total: number;
+}
+
+export interface RestartRequiredEvent {
+  reason: string;
+  /** request: the policy allows it now; force: deferrals ran out; wait: not yet (see code). */
+  action: 'request' | 'force' | 'wait';
+  code: string;
+  /** Patches waiting for it: staged ones and pending removals. */
+  patches: string[];
+  nextStart: Date | null;
+}
+
+export interface PatchEvent {
+  id: string;
+  version: number;
+  reason?: string;
+}
+
+/** An error with the patch it concerns, if any. */
+export interface AgentError extends RevpatchError {
+  patch?: string;
+}
+
+export interface AgentEvents {
+  progress: [ProgressEvent];
+  staged: [PatchEvent];
+  'restart-required': [RestartRequiredEvent];
+  activated: [PatchEvent[]];
+  'rolled-back': [PatchEvent];
+  recalled: [PatchEvent & { state: string }];
+  error: [AgentError];
+}
+
+// ------------------------------------------------------------------- hooks
+
+export type RestartAnswer = 'accepted' | 'deferred';
+
+/** What the host (the device's OS or management software) provides. */
+export interface AgentHooks {
+  /**
+   * Ask for a restart. `forced`: the user may no longer defer it. Answer
+   * 'deferred' if the user put it off (counted against the deferral limit).
+   * Without this hook the agent only emits `restart-required`.
+   */
+  requestRestart?(reason: string, info: { forced: boolean; patches: string[] }): RestartAnswer | Promise<RestartAnswer>;
+  /** The host's health check after a restart; true confirms trial patches. Default: healthy. */
+  healthCheck?(): boolean | Promise<boolean>;
+  /** Restarts wait for mains power. Default: false. */
+  onBattery?(): boolean | Promise<boolean>;
+  /** Restarts wait until the device is idle. Default: true. */
+  idle?(): boolean | Promise<boolean>;
+  /** The clock (policy, expiry). Default: the wall clock. */
+  now?(): Date;
+  /** Free bytes where layers and downloads go. Default: the filesystem's. */
+  freeSpace?(dir: string): Promise<number>;
+}
+
+export interface AgentSettings {
+  /** The "install security patches automatically" switch. */
+  autoInstall: boolean;
+  /** Local-time ranges in which restarts may be requested; empty: any time. */
+  maintenanceWindows: TimeRange[];
+  deferral: DeferralLimit;
+  /** Mean time between checks of the daemon loop. */
+  pollIntervalMs: number;
+  /** Each wait is pollIntervalMs × (1 ± jitter), uniformly, so a fleet does not check in step. */
+  jitter: number;
+  /** Bytes kept free beyond the patch and its layer. */
+  marginBytes: number;
+}
+
+export const DEFAULT_SETTINGS: AgentSettings = {
+  autoInstall: true,
+  maintenanceWindows: [],
+  deferral: { maxCount: 3, maxDurationMs: 7 * 86400 * 1000 },
+  pollIntervalMs: 6 * 3600 * 1000,
+  jitter: 0.25,
+  marginBytes: DEFAULT_MARGIN_BYTES,
+};
+
+// --------------------------------------------------------------- installer
+
+export interface InstallContext {
+  device: Device;
+  client: RepositoryClientApi;
+  patch: RepoPatch;
+  /** Where partial downloads are kept between attempts. */
+  downloadDir: string;
+  /** The publisher key the device trusts. */
+  trust: PublicKey;
+  now: Date;
+  signal?: AbortSignal;
+  onProgress(phase: ProgressEvent['phase'], done: number, total: number): void;
+}
+
+/** Gets a patch from the repository into the device, staged. */
+export type PatchInstaller = (context: InstallContext) => Promise<PatchRecord>;
+
+/**
+ * The signed manifest must say what the signed repository metadata says
+ * (id, version, parent, payload and source digests); otherwise the target
+ * is another patch than the one the policy chose (wrong software), and it is
+ * refused with E_REPO_METADATA before a byte is applied.
+ */
+export function checkManifestMatches(manifest: Manifest, patch: RepoPatch): void {
+  const wrong: string[] = [];
+  if (manifest.id !== patch.id) wrong.push(`id ${manifest.id}`);
+  if (manifest.version !== patch.version) wrong.push(`version ${manifest.version}`);
+  if (manifest.parent !== patch.parent) wrong.push(`parent ${manifest.parent ?? 'base'}`);
+  if (patch.payloadDigest && manifest.payload.digest !== patch.payloadDigest) wrong.push('another payload');
+  if (patch.sourceDigest && manifest.source.digest !== patch.sourceDigest) wrong.push('another source view');
+  if (wrong.length > 0) {
+    throw new RevpatchError(
+      'E_REPO_METADATA',
+      `target ${patch.target} holds ${wrong.join(', ')}, not ${patch.id} v${patch.version} for ${patch.parent ?? 'the base'}`,
+    );
+  }
+}
+
+/** Downloads the whole file (resumable), checks it is the patch chosen, then installs it. */
+export const downloadThenInstall: PatchInstaller = async (context) => {
+  const { patch } = context;
+  await fs.mkdir(context.downloadDir, { recursive: true });
+  const file = path.join(context.downloadDir, `${patch.sha256}.rvp`);
+  await context.client.download(patch, file, {
+    signal: context.signal,
+    onProgress: (p) => context.onProgress('download', p.received, p.total),
+  });
+  const opened = await PatchFile.open(file);
+  try {
+    checkManifestMatches(opened.verify(context.trust), patch);
+  } finally {
+    await opened.close();
+  }
+  const record = await context.device.install(file, {
+    now: context.now,
+    onProgress: (done, total) => context.onProgress('install', done, total),
+  });
+  await fs.rm(file, { force: true });
+  return record;
+};
+
+/** Errors after which a partial download is worth keeping for the next attempt. */
+const RESUMABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_NETWORK', 'E_SLOW_RETRIEVAL', 'E_ABORTED', 'E_BUSY', 'E_NO_SPACE']);
+
+// ------------------------------------------------------------------ report
+
+export interface Skipped {
+  id: string;
+  version: number;
+  code: string;
+  reason: string;
+}
+
+export interface Refused {
+  id: string | null;
+  code: ErrorCode;
+  message: string;
+}
+
+export interface CheckReport {
+  /** Patches this check staged, in order. */
+  staged: string[];
+  /** Patches this check marked for removal (or removed) because the vendor recalled them. */
+  recalled: string[];
+  /** Offered but not taken, with the policy's reason. */
+  skipped: Skipped[];
+  /** Offered and available to install by hand (auto-install off). */
+  available: string[];
+  /** Chosen but refused by a check (download, signature, metadata), with a stable code. */
+  refused: Refused[];
+  restart: RestartRequiredEvent | null;
+  /** The check stopped early because the signal was aborted. */
+  aborted: boolean;
+}
+
+export interface StartupReport {
+  /** Patches confirmed after a passed health check. */
+  activated: string[];
+  /** Patches the last boot rolled back. */
+  rolledBack: string[];
+  healthy: boolean | null;
+}
+
+interface AgentState {
+  format: 1;
+  deviceId: string;
+  deferral: { count: number; firstRequestedAt: string | null };
+  /** Last state seen per patch (id@installedAt). */
+  known: Record<string, string>;
+}
+
+export interface AgentOptions {
+  stateDir: string;
+  client: RepositoryClientApi;
+  hooks?: AgentHooks;
+  settings?: Partial<AgentSettings>;
+  /** The rollout identity; default a random id kept in <state>/agent/state.json. */
+  deviceId?: string;
+  installer?: PatchInstaller;
+  logger?: Logger;
+  /** Default <state>/audit.ndjson. */
+  audit?: AuditTrail;
+  /** How long a device transition waits for another process's lock (default 60 s). */
+  lockWaitMs?: number;
+}
+
+const keyOf = (p: PatchRecord) => `${p.id}@${p.installedAt}`;
+
+function auditEvent(from: string | null, to: string): string {
+  if (from === null) return to === 'staged' ? 'staged' : `seen-${to}`;
+  if (to === 'trial') return 'booted';
+  if (to === 'active') return 'activated';
+  if (to === 'failed') return 'rolled-back';
+  if (to === 'removed') return 'removed';
+  if (to === 'pending-removal') return 'removal-pending';
+  return `${from}-to-${to}`;
+}
+
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly stateDir: string;
+  readonly settings: AgentSettings;
+  private readonly client: RepositoryClientApi;
+  private readonly hooks: AgentHooks;
+  private readonly installer: PatchInstaller;
+  private readonly log: Logger;
+  private readonly audit: AuditTrail;
+  private readonly lockWaitMs: number;
+  private readonly fixedDeviceId: string | undefined;
+  private state: AgentState | null = null;
+  private reservedBytes = 0;
+  /** The transition in flight, which run() waits for before it returns. */
+  private busy: Promise<unknown> = Promise.resolve();
+
+  constructor(options: AgentOptions) {
+    super();
+    this.stateDir = path.resolve(options.stateDir);
+    this.client = options.client;
+    this.hooks = options.hooks ?? {};
+    this.settings = { ...DEFAULT_SETTINGS, ...options.settings };
+    this.installer = options.installer ?? downloadThenInstall;
+    this.log = options.logger ?? silentLogger();
+    this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
+    this.lockWaitMs = options.lockWaitMs ?? 60_000;
+    this.fixedDeviceId = options.deviceId;
+    const s = this.settings;
+    if (!(s.pollIntervalMs >= 1000) || !(s.jitter >= 0 && s.jitter < 1) || !(s.marginBytes >= 0)) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', 'poll interval must be ≥ 1 s, jitter in [0, 1), margin ≥ 0');
+    }
+  }
+
+  private now(): Date {
+    return this.hooks.now ? this.hooks.now() : new Date();
+  }
+
+  private get agentDir(): string {
+    return path.join(this.stateDir, AGENT_DIR);
+  }
+
+  private openDevice(): Promise<Device> {
+    return Device.open(this.stateDir, { lockWaitMs: this.lockWaitMs });
+  }
+
+  // ------------------------------------------------------------ own state
+
+  private async loadState(): Promise<AgentState> {
+    if (this.state) return this.state;
+    const file = path.join(this.agentDir, AGENT_STATE_FILE);
+    let state: AgentState | null = null;
+    try {
+      const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as AgentState;
+      if (parsed && parsed.format === 1 && typeof parsed.deviceId === 'string' && parsed.known && parsed.deferral) state = parsed;
+      else this.log.warn({ file }, 'agent state has an unknown shape; starting afresh');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ file, err }, 'agent state unreadable; starting afresh');
+    }
+    if (!state) {
+      state = { format: 1, deviceId: crypto.randomBytes(16).toString('hex'), deferral: { count: 0, firstRequestedAt: null }, known: {} };
+      this.state = state;
+      await this.saveState();
+    }
+    this.state = state;
+    return state;
+  }
+
+  private async saveState(): Promise<void> {
+    await fs.mkdir(this.agentDir, { recursive: true });
+    await writeFileAtomic(path.join(this.agentDir, AGENT_STATE_FILE), `${JSON.stringify(this.state, null, 1)}\n`);
+  }
+
+  /** The identity the staged rollout buckets this device by. */
+  async deviceId(): Promise<string> {
+    return this.fixedDeviceId ?? (await this.loadState()).deviceId;
+  }
+
+  private async record(entry: Omit<AuditEntry, 'time'>): Promise<void> {
+    await this.audit.append({ time: this.now().toISOString(), ...entry });
+    this.log.info(entry, String(entry.event));
+  }
+
+  private fail(err: unknown, patch: string | null): AgentError {
+    const e = toRevpatchError(err) as AgentError;
+    if (patch !== null) e.patch = patch;
+    if (this.listenerCount('error') > 0) this.emit('error', e);
+    return e;
+  }
+
+  /**
+   * Compares the device's patches with what the agent saw last: audits
+   * every transition (including those `boot` made while the agent was not
+   * running) and reports rollbacks. Saves its memory only if it changed.
+   */
+  private async observe(patches: readonly PatchRecord[]): Promise<string[]> {
+    const state = await this.loadState();
+    const rolledBack: string[] = [];
+    let changed = false;
+    for (const p of patches) {
+      const key = keyOf(p);
+      const before = state.known[key] ?? null;
+      if (before === p.state) continue;
+      await this.record({ event: auditEvent(before, p.state), patch: p.id, version: p.version, from: before, to: p.state, reason: p.reason });
+      if (p.state === 'failed' && before !== null) {
+        rolledBack.push(p.id);
+        this.emit('rolled-back', { id: p.id, version: p.version, reason: p.reason });
+      }
+      state.known[key] = p.state;
+      changed = true;
+    }
+    const pending = patches.some((p) => p.state === 'staged' || p.state === 'pending-removal');
+    if (!pending && (state.deferral.count !== 0 || state.deferral.firstRequestedAt !== null)) {
+      state.deferral = { count: 0, firstRequestedAt: null };
+      changed = true;
+    } else if (pending && state.deferral.firstRequestedAt === null) {
+      state.deferral.firstRequestedAt = this.now().toISOString();
+      changed = true;
+    }
+    if (changed) await this.saveState();
+    return rolledBack;
+  }
+
+  // --------------------------------------------------------------- startup
+
+  /**
+   * Runs once after each restart (and harmlessly more often): tells the
+   * device the boot reached the health check, runs the host's check, and
+   * confirms trial patches when it passes (`activated`); reports patches the
+   * boot rolled back (`rolled-back`). A failed check asks for a forced
+   * restart, which counts as a failed attempt, until the device rolls the
+   * patch back.
+   */
+  async startup(): Promise<StartupReport> {
+    return this.transition(async () => {
+      let device = await this.openDevice();
+      const report: StartupReport = { activated: [], rolledBack: [], healthy: null };
+      report.rolledBack = await this.observe(device.list());
+      const trial = device.list().filter((p) => p.state === 'trial');
+      if (trial.length === 0) return report;
+      await device.reached();
+      let healthy: boolean;
+      try {
+        healthy = this.hooks.healthCheck ? await this.hooks.healthCheck() : true;
+      } catch (err) {
+        this.log.warn({ err }, 'health check threw');
+        healthy = false;
+      }
+      report.healthy = healthy;
+      if (!healthy) {
+        const ids = trial.map((p) => p.id);
+        await this.record({ event: 'health-check-failed', patches: ids });
+        const reason = `health check failed with ${ids.join(', ')} in trial: restart to roll back`;
+        const event: RestartRequiredEvent = { reason, action: 'force', code: 'health-check-failed', patches: ids, nextStart: null };
+        this.emit('restart-required', event);
+        await this.hooks.requestRestart?.(reason, { forced: true, patches: ids });
+        return report;
+      }
+      report.activated = await device.confirm();
+      device = await this.openDevice();
+      await this.observe(device.list());
+      const byId = new Map(device.list().map((p) => [p.id, p]));
+      if (report.activated.length > 0) {
+        this.emit(
+          'activated',
+          report.activated.map((id) => ({ id, version: byId.get(id)?.version ?? 0 })),
+        );
+      }
+      return report;
+    });
+  }
+
+  /** Runs `fn` as the one transition in flight; run() waits for it before returning. */
+  private transition<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.busy.then(fn, fn);
+    this.busy = result.catch(() => undefined);
+    return result;
+  }
+
+  // ----------------------------------------------------------------- check
+
+  /**
+   * One round: refresh the repository (a refusal throws its stable code:
+   * freeze, rollback, bad signatures, ...), handle recalls, stage what the
+   * policy allows, then decide about the restart. Per-patch refusals are
+   * in the report's `refused` (and emitted as `error`); the check goes on
+   * with the other patches. An aborted `signal` stops it between steps.
+   */
+  async checkOnce(options: { signal?: AbortSignal } = {}): Promise<CheckReport> {
+    const { signal } = options;
+    const report: CheckReport = { staged: [], recalled: [], skipped: [], available: [], refused: [], restart: null, aborted: false };
+    await this.startup();
+    let offered: RepoPatch[];
+    try {
+      await this.client.refresh();
+      offered = await this.client.patches();
+    } catch (err) {
+      const e = this.fail(err, null);
+      await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
+      throw e;
+    }
+    this.log.info({ patches: offered.map((p) => `${p.id}@${p.version}`) }, 'repository refreshed');
+
+    // Recalls first: they may free the parent a newer patch needs.
+    for (const patch of offered.filter((p) => p.recalled)) {
+      if (signal?.aborted) return { ...report, aborted: true };
+      await this.transition(() => this.handleRecall(patch, report));
+    }
+
+    // Then installs, bottom up: each staged patch may be the parent of the next.
+    const candidates = offered.filter((p) => !p.recalled);
+    const decided = new Set<string>();
+    for (;;) {
+      if (signal?.aborted) return { ...report, aborted: true };
+      const device = await this.openDevice();
+      const { nextBootDigest } = await device.status();
+      const installed = device.list();
+      const fits: RepoPatch[] = [];
+      const waiting: Array<[RepoPatch, { code: string; reason: string }]> = [];
+      for (const patch of candidates) {
+        if (decided.has(patch.target)) continue;
+        const compat = compatibilityDecision(patch, installed, nextBootDigest);
+        if (compat.action === 'install') {
+          fits.push(patch);
+        } else if (compat.action === 'wait') {
+          waiting.push([patch, compat]);
+        } else {
+          decided.add(patch.target);
+          if (compat.code === 'installed') this.log.debug({ patch: patch.id }, compat.reason);
+          else this.skip(report, patch, compat.code, compat.reason);
+        }
+      }
+      if (fits.length === 0) {
+        for (const [patch, compat] of waiting) this.skip(report, patch, compat.code, compat.reason);
+        break;
+      }
+      // Of the patches made for the same view, the newest version.
+      fits.sort((a, b) => b.version - a.version || b.publishedAt.localeCompare(a.publishedAt));
+      const chosen = fits[0];
+      for (const other of fits.slice(1)) {
+        decided.add(other.target);
+        this.skip(report, other, 'superseded', `${chosen.id} v${chosen.version} is newer for the same view`);
+      }
+      decided.add(chosen.target);
+      await this.transition(() => this.offer(device, chosen, report, signal));
+    }
+    if (signal?.aborted) return { ...report, aborted: true };
+    report.restart = await this.transition(() => this.considerRestart());
+    return report;
+  }
+
+  private skip(report: CheckReport, patch: RepoPatch, code: string, reason: string): void {
+    report.skipped.push({ id: patch.id, version: patch.version, code, reason });
+    this.log.info({ patch: patch.id, version: patch.version, code }, reason);
+  }
+
+  private async handleRecall(patch: RepoPatch, report: CheckReport): Promise<void> {
+    const device = await this.openDevice();
+    const live = device.list().find((p) => p.id === patch.id && p.state !== 'removed' && p.state !== 'failed');
+    if (!live) return;
+    const decision = recallDecision(live);
+    if (decision.action === 'none') return;
+    try {
+      await device.remove(patch.id, 'recalled');
+    } catch (err) {
+      const e = this.fail(err, patch.id);
+      report.refused.push({ id: patch.id, code: e.code, message: e.message });
+      await this.record({ event: 'refused', patch: patch.id, code: e.code, reason: e.message });
+      return;
+    }
+    const after = (await this.openDevice()).list();
+    const state = await this.loadState();
+    for (const p of after) {
+      const before = state.known[keyOf(p)] ?? null;
+      if (before === p.state) continue;
+      await this.record({ event: 'recalled', patch: p.id, version: p.version, from: before, to: p.state, reason: p.reason });
+      state.known[keyOf(p)] = p.state;
+      report.recalled.push(p.id);
+      this.emit('recalled', { id: p.id, version: p.version, state: p.state, reason: decision.reason });
+    }
+    await this.saveState();
+    await this.observe(after);
+  }
+
+  /** Applies the remaining rules to a patch that fits, and stages it. Returns whether it did. */
+  private async offer(device: Device, patch: RepoPatch, report: CheckReport, signal?: AbortSignal): Promise<boolean> {
+    const auto = autoInstallDecision(this.settings);
+    if (auto.action === 'notify') {
+      report.available.push(patch.id);
+      this.skip(report, patch, auto.code, auto.reason);
+      return false;
+    }
+    const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
+    if (rollout.action === 'skip') {
+      this.skip(report, patch, rollout.code, rollout.reason);
+      return false;
+    }
+    const downloadDir = path.join(this.agentDir, DOWNLOAD_DIR);
+    const free = this.hooks.freeSpace
+      ? await this.hooks.freeSpace(this.stateDir)
+      : await engine.freeSpace(this.stateDir);
+    const space = spaceDecision({
+      freeBytes: free,
+      reservedBytes: this.reservedBytes,
+      patchBytes: patch.length,
+      layerBytes: estimateLayerBytes({ patchBytes: patch.length }),
+      marginBytes: this.settings.marginBytes,
+    });
+    if (space.action === 'skip') {
+      this.skip(report, patch, space.code, space.reason);
+      await this.record({ event: 'skipped', patch: patch.id, version: patch.version, code: space.code, reason: space.reason });
+      return false;
+    }
+    this.reservedBytes += space.reserveBytes;
+    try {
+      const trust = await readPublicKey(path.join(this.stateDir, TRUST_FILE));
+      this.log.info({ patch: patch.id, version: patch.version, bytes: patch.length }, 'downloading');
+      const record = await this.installer({
+        device,
+        client: this.client,
+        patch,
+        downloadDir,
+        trust,
+        now: this.now(),
+        signal,
+        onProgress: (phase, done, total) => this.emit('progress', { patch: patch.id, phase, done, total }),
+      });
+      const state = await this.loadState();
+      state.known[keyOf(record)] = record.state;
+      await this.saveState();
+      await this.record({ event: 'staged', patch: record.id, version: record.version, from: null, to: record.state, target: patch.target });
+      report.staged.push(record.id);
+      this.emit('staged', { id: record.id, version: record.version });
+      return true;
+    } catch (err) {
+      const e = toRevpatchError(err);
+      if (!RESUMABLE.has(e.code)) await removeDownload(downloadDir, patch.sha256);
+      if (e.code === 'E_ABORTED') return false;
+      this.fail(e, patch.id);
+      report.refused.push({ id: patch.id, code: e.code, message: e.message });
+      await this.record({ event: 'refused', patch: patch.id, version: patch.version, code: e.code, reason: e.message });
+      return false;
+    } finally {
+      this.reservedBytes -= space.reserveBytes;
+    }
+  }
+
+  /** Asks the host for a restart when one is needed and the policy allows it. */
+  private async considerRestart(): Promise<RestartRequiredEvent | null> {
+    const device = await this.openDevice();
+    const patches = device.list();
+    await this.observe(patches);
+    const waiting = patches.filter((p) => p.state === 'staged' || p.state === 'pending-removal').map((p) => p.id);
+    if (waiting.length === 0) return null;
+    const state = await this.loadState();
+    const decision = restartDecision({
+      restartPending: true,
+      now: this.now(),
+      windows: this.settings.maintenanceWindows,
+      deferral: state.deferral,
+      limit: this.settings.deferral,
+      onBattery: this.hooks.onBattery ? await this.hooks.onBattery() : false,
+      idle: this.hooks.idle ? await this.hooks.idle() : true,
+    });
+    if (decision.action === 'none') return null;
+    const event: RestartRequiredEvent = {
+      reason: decision.reason,
+      action: decision.action,
+      code: decision.code,
+      patches: waiting,
+      nextStart: decision.nextStart,
+    };
+    this.emit('restart-required', event);
+    this.log.info({ ...event }, 'restart required');
+    if ((decision.action === 'request' || decision.action === 'force') && this.hooks.requestRestart) {
+      const forced = decision.action === 'force';
+      const answer = await this.hooks.requestRestart(`to ${waiting.length > 1 ? 'apply changes to' : 'apply'} ${waiting.join(', ')}`, {
+        forced,
+        patches: waiting,
+      });
+      await this.record({ event: 'restart-requested', patches: waiting, code: decision.code, forced, answer });
+      if (answer === 'deferred' && !forced) {
+        state.deferral.count += 1;
+        await this.saveState();
+      }
+    }
+    return event;
+  }
+
+  // ------------------------------------------------------------------ loop
+
+  /** The next wait of the daemon loop: the poll interval ± jitter. */
+  nextDelayMs(random: () => number = Math.random): number {
+    const { pollIntervalMs, jitter } = this.settings;
+    return Math.round(pollIntervalMs * (1 - jitter + 2 * jitter * random()));
+  }
+
+  /**
+   * The daemon: startup, then a check every nextDelayMs() until `signal`
+   * aborts. An abort stops the wait at once and a download at its next
+   * chunk (resumed next time); a device transition in flight always
+   * finishes, and run() returns only after it has.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    this.log.info({ settings: this.settings }, 'agent started');
+    while (!signal.aborted) {
+      try {
+        const report = await this.checkOnce({ signal });
+        this.log.info({ staged: report.staged, recalled: report.recalled, refused: report.refused }, 'check done');
+      } catch (err) {
+        this.log.error({ code: toRevpatchError(err).code, err: (err as Error).message }, 'check failed');
+      }
+      if (signal.aborted) break;
+      await sleep(this.nextDelayMs(), signal);
+    }
+    await this.busy;
+    this.log.info('agent stopped');
+  }
+}
+
+/** Deletes a download that failed a check, with anything the downloader keeps beside it. */
+async function removeDownload(dir: string, sha256: string): Promise<void> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (name.startsWith(`${sha256}.`)) await fs.rm(path.join(dir, name), { force: true }).catch(() => undefined);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
