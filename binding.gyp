@@ -13,15 +13,22 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
         "MACOSX_DEPLOYMENT_TARGET": "11.0",
+        "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
         "OTHER_CFLAGS": ["-O2"]
       },
       "conditions": [
-        ["OS=='mac'", {"libraries": ["-lbrotlienc", "-lbrotlidec"]}]
+        ["OS=='mac'", {
+          "include_dirs": ["<!(node native/brotli-flags.js include)"],
+          "libraries": ["<!@(node native/brotli-flags.js libs)"]
+        }],
+        ["OS=='linux'", {
+          "libraries": ["<!@(node native/brotli-flags.js libs)"]
+        }]
       ]
     }
   ]

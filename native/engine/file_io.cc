@@ -17,6 +17,7 @@
 #include "fault_injection.h"
 
 #ifdef __linux__
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #endif
 #ifdef __APPLE__
@@ -85,6 +86,18 @@ Status SyncFd(int fd, const std::string& what) {
 #endif
   if (::fsync(fd) != 0) return Status::FromErrno(errno, "fsync " + what);
   return Status::Ok();
+}
+
+// fdatasync where POSIX synchronized I/O is there (Linux, the BSDs); the
+// full sync elsewhere and always on macOS, where only F_FULLFSYNC reaches the
+// medium.
+Status DataSyncFd(int fd, const std::string& what) {
+#if !defined(__APPLE__) && defined(_POSIX_SYNCHRONIZED_IO) && _POSIX_SYNCHRONIZED_IO > 0
+  if (::fdatasync(fd) != 0) return Status::FromErrno(errno, "fdatasync " + what);
+  return Status::Ok();
+#else
+  return SyncFd(fd, what);
+#endif
 }
 
 Status RawWriteAt(int fd, uint64_t offset, const uint8_t* p, size_t size) {
@@ -295,6 +308,101 @@ Status File::FullSync() {
                  : SyncFd(fd, "file");
   if (!s.ok()) poisoned_ = true;
   return s;
+}
+
+Status File::DataSync() {
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("sync"));
+  const int fd = fd_;
+  Status s = fault_internal::Armed()
+                 ? fault_internal::Sync(fd, [=] { return DataSyncFd(fd, "file"); })
+                 : DataSyncFd(fd, "file");
+  if (!s.ok()) poisoned_ = true;
+  return s;
+}
+
+Status File::Reserve(uint64_t offset, uint64_t length) {
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("reserve"));
+  if (length == 0) return Status::Ok();
+  if (!OffsetFits(offset, static_cast<size_t>(0)) ||
+      length > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - offset) {
+    return Status(ErrorCode::kTooLarge, "reserve range out of range");
+  }
+#if defined(__linux__) && defined(_GNU_SOURCE) && defined(FALLOC_FL_KEEP_SIZE)
+  // fallocate(2) is Linux's own call; posix_fallocate would change the size
+  // (and emulates by writing zeros where the filesystem cannot allocate).
+  int rc;
+  do {
+    rc = ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                     static_cast<off_t>(length));
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return Status::Ok();
+  const int err = errno;
+  if (err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) {
+    return Status(ErrorCode::kUnsupported, std::string("fallocate: ") + std::strerror(err));
+  }
+  if (err == EFBIG) return Status(ErrorCode::kTooLarge, "fallocate: file too large");
+  return Status::FromErrno(err, "fallocate");
+#elif defined(__APPLE__) && defined(F_PREALLOCATE)
+  // F_PREALLOCATE allocates past the physical end of the file and never
+  // moves the logical size: ask for what lies beyond the current size,
+  // contiguous if the volume can, else in any extents.
+  uint64_t size = 0;
+  REVPATCH_RETURN_IF_ERROR(Size(&size));
+  const uint64_t end = offset + length;
+  if (end <= size) return Status::Ok();
+  fstore_t store;
+  std::memset(&store, 0, sizeof(store));
+  store.fst_flags = F_ALLOCATECONTIG | F_ALLOCATEALL;
+  store.fst_posmode = F_PEOFPOSMODE;
+  store.fst_offset = 0;
+  store.fst_length = static_cast<off_t>(end - size);
+  if (::fcntl(fd_, F_PREALLOCATE, &store) == 0) return Status::Ok();
+  store.fst_flags = F_ALLOCATEALL;
+  if (::fcntl(fd_, F_PREALLOCATE, &store) == 0) return Status::Ok();
+  const int err = errno;
+  if (err == ENOTSUP || err == EOPNOTSUPP || err == EINVAL) {
+    return Status(ErrorCode::kUnsupported, std::string("F_PREALLOCATE: ") + std::strerror(err));
+  }
+  return Status::FromErrno(err, "F_PREALLOCATE");
+#else
+  (void)offset;
+  return Status(ErrorCode::kUnsupported, "space reservation not available");
+#endif
+}
+
+void File::AdviseSequential(uint64_t offset, uint64_t length) const {
+  if (fd_ < 0) return;
+#if defined(POSIX_FADV_SEQUENTIAL)
+  if (OffsetFits(offset, 0) && length <= static_cast<uint64_t>(
+                                             std::numeric_limits<off_t>::max())) {
+    (void)::posix_fadvise(fd_, static_cast<off_t>(offset),
+                          static_cast<off_t>(length), POSIX_FADV_SEQUENTIAL);
+  }
+#elif defined(__APPLE__) && defined(F_RDAHEAD)
+  (void)offset;
+  (void)length;
+  (void)::fcntl(fd_, F_RDAHEAD, 1);
+#else
+  (void)offset;
+  (void)length;
+#endif
+}
+
+void File::DropCache(uint64_t offset, uint64_t length) const {
+  if (fd_ < 0) return;
+#if defined(POSIX_FADV_DONTNEED)
+  // Dirty pages are not dropped (the kernel writes them back first or skips
+  // them), so this is safe before a sync too; it is just cheaper after one.
+  if (OffsetFits(offset, 0) && length <= static_cast<uint64_t>(
+                                             std::numeric_limits<off_t>::max())) {
+    (void)::posix_fadvise(fd_, static_cast<off_t>(offset),
+                          static_cast<off_t>(length), POSIX_FADV_DONTNEED);
+  }
+#else
+  // macOS has no per-range drop (F_NOCACHE would change every later call).
+  (void)offset;
+  (void)length;
+#endif
 }
 
 Status File::Close() {

@@ -61,6 +61,26 @@ class File {
   Status Truncate(uint64_t size);
   // On failure the File is poisoned (see above); Close() still works.
   Status FullSync();
+  // The data and only the metadata needed to read it back (fdatasync(2);
+  // on macOS F_FULLFSYNC, since its fdatasync leaves the drive cache alone).
+  // For overwrites inside the file's current size, such as a commit record
+  // slot: when the size or the allocation changed since the last FullSync,
+  // use FullSync. Counts as a sync for the fault injector; poisons like it.
+  Status DataSync();
+  // Reserves disk space for [offset, offset + length) without changing the
+  // file size (Linux fallocate FALLOC_FL_KEEP_SIZE, macOS F_PREALLOCATE), so
+  // a long write fails with kNoSpace before it starts rather than halfway,
+  // and the file is laid out in few extents. kUnsupported where the system
+  // or the filesystem cannot; nothing the file reads changes either way.
+  // Not an I/O call of the fault injector (no content changes).
+  Status Reserve(uint64_t offset, uint64_t length);
+  // Access hints for one pass over a big range (hashing, export): read ahead
+  // aggressively; and drop pages already read or written and synced from
+  // the page cache, so a pass over a whole image does not evict everything
+  // else. posix_fadvise where it exists, F_RDAHEAD/F_NOCACHE on macOS;
+  // hints only: they never fail and never change what is read.
+  void AdviseSequential(uint64_t offset, uint64_t length) const;
+  void DropCache(uint64_t offset, uint64_t length) const;
   Status Close();
   bool poisoned() const { return poisoned_; }
   // kInvalidArgument on a closed File, kPoisoned on a poisoned one: the
