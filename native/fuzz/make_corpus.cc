@@ -1,0 +1,392 @@
+// make_corpus: writes the seed inputs of every fuzz target, made with the
+// engine's own writers, into <out>/<target>/<seed>:
+//   operation_fuzzer      hand-made records of every type, the records of a
+//                         real generated payload, overlapping and edge extents
+//   diff_fuzzer           real deltas (EncodeDiff) to decode, version 1 deltas
+//                         (still decoded), pairs to encode
+//   payload_fuzzer        real payloads (GeneratePayload) over the harness's
+//                         volumes, growing and shrinking, applied at once and
+//                         interrupted halfway, and one op of each type whose
+//                         hashes the harness fixes up
+//   layer_fuzzer          sealed layers (LayerWriter) over both volumes
+//   commit_record_fuzzer  records of generations 1 to 3 (WriteCommitRecord)
+// Seeds are deterministic; native/fuzz/make_corpus.sh regenerates the
+// checked-in corpus with it.
+#include <sys/stat.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commit_record.h"
+#include "diff.h"
+#include "fuzz_input.h"
+#include "fuzz_support.h"
+#include "generator.h"
+#include "layer_file.h"
+#include "little_endian.h"
+#include "operation.h"
+#include "payload_reader.h"
+#include "view.h"
+
+namespace revpatch_fuzz {
+namespace {
+
+using revpatch::Digest;
+using revpatch::Extent;
+using revpatch::Operation;
+using revpatch::OperationType;
+using revpatch::Status;
+
+std::string out_dir;
+std::string work_dir;
+
+void Check(const Status& s, const std::string& what) {
+  if (!s.ok()) CheckFailed(__FILE__, __LINE__, what + ": " + s.ToString());
+}
+
+void Seed(const std::string& target, const std::string& name, const Bytes& bytes) {
+  const std::string dir = out_dir + "/" + target;
+  std::filesystem::create_directories(dir);
+  WriteFileOrDie(dir + "/" + name, bytes);
+}
+
+Bytes Slice(const Bytes& b, size_t from, size_t n) {
+  return Bytes(b.begin() + from, b.begin() + from + n);
+}
+
+// ------------------------------------------------------------ operations
+
+Operation MakeOp(OperationType type, std::vector<Extent> src, std::vector<Extent> dst,
+                 uint64_t data_length) {
+  Operation op;
+  op.type = type;
+  op.src_extents = std::move(src);
+  op.dst_extents = std::move(dst);
+  op.data_length = data_length;
+  return op;
+}
+
+void AppendOp(const Operation& op, const Bytes& data, Bytes* out) {
+  revpatch::EncodeOperation(op, out);
+  out->insert(out->end(), data.begin(), data.end());
+}
+
+// One op of each type over `image` (whole blocks of `bs`), data included;
+// the hashes are left zero for the harness to fix up (payload_fuzzer) or
+// not to matter (operation_fuzzer).
+Bytes EveryTypeRecords(const Bytes& image, uint32_t bs, uint64_t* count) {
+  Bytes records;
+  AppendOp(MakeOp(OperationType::kZero, {}, {{0, 1}}, 0), {}, &records);
+  AppendOp(MakeOp(OperationType::kCopy, {{10, 2}}, {{1, 1}, {5, 1}}, 0), {}, &records);
+  const Bytes replace = StampedBlocks(1, bs, 7);
+  AppendOp(MakeOp(OperationType::kReplace, {}, {{2, 1}}, replace.size()), replace, &records);
+  Bytes brotli;
+  const Bytes plain = StampedBlocks(2, bs, 8);
+  Check(revpatch::BrotliCompress(plain.data(), plain.size(), 5, &brotli), "brotli");
+  AppendOp(MakeOp(OperationType::kReplaceBrotli, {}, {{3, 2}}, brotli.size()), brotli, &records);
+  Bytes source = Slice(image, 6 * bs, 2 * bs), target = source, delta;
+  target[17] ^= 0xFF;
+  target.insert(target.begin() + bs, {'f', 'i', 'x'});
+  target.resize(2 * bs);
+  Check(revpatch::EncodeDiff(source, target, &delta), "delta");
+  AppendOp(MakeOp(OperationType::kDiff, {{6, 2}}, {{6, 2}}, delta.size()), delta, &records);
+  *count = 5;
+  return records;
+}
+
+// A real payload: `to` made from `from` by the generator.
+Bytes GeneratedPayload(const Bytes& from, const Bytes& to, uint32_t bs, const std::string& name,
+                       revpatch::GenerateResult* gen) {
+  const std::string a = work_dir + "/" + name + ".from", b = work_dir + "/" + name + ".to";
+  const std::string payload = work_dir + "/" + name + ".payload";
+  WriteFileOrDie(a, from);
+  WriteFileOrDie(b, to);
+  revpatch::GenerateOptions options;
+  options.block_size = bs;
+  options.chunk_size = revpatch::kMinChunkSize;
+  Check(revpatch::GeneratePayload(a, b, payload, options, nullptr, gen), "generate " + name);
+  return ReadFileOrDie(payload);
+}
+
+// The kinds of change a security patch makes: rewritten blocks, a small
+// edit, an insertion that shifts bytes, moved blocks, zeroed blocks; each
+// only where it fits in `new_size`.
+Bytes Patched(const Bytes& base, uint32_t bs, uint64_t new_size) {
+  Bytes image = base;
+  image.resize(new_size, 0);
+  auto fits = [&](uint64_t block, uint64_t count) { return (block + count) * bs <= new_size; };
+  if (fits(4, 2)) {
+    const Bytes fresh = StampedBlocks(2, bs, 3);
+    std::copy(fresh.begin(), fresh.end(), image.begin() + 4 * bs);
+  }
+  if (fits(9, 1)) {
+    image[9 * bs + 100] ^= 0x5A;
+    image[9 * bs + 101] ^= 0x5A;
+  }
+  if (fits(11, 1)) {
+    const char kEdit[] = "bounds check added";
+    image.insert(image.begin() + 11 * bs + 7, kEdit, kEdit + sizeof(kEdit));
+    image.resize(new_size);
+  }
+  if (fits(13, 1)) std::copy(base.begin() + 1 * bs, base.begin() + 2 * bs, image.begin() + 13 * bs);
+  if (fits(14, 1)) std::fill(image.begin() + 14 * bs, image.begin() + 15 * bs, 0);
+  for (size_t i = base.size(); i < image.size(); ++i) image[i] = static_cast<uint8_t>(i * 7);
+  return image;
+}
+
+void OperationSeeds() {
+  const Volume& v = GetVolume(VolumeId::kPayload512);
+  uint64_t count = 0;
+  const Bytes every = EveryTypeRecords(v.image, v.block_size, &count);
+  FuzzInputWriter w;
+  w.Put<uint8_t>(0).Put<uint64_t>(64).Put<uint64_t>(64).PutBytes(every);
+  Seed("operation_fuzzer", "every_type", w.bytes());
+
+  revpatch::GenerateResult gen;
+  const Bytes payload = GeneratedPayload(v.image, Patched(v.image, 512, 67 * 512 + 200), 512,
+                                         "operation", &gen);
+  FuzzInputWriter g;
+  g.Put<uint8_t>(0).Put<uint64_t>(64).Put<uint64_t>(68).PutBytes(payload);
+  Seed("operation_fuzzer", "generated_payload", g.bytes());
+
+  Bytes overlap;
+  AppendOp(MakeOp(OperationType::kZero, {}, {{4, 4}}, 0), {}, &overlap);
+  AppendOp(MakeOp(OperationType::kZero, {}, {{0, 2}, {8, 1}}, 0), {}, &overlap);
+  AppendOp(MakeOp(OperationType::kZero, {}, {{7, 2}}, 0), {}, &overlap);
+  AppendOp(MakeOp(OperationType::kCopy, {{0, 2}}, {{20, 1}, {20, 1}}, 0), {}, &overlap);
+  FuzzInputWriter o;
+  o.Put<uint8_t>(0).Put<uint64_t>(32).Put<uint64_t>(32).PutBytes(overlap);
+  Seed("operation_fuzzer", "overlapping_targets", o.bytes());
+
+  Bytes edges;
+  const uint64_t top = ~uint64_t{0};
+  AppendOp(MakeOp(OperationType::kZero, {}, {{top - 1, 1}}, 0), {}, &edges);
+  AppendOp(MakeOp(OperationType::kCopy, {{top - 16, 16}}, {{0, 16}}, 0), {}, &edges);
+  AppendOp(MakeOp(OperationType::kZero, {}, {{top, 1}}, 0), {}, &edges);
+  AppendOp(MakeOp(OperationType::kReplace, {}, {{5, 1 << 20}}, 1), {0}, &edges);
+  FuzzInputWriter e;
+  e.Put<uint8_t>(11).Put<uint64_t>(top).Put<uint64_t>(top).PutBytes(edges);
+  Seed("operation_fuzzer", "extent_edges", e.bytes());
+}
+
+// ------------------------------------------------------------ deltas
+
+// A version 1 delta (fixed 24-byte control records), which decoders still
+// accept: `records` are (seek, add, copy) and must fit old and new.
+Bytes DeltaV1(const Bytes& old_data, const Bytes& new_data,
+              const std::vector<std::array<int64_t, 3>>& records) {
+  Bytes control, diff, extra;
+  uint64_t old_pos = 0, new_pos = 0;
+  for (const auto& [seek, add, copy] : records) {
+    uint8_t rec[24];
+    revpatch::PutU64(rec, static_cast<uint64_t>(seek));
+    revpatch::PutU64(rec + 8, static_cast<uint64_t>(add));
+    revpatch::PutU64(rec + 16, static_cast<uint64_t>(copy));
+    control.insert(control.end(), rec, rec + 24);
+    old_pos += static_cast<uint64_t>(seek);
+    for (int64_t k = 0; k < add; ++k) {
+      diff.push_back(static_cast<uint8_t>(new_data[new_pos + k] - old_data[old_pos + k]));
+    }
+    old_pos += static_cast<uint64_t>(add);
+    new_pos += static_cast<uint64_t>(add);
+    extra.insert(extra.end(), new_data.begin() + new_pos, new_data.begin() + new_pos + copy);
+    new_pos += static_cast<uint64_t>(copy);
+  }
+  Bytes out(revpatch::kDiffHeaderSize, 0);
+  const char kMagic[4] = {'R', 'P', 'D', 'F'};
+  std::copy(kMagic, kMagic + 4, out.begin());
+  revpatch::PutU32(out.data() + 4, 1);
+  revpatch::PutU64(out.data() + 8, new_data.size());
+  int s = 0;
+  for (const Bytes* stream : {&control, &diff, &extra}) {
+    Bytes packed;
+    Check(revpatch::BrotliCompress(stream->data(), stream->size(), 5, &packed), "brotli");
+    revpatch::PutU64(out.data() + 16 + 8 * s++, packed.size());
+    out.insert(out.end(), packed.begin(), packed.end());
+  }
+  return out;
+}
+
+void DiffSeeds() {
+  const Bytes old_data = StampedBlocks(16, 512, 4);
+  Bytes new_data = Patched(old_data, 512, old_data.size());
+  new_data.erase(new_data.begin() + 700, new_data.begin() + 720);
+  new_data.resize(old_data.size() + 33, 0x11);
+  struct Pair {
+    const char* name;
+    Bytes old_data, new_data;
+  };
+  const Pair pairs[] = {
+      {"patched", old_data, new_data},
+      {"unrelated", Slice(old_data, 0, 1024), StampedBlocks(2, 512, 9)},
+      {"from_empty", Bytes(), Slice(new_data, 0, 300)},
+      {"to_empty", Slice(old_data, 0, 300), Bytes()},
+  };
+  for (const Pair& p : pairs) {
+    Bytes delta;
+    Check(revpatch::EncodeDiff(p.old_data, p.new_data, &delta), "delta");
+    FuzzInputWriter d;
+    d.Put<uint8_t>(2 | 4).Put<uint16_t>(static_cast<uint16_t>(p.old_data.size()));
+    d.PutBytes(p.old_data).Put<uint32_t>(static_cast<uint32_t>(p.new_data.size())).PutBytes(delta);
+    Seed("diff_fuzzer", std::string("decode_") + p.name, d.bytes());
+  }
+  // Version 1: one add over everything then a copy; and a backward seek.
+  const Bytes v1_old = Slice(old_data, 0, 2048), v1_new = Slice(new_data, 0, 2100);
+  const std::vector<std::array<int64_t, 3>> v1_records[] = {
+      {{0, 2048, 52}},
+      {{0, 100, 0}, {-50, 50, 10}, {200, 1000, 890}},
+  };
+  int v1 = 0;
+  for (const auto& records : v1_records) {
+    FuzzInputWriter d;
+    d.Put<uint8_t>(2).Put<uint16_t>(static_cast<uint16_t>(v1_old.size())).PutBytes(v1_old);
+    d.Put<uint32_t>(static_cast<uint32_t>(v1_new.size())).PutBytes(DeltaV1(v1_old, v1_new, records));
+    Seed("diff_fuzzer", "decode_version1_" + std::to_string(v1++), d.bytes());
+  }
+  FuzzInputWriter e;
+  e.Put<uint8_t>(1).Put<uint16_t>(1024).PutBytes(Slice(old_data, 0, 1024));
+  e.PutBytes(Slice(new_data, 0, 1024));
+  Seed("diff_fuzzer", "encode_patched", e.bytes());
+}
+
+// ------------------------------------------------------------ payloads
+
+void PayloadSeed(const std::string& name, uint8_t flags, uint64_t count, uint64_t target_size,
+                 const Bytes& payload, uint8_t stop = 0) {
+  FuzzInputWriter w;
+  w.Put<uint8_t>(flags).Put<uint16_t>(static_cast<uint16_t>(count));
+  w.Put<uint32_t>(static_cast<uint32_t>(target_size)).Put<uint8_t>(stop).PutBytes(payload);
+  Seed("payload_fuzzer", name, w.bytes());
+}
+
+void PayloadSeeds() {
+  for (VolumeId id : {VolumeId::kPayload512, VolumeId::kPayload4096}) {
+    const Volume& v = GetVolume(id);
+    const uint32_t bs = v.block_size;
+    const uint8_t volume_flag = id == VolumeId::kPayload4096 ? 2 : 0;
+    const std::string suffix = std::to_string(bs);
+    struct Shape {
+      const char* name;
+      uint64_t size;
+    };
+    const Shape shapes[] = {
+        {"same_size", v.size},
+        {"grown", v.size + 3 * bs + 200},
+        {"shrunk", v.size - 2 * bs - 100},
+    };
+    for (const Shape& shape : shapes) {
+      revpatch::GenerateResult gen;
+      const std::string name = std::string(shape.name) + "_" + suffix;
+      const Bytes payload =
+          GeneratedPayload(v.image, Patched(v.image, bs, shape.size), bs, name, &gen);
+      PayloadSeed(name, volume_flag, gen.operation_count, gen.target_size, payload);
+      PayloadSeed(name + "_interrupted", volume_flag | 32, gen.operation_count, gen.target_size,
+                  payload, static_cast<uint8_t>(gen.operation_count / 2));
+    }
+    uint64_t count = 0;
+    const Bytes every = EveryTypeRecords(v.image, bs, &count);
+    PayloadSeed("every_type_fixed_up_" + suffix, volume_flag | 1, count, v.size, every);
+    PayloadSeed("every_type_framed_" + suffix, volume_flag | 1 | 4, count, v.size + bs, every);
+  }
+}
+
+// ------------------------------------------------------------ layers
+
+Bytes SealedLayer(const Volume& below, uint64_t target_size,
+                  const std::vector<std::pair<uint64_t, uint32_t>>& writes,
+                  const std::vector<uint64_t>& zeros, const std::string& name) {
+  std::unique_ptr<revpatch::View> view;
+  Check(revpatch::View::Open(below.base_path, below.tree_path, below.layer_paths, &view), "view");
+  const std::string path = work_dir + "/" + name + ".layer";
+  RemoveFile(path);
+  std::unique_ptr<revpatch::LayerWriter> writer;
+  Check(revpatch::LayerWriter::Create(path, target_size, view.get(), &writer), "layer " + name);
+  const uint32_t bs = below.block_size;
+  for (const auto& [block, tag] : writes) {
+    const Bytes data = StampedBlocks(1, bs, tag);
+    Check(writer->WriteBlock(block, data.data()), "write");
+  }
+  for (uint64_t block : zeros) Check(writer->WriteZeroBlock(block), "zero");
+  Check(writer->Seal(nullptr, nullptr), "seal " + name);
+  return ReadFileOrDie(path);
+}
+
+void LayerSeeds() {
+  const Volume& base = GetVolume(VolumeId::kLayerBase);
+  const Volume& stack = GetVolume(VolumeId::kLayerStack);
+  const uint32_t bs = base.block_size;
+  struct LayerSeed {
+    const char* name;
+    uint8_t flags;
+    const Volume* below;
+    uint64_t target_size;
+    std::vector<std::pair<uint64_t, uint32_t>> writes;
+    std::vector<uint64_t> zeros;
+  };
+  const LayerSeed seeds[] = {
+      {"base_changed", 4, &base, base.size, {{2, 11}, {3, 12}, {7, 13}}, {5}},
+      {"base_grown", 0, &base, base.size + 2 * bs + 10, {{16, 14}, {0, 15}}, {}},
+      {"base_shrunk", 4, &base, base.size - 3 * bs - 300, {{1, 16}}, {2}},
+      {"stack_changed", 2 | 4, &stack, stack.size, {{3, 17}, {9, 18}, {10, 19}}, {4}},
+      {"stack_grown", 2, &stack, stack.size + 4 * bs, {{21, 20}}, {19}},
+      {"stack_shrunk", 2, &stack, 12 * bs, {{11, 21}}, {}},
+  };
+  for (const LayerSeed& s : seeds) {
+    FuzzInputWriter w;
+    w.Put<uint8_t>(s.flags).PutBytes(SealedLayer(*s.below, s.target_size, s.writes, s.zeros, s.name));
+    Seed("layer_fuzzer", s.name, w.bytes());
+  }
+}
+
+// ------------------------------------------------------------ commit records
+
+Bytes TrimmedSlot(const Bytes& file, size_t index) {
+  const size_t start = index * revpatch::kCommitSlotSize;
+  if (file.size() <= start || file[start] == 0) return {};  // never written
+  const uint32_t body = revpatch::GetU32(file.data() + start + 12);
+  return Slice(file, start, revpatch::kCommitSlotHeaderSize + body);
+}
+
+void CommitSeeds() {
+  const std::string path = work_dir + "/commit.rec";
+  RemoveFile(path);
+  uint64_t generation = 0;
+  const char* bodies[] = {"{\"patches\":[]}", "{\"patches\":[{\"id\":\"fix-1\",\"state\":\"staged\"}]}",
+                          "{\"patches\":[{\"id\":\"fix-1\",\"state\":\"trial\",\"boots\":1}]}"};
+  for (int g = 0; g < 3; ++g) {
+    Check(revpatch::WriteCommitRecord(path, generation, bodies[g], &generation), "commit");
+    const Bytes file = ReadFileOrDie(path);
+    const Bytes slot0 = TrimmedSlot(file, 0), slot1 = TrimmedSlot(file, 1);
+    for (uint8_t flags : {uint8_t{0}, uint8_t{2 | 4}}) {
+      FuzzInputWriter w;
+      w.Put<uint8_t>(flags).Put<uint16_t>(static_cast<uint16_t>(slot0.size()));
+      w.PutBytes(slot0).PutBytes(slot1);
+      Seed("commit_record_fuzzer",
+           "generation" + std::to_string(generation) + (flags ? "_then_write" : ""), w.bytes());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace revpatch_fuzz
+
+int main(int argc, char** argv) {
+  using namespace revpatch_fuzz;
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_corpus OUT_DIR\n");
+    return 2;
+  }
+  out_dir = argv[1];
+  work_dir = ScratchDir();
+  OperationSeeds();
+  DiffSeeds();
+  PayloadSeeds();
+  LayerSeeds();
+  CommitSeeds();
+  std::printf("seeds written to %s\n", out_dir.c_str());
+  return 0;
+}
