@@ -12,6 +12,9 @@ import { createPatch } from './create';
 import { inspectPatch } from './inspect';
 import { progressBar } from './progress';
 import type { PatchRecord } from './record';
+import { registerRepo } from './cli_repo';
+import { registerAgent } from './cli_agent';
+import { registerBench } from './cli_bench';
 
 interface GlobalOptions {
   state?: string;
@@ -298,6 +301,9 @@ export function buildProgram(): Command {
       }
     });
 
+  registerRepo(program);
+  registerAgent(program);
+  registerBench(program);
   return program;
 }
 
