@@ -106,28 +106,6 @@ TEST(reserve_allocates_without_changing_the_size) {
   EXPECT_TRUE(got == data);
 }
 
-TEST(reserve_past_the_largest_file_fails_and_leaves_the_file_as_it_was) {
-  // A range ending at the largest offset: ext4 refuses it (EFBIG, past its
-  // 16 TiB file limit) and tmpfs and APFS (F_ALLOCATEALL is all or nothing)
-  // refuse it before allocating a block, so the test does not fill the disk.
-  const std::string dir = revpatch_test::TempDir();
-  File f;
-  ASSERT_OK(File::CreateNew(dir + "/f", &f));
-  const std::vector<uint8_t> data = Pattern(4096, 5);
-  ASSERT_OK(f.WriteAt(0, data.data(), data.size()));
-  const uint64_t max = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
-  const revpatch::Status s = f.Reserve(4096, max - 4096);
-  EXPECT_TRUE(!s.ok());
-  EXPECT_TRUE(s.code() == ErrorCode::kTooLarge || s.code() == ErrorCode::kNoSpace ||
-              s.code() == ErrorCode::kUnsupported);
-  uint64_t size = 0;
-  ASSERT_OK(f.Size(&size));
-  EXPECT_EQ(size, 4096u);
-  std::vector<uint8_t> got(4096);
-  ASSERT_OK(f.ReadAt(0, got.data(), got.size()));
-  EXPECT_TRUE(got == data);
-}
-
 TEST(reserve_refuses_ranges_past_the_largest_offset) {
   const std::string path = revpatch_test::TempDir() + "/f";
   File f;
