@@ -183,7 +183,13 @@ export async function installFromDownload(
         applyExtras: { feed },
       });
     } catch (err) {
-      // The download's failure is the cause; the engine only saw the feed fail.
+      // If the download fails too, its failure is the cause: the engine only
+      // saw the feed fail, or the file being fetched again under it (a retry
+      // after a hash mismatch). Let it settle before choosing.
+      const code = toRevpatchError(err).code;
+      if (code === 'E_IO' || code === 'E_CORRUPT' || code === 'E_HASH_MISMATCH') {
+        await downloading.catch(() => undefined);
+      }
       if (downloadError) throw downloadError;
       throw err;
     }
