@@ -20,7 +20,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device, TRUST_FILE, type InstallOptions } from './device';
+import { Device, TRUST_FILE } from './device';
 import * as engine from './engine';
 import { RevpatchError, toRevpatchError } from './errors';
 import { readPublicKey } from './keys';
@@ -30,53 +30,9 @@ import type { DownloadResult, PatchDownloadOptions, RepoPatch, StreamInstallOpti
 
 export const DOWNLOAD_DIR = 'downloads';
 
-/** The engine's feed (native/addon/feed.h). */
-export interface Feed {
-  supply(bytes: number): void;
-  end(): void;
-  fail(message: string): void;
-  readonly available: number;
-}
-
 /** What the streaming install needs from the repository client. */
 export interface PatchSource {
   download(patch: RepoPatch, dest: string, options?: PatchDownloadOptions): Promise<DownloadResult>;
-}
-
-/**
- * The hooks this module needs from Device, PatchFile and the engine
- * (docs/repository.md, "Streaming install"): engine.createFeed,
- * PatchFile.openGrowing (open a file still growing to a known length once
- * its head is there) and Device.installPatchFile (install from an opened
- * PatchFile with extra engine parameters). Checked at run time, so a build
- * without them fails with E_UNSUPPORTED instead of misbehaving.
- */
-interface StreamHooks {
-  createFeed(): Feed;
-  openGrowing(file: string, length: number): Promise<PatchFile>;
-  installPatchFile(
-    device: Device,
-    patch: PatchFile,
-    options: InstallOptions & { applyExtras?: { feed?: Feed } },
-  ): Promise<PatchRecord>;
-}
-
-function hooks(device: Device): StreamHooks {
-  const createFeed = (engine as unknown as { createFeed?: () => Feed }).createFeed;
-  const openGrowing = (PatchFile as unknown as { openGrowing?: StreamHooks['openGrowing'] }).openGrowing;
-  const installPatchFile = (device as unknown as { installPatchFile?: unknown }).installPatchFile;
-  if (typeof createFeed !== 'function' || typeof openGrowing !== 'function' || typeof installPatchFile !== 'function') {
-    throw new RevpatchError(
-      'E_UNSUPPORTED',
-      'this build has no streaming install (engine.createFeed, PatchFile.openGrowing, Device.installPatchFile)',
-    );
-  }
-  return {
-    createFeed,
-    openGrowing: (file, length) => openGrowing.call(PatchFile, file, length),
-    installPatchFile: (d, patch, options) =>
-      (installPatchFile as (this: Device, p: PatchFile, o: typeof options) => Promise<PatchRecord>).call(d, patch, options),
-  };
 }
 
 /** Path of a patch's download in the state directory. */
@@ -95,14 +51,13 @@ export async function installFromDownload(
   patch: RepoPatch,
   options: StreamInstallOptions = {},
 ): Promise<PatchRecord> {
-  const { createFeed, openGrowing, installPatchFile } = hooks(device);
   const dest = downloadPath(device.stateDir, patch);
   try {
     await fs.mkdir(path.dirname(dest), { recursive: true });
   } catch (err) {
     throw toRevpatchError(err);
   }
-  const feed = createFeed();
+  const feed = engine.createFeed();
   const length = patch.length;
   let written = 0;
   let wake: (() => void) | null = null;
@@ -165,7 +120,7 @@ export async function installFromDownload(
       );
     }
     await waitFor(header.payloadOffset);
-    opened = await openGrowing(dest, length);
+    opened = await PatchFile.openGrowing(dest, length);
     const trust = await readPublicKey(path.join(device.stateDir, TRUST_FILE));
     const manifest = opened.verify(trust.publicKey);
     if (manifest.id !== patch.id || manifest.version !== patch.version || manifest.parent !== patch.parent) {
@@ -177,7 +132,7 @@ export async function installFromDownload(
     }
     let record: PatchRecord;
     try {
-      record = await installPatchFile(device, opened, {
+      record = await device.installPatchFile(opened, {
         onProgress: options.onApplyProgress,
         now: options.now,
         applyExtras: { feed },
