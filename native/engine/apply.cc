@@ -5,6 +5,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "checkpoint.h"
 #include "executor.h"
@@ -13,16 +14,39 @@
 #include "operation.h"
 #include "operation_stream.h"
 #include "payload_reader.h"
+#include "sha256.h"
 
 namespace revpatch {
 namespace {
 
 Status OpenPayload(const ApplyParams& params, std::unique_ptr<PayloadReader>* reader) {
   Status opened = PayloadReader::Open(params.patch_fd, params.payload_offset, params.payload_size,
-                                      params.chunk_size, params.chunk_digests,
-                                      params.payload_digest, reader);
+                                      params.chunk_size, params.chunk_digests, reader);
   if (opened.ok() && params.wait_for_bytes) (*reader)->SetWaitForBytes(params.wait_for_bytes);
   return opened;
+}
+
+// The whole payload against the manifest's payload digest. An apply does not
+// need it (the chunk digests pin every byte); inspect checks that the name
+// the publisher gave the payload is its digest.
+Status CheckPayloadDigest(const ApplyParams& params) {
+  File file(params.patch_fd);
+  std::vector<uint8_t> buffer(static_cast<size_t>(
+      std::min<uint64_t>(params.payload_size, uint64_t{1} << 20)));
+  Sha256 whole;
+  Status status = Status::Ok();
+  for (uint64_t done = 0; done < params.payload_size && status.ok();) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), params.payload_size - done));
+    status = file.ReadAt(params.payload_offset + done, buffer.data(), n);
+    whole.Update(buffer.data(), n);
+    done += n;
+  }
+  file.Release();
+  REVPATCH_RETURN_IF_ERROR(status);
+  if (whole.Final() != params.payload_digest) {
+    return Status(ErrorCode::kHashMismatch, "payload: digest does not match");
+  }
+  return Status::Ok();
 }
 
 std::string BaseName(const std::string& path) {
@@ -223,28 +247,43 @@ Status ApplyPatch(const ApplyParams& params, View& below,
       REVPATCH_RETURN_IF_ERROR(OpenPayload(params, &reader));
     }
   }
-  if (!writer) {
-    REVPATCH_RETURN_IF_ERROR(
-        LayerWriter::Create(params.layer_path, params.target_size, &below, &writer));
-  }
-  const uint64_t restored_blocks = writer->blocks_written();
-  const uint64_t start_position = reader->position();
-  result->operations = first;
-  Checkpointer checkpointer(params, start_position);
-  if (progress) progress(start_position, params.payload_size);
-  bool stopped = false;
-  Status status = ApplyOperations(params, below, *reader, *writer, coverage, first,
-                                  checkpointer, progress, result, &stopped);
-  if (stopped) {
-    writer->Detach();
+  Status status;
+  for (;;) {
+    if (!writer) {
+      REVPATCH_RETURN_IF_ERROR(
+          LayerWriter::Create(params.layer_path, params.target_size, &below, &writer));
+    }
+    const uint64_t restored_blocks = writer->blocks_written();
+    const uint64_t start_position = reader->position();
+    result->operations = first;
+    Checkpointer checkpointer(params, start_position);
+    if (progress) progress(start_position, params.payload_size);
+    bool stopped = false;
+    status = ApplyOperations(params, below, *reader, *writer, coverage, first, checkpointer,
+                             progress, result, &stopped);
+    if (stopped) {
+      writer->Detach();
+      *result = ApplyResult();
+      return status;
+    }
+    if (status.ok()) {
+      result->blocks_written = writer->blocks_written();  // before Seal's zero fill
+      result->blocks_written_this_run = result->blocks_written - restored_blocks;
+      result->payload_bytes_read_this_run = reader->position() - start_position;
+      status = writer->Seal(&params.target_digest, &result->view_digest);
+    }
+    // A resumed apply that the payload or the view refuses may have resumed
+    // from a checkpoint that only looked right (a position on another
+    // record): it starts over once, from nothing, and whatever that run
+    // says is the answer.
+    if (status.ok() || !result->resumed || !IsContentError(status.code())) break;
+    writer->Abort();
+    writer.reset();
+    RemoveCheckpoint(params.checkpoint_path);
     *result = ApplyResult();
-    return status;
-  }
-  if (status.ok()) {
-    result->blocks_written = writer->blocks_written();  // before Seal's zero fill
-    result->blocks_written_this_run = result->blocks_written - restored_blocks;
-    result->payload_bytes_read_this_run = reader->position() - start_position;
-    status = writer->Seal(&params.target_digest, &result->view_digest);
+    coverage = TargetCoverage();
+    first = 0;
+    REVPATCH_RETURN_IF_ERROR(OpenPayload(params, &reader));
   }
   if (checkpointing) RemoveCheckpoint(params.checkpoint_path);
   if (!status.ok()) {
@@ -283,7 +322,8 @@ Status ScanPayload(const ApplyParams& params, PayloadStats* stats) {
     s.data_bytes += op.data_length;
     ++stats->operations;
   }
-  return reader->Finish();
+  REVPATCH_RETURN_IF_ERROR(reader->Finish());
+  return CheckPayloadDigest(params);
 }
 
 }  // namespace revpatch

@@ -3,16 +3,19 @@
 // The caller (the TypeScript lifecycle) has already checked the patch's
 // Ed25519 signature over header and manifest, and passes in from the trusted
 // manifest: where the payload is in the open patch file, the digest of each
-// payload chunk, the digest of the whole payload, the operation count and
-// the source and target view digests. Apply then:
+// payload chunk, the digest of the whole payload (the payload's name, in
+// the checkpoint identity), the operation count and the source and target
+// view digests. Apply then:
 //   1. checks that `below` (the view the patch must apply to) has the
 //      manifest's source digest (kSourceMismatch otherwise; O(1));
 //   2. reads the payload chunk by chunk from the one held descriptor,
 //      checking each chunk's digest before any byte of it is parsed
-//      (invariant 4), and the whole-payload digest at the end;
+//      (invariant 4); the signed chunk digests pin every byte, so the
+//      payload is not hashed a second time as a whole;
 //   3. for each operation: checks extents, reads and hashes its source
 //      blocks (kSourceMismatch), produces the target blocks in memory,
-//      checks their hash (kHashMismatch), and only then writes them;
+//      checks the hash of a computed target (kHashMismatch; executor.h),
+//      and only then writes them;
 //   4. seals the layer only if the resulting view digest equals the target
 //      digest. On any failure the layer file is removed.
 // Memory is bounded by the chunk size and the per-operation limits, not by
@@ -33,6 +36,11 @@
 //   - anything else (no checkpoint, torn, another apply's, layer missing or
 //     short or changed) is discarded with any unsealed file at layer_path,
 //     and the apply starts over;
+//   - a resumed apply that then fails on content (kCorrupt, kHashMismatch,
+//     kSourceMismatch, kBadExtent, kUnsupported, kTooLarge: a checkpoint
+//     that passed its checks but pointed at the wrong record would fail
+//     so) discards its layer and checkpoint and starts over once; that
+//     run's result is the answer;
 //   - a sealed layer already at layer_path with this apply's below and
 //     target digests is an earlier run that finished (crash between seal
 //     and the caller's commit): it is verified and returned as is, with
@@ -101,13 +109,15 @@ struct ApplyResult {
 };
 
 // progress(payload bytes done, payload size), from the calling thread; a
-// resumed apply starts at the checkpoint's position.
+// resumed apply starts at the checkpoint's position, and one that starts
+// over reports from 0 again.
 Status ApplyPatch(const ApplyParams& params, View& below,
                   const std::function<void(uint64_t, uint64_t)>& progress,
                   ApplyResult* result);
 
 // Statistics of a payload, for `revpatch inspect`. The same chunk checks
-// as ApplyPatch run before anything is parsed.
+// as ApplyPatch run before anything is parsed; then the whole payload is
+// checked against payload_digest (kHashMismatch).
 struct OperationStats {
   uint64_t count = 0;
   uint64_t target_blocks = 0;

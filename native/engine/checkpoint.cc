@@ -12,8 +12,8 @@ namespace revpatch {
 namespace {
 
 constexpr char kMagic[8] = {'R', 'V', 'P', 'C', 'K', 'P', 'T', '1'};
-constexpr uint32_t kVersion = 1;
-constexpr size_t kFixedSize = 280;
+constexpr uint32_t kVersion = 2;
+constexpr size_t kFixedSize = 176;
 constexpr size_t kEntrySize = 48;
 constexpr size_t kChecksumSize = 32;
 constexpr size_t kWriteBufferBytes = size_t{1} << 20;
@@ -34,11 +34,8 @@ void EncodeFixed(const Checkpoint& c, uint8_t* out) {
   std::memcpy(out + 112, id.target_digest.data(), 32);
   PutU64(out + 144, c.next_operation);
   PutU64(out + 152, c.payload.position);
-  for (int i = 0; i < 8; ++i) PutU32(out + 160 + 4 * i, c.payload.hash.words[i]);
-  PutU64(out + 192, c.payload.hash.length);
-  std::memcpy(out + 200, c.payload.hash.buffer, 64);
-  PutU64(out + 264, c.layer.data_blocks);
-  PutU64(out + 272, c.layer.entries.size());
+  PutU64(out + 160, c.layer.data_blocks);
+  PutU64(out + 168, c.layer.entries.size());
 }
 
 void DecodeFixed(const uint8_t* in, Checkpoint* c) {
@@ -53,10 +50,7 @@ void DecodeFixed(const uint8_t* in, Checkpoint* c) {
   std::memcpy(id.target_digest.data(), in + 112, 32);
   c->next_operation = GetU64(in + 144);
   c->payload.position = GetU64(in + 152);
-  for (int i = 0; i < 8; ++i) c->payload.hash.words[i] = GetU32(in + 160 + 4 * i);
-  c->payload.hash.length = GetU64(in + 192);
-  std::memcpy(c->payload.hash.buffer, in + 200, 64);
-  c->layer.data_blocks = GetU64(in + 264);
+  c->layer.data_blocks = GetU64(in + 160);
 }
 
 Status Corrupt(const std::string& path, const std::string& what) {
@@ -133,7 +127,7 @@ Status ReadCheckpoint(const std::string& path, uint64_t max_entries, Checkpoint*
   if (std::memcmp(fixed, kMagic, 8) != 0) return Corrupt(path, "bad magic");
   if (GetU32(fixed + 8) != kVersion) return Corrupt(path, "unknown version");
   const uint32_t name_length = GetU32(fixed + 20);
-  const uint64_t entry_count = GetU64(fixed + 272);
+  const uint64_t entry_count = GetU64(fixed + 168);
   // Every count must add up to the file size before anything is allocated.
   const uint64_t rest = size - kFixedSize - kChecksumSize;
   if (name_length > kMaxCheckpointLayerName || name_length > rest ||

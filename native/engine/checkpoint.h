@@ -1,6 +1,6 @@
 // The apply checkpoint: what an interrupted apply needs to resume instead of
 // restarting (after update_engine's CheckpointUpdateProgress). The next
-// operation, the payload position with the whole-payload hash state, and the
+// operation, the payload position, and the
 // layer writer's data length and index are saved together in one file,
 // written atomically (temporary name, fsync, rename, directory fsync) only
 // after the layer's data up to that point was fsynced. So whatever the

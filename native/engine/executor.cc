@@ -128,7 +128,14 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   }
   REVPATCH_RETURN_IF_ERROR(made);
   if (produced == nullptr) produced = target.data();
-  if (Sha256::Hash(produced, static_cast<size_t>(dst_bytes)) != op.dst_hash) {
+  // A raw REPLACE writes its data and a ZERO writes zeros: nothing is
+  // computed, so hashing the output would only hash the (chunk-checked)
+  // payload or a constant once more. A publisher's dst_hash that disagrees
+  // still cannot land: the layer's view digest must equal the signed target
+  // digest before it is sealed. Every op that computes its output (Brotli,
+  // COPY, DIFF) is checked here, before anything is written.
+  const bool computed = op.type != OperationType::kReplace && op.type != OperationType::kZero;
+  if (computed && Sha256::Hash(produced, static_cast<size_t>(dst_bytes)) != op.dst_hash) {
     return Status(ErrorCode::kHashMismatch,
                   std::string(OperationTypeName(op.type)) +
                       ": produced blocks do not match the operation's hash");

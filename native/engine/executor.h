@@ -15,7 +15,13 @@
 //      runs on a second thread while the delta decodes (the decoder is
 //      bounds-checked whatever the source holds) and is compared once the
 //      decode is done, a mismatch winning over a decode error;
-//   4. hash the target and compare with dst_hash (kHashMismatch);
+//   4. for the types that compute their target (REPLACE_BROTLI, COPY,
+//      DIFF), hash it and compare with dst_hash (kHashMismatch). A raw
+//      REPLACE's target is its data, which the payload reader has checked
+//      against the signed chunk digests, and a ZERO's is zeros: hashing
+//      them again would cost a pass over every byte of a large REPLACE for
+//      nothing; the apply's check of the sealed layer's view digest against
+//      the signed target digest catches a dst_hash that disagrees;
 //   5. only then write the blocks, in extent order; all-zero blocks go
 //      through WriteZeroBlock.
 // A failure in steps 1-4 writes nothing. The source and the target are

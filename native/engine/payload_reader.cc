@@ -9,7 +9,6 @@ namespace revpatch {
 Status PayloadReader::Open(int fd, uint64_t offset, uint64_t size,
                            uint32_t chunk_size,
                            const std::vector<Digest>& chunk_digests,
-                           const Digest& payload_digest,
                            std::unique_ptr<PayloadReader>* out) {
   if (fd < 0) return Status(ErrorCode::kInvalidArgument, "payload: no file descriptor");
   if (chunk_size < kMinChunkSize || chunk_size > kMaxChunkSize) {
@@ -32,7 +31,6 @@ Status PayloadReader::Open(int fd, uint64_t offset, uint64_t size,
   reader->size_ = size;
   reader->chunk_size_ = chunk_size;
   reader->chunk_digests_ = chunk_digests;
-  reader->payload_digest_ = payload_digest;
   *out = std::move(reader);
   return Status::Ok();
 }
@@ -58,8 +56,6 @@ Status PayloadReader::LoadNextChunk() {
     return Status(ErrorCode::kHashMismatch,
                   "payload: chunk " + std::to_string(next_chunk_) + " does not match its digest");
   }
-  before_chunk_ = whole_;
-  whole_.Update(chunk_.data(), length);
   ++next_chunk_;
   return Status::Ok();
 }
@@ -93,9 +89,6 @@ Status PayloadReader::Skip(uint64_t n) {
 PayloadPosition PayloadReader::SavePosition() const {
   PayloadPosition saved;
   saved.position = position_;
-  // A partly read chunk is left out of the hash: RestorePosition reads it
-  // again from its start.
-  (chunk_pos_ < chunk_.size() ? before_chunk_ : whole_).ExportState(&saved.hash);
   return saved;
 }
 
@@ -103,40 +96,32 @@ Status PayloadReader::RestorePosition(const PayloadPosition& saved) {
   if (position_ != 0 || next_chunk_ != 0) {
     return Status(ErrorCode::kInvalidArgument, "payload: restore on a reader already read");
   }
-  const uint64_t hashed = saved.hash.length;
-  if (hashed > size_ || (hashed % chunk_size_ != 0 && hashed != size_) ||
-      saved.position < hashed || saved.position > size_ ||
-      saved.position - hashed > chunk_size_) {
+  if (saved.position > size_) {
     return Status(ErrorCode::kCorrupt, "payload: saved position does not fit the payload");
   }
-  whole_.ImportState(saved.hash);
-  next_chunk_ = hashed / chunk_size_ + (hashed % chunk_size_ != 0 ? 1 : 0);
+  // The chunk the next byte lies in is loaded (and checked) now; a position
+  // on a chunk boundary loads nothing until the next read.
+  next_chunk_ = saved.position / chunk_size_;
   chunk_.clear();
   chunk_pos_ = 0;
-  if (saved.position > hashed) {
+  const uint64_t into_chunk = saved.position % chunk_size_;
+  if (into_chunk != 0) {
     Status loaded = LoadNextChunk();
     if (!loaded.ok()) {
-      whole_.Reset();
       next_chunk_ = 0;
       return loaded;
     }
-    chunk_pos_ = static_cast<size_t>(saved.position - hashed);
+    chunk_pos_ = static_cast<size_t>(into_chunk);
   }
   position_ = saved.position;
   return Status::Ok();
 }
 
-Status PayloadReader::Finish() {
+Status PayloadReader::Finish() const {
   if (remaining() != 0) {
     return Status(ErrorCode::kCorrupt, "payload: " + std::to_string(remaining()) +
                                            " bytes after the last operation");
   }
-  // Every chunk was loaded to reach the end, so whole_ covers the payload.
-  if (whole_.Final() != payload_digest_) {
-    whole_.Reset();
-    return Status(ErrorCode::kHashMismatch, "payload: digest does not match");
-  }
-  whole_.Reset();
   return Status::Ok();
 }
 

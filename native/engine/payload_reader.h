@@ -2,11 +2,12 @@
 // digest has been checked (DESIGN.md invariant 4).
 //
 // The payload is cut into chunks of `chunk_size` bytes (the last one may be
-// shorter); the trusted manifest lists each chunk's SHA-256 and the digest of
-// the whole payload. The reader preads one chunk at a time from the borrowed
-// descriptor into its buffer, checks it (kHashMismatch), and only then hands
-// out its bytes. It also hashes the whole payload as chunks arrive; Finish()
-// requires the payload to be fully consumed and the whole digest to match.
+// shorter); the trusted manifest lists each chunk's SHA-256. The reader
+// preads one chunk at a time from the borrowed descriptor into its buffer,
+// checks it (kHashMismatch), and only then hands out its bytes; Finish()
+// requires the payload to be fully consumed. The signed list of chunk
+// digests with the signed size pins every byte, so a digest of the whole
+// payload would check nothing more: the reader hashes each byte once.
 // Memory is one chunk (<= kMaxChunkSize) regardless of the payload size.
 //
 // Growing files (streaming install): with a WaitForBytes set, the reader
@@ -32,15 +33,12 @@ namespace revpatch {
 constexpr uint32_t kMinChunkSize = 64u << 10;
 constexpr uint32_t kMaxChunkSize = 16u << 20;
 
-// Where a reader stands, for a checkpoint: the payload bytes handed out, and
-// the whole-payload hash over every chunk *before* the one holding the next
-// byte. That chunk is not part of the state: a resumed reader loads it
-// again and checks its digest before handing out any byte of it, so a
-// checkpoint never lets an unchecked payload byte through.
+// Where a reader stands, for a checkpoint: the payload bytes handed out. The
+// chunk holding the next byte is not part of the state: a resumed reader
+// loads it again and checks its digest before handing out any byte of it,
+// so a checkpoint never lets an unchecked payload byte through.
 struct PayloadPosition {
   uint64_t position = 0;
-  Sha256State hash{};  // hash.length is a multiple of the chunk size, or
-                       // the payload size once every chunk was read
 };
 
 // Blocks until the first `end` bytes of the patch file are available.
@@ -54,7 +52,6 @@ class PayloadReader {
   // `fd` is borrowed and must outlive the reader.
   static Status Open(int fd, uint64_t offset, uint64_t size, uint32_t chunk_size,
                      const std::vector<Digest>& chunk_digests,
-                     const Digest& payload_digest,
                      std::unique_ptr<PayloadReader>* out);
   ~PayloadReader();
 
@@ -63,18 +60,17 @@ class PayloadReader {
   Status Read(uint8_t* out, size_t n);
   // Like Read, but drops the bytes (their chunks are still checked).
   Status Skip(uint64_t n);
-  // kCorrupt unless every byte was consumed; kHashMismatch unless the whole
-  // payload has the manifest's digest.
-  Status Finish();
+  // kCorrupt unless every byte was consumed.
+  Status Finish() const;
 
   // Waits through `wait` before each chunk read (none: the file is complete).
   void SetWaitForBytes(WaitForBytes wait) { wait_for_bytes_ = std::move(wait); }
 
   PayloadPosition SavePosition() const;
   // Moves a reader that has not read anything yet to `saved` (from a reader
-  // over the same payload): restores the hash, re-reads and checks the chunk
-  // `saved.position` lies in, and skips to it. kCorrupt if `saved` is not a
-  // position of this payload, kHashMismatch if that chunk does not match.
+  // over the same payload): re-reads and checks the chunk `saved.position`
+  // lies in, and skips to it. kCorrupt if `saved` is not a position of this
+  // payload, kHashMismatch if that chunk does not match.
   Status RestorePosition(const PayloadPosition& saved);
 
   uint64_t position() const { return position_; }
@@ -90,9 +86,6 @@ class PayloadReader {
   uint64_t size_ = 0;
   uint32_t chunk_size_ = 0;
   std::vector<Digest> chunk_digests_;
-  Digest payload_digest_{};
-  Sha256 whole_;
-  Sha256 before_chunk_;  // whole_ before the chunk in chunk_ was added
   std::vector<uint8_t> chunk_;
   size_t chunk_pos_ = 0;       // next unread byte in chunk_
   uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunk reads

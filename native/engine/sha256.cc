@@ -294,20 +294,6 @@ void Sha256::Update(const void* data, size_t size) {
   }
 }
 
-void Sha256::ExportState(Sha256State* out) const {
-  std::memcpy(out->words, state_, sizeof(state_));
-  out->length = total_bytes_;
-  std::memset(out->buffer, 0, sizeof(out->buffer));
-  std::memcpy(out->buffer, buffer_, buffered_);
-}
-
-void Sha256::ImportState(const Sha256State& state) {
-  std::memcpy(state_, state.words, sizeof(state_));
-  total_bytes_ = state.length;
-  buffered_ = static_cast<size_t>(state.length % 64);
-  std::memcpy(buffer_, state.buffer, buffered_);
-}
-
 Digest Sha256::Final() {
   const uint64_t bit_length = total_bytes_ * 8;
   uint8_t pad[72] = {0x80};

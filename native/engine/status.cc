@@ -55,4 +55,18 @@ std::string Status::ToString() const {
   return out;
 }
 
+bool IsContentError(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kCorrupt:
+    case ErrorCode::kHashMismatch:
+    case ErrorCode::kSourceMismatch:
+    case ErrorCode::kBadExtent:
+    case ErrorCode::kUnsupported:
+    case ErrorCode::kTooLarge:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace revpatch

@@ -33,6 +33,11 @@ enum class ErrorCode : int32_t {
 // "E_IO", "E_NO_SPACE", ... ; "E_UNKNOWN" for values outside the enum.
 const char* ErrorCodeName(ErrorCode code);
 
+// The codes that say bytes (a payload, a view, a record) are not what they
+// should be, as opposed to a failed call: kCorrupt, kHashMismatch,
+// kSourceMismatch, kBadExtent, kUnsupported, kTooLarge.
+bool IsContentError(ErrorCode code);
+
 class Status {
  public:
   Status() = default;

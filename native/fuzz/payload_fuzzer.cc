@@ -1,7 +1,7 @@
 // payload_fuzzer: ScanPayload and ApplyPatch on a fuzzed payload, framed
 // the way a patch file frames it, over a small fixed volume.
 //
-// The payload's chunk digests and whole digest are computed here, so every
+// The payload's chunk digests are computed here, so every
 // input gets past PayloadReader's hash checks into the record parser and
 // the executors, which is where hostile bytes would do harm. (In a real
 // patch these digests come from the signed manifest; nothing is parsed
@@ -27,14 +27,16 @@
 // validate against the volume, claim the targets, produce the target bytes
 // from the volume's bytes, and write them into a copy of the view. Checks:
 //  - ApplyPatch succeeds exactly when the model says it must (every record
-//    valid and producing bytes with the record's hashes, the payload fully
-//    consumed, the digests right), and then the new view reads exactly the
+//    valid and producing bytes with the record's hashes (the target hash
+//    of the types that compute their target), the payload fully consumed,
+//    the digests right), and then the new view reads exactly the
 //    model's bytes and has the model's digest, and the layer verifies;
 //  - a failed apply leaves no layer file; its code is one of the codes a
 //    bad payload may give;
 //  - ScanPayload accepts whatever ApplyPatch accepts, counting the same
 //    operations;
-//  - progress never goes backwards or past the total;
+//  - progress never goes past the total, nor backwards but to 0 when a
+//    resumed apply starts over;
 //  - interrupted and resumed: the first apply stops exactly when every
 //    operation before `stop` is good, leaving its layer for the second,
 //    which reports that it resumed from `stop` and gives the same result
@@ -111,6 +113,12 @@ bool Produce(const Operation& op, const uint8_t* data, const Bytes& below, uint3
   return false;
 }
 
+// The types whose target the executor hashes before writing; a raw REPLACE
+// (its data) and a ZERO are left to the view digest (executor.h).
+bool Computed(OperationType type) {
+  return type != OperationType::kReplace && type != OperationType::kZero;
+}
+
 // Walks the records, rewriting their hashes in `payload` when `fix_up`.
 Prediction Predict(Bytes* payload, uint64_t operation_count, const Volume& volume,
                    uint64_t target_size, bool fix_up) {
@@ -141,7 +149,8 @@ Prediction Predict(Bytes* payload, uint64_t operation_count, const Volume& volum
     if (fix_up) {
       std::memcpy(record + kSrcHashOffset, src_hash.data(), 32);
       std::memcpy(record + kDstHashOffset, dst_hash.data(), 32);
-    } else if (op.src_hash != src_hash || op.dst_hash != dst_hash) {
+    } else if (op.src_hash != src_hash ||
+               (Computed(op.type) && op.dst_hash != dst_hash)) {
       p.apply_ok = false;
       return p;
     }
@@ -192,20 +201,6 @@ revpatch::View& BelowView(VolumeId id) {
     FUZZ_CHECK(s.ok(), s.ToString());
   }
   return *view;
-}
-
-bool PayloadFailureCode(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kCorrupt:
-    case ErrorCode::kHashMismatch:
-    case ErrorCode::kSourceMismatch:
-    case ErrorCode::kBadExtent:
-    case ErrorCode::kUnsupported:
-    case ErrorCode::kTooLarge:
-      return true;
-    default:
-      return false;
-  }
 }
 
 void CheckAppliedView(const Volume& volume, const std::string& layer,
@@ -270,7 +265,9 @@ int FuzzPayload(const uint8_t* data, size_t size) {
 
   uint64_t last_done = 0;
   auto progress = [&](uint64_t done, uint64_t total) {
-    FUZZ_CHECK(done >= last_done && done <= total && total == payload.size(), "progress");
+    // Back to 0 only when a resumed apply starts over (apply.h).
+    FUZZ_CHECK((done >= last_done || done == 0) && done <= total && total == payload.size(),
+               "progress");
     last_done = done;
   };
   revpatch::ApplyResult result;
@@ -312,7 +309,7 @@ int FuzzPayload(const uint8_t* data, size_t size) {
     CheckAppliedView(volume, params.layer_path, target_size, params.target_digest, model.image);
     RemoveFile(params.layer_path);
   } else {
-    FUZZ_CHECK(PayloadFailureCode(applied.code()), "unexpected code: " + applied.ToString());
+    FUZZ_CHECK(revpatch::IsContentError(applied.code()), "unexpected code: " + applied.ToString());
     FUZZ_CHECK(!PathExists(params.layer_path), "a failed apply left its layer file");
     if (wrong_source) {
       FUZZ_CHECK(applied.code() == ErrorCode::kSourceMismatch, applied.ToString());
