@@ -9,9 +9,10 @@
  * properties anywhere), and passes the cross-field checks the schema cannot
  * express (`checkConsistency`). Every refusal is E_MANIFEST.
  */
-import Ajv, { type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import type { OperationStats, OperationType } from './engine';
 import { RevpatchError } from './errors';
+import { validate as matchesSchema } from './manifest_validator';
 import { parseStrictJson } from './strict_json';
 
 export const MANIFEST_FORMAT = 1;
@@ -79,6 +80,8 @@ export interface Manifest {
 
 const ID_SOURCE = ID_PATTERN.source;
 const DIGEST_SOURCE = DIGEST_PATTERN.source;
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
+const DATE_TIME_SOURCE = DATE_TIME.source;
 const COUNT = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
 
 const imageSchema = {
@@ -145,8 +148,8 @@ export const manifestSchema = {
       },
     },
     removable: { type: 'boolean' },
-    created: { type: 'string', format: 'date-time' },
-    expires: { type: 'string', format: 'date-time', nullable: true },
+    created: { type: 'string', pattern: DATE_TIME_SOURCE },
+    expires: { type: 'string', pattern: DATE_TIME_SOURCE, nullable: true },
     keyId: { type: 'string', pattern: KEY_ID_PATTERN.source },
   },
 } as const;
@@ -157,7 +160,6 @@ function powersOfTwo(from: number, to: number): number[] {
   return out;
 }
 
-const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
 
 /** RFC 3339 date-time with a calendar check (leap seconds refused). */
 export function isDateTime(value: string): boolean {
@@ -169,16 +171,6 @@ export function isDateTime(value: string): boolean {
   if (day > daysInMonth) return false;
   if (m[9] !== undefined && (Number(m[9]) > 23 || Number(m[10]) > 59)) return false;
   return !Number.isNaN(Date.parse(value));
-}
-
-let compiled: ReturnType<Ajv['compile']> | undefined;
-
-function schemaValidator(): ReturnType<Ajv['compile']> {
-  if (!compiled) {
-    const ajv = new Ajv({ strict: true, allErrors: false, formats: { 'date-time': isDateTime } });
-    compiled = ajv.compile(manifestSchema);
-  }
-  return compiled;
 }
 
 function describe(errors: ErrorObject[] | null | undefined): string {
@@ -194,7 +186,8 @@ function describe(errors: ErrorObject[] | null | undefined): string {
  * returns it typed, or throws E_MANIFEST naming the first problem.
  */
 export function validateManifest(value: unknown): Manifest {
-  const validate = schemaValidator();
+  // The schema compiled ahead of time (lib/manifest_validator.ts).
+  const validate = matchesSchema as ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
   if (!validate(value)) {
     throw new RevpatchError('E_MANIFEST', `invalid manifest: ${describe(validate.errors)}`);
   }
@@ -209,6 +202,9 @@ function checkConsistency(m: Manifest): void {
     throw new RevpatchError('E_MANIFEST', `invalid manifest: ${message}`);
   };
   if (m.parent === m.id) fail(`parent is the patch itself (${m.id})`);
+  // The schema checks the RFC 3339 shape; the calendar is checked here.
+  if (!isDateTime(m.created)) fail(`created (${m.created}) is not a date-time`);
+  if (m.expires !== null && !isDateTime(m.expires)) fail(`expires (${m.expires}) is not a date-time`);
 
   const expectedChunks = Math.ceil(m.payload.size / m.payload.chunkSize);
   if (m.payload.chunks.length !== expectedChunks) {

@@ -1,7 +1,9 @@
 import * as crypto from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import t, { type Test as Tap } from 'tap';
 import { RevpatchError } from '../lib/errors';
 import {
+  manifestSchema,
   encodeManifest,
   MAX_IMAGE_SIZE,
   MAX_MANIFEST_BYTES,
@@ -219,6 +221,8 @@ t.test('each schema violation is E_MANIFEST', async (t) => {
     ['created not a date-time', (m) => (m.created = 'yesterday')],
     ['created without a zone', (m) => (m.created = '2024-05-01T12:00:00')],
     ['created on February 30', (m) => (m.created = '2024-02-30T12:00:00Z')],
+    ['expires at hour 24', (m) => (m.expires = '2030-01-01T24:00:00Z')],
+    ['expires on day 0', (m) => (m.expires = '2030-01-00T12:00:00Z')],
     ['expires a number', (m) => (m.expires = 0)],
     ['keyId uppercase', (m) => (m.keyId = '0123456789ABCDEF')],
     ['keyId too short', (m) => (m.keyId = '0123')],
@@ -266,4 +270,12 @@ t.test('parseManifest refuses empty bytes, duplicate keys and non-JSON', async (
   rejectsWith(t, () => parseManifest(Buffer.from(text.replace('"title":', '"title":"x","title":'))), 'E_MANIFEST');
   rejectsWith(t, () => parseManifest(Buffer.from(text + ' null')), 'E_MANIFEST');
   t.same(parseManifest(Buffer.from(`\n ${text} \n`)), sampleManifest(), 'surrounding whitespace is fine');
+});
+
+t.test('the checked-in schema validator is the one the schema compiles to', async (t) => {
+  // scripts/manifest-validator.js regenerates it; run it after changing the schema.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const generator = require('../scripts/manifest-validator.js') as { generate(schema: unknown): string; TARGET: string };
+  const current = await fs.readFile(generator.TARGET, 'utf8');
+  t.equal(current, generator.generate(manifestSchema), 'lib/manifest_validator.ts is current');
 });
