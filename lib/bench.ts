@@ -20,6 +20,7 @@ import { existsSync, promises as fs, readFileSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Device } from './device';
 import { RevpatchError } from './errors';
 
 export const TIME_BINARY = '/usr/bin/time';
@@ -334,7 +335,8 @@ export interface PairResult {
   name: string;
   oldSize: number;
   newSize: number;
-  tools: ToolResult[];
+  /** revpatch first, then the other tools. */
+  tools: [RevpatchResult, ...ToolResult[]];
 }
 
 export interface BenchOptions {
@@ -373,6 +375,12 @@ export interface RevpatchResult extends ToolResult {
   targetDigest: string;
   /** The one `revpatch init` of the base the runs' state directories are copied from. */
   init: Sample;
+  /**
+   * `Device.install` timed inside this process, as a device agent that
+   * embeds the library installs: no Node start-up, no module loading. Peak
+   * RSS is not separable from this process's and is not reported.
+   */
+  applyInProcess: StepResult;
 }
 
 export async function benchRevpatch(oldPath: string, newPath: string, options: BenchOptions): Promise<RevpatchResult> {
@@ -428,6 +436,19 @@ export async function benchRevpatch(oldPath: string, newPath: string, options: B
       await fs.rm(state, { recursive: true, force: true });
     }
   });
+  options.onStep?.('revpatch install, in-process');
+  const applyInProcess = await repeat(options.policy, async (run) => {
+    const state = path.join(work, `state-in-process-${run}`);
+    await fs.cp(pristine, state, { recursive: true });
+    try {
+      const device = await Device.open(state);
+      const t0 = performance.now();
+      await device.install(patch);
+      return { seconds: (performance.now() - t0) / 1000, peakRss: null };
+    } finally {
+      await fs.rm(state, { recursive: true, force: true });
+    }
+  });
   const exact = hasGnuTime();
   return {
     tool: 'revpatch',
@@ -440,6 +461,7 @@ export async function benchRevpatch(oldPath: string, newPath: string, options: B
     payloadSize: info.manifest.payload.size,
     targetDigest,
     init: { seconds: init.seconds, peakRss: init.peakRss },
+    applyInProcess,
     commands: {
       create: 'revpatch create --from OLD --to NEW --key KEY --id bench --out PATCH',
       apply: 'revpatch --state STATE install PATCH   (STATE: a copy of what revpatch init --volume OLD left)',
@@ -503,7 +525,7 @@ export async function benchTool(tool: DeltaTool, oldPath: string, newPath: strin
 /** revpatch and every requested tool on one pair. */
 export async function benchPair(name: string, oldPath: string, newPath: string, options: BenchOptions): Promise<PairResult> {
   const [oldStat, newStat] = await Promise.all([fs.stat(oldPath), fs.stat(newPath)]);
-  const tools: ToolResult[] = [await benchRevpatch(oldPath, newPath, options)];
+  const tools: PairResult['tools'] = [await benchRevpatch(oldPath, newPath, options)];
   for (const name of options.tools ?? TOOL_NAMES) tools.push(await benchTool(TOOLS[name], oldPath, newPath, options));
   return { name, oldSize: oldStat.size, newSize: newStat.size, tools };
 }
@@ -512,6 +534,12 @@ export async function benchPair(name: string, oldPath: string, newPath: string, 
 export async function idleNodeRss(runs = 3): Promise<number | null> {
   const step = await repeat({ runs }, () => runMeasured(process.execPath, ['-e', 'setTimeout(() => {}, 50)']));
   return step.peakRss;
+}
+
+/** Median wall time of `node -e 0`: what every command-line step pays before revpatch runs. */
+export async function nodeStartup(runs = 5): Promise<number> {
+  const step = await repeat({ runs }, () => runMeasured(process.execPath, ['-e', '0']));
+  return step.seconds;
 }
 
 // ---------------------------------------------------------------------------

@@ -70,6 +70,7 @@ function report(pair: PairResult, runs: number, idle: number | null): string {
     '',
     textTable(header, rows),
     '',
+    `revpatch install in-process:         ${fmtSeconds(rp.applyInProcess.seconds)} (Device.install in this process: no Node start-up)`,
     stepLine('revpatch restart-activate (boot):   ', rp.restart),
     stepLine('revpatch remove and restart:        ', rp.removeRestart),
     `idle Node process peak RSS:          ${fmtBytes(idle)}`,

@@ -53,6 +53,7 @@ interface ToolJson {
   apply: StepJson | null;
   restart?: StepJson;
   removeRestart?: StepJson;
+  applyInProcess?: StepJson;
   verified: boolean;
   skipped?: string;
 }
@@ -91,6 +92,9 @@ if (!built) {
       t.ok((step?.seconds ?? 0) > 0);
       t.ok((step?.peakRss ?? 0) > 0, 'peak RSS measured');
     }
+    t.equal(rp.applyInProcess?.runs, 2, 'the in-process install ran twice');
+    t.ok((rp.applyInProcess?.seconds ?? 0) > 0);
+    t.equal(rp.applyInProcess?.peakRss, null, 'no peak RSS for an install inside the bench process');
     for (const tool of out.tools.slice(1)) {
       const binary = tool.tool === 'bsdiff' ? 'bspatch' : tool.tool;
       if (!installed(binary)) {
@@ -119,6 +123,7 @@ if (!built) {
     t.match(lines[header + 2], /^revpatch \(install\)\s+\d+\s+1\.00x/, 'revpatch row, ratio 1 to itself');
     t.match(lines[header + 3], /^xdelta3\s+(\d+\s+\d+\.\d\dx|skipped: not installed)/, 'the requested tool only');
     t.notMatch(r.stdout, /bsdiff|^zstd/m, 'tools not asked for are left out');
+    t.match(r.stdout, /install in-process:\s+\d+(\.\d+)? m?s/);
     t.match(r.stdout, /restart-activate \(boot\):\s+\d+(\.\d+)? m?s, peak RSS/);
     t.match(r.stdout, /remove and restart:\s+\d+(\.\d+)? m?s/);
     t.same((await fs.readdir(dir)).sort(), ['new.img', 'old.img'], 'nothing left beside the images');
