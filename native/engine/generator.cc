@@ -169,7 +169,8 @@ class Generator {
         REVPATCH_RETURN_IF_ERROR(AddGathered(OperationType::kZero, &zero_, t, block.data(), 0));
         continue;
       }
-      auto found = index_.find(IndexKey(Sha256::Hash(block.data(), block_size_)));
+      auto found = whole_source_ ? index_.end()
+                                 : index_.find(IndexKey(Sha256::Hash(block.data(), block_size_)));
       if (found != index_.end()) {
         REVPATCH_RETURN_IF_ERROR(source_.ReadBlocks(found->second, 1, other.data()));
         if (std::memcmp(block.data(), other.data(), block_size_) == 0) {

@@ -69,12 +69,16 @@ void WriteFile(const std::string& path, const Bytes& data) {
   std::fclose(f);
 }
 
+// whole_source: match data against the whole source (the default for
+// sources up to 256 MiB); false: as for a larger source, against each
+// region's neighbourhood, with COPY ops for blocks found whole elsewhere.
 Status Generate(const std::string& dir, const Bytes& source, const Bytes& target,
-                GenerateResult* result) {
+                GenerateResult* result, bool whole_source = true) {
   WriteFile(dir + "/source.img", source);
   WriteFile(dir + "/target.img", target);
   GenerateOptions options;
   options.chunk_size = kChunk;
+  if (!whole_source) options.whole_source_bytes = 0;
   return GeneratePayload(dir + "/source.img", dir + "/target.img", dir + "/payload", options,
                          nullptr, result);
 }
@@ -126,7 +130,7 @@ TEST(each_kind_of_change_becomes_its_operation) {
   SetBlock(&target, 40, StampedBlock(40, 2));                 // fresh, in the DIFF
   SetBlock(&target, 50, TextBlock(3));                        // fresh, in the DIFF
   GenerateResult r;
-  ASSERT_OK(Generate(dir, source, target, &r));
+  ASSERT_OK(Generate(dir, source, target, &r, /*whole_source=*/false));
   // The three data blocks share one region, hence one DIFF.
   EXPECT_EQ(r.operation_count, 3u);
   EXPECT_EQ(r.changed_blocks, 5u);
@@ -137,6 +141,15 @@ TEST(each_kind_of_change_becomes_its_operation) {
   // The random block costs its size; the edit and the text little.
   EXPECT_TRUE(r.stats.by_type[static_cast<int>(OperationType::kDiff)].data_bytes < kBlock + 1200);
   EXPECT_TRUE(!(r.source_digest == r.target_digest));
+
+  // Matched against the whole source, the moved block is a match inside the
+  // DIFF, which costs a few bytes of control instead of a COPY record.
+  GenerateResult whole;
+  ASSERT_OK(Generate(revpatch_test::TempDir(), source, target, &whole));
+  EXPECT_EQ(whole.operation_count, 2u);
+  EXPECT_EQ(Count(whole, OperationType::kCopy), 0u);
+  EXPECT_EQ(whole.stats.by_type[static_cast<int>(OperationType::kDiff)].target_blocks, 4u);
+  EXPECT_TRUE(whole.payload_size < r.payload_size);
 }
 
 TEST(a_region_without_matches_is_replace_or_replace_brotli) {
@@ -236,7 +249,7 @@ TEST(scattered_blocks_of_one_kind_gather_into_one_operation) {
   for (uint64_t b = 300; b < 340; b += 4) SetBlock(&target, b, StampedBlock(b + 200, 1));
   for (uint64_t b = 0; b < 200; ++b) SetBlock(&target, 350 + b, StampedBlock(b, 7));
   GenerateResult r;
-  ASSERT_OK(Generate(dir, source, target, &r));
+  ASSERT_OK(Generate(dir, source, target, &r, /*whole_source=*/false));
   EXPECT_EQ(Count(r, OperationType::kZero), 1u);
   EXPECT_EQ(Count(r, OperationType::kCopy), 1u);
   EXPECT_EQ(Count(r, OperationType::kReplace), 1u);
