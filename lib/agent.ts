@@ -29,9 +29,9 @@ import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
 import { readPublicKey, type PublicKey } from './keys';
 import { writeFileAtomic } from './atomic';
 import { PatchFile } from './patch_file';
-import type { Manifest } from './manifest';
 import type { PatchRecord } from './record';
 import type { RepoPatch, RepositoryClientApi } from './repo/types';
+import { checkManifestMatches } from './stream_install';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
@@ -154,27 +154,6 @@ export interface InstallContext {
 
 /** Gets a patch from the repository into the device, staged. */
 export type PatchInstaller = (context: InstallContext) => Promise<PatchRecord>;
-
-/**
- * The signed manifest must say what the signed repository metadata says
- * (id, version, parent, payload and source digests); otherwise the target
- * is another patch than the one the policy chose (wrong software), and it is
- * refused with E_REPO_METADATA before a byte is applied.
- */
-export function checkManifestMatches(manifest: Manifest, patch: RepoPatch): void {
-  const wrong: string[] = [];
-  if (manifest.id !== patch.id) wrong.push(`id ${manifest.id}`);
-  if (manifest.version !== patch.version) wrong.push(`version ${manifest.version}`);
-  if (manifest.parent !== patch.parent) wrong.push(`parent ${manifest.parent ?? 'base'}`);
-  if (patch.payloadDigest && manifest.payload.digest !== patch.payloadDigest) wrong.push('another payload');
-  if (patch.sourceDigest && manifest.source.digest !== patch.sourceDigest) wrong.push('another source view');
-  if (wrong.length > 0) {
-    throw new RevpatchError(
-      'E_REPO_METADATA',
-      `target ${patch.target} holds ${wrong.join(', ')}, not ${patch.id} v${patch.version} for ${patch.parent ?? 'the base'}`,
-    );
-  }
-}
 
 /** Downloads the whole file (resumable), checks it is the patch chosen, then installs it. */
 export const downloadThenInstall: PatchInstaller = async (context) => {
