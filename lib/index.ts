@@ -9,7 +9,7 @@ export { writeKeyPair, readPublicKey, readSecretKey } from './keys';
 export { RevpatchError, ErrorCodes } from './errors';
 export type { ErrorCode } from './errors';
 export * as engine from './engine';
-export { Agent, downloadThenInstall } from './agent';
+export { Agent, installWhileDownloading } from './agent';
 export type { AgentHooks, AgentSettings, AgentEvents, CheckReport } from './agent';
 export * as policy from './policy';
 export { AuditTrail, openAgentLog } from './log';
