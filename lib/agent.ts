@@ -3,9 +3,10 @@
  * the part of a device's management software that keeps it patched by
  * itself. Each check refreshes the repository's TUF metadata, removes
  * recalled patches, picks the offered patches the policy (lib/policy.ts)
- * allows, downloads and stages them, and asks the host for the restart that
- * activates them. After a restart it tells the device the boot got as far as
- * the health check, runs the host's check and confirms.
+ * allows, stages each while it downloads (lib/stream_install.ts), and asks
+ * the host for the restart that activates them. After a restart it tells
+ * the device the boot got as far as the health check, runs the host's check
+ * and confirms.
  *
  * The agent never restarts anything and never touches the device's files
  * itself: every change goes through Device, whose transitions each have one
@@ -23,15 +24,13 @@ import { EventEmitter } from 'node:events';
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device, TRUST_FILE } from './device';
+import { Device } from './device';
 import * as engine from './engine';
 import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
-import { readPublicKey, type PublicKey } from './keys';
 import { writeFileAtomic } from './atomic';
-import { PatchFile } from './patch_file';
-import type { Manifest } from './manifest';
 import type { PatchRecord } from './record';
 import type { RepoPatch, RepositoryClientApi } from './repo/types';
+import { installFromDownload } from './stream_install';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
@@ -48,7 +47,6 @@ import {
 
 export const AGENT_DIR = 'agent';
 export const AGENT_STATE_FILE = 'state.json';
-export const DOWNLOAD_DIR = 'downloads';
 
 // ------------------------------------------------------------------ events
 
@@ -143,10 +141,6 @@ export interface InstallContext {
   device: Device;
   client: RepositoryClientApi;
   patch: RepoPatch;
-  /** Where partial downloads are kept between attempts. */
-  downloadDir: string;
-  /** The publisher key the device trusts. */
-  trust: PublicKey;
   now: Date;
   signal?: AbortSignal;
   onProgress(phase: ProgressEvent['phase'], done: number, total: number): void;
@@ -156,51 +150,18 @@ export interface InstallContext {
 export type PatchInstaller = (context: InstallContext) => Promise<PatchRecord>;
 
 /**
- * The signed manifest must say what the signed repository metadata says
- * (id, version, parent, payload and source digests); otherwise the target
- * is another patch than the one the policy chose (wrong software), and it is
- * refused with E_REPO_METADATA before a byte is applied.
+ * The default installer: the streaming install (lib/stream_install.ts), which
+ * applies the patch while it downloads into STATE/downloads/, checks that the
+ * signed manifest is the patch the signed metadata names, and keeps a partial
+ * download for the next check only after a failure a retry can get past.
  */
-export function checkManifestMatches(manifest: Manifest, patch: RepoPatch): void {
-  const wrong: string[] = [];
-  if (manifest.id !== patch.id) wrong.push(`id ${manifest.id}`);
-  if (manifest.version !== patch.version) wrong.push(`version ${manifest.version}`);
-  if (manifest.parent !== patch.parent) wrong.push(`parent ${manifest.parent ?? 'base'}`);
-  if (patch.payloadDigest && manifest.payload.digest !== patch.payloadDigest) wrong.push('another payload');
-  if (patch.sourceDigest && manifest.source.digest !== patch.sourceDigest) wrong.push('another source view');
-  if (wrong.length > 0) {
-    throw new RevpatchError(
-      'E_REPO_METADATA',
-      `target ${patch.target} holds ${wrong.join(', ')}, not ${patch.id} v${patch.version} for ${patch.parent ?? 'the base'}`,
-    );
-  }
-}
-
-/** Downloads the whole file (resumable), checks it is the patch chosen, then installs it. */
-export const downloadThenInstall: PatchInstaller = async (context) => {
-  const { patch } = context;
-  await fs.mkdir(context.downloadDir, { recursive: true });
-  const file = path.join(context.downloadDir, `${patch.sha256}.rvp`);
-  await context.client.download(patch, file, {
+export const installWhileDownloading: PatchInstaller = (context) =>
+  installFromDownload(context.device, context.client, context.patch, {
     signal: context.signal,
-    onProgress: (p) => context.onProgress('download', p.received, p.total),
-  });
-  const opened = await PatchFile.open(file);
-  try {
-    checkManifestMatches(opened.verify(context.trust), patch);
-  } finally {
-    await opened.close();
-  }
-  const record = await context.device.install(file, {
     now: context.now,
-    onProgress: (done, total) => context.onProgress('install', done, total),
+    onProgress: (p) => context.onProgress('download', p.received, p.total),
+    onApplyProgress: (done, total) => context.onProgress('install', done, total),
   });
-  await fs.rm(file, { force: true });
-  return record;
-};
-
-/** Errors after which a partial download is worth keeping for the next attempt. */
-const RESUMABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_NETWORK', 'E_SLOW_RETRIEVAL', 'E_ABORTED', 'E_BUSY', 'E_NO_SPACE']);
 
 // ------------------------------------------------------------------ report
 
@@ -297,7 +258,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.client = options.client;
     this.hooks = options.hooks ?? {};
     this.settings = { ...DEFAULT_SETTINGS, ...options.settings };
-    this.installer = options.installer ?? downloadThenInstall;
+    this.installer = options.installer ?? installWhileDownloading;
     this.log = options.logger ?? silentLogger();
     this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
     this.lockWaitMs = options.lockWaitMs ?? 60_000;
@@ -571,7 +532,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.skip(report, patch, rollout.code, rollout.reason);
       return false;
     }
-    const downloadDir = path.join(this.agentDir, DOWNLOAD_DIR);
     const free = this.hooks.freeSpace
       ? await this.hooks.freeSpace(this.stateDir)
       : await engine.freeSpace(this.stateDir);
@@ -589,14 +549,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.reservedBytes += space.reserveBytes;
     try {
-      const trust = await readPublicKey(path.join(this.stateDir, TRUST_FILE));
       this.log.info({ patch: patch.id, version: patch.version, bytes: patch.length }, 'downloading');
       const record = await this.installer({
         device,
         client: this.client,
         patch,
-        downloadDir,
-        trust,
         now: this.now(),
         signal,
         onProgress: (phase, done, total) => this.emit('progress', { patch: patch.id, phase, done, total }),
@@ -610,7 +567,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       return true;
     } catch (err) {
       const e = toRevpatchError(err);
-      if (!RESUMABLE.has(e.code)) await removeDownload(downloadDir, patch.sha256);
       if (e.code === 'E_ABORTED') return false;
       this.fail(e, patch.id);
       report.refused.push({ id: patch.id, code: e.code, message: e.message });
@@ -691,14 +647,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     await this.busy;
     this.log.info('agent stopped');
-  }
-}
-
-/** Deletes a download that failed a check, with anything the downloader keeps beside it. */
-async function removeDownload(dir: string, sha256: string): Promise<void> {
-  const names = await fs.readdir(dir).catch(() => [] as string[]);
-  for (const name of names) {
-    if (name.startsWith(`${sha256}.`)) await fs.rm(path.join(dir, name), { force: true }).catch(() => undefined);
   }
 }
 

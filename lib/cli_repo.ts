@@ -1,7 +1,9 @@
 /**
  * `revpatch repo ...`: the publisher's commands (DESIGN.md, "Command line";
  * docs/repository.md). Errors propagate to lib/cli.ts's main, which prints
- * `error E_CODE: message` and exits 1.
+ * `error E_CODE: message` and exits 1. The commands that change a
+ * repository hold its lock; the global `--wait SECONDS` lets them wait for
+ * another publisher instead of failing with E_BUSY.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration, Repository } from './repo/publisher';
@@ -30,6 +32,8 @@ function port(value: string): number {
 
 export function registerRepo(program: Command): void {
   const json = (): boolean => Boolean(program.opts<{ json?: boolean }>().json);
+  const lockWaitMs = (): number => (program.opts<{ wait?: number }>().wait ?? 0) * 1000;
+  const open = (dir: string) => Repository.open(dir, { lockWaitMs: lockWaitMs() });
   const print = (value: unknown, text: () => string) =>
     process.stdout.write(json() ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 
@@ -53,7 +57,7 @@ export function registerRepo(program: Command): void {
       const k = opts[`${role}Key`];
       if (typeof k === 'string') roleKeys[role] = k;
     }
-    const created = await Repository.init(dir, { publisherKey: String(opts.key), expiry, roleKeys });
+    const created = await Repository.init(dir, { publisherKey: String(opts.key), expiry, roleKeys, lockWaitMs: lockWaitMs() });
     print({ dir: created.dir, rootVersion: created.rootVersion }, () => `created repository ${created.dir} (root version ${created.rootVersion})`);
   });
 
@@ -64,7 +68,7 @@ export function registerRepo(program: Command): void {
     .argument('<file>', 'patch file (signed with the publisher key)')
     .option('--rollout <pct>', 'percentage of devices that take it (default 100)', percentage)
     .action(async (dir: string, file: string, opts: { rollout?: number }) => {
-      const r = await Repository.open(dir);
+      const r = await open(dir);
       const result = await r.publish(file, { rollout: opts.rollout });
       const p = result.patch;
       print(result, () => `published ${p.target} (${p.length} bytes, rollout ${p.rollout}%), targets v${result.targetsVersion}`);
@@ -76,7 +80,7 @@ export function registerRepo(program: Command): void {
     .argument('<dir>', 'repository directory')
     .argument('<id>', 'patch id')
     .action(async (dir: string, id: string) => {
-      const r = await Repository.open(dir);
+      const r = await open(dir);
       const recalled = await r.recall(id);
       print(recalled, () => `recalled ${recalled.map((p) => p.target).join(', ')}`);
     });
@@ -86,7 +90,7 @@ export function registerRepo(program: Command): void {
     .description('re-sign snapshot and timestamp with fresh expiry (run before the timestamp expires)')
     .argument('<dir>', 'repository directory')
     .action(async (dir: string) => {
-      const r = await Repository.open(dir);
+      const r = await open(dir);
       await r.refresh();
       print({ dir: r.dir }, () => `refreshed ${r.dir}`);
     });
@@ -98,7 +102,7 @@ export function registerRepo(program: Command): void {
     .addOption(new Option('--role <role>', 'role whose key is replaced').choices([...ROLE_NAMES]).makeOptionMandatory())
     .option('--key <key>', 'new secret key file (default: generate one into DIR/keys/)')
     .action(async (dir: string, opts: { role: RoleName; key?: string }) => {
-      const r = await Repository.open(dir);
+      const r = await open(dir);
       const result = await r.rotateKey({ role: opts.role, newKey: opts.key });
       print(result, () => `rotated the ${result.role} key ${result.oldKeyId.slice(0, 16)}… -> ${result.newKeyId.slice(0, 16)}… (root version ${result.rootVersion})`);
     });

@@ -1,8 +1,11 @@
 /**
- * One writer at a time per state directory. The lock is a file created with
- * link(2) holding the owner's pid; a lock whose owner no longer runs is stale
- * and is taken over, so a killed process never blocks the device forever.
+ * One writer at a time per directory: a device's state directory, or a
+ * repository the publisher changes. The lock is a file created with link(2)
+ * holding the owner's pid; a lock whose owner no longer runs is stale and is
+ * taken over, so a killed process never blocks the device or the repository
+ * forever.
  */
+import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { RevpatchError } from './errors';
@@ -23,13 +26,14 @@ export class StateLock {
   private constructor(private readonly file: string) {}
 
   /** Takes the lock or fails with E_BUSY, waiting up to `waitMs` for it. */
-  static async acquire(stateDir: string, waitMs = 0): Promise<StateLock> {
-    const file = path.join(stateDir, LOCK_FILE);
+  static async acquire(dir: string, waitMs = 0): Promise<StateLock> {
+    const file = path.join(dir, LOCK_FILE);
     const deadline = Date.now() + waitMs;
     for (;;) {
       // link(2) publishes the lock with its pid already inside, so no
-      // reader ever sees an empty lock file and mistakes it for stale.
-      const claim = `${file}.${process.pid}.tmp`;
+      // reader ever sees an empty lock file and mistakes it for stale. The
+      // claim's name is unique even among the acquires of one process.
+      const claim = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
       await fs.writeFile(claim, `${process.pid}\n`, { mode: 0o644 });
       try {
         await fs.link(claim, file);
@@ -47,7 +51,7 @@ export class StateLock {
         continue;
       }
       if (Date.now() >= deadline) {
-        throw new RevpatchError('E_BUSY', `another revpatch process (pid ${owner}) is changing ${stateDir}`);
+        throw new RevpatchError('E_BUSY', `another revpatch process (pid ${owner}) is changing ${dir}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

@@ -6,24 +6,31 @@
  * STATE/downloads/. As soon as header, manifest and signature have arrived,
  * the file is opened once (PatchFile, the one descriptor the engine will
  * read: what is verified is what is applied), its signature is checked
- * with the device's trusted key, and the signed id, version and parent must
- * be the ones the TUF metadata announced (a valid patch served under another
- * name is refused: E_REPO_METADATA). Then Device.install starts; the engine's
+ * with the device's trusted key, and the signed manifest must be the patch
+ * the TUF metadata announced: id, version, parent, payload and source
+ * digests (a valid patch served under another name is refused:
+ * E_REPO_METADATA). Then Device.installPatchFile starts; the engine's
  * payload reader waits on a native Feed (native/addon/feed.h) for every
  * chunk not yet written, and checks each chunk's digest as always.
  *
  * The last byte is withheld from the engine until the download has checked
  * the whole file's length and TUF hash, so nothing is committed from a file
  * TUF did not vouch for. A failed download fails the feed: the apply stops
- * with its checkpoint kept, the partial file stays for the next attempt
- * (both resume), and the device record is unchanged.
+ * and, as every failed apply does, deletes its unsealed layer
+ * (native/engine/apply.h), so the device is unchanged. The partial file
+ * stays for the next attempt, which resumes it, when a retry can get past
+ * the failure (the network, a slow server, an abort, a busy device, a full
+ * disk); bytes that can never become this install are deleted. When the
+ * download and a check here both fail, the download's verdict on the whole
+ * file (hash, excess length) is the one reported.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Device, TRUST_FILE } from './device';
 import * as engine from './engine';
-import { RevpatchError, toRevpatchError } from './errors';
+import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
 import { readPublicKey } from './keys';
+import type { Manifest } from './manifest';
 import { decodeHeader, HEADER_SIZE, PatchFile } from './patch_file';
 import type { PatchRecord } from './record';
 import type { DownloadResult, PatchDownloadOptions, RepoPatch, StreamInstallOptions } from './repo/types';
@@ -35,15 +42,42 @@ export interface PatchSource {
   download(patch: RepoPatch, dest: string, options?: PatchDownloadOptions): Promise<DownloadResult>;
 }
 
+/** Failures a later attempt can get past; after any other the partial download is deleted. */
+const RESUMABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_NETWORK', 'E_SLOW_RETRIEVAL', 'E_ABORTED', 'E_BUSY', 'E_NO_SPACE']);
+/** Download failures after which lib/download.ts has discarded the file's bytes. */
+const DISCARDED: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_HASH_MISMATCH', 'E_TOO_LARGE']);
+
 /** Path of a patch's download in the state directory. */
 export function downloadPath(stateDir: string, patch: RepoPatch): string {
   return path.join(stateDir, DOWNLOAD_DIR, `${patch.id}-v${patch.version}.rvp`);
 }
 
 /**
+ * The signed manifest must say what the signed repository metadata says
+ * (id, version, parent, payload and source digests); otherwise the target
+ * is another patch than the one announced (wrong software), and it is
+ * refused with E_REPO_METADATA before a byte is applied.
+ */
+export function checkManifestMatches(manifest: Manifest, patch: RepoPatch): void {
+  const wrong: string[] = [];
+  if (manifest.id !== patch.id) wrong.push(`id ${manifest.id}`);
+  if (manifest.version !== patch.version) wrong.push(`version ${manifest.version}`);
+  if (manifest.parent !== patch.parent) wrong.push(`parent ${manifest.parent ?? 'base'}`);
+  if (patch.payloadDigest && manifest.payload.digest !== patch.payloadDigest) wrong.push('another payload');
+  if (patch.sourceDigest && manifest.source.digest !== patch.sourceDigest) wrong.push('another source view');
+  if (wrong.length > 0) {
+    throw new RevpatchError(
+      'E_REPO_METADATA',
+      `target ${patch.target} holds ${wrong.join(', ')}, not ${patch.id} v${patch.version} for ${patch.parent ?? 'the base'}`,
+    );
+  }
+}
+
+/**
  * Downloads `patch` from `source` and installs it as it arrives. Resolves
- * with the staged record; on failure the device record is unchanged and the
- * partial download and apply checkpoint are kept for a resume.
+ * with the staged record; on failure the device is unchanged, and the
+ * partial download is kept for a resume when a retry can get past the
+ * failure.
  */
 export async function installFromDownload(
   device: Device,
@@ -63,7 +97,8 @@ export async function installFromDownload(
   let wake: (() => void) | null = null;
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-  let downloadError: RevpatchError | null = null;
+  // Assigned in a callback, which TypeScript's narrowing does not see.
+  let downloadError = null as RevpatchError | null;
   const downloading = source
     .download(patch, dest, {
       ...options,
@@ -122,14 +157,7 @@ export async function installFromDownload(
     await waitFor(header.payloadOffset);
     opened = await PatchFile.openGrowing(dest, length);
     const trust = await readPublicKey(path.join(device.stateDir, TRUST_FILE));
-    const manifest = opened.verify(trust.publicKey);
-    if (manifest.id !== patch.id || manifest.version !== patch.version || manifest.parent !== patch.parent) {
-      throw new RevpatchError(
-        'E_REPO_METADATA',
-        `${patch.target} holds patch ${manifest.id} v${manifest.version} (parent ${manifest.parent ?? 'base'}), ` +
-          `not ${patch.id} v${patch.version} (parent ${patch.parent ?? 'base'}) as the repository says`,
-      );
-    }
+    checkManifestMatches(opened.verify(trust.publicKey), patch);
     let record: PatchRecord;
     try {
       record = await device.installPatchFile(opened, {
@@ -154,12 +182,16 @@ export async function installFromDownload(
     await engine.removeFile(dest);
     return record;
   } catch (err) {
-    controller.abort();
+    // Once every byte is written only the download's hash check is left: it
+    // is let finish, as an abort would hide its verdict.
+    if (written < length) controller.abort();
     feed.fail('the install stopped');
     await downloading.catch(() => undefined);
-    const e = toRevpatchError(err);
-    if (e.code === 'E_SIGNATURE' || e.code === 'E_FORMAT' || e.code === 'E_REPO_METADATA' || e.code === 'E_LENGTH_MISMATCH') {
-      // Bytes that can never become a valid install are not kept for a resume.
+    // A download that found the file is not the one TUF signed has deleted
+    // its bytes, perhaps while they were being checked here: its verdict
+    // comes first.
+    const e = downloadError && DISCARDED.has(downloadError.code) ? downloadError : toRevpatchError(err);
+    if (!RESUMABLE.has(e.code)) {
       await fs.rm(dest, { force: true }).catch(() => undefined);
       await fs.rm(`${dest}.etag`, { force: true }).catch(() => undefined);
     }

@@ -1,13 +1,17 @@
 import t from 'tap';
+import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import * as net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { downloadThenInstall, type AgentEvents, type RestartAnswer } from '../lib/agent';
+import { installWhileDownloading, type AgentEvents, type RestartAnswer } from '../lib/agent';
 import { AuditTrail } from '../lib/log';
 import { parseTimeRange } from '../lib/policy';
-import { addonBuilt, ROOT, tempDir } from './helpers';
-import { exported, makeWorld, startNginx } from './agent_fixture';
+import { serveRepository } from '../lib/repo/serve';
+import { addonBuilt, BLOCK, ROOT, tempDir } from './helpers';
+import { BLOCKS, exported, makeWorld, startNginx } from './agent_fixture';
 import { runWalkthrough } from '../lib/walkthrough';
 
 /** Collects every event an agent emits, by name. */
@@ -19,6 +23,57 @@ function record(agent: import('../lib/agent').Agent) {
     });
   }
   return seen;
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:`port` that holds the first patch download once
+ * `holdAfter` bytes of its response are through, until cut() drops that
+ * connection; every other request passes. Keeps each request's head.
+ */
+async function holdingProxy(t: { teardown(fn: () => unknown): void }, port: number, holdAfter: number) {
+  const requests: string[] = [];
+  let held: net.Socket[] = [];
+  let holding = false;
+  const server = net.createServer((client) => {
+    const up = net.connect(port, '127.0.0.1');
+    let hold = false;
+    let sent = 0;
+    client.on('data', (d: Buffer) => {
+      const head = d.toString('latin1');
+      if (/^GET \/targets\//.test(head) && !holding) {
+        holding = true;
+        hold = true;
+        held = [client, up];
+      }
+      if (/^[A-Z]+ \//.test(head)) requests.push(head);
+      up.write(d);
+    });
+    up.on('data', (d: Buffer) => {
+      if (!hold) {
+        client.write(d);
+        return;
+      }
+      const room = holdAfter - sent;
+      if (room > 0) client.write(d.subarray(0, room));
+      sent += d.length;
+      if (sent >= holdAfter) up.pause();
+    });
+    up.on('end', () => client.end());
+    up.on('error', () => client.destroy());
+    client.on('error', () => up.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    server.close();
+  });
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    cut: () => {
+      for (const s of held) s.destroy();
+    },
+  };
 }
 
 if (!addonBuilt()) {
@@ -46,7 +101,7 @@ if (!addonBuilt()) {
     t.same(restarts, [['fix-1', 'fix-2']], 'one restart asked for both');
     t.equal(seen['restart-required']?.[0].action, 'request');
     t.same((await w.device()).list().map((p) => p.state), ['staged', 'staged']);
-    t.same(await fs.readdir(path.join(w.state, 'agent', 'downloads')), [], 'downloads are deleted once installed');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'downloads are deleted once installed');
 
     await (await w.device()).boot();
     const startup = await agent.startup();
@@ -72,6 +127,48 @@ if (!addonBuilt()) {
     ]);
     const log = await fs.readFile(path.join(w.state, 'agent.log'), 'utf8').catch(() => '');
     t.equal(log, '', 'no agent.log unless a logger is given (the CLI gives one)');
+  });
+
+  t.test('the agent applies a patch while it downloads, leaves the device as it was when the download is cut, and resumes it at the next check', async (t) => {
+    const w = await makeWorld(t, { publish: [] });
+    // Many scattered new blocks in 64 KiB chunks: the engine has work before the last bytes arrive.
+    const next = Buffer.from(w.bytes.base);
+    for (let b = 8; b < BLOCKS; b += 2) crypto.randomBytes(BLOCK).copy(next, b * BLOCK);
+    const { patch } = await w.repo.publish(await w.patch('big-1', w.bytes.base, next, { chunkSize: 64 * 1024 }));
+    const server = await serveRepository(w.repoDir, { port: 0 });
+    t.teardown(() => server.close());
+    const proxy = await holdingProxy(t, Number(new URL(server.url).port), Math.floor(patch.length / 2));
+    const agent = await w.agent({}, {
+      url: proxy.url,
+      transport: { retries: 0, connectTimeoutMs: 20_000, readTimeoutMs: 20_000, minBytesPerSecond: 0 },
+    });
+    const seen = record(agent);
+    let cut = false;
+    agent.on('progress', (p) => {
+      // The download is held at half the file: install progress now means the engine is already applying.
+      if (p.phase === 'install' && !cut) {
+        cut = true;
+        proxy.cut();
+      }
+    });
+    const before = await w.stateSnapshot({ without: ['tuf/', 'agent/', 'downloads/'] });
+    const first = await agent.checkOnce();
+    t.ok(cut, 'the engine was applying the patch while its download was still arriving');
+    t.same(first.refused.map((r) => [r.id, r.code]), [['big-1', 'E_NETWORK']]);
+    t.same(first.staged, []);
+    t.same(await w.stateSnapshot({ without: ['tuf/', 'agent/', 'downloads/'] }), before, 'the device is as it was');
+    const kept = (await fs.stat(path.join(w.state, 'downloads', 'big-1-v1.rvp'))).size;
+    t.ok(kept > 0 && kept < patch.length, `the partial download (${kept} of ${patch.length} bytes) is kept`);
+
+    const second = await agent.checkOnce();
+    t.same(second.staged, ['big-1']);
+    const gets = proxy.requests.filter((r) => r.startsWith('GET /targets/'));
+    t.equal(gets.length, 2);
+    t.equal(/^range: bytes=(\d+)-/im.exec(gets[1])?.[1], String(kept), 'the second download asked only for the rest');
+    t.ok(seen.progress?.some((p) => p.phase === 'download' && p.done === kept && p.total === patch.length), 'download progress starts from the kept bytes');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'the download is deleted once installed');
+    await (await w.device()).boot();
+    t.ok((await exported(w)).equals(next), 'the booted view is the new image');
   });
 
   t.test('against nginx: the agent stages a published patch, the restart activates it, it is confirmed, and a recall removes it at the next restart', async (t) => {
@@ -275,18 +372,30 @@ if (!addonBuilt()) {
     const w = await makeWorld(t, { publish: ['fix-1'] });
     const controller = new AbortController();
     let installsFinished = 0;
+    let finishedAtAbort = -1;
     const agent = await w.agent({
       settings: { pollIntervalMs: 1000, jitter: 0 },
-      installer: async (context) => {
-        // The stop request arrives after the download, while the install runs.
-        const record = await downloadThenInstall({
+      installer: (context) => {
+        const client = context.client;
+        // The stop request arrives once the download is complete, while the install runs.
+        return installWhileDownloading({
           ...context,
+          client: {
+            refresh: () => client.refresh(),
+            patches: () => client.patches(),
+            targetUrl: (patch) => client.targetUrl(patch),
+            download: async (...args) => {
+              const result = await client.download(...args);
+              finishedAtAbort = installsFinished;
+              controller.abort();
+              return result;
+            },
+          },
           device: new Proxy(context.device, {
             get(target, prop, receiver) {
-              if (prop === 'install') {
-                return async (...args: Parameters<typeof target.install>) => {
-                  controller.abort();
-                  const r = await target.install(...args);
+              if (prop === 'installPatchFile') {
+                return async (...args: Parameters<typeof target.installPatchFile>) => {
+                  const r = await target.installPatchFile(...args);
                   installsFinished++;
                   return r;
                 };
@@ -295,11 +404,11 @@ if (!addonBuilt()) {
             },
           }),
         });
-        return record;
       },
     });
     const started = Date.now();
     await agent.run(controller.signal);
+    t.equal(finishedAtAbort, 0, 'the stop request came before the install finished');
     t.equal(installsFinished, 1, 'the install in flight completed');
     t.equal((await w.device()).list()[0]?.state, 'staged', 'and committed');
     t.ok(Date.now() - started < 10_000, 'run returned without waiting out the poll interval');

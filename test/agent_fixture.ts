@@ -77,6 +77,12 @@ export async function startServer(root: string): Promise<TestServer> {
   return state;
 }
 
+export interface PatchExtra {
+  parent?: string;
+  version?: number;
+  chunkSize?: number;
+}
+
 export interface World {
   dir: string;
   repoDir: string;
@@ -93,7 +99,7 @@ export interface World {
   client(extra?: Partial<RepositoryClientOptions>): Promise<RepositoryClient>;
   agent(extra?: Partial<AgentOptions>, client?: Partial<RepositoryClientOptions>): Promise<Agent>;
   /** Makes a signed patch from two images (extra images by name in `bytes`). */
-  patch(id: string, from: Buffer, to: Buffer, extra?: { parent?: string; version?: number }): Promise<string>;
+  patch(id: string, from: Buffer, to: Buffer, extra?: PatchExtra): Promise<string>;
   /** Digests of the state directory, without the agent's log and audit trail. */
   stateSnapshot(options?: { without?: string[] }): Promise<Record<string, string>>;
 }
@@ -121,7 +127,7 @@ export async function makeWorld(
   const clock = { now: new Date() };
   const repoDir = path.join(dir, 'repo');
   const repo = await Repository.init(repoDir, { publisherKey: keys.publicKeyPath, now: () => clock.now });
-  const patch = async (id: string, from: Buffer, to: Buffer, extra: { parent?: string; version?: number } = {}) => {
+  const patch = async (id: string, from: Buffer, to: Buffer, extra: PatchExtra = {}) => {
     const a = path.join(dir, `${id}.${extra.version ?? 1}.from.img`);
     const b = path.join(dir, `${id}.${extra.version ?? 1}.to.img`);
     await fs.writeFile(a, from);

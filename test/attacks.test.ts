@@ -16,6 +16,7 @@ import { generateKeyPair } from '../lib/keys';
 import { loadTufKey, signerOf, tufKeyOf, type TufKey } from '../lib/repo/keys';
 import type { RoleName } from '../lib/repo/types';
 import { AuditTrail } from '../lib/log';
+import { decodeHeader } from '../lib/patch_file';
 import type { Agent, CheckReport } from '../lib/agent';
 import { addonBuilt } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
@@ -381,7 +382,7 @@ if (!addonBuilt()) {
     };
     const report = await refused(t, w, agent, 'E_TOO_LARGE', { allowChanged: ['tuf/'] });
     t.equal(report?.refused[0].id, 'fix-2');
-    t.same(await fs.readdir(path.join(w.state, 'agent', 'downloads')), [], 'the refused download is deleted');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'the refused download is deleted');
   });
 
   // ------------------------------------------------------ slow retrieval
@@ -409,7 +410,7 @@ if (!addonBuilt()) {
       return true;
     };
     // A partial download is kept for resumption; everything else is unchanged.
-    await refused(t, w, agent, 'E_SLOW_RETRIEVAL', { allowChanged: ['tuf/', 'agent/downloads'] });
+    await refused(t, w, agent, 'E_SLOW_RETRIEVAL', { allowChanged: ['tuf/', 'downloads/'] });
   });
 
   t.test('slow retrieval: a server that never answers the metadata request is dropped', async (t) => {
@@ -421,18 +422,37 @@ if (!addonBuilt()) {
 
   // ------------------------------------------------------- wrong software
 
-  t.test('wrong software: another valid patch served in place of the one named is refused (hash or length)', async (t) => {
+  t.test('wrong software: another valid patch served in place of the one named is refused from its header (E_LENGTH_MISMATCH)', async (t) => {
     const { w, agent } = await baseline(t);
     const published = await w.repo.publish(w.files['fix-2']);
     const wrong = await fs.readFile(w.files['fix-1']);
     const padded = Buffer.concat([wrong, Buffer.alloc(Math.max(0, published.patch.length - wrong.length))]).subarray(0, published.patch.length);
     w.server.intercept = (_req, res, urlPath) => {
       if (!urlPath.endsWith(published.patch.target.split('/')[1])) return false;
-      res.writeHead(200, { 'Content-Length': padded.length }).end(padded);
+      // All but the last byte, and the response stays open: only the header can refuse it.
+      res.writeHead(200, { 'Content-Length': padded.length });
+      res.write(padded.subarray(0, padded.length - 1));
+      return true;
+    };
+    const report = await refused(t, w, agent, 'E_LENGTH_MISMATCH', { allowChanged: ['tuf/'] });
+    t.equal(report?.refused[0].id, 'fix-2');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'the refused download is deleted');
+  });
+
+  t.test('wrong software: the named patch with a payload byte changed is refused by its hash (E_HASH_MISMATCH)', async (t) => {
+    const { w, agent } = await baseline(t);
+    const published = await w.repo.publish(w.files['fix-2']);
+    const tampered = await fs.readFile(w.files['fix-2']);
+    const header = decodeHeader(tampered);
+    tampered[header.payloadOffset + Math.floor(header.payloadLength / 2)] ^= 0xff;
+    w.server.intercept = (_req, res, urlPath) => {
+      if (!urlPath.endsWith(published.patch.target.split('/')[1])) return false;
+      res.writeHead(200, { 'Content-Length': tampered.length }).end(tampered);
       return true;
     };
     const report = await refused(t, w, agent, 'E_HASH_MISMATCH', { allowChanged: ['tuf/'] });
     t.equal(report?.refused[0].id, 'fix-2');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'the refused download is deleted');
   });
 
   t.test('wrong software: signed metadata naming fix-2 for a file that is fix-1 is refused (E_REPO_METADATA)', async (t) => {
@@ -468,13 +488,13 @@ if (!addonBuilt()) {
     });
     serve(w, overrides);
     // First contact: nothing is trusted yet beyond the root.
-    const before = await w.stateSnapshot({ without: ['tuf/', 'agent/'] });
+    const before = await w.stateSnapshot({ without: ['tuf/', 'agent/', 'downloads/'] });
     const report = await agent.checkOnce();
     t.equal(report.refused[0]?.code, 'E_REPO_METADATA');
     t.match(report.refused[0]?.message, /parent fix-1/);
     t.same(report.staged, []);
-    t.same(await w.stateSnapshot({ without: ['tuf/', 'agent/'] }), before, 'the device is unchanged');
-    t.same(await fs.readdir(path.join(w.state, 'agent', 'downloads')), []);
+    t.same(await w.stateSnapshot({ without: ['tuf/', 'agent/', 'downloads/'] }), before, 'the device is unchanged');
+    t.same(await fs.readdir(path.join(w.state, 'downloads')), [], 'and nothing is kept of the download');
   });
 
   // ------------------------------------------------------ recalled replay

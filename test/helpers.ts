@@ -3,7 +3,7 @@ import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import * as crypto from 'node:crypto';
-import { spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, SpawnSyncReturns, type ChildProcess } from 'node:child_process';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const ADDON = path.join(ROOT, 'build', 'Release', 'revpatch.node');
@@ -70,3 +70,25 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
 export function sha256(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
+
+/**
+ * A child process that takes the lock of `dir` (a state directory or a
+ * repository) with dist/lock.js, says so, and holds it for `holdMs`.
+ */
+export function holdLock(dir: string, holdMs: number): Promise<ChildProcess> {
+  const script = `
+    const { StateLock } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lock.js'))});
+    StateLock.acquire(${JSON.stringify(dir)}).then(async (lock) => {
+      process.stdout.write('locked\\n');
+      await new Promise((r) => setTimeout(r, ${holdMs}));
+      await lock.release();
+    });`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.stdout!.once('data', () => resolve(child));
+    child.once('exit', (code) => reject(new Error(`lock holder exited early (${code})`)));
+  });
+}
+
+export const exited = (child: ChildProcess) =>
+  new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));

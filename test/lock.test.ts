@@ -6,30 +6,12 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { Device } from '../lib/device';
 import { writeKeyPair } from '../lib/keys';
 import { createPatch } from '../lib/create';
-import { addonBuilt, BLOCK, CLI, ROOT, runCli, snapshot, stampedImage, tempDir } from './helpers';
-
-/** A child process that takes the state lock, says so, and holds it for `holdMs`. */
-function holdLock(state: string, holdMs: number): Promise<ChildProcess> {
-  const script = `
-    const { StateLock } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lock.js'))});
-    StateLock.acquire(${JSON.stringify(state)}).then(async (lock) => {
-      process.stdout.write('locked\\n');
-      await new Promise((r) => setTimeout(r, ${holdMs}));
-      await lock.release();
-    });`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    child.stdout!.once('data', () => resolve(child));
-    child.once('exit', (code) => reject(new Error(`lock holder exited early (${code})`)));
-  });
-}
-
-const exited = (child: ChildProcess) =>
-  new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+import { StateLock } from '../lib/lock';
+import { addonBuilt, BLOCK, CLI, exited, holdLock, runCli, snapshot, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {
   t.skip('native addon not built (npm run build)');
@@ -84,6 +66,25 @@ if (!addonBuilt()) {
     const r = runCli(['--state', state, 'install', patch]);
     t.equal(r.code, 0, r.stderr);
     t.notOk(await fs.stat(path.join(state, 'lock')).catch(() => null), 'and it is gone after use');
+  });
+
+  t.test('acquires racing within one process take turns, and each claim is their own', async (t) => {
+    const dir = await tempDir(t);
+    let holders = 0;
+    let most = 0;
+    const worker = async () => {
+      for (let round = 0; round < 10; round++) {
+        const lock = await StateLock.acquire(dir, 60_000);
+        most = Math.max(most, ++holders);
+        await new Promise((resolve) => setImmediate(resolve));
+        holders--;
+        await lock.release();
+      }
+    };
+    const settled = await Promise.allSettled(Array.from({ length: 8 }, worker));
+    t.same(settled.filter((s) => s.status === 'rejected').map((s) => String((s as PromiseRejectedResult).reason)), [], 'no acquire failed');
+    t.equal(most, 1, 'never two holders at once');
+    t.same(await fs.readdir(dir), [], 'no claim or lock file is left behind');
   });
 
   t.test('processes racing on one state directory never corrupt it', async (t) => {

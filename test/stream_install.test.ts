@@ -150,6 +150,17 @@ t.test('a valid patch served under another name is refused (E_REPO_METADATA) and
   await t.rejects(fs.stat(downloadPath(f.state, lie)));
 });
 
+t.test('a patch whose payload or source digest is not the one the repository announced is refused (E_REPO_METADATA)', { skip: SKIP }, async (t) => {
+  const f = await fixture(t);
+  const other = '00'.repeat(32);
+  for (const lie of [{ ...f.patch, payloadDigest: other }, { ...f.patch, sourceDigest: other }]) {
+    const err = await rejectsWith(t, installFromDownload(f.device, sourceAt(f.client.targetUrl(f.patch)), lie), 'E_REPO_METADATA');
+    t.match(err?.message, lie.payloadDigest === other ? /another payload/ : /another source view/);
+    t.same((await Device.open(f.state)).list(), []);
+    await t.rejects(fs.stat(downloadPath(f.state, lie)), 'the download is not kept');
+  }
+});
+
 t.test('a tampered payload is refused while streaming, the device unchanged', { skip: SKIP }, async (t) => {
   const f = await fixture(t);
   const stored = path.join(f.repoDir, 'targets', 'patches', `${f.patch.sha256}.big-1-v1.rvp`);

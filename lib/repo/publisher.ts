@@ -9,7 +9,11 @@
  * point: a reader sees the repository before or after the change, and a
  * crash in between leaves only unreferenced new files.
  *
- * One process at a time may change a repository; `repo serve` only reads.
+ * One process at a time changes a repository: every change holds the lock
+ * on its directory (lib/lock.ts, DIR/lock) and re-reads the metadata under
+ * it, so it builds on what the previous change committed; a second
+ * publisher gets E_BUSY, or waits up to lockWaitMs. Reading (open,
+ * patches, `repo serve`) takes no lock.
  */
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -18,6 +22,7 @@ import { Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp, Met
 import { copyFileAtomic, writeFileAtomic } from '../atomic';
 import { RevpatchError, toRevpatchError } from '../errors';
 import { encodePublicKey, encodeSecretKey, generateKeyPair } from '../keys';
+import { StateLock } from '../lock';
 import { PatchFile } from '../patch_file';
 import { loadTufKey, readAnyPublicKey, signerOf, type TufKey } from './keys';
 import {
@@ -52,6 +57,15 @@ interface RepoConfig {
 }
 
 type Clock = () => Date;
+
+/** What repo.json and the current metadata say, as read from disk. */
+interface RepoFiles {
+  config: RepoConfig;
+  root: Metadata<Root>;
+  targets: Metadata<Targets>;
+  snapshot: Metadata<Snapshot>;
+  timestamp: Metadata<Timestamp>;
+}
 
 /** Whether `name` is a target name this repository could have written (no traversal, no oddities). */
 export function isSafePatchTarget(name: string): boolean {
@@ -102,6 +116,23 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
+/** Reads repo.json and the metadata the timestamp names (the last commit). */
+async function readRepository(root: string): Promise<RepoFiles> {
+  const config = (await readJson(path.join(root, CONFIG_FILE))) as unknown as RepoConfig;
+  if (config.format !== 1 || !config.keys || !config.expiry) {
+    throw new RevpatchError('E_REPO_METADATA', `${path.join(root, CONFIG_FILE)} has an unknown shape`);
+  }
+  const meta = path.join(root, METADATA_DIR);
+  const rootMd = Metadata.fromJSON(MetadataKind.Root, (await readJson(path.join(meta, 'root.json'))) as never);
+  const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, (await readJson(path.join(meta, 'timestamp.json'))) as never);
+  const sv = timestamp.signed.snapshotMeta.version;
+  const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, (await readJson(path.join(meta, `${sv}.snapshot.json`))) as never);
+  const tv = snapshot.signed.meta['targets.json']?.version;
+  if (!tv) throw new RevpatchError('E_REPO_METADATA', `snapshot ${sv} names no targets metadata`);
+  const targets = Metadata.fromJSON(MetadataKind.Targets, (await readJson(path.join(meta, `${tv}.targets.json`))) as never);
+  return { config, root: rootMd, targets, snapshot, timestamp };
+}
+
 /** Parses a duration: a number of seconds, or with a unit s, m, h, d. */
 export function parseDuration(text: string): number {
   const m = /^(\d+)([smhd]?)$/.exec(text.trim());
@@ -124,6 +155,7 @@ export class Repository {
     private snapshot: Metadata<Snapshot>,
     private timestamp: Metadata<Timestamp>,
     private readonly now: Clock,
+    private readonly lockWaitMs: number,
   ) {}
 
   private get metadataDir(): string {
@@ -134,9 +166,7 @@ export class Repository {
   static async init(dir: string, options: RepoInitOptions): Promise<Repository> {
     const root = path.resolve(dir);
     const now = options.now ?? (() => new Date());
-    if (await exists(path.join(root, CONFIG_FILE))) {
-      throw new RevpatchError('E_EXISTS', `${root} already holds a repository`);
-    }
+    const lockWaitMs = options.lockWaitMs ?? 0;
     const expiry: ExpiryPeriods = { ...DEFAULT_EXPIRY, ...options.expiry };
     for (const role of ROLE_NAMES) {
       if (!Number.isInteger(expiry[role]) || expiry[role] < 1) {
@@ -145,51 +175,78 @@ export class Repository {
     }
     const publisher = await readAnyPublicKey(options.publisherKey);
     try {
-      await fs.mkdir(path.join(root, KEYS_DIR), { recursive: true, mode: 0o700 });
-      await fs.mkdir(path.join(root, METADATA_DIR), { recursive: true });
-      await fs.mkdir(path.join(root, TARGETS_DIR, 'patches'), { recursive: true });
+      await fs.mkdir(root, { recursive: true });
     } catch (err) {
       throw toRevpatchError(err);
     }
-    const keyFiles = {} as Record<RoleName, string>;
-    for (const role of ROLE_NAMES) {
-      const given = options.roleKeys?.[role];
-      keyFiles[role] = given ? path.resolve(given) : await newRoleKey(root, role);
+    const lock = await StateLock.acquire(root, lockWaitMs);
+    try {
+      if (await exists(path.join(root, CONFIG_FILE))) {
+        throw new RevpatchError('E_EXISTS', `${root} already holds a repository`);
+      }
+      try {
+        await fs.mkdir(path.join(root, KEYS_DIR), { recursive: true, mode: 0o700 });
+        await fs.mkdir(path.join(root, METADATA_DIR), { recursive: true });
+        await fs.mkdir(path.join(root, TARGETS_DIR, 'patches'), { recursive: true });
+      } catch (err) {
+        throw toRevpatchError(err);
+      }
+      const keyFiles = {} as Record<RoleName, string>;
+      for (const role of ROLE_NAMES) {
+        const given = options.roleKeys?.[role];
+        keyFiles[role] = given ? path.resolve(given) : await newRoleKey(root, role);
+      }
+      await writeFileAtomic(path.join(root, KEYS_DIR, PUBLISHER_KEY_FILE), encodePublicKey(publisher));
+      const config: RepoConfig = { format: 1, expiry, keys: keyFiles };
+      const keys = await loadRoleKeys(root, config);
+      const at = now();
+      const rootSigned = new Root({ version: 1, specVersion: SPEC_VERSION, expires: expiresAt(at, expiry.root), consistentSnapshot: true });
+      for (const role of ROLE_NAMES) rootSigned.addKey(keys[role].key, role);
+      const rootMd = new Metadata(rootSigned);
+      rootMd.sign(signerOf(keys.root));
+      const empty = (v: number) => ({ version: v, specVersion: SPEC_VERSION });
+      const targets = new Metadata(new Targets({ ...empty(1), expires: expiresAt(at, expiry.targets) }));
+      const snapshot = new Metadata(new Snapshot({ ...empty(1), expires: expiresAt(at, expiry.snapshot) }));
+      const timestamp = new Metadata(new Timestamp({ ...empty(1), expires: expiresAt(at, expiry.timestamp) }));
+      const repo = new Repository(root, config, rootMd, targets, snapshot, timestamp, now, lockWaitMs);
+      await repo.writeRoot();
+      await repo.commitTargets(keys, true);
+      await writeFileAtomic(path.join(root, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+      return repo;
+    } finally {
+      await lock.release();
     }
-    await writeFileAtomic(path.join(root, KEYS_DIR, PUBLISHER_KEY_FILE), encodePublicKey(publisher));
-    const config: RepoConfig = { format: 1, expiry, keys: keyFiles };
-    const keys = await loadRoleKeys(root, config);
-    const at = now();
-    const rootSigned = new Root({ version: 1, specVersion: SPEC_VERSION, expires: expiresAt(at, expiry.root), consistentSnapshot: true });
-    for (const role of ROLE_NAMES) rootSigned.addKey(keys[role].key, role);
-    const rootMd = new Metadata(rootSigned);
-    rootMd.sign(signerOf(keys.root));
-    const empty = (v: number) => ({ version: v, specVersion: SPEC_VERSION });
-    const targets = new Metadata(new Targets({ ...empty(1), expires: expiresAt(at, expiry.targets) }));
-    const snapshot = new Metadata(new Snapshot({ ...empty(1), expires: expiresAt(at, expiry.snapshot) }));
-    const timestamp = new Metadata(new Timestamp({ ...empty(1), expires: expiresAt(at, expiry.timestamp) }));
-    const repo = new Repository(root, config, rootMd, targets, snapshot, timestamp, now);
-    await repo.writeRoot();
-    await repo.commitTargets(keys, true);
-    await writeFileAtomic(path.join(root, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
-    return repo;
   }
 
-  static async open(dir: string, options: { now?: Clock } = {}): Promise<Repository> {
+  /**
+   * Opens the repository in `dir`. Its changes wait up to `lockWaitMs`
+   * (default 0) for another process's change to finish, then fail with E_BUSY.
+   */
+  static async open(dir: string, options: { now?: Clock; lockWaitMs?: number } = {}): Promise<Repository> {
     const root = path.resolve(dir);
-    const config = (await readJson(path.join(root, CONFIG_FILE))) as unknown as RepoConfig;
-    if (config.format !== 1 || !config.keys || !config.expiry) {
-      throw new RevpatchError('E_REPO_METADATA', `${path.join(root, CONFIG_FILE)} has an unknown shape`);
+    const f = await readRepository(root);
+    const now = options.now ?? (() => new Date());
+    return new Repository(root, f.config, f.root, f.targets, f.snapshot, f.timestamp, now, options.lockWaitMs ?? 0);
+  }
+
+  /**
+   * Runs `fn` as the one writer of the repository: takes the lock on its
+   * directory, re-reads the metadata (another process may have committed
+   * since open), then runs the change.
+   */
+  private async mutate<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = await StateLock.acquire(this.dir, this.lockWaitMs);
+    try {
+      const f = await readRepository(this.dir);
+      this.config = f.config;
+      this.root = f.root;
+      this.targets = f.targets;
+      this.snapshot = f.snapshot;
+      this.timestamp = f.timestamp;
+      return await fn();
+    } finally {
+      await lock.release();
     }
-    const meta = path.join(root, METADATA_DIR);
-    const rootMd = Metadata.fromJSON(MetadataKind.Root, (await readJson(path.join(meta, 'root.json'))) as never);
-    const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, (await readJson(path.join(meta, 'timestamp.json'))) as never);
-    const sv = timestamp.signed.snapshotMeta.version;
-    const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, (await readJson(path.join(meta, `${sv}.snapshot.json`))) as never);
-    const tv = snapshot.signed.meta['targets.json']?.version;
-    if (!tv) throw new RevpatchError('E_REPO_METADATA', `snapshot ${sv} names no targets metadata`);
-    const targets = Metadata.fromJSON(MetadataKind.Targets, (await readJson(path.join(meta, `${tv}.targets.json`))) as never);
-    return new Repository(root, config, rootMd, targets, snapshot, timestamp, options.now ?? (() => new Date()));
   }
 
   get rootVersion(): number {
@@ -235,55 +292,61 @@ export class Repository {
     } finally {
       await patch.close();
     }
-    const name = patchTargetName(custom.id, custom.version);
-    const existing = this.targets.signed.targets[name];
-    if (existing && existing.hashes.sha256 !== sha256) {
-      throw new RevpatchError('E_EXISTS', `${name} is already published with other bytes; publish a new version`);
-    }
-    if (existing && (existing.custom.revpatch as PatchCustom | undefined)?.recalled) {
-      throw new RevpatchError('E_STATE', `${name} was recalled; publish a new version instead`);
-    }
-    // Consistent snapshots: the file is stored under its hash, never overwritten.
-    const stored = path.join(this.dir, TARGETS_DIR, hashPrefixed(name, sha256));
-    if (!(await exists(stored))) await copyFileAtomic(file, stored, { overwrite: false, mode: 0o644 });
-    this.targets.signed.targets[name] = new TargetFile({
-      path: name,
-      length: custom.size,
-      hashes: { sha256 },
-      unrecognizedFields: { custom: { revpatch: custom } as never },
+    // Verified and hashed above; the lock is held for the change itself.
+    return this.mutate(async () => {
+      const name = patchTargetName(custom.id, custom.version);
+      const existing = this.targets.signed.targets[name];
+      if (existing && existing.hashes.sha256 !== sha256) {
+        throw new RevpatchError('E_EXISTS', `${name} is already published with other bytes; publish a new version`);
+      }
+      if (existing && (existing.custom.revpatch as PatchCustom | undefined)?.recalled) {
+        throw new RevpatchError('E_STATE', `${name} was recalled; publish a new version instead`);
+      }
+      // Consistent snapshots: the file is stored under its hash, never overwritten.
+      const stored = path.join(this.dir, TARGETS_DIR, hashPrefixed(name, sha256));
+      if (!(await exists(stored))) await copyFileAtomic(file, stored, { overwrite: false, mode: 0o644 });
+      this.targets.signed.targets[name] = new TargetFile({
+        path: name,
+        length: custom.size,
+        hashes: { sha256 },
+        unrecognizedFields: { custom: { revpatch: custom } as never },
+      });
+      await this.commitTargets(await loadRoleKeys(this.dir, this.config));
+      return {
+        patch: repoPatchOf(this.targets.signed.targets[name]),
+        targetsVersion: this.targets.signed.version,
+        snapshotVersion: this.snapshot.signed.version,
+        timestampVersion: this.timestamp.signed.version,
+      };
     });
-    await this.commitTargets(await loadRoleKeys(this.dir, this.config));
-    return {
-      patch: repoPatchOf(this.targets.signed.targets[name]),
-      targetsVersion: this.targets.signed.version,
-      snapshotVersion: this.snapshot.signed.version,
-      timestampVersion: this.timestamp.signed.version,
-    };
   }
 
   /** Marks every published version of `id` recalled (E_UNKNOWN_PATCH if none). */
   async recall(id: string): Promise<RepoPatch[]> {
-    const hits = Object.values(this.targets.signed.targets).filter(
-      (t) => (t.custom.revpatch as PatchCustom | undefined)?.id === id,
-    );
-    if (hits.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `the repository has no patch ${id}`);
-    for (const t of hits) {
-      const custom = { ...(t.custom.revpatch as PatchCustom), recalled: true, publishedAt: this.now().toISOString() };
-      this.targets.signed.targets[t.path] = new TargetFile({
-        path: t.path,
-        length: t.length,
-        hashes: t.hashes,
-        unrecognizedFields: { custom: { revpatch: custom } as never },
-      });
-    }
-    await this.commitTargets(await loadRoleKeys(this.dir, this.config));
-    return hits.map((t) => repoPatchOf(this.targets.signed.targets[t.path]));
+    return this.mutate(async () => {
+      const hits = Object.values(this.targets.signed.targets).filter(
+        (t) => (t.custom.revpatch as PatchCustom | undefined)?.id === id,
+      );
+      if (hits.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `the repository has no patch ${id}`);
+      for (const t of hits) {
+        const custom = { ...(t.custom.revpatch as PatchCustom), recalled: true, publishedAt: this.now().toISOString() };
+        this.targets.signed.targets[t.path] = new TargetFile({
+          path: t.path,
+          length: t.length,
+          hashes: t.hashes,
+          unrecognizedFields: { custom: { revpatch: custom } as never },
+        });
+      }
+      await this.commitTargets(await loadRoleKeys(this.dir, this.config));
+      return hits.map((t) => repoPatchOf(this.targets.signed.targets[t.path]));
+    });
   }
 
   /** Re-signs snapshot and timestamp with fresh expiry (run more often than the timestamp expires). */
   async refresh(): Promise<void> {
-    const keys = await loadRoleKeys(this.dir, this.config);
-    await this.commitSnapshot(keys);
+    await this.mutate(async () => {
+      await this.commitSnapshot(await loadRoleKeys(this.dir, this.config));
+    });
   }
 
   /**
@@ -297,31 +360,33 @@ export class Repository {
     if (!ROLE_NAMES.includes(role)) {
       throw new RevpatchError('E_INVALID_ARGUMENT', `role must be one of ${ROLE_NAMES.join(', ')}`);
     }
-    const oldKeys = await loadRoleKeys(this.dir, this.config);
-    const newFile = options.newKey ? path.resolve(options.newKey) : await newRoleKey(this.dir, role);
-    const fresh = await loadTufKey(path.resolve(this.dir, newFile));
-    const oldKeyId = oldKeys[role].key.keyID;
-    if (fresh.key.keyID === oldKeyId) throw new RevpatchError('E_INVALID_ARGUMENT', `the new ${role} key is the current one`);
-    const at = (options.now ?? this.now)();
-    const previous = this.root.signed;
-    const nextRoot = new Root({
-      version: previous.version + 1,
-      specVersion: SPEC_VERSION,
-      expires: expiresAt(at, this.config.expiry.root),
-      consistentSnapshot: true,
+    return this.mutate(async () => {
+      const oldKeys = await loadRoleKeys(this.dir, this.config);
+      const newFile = options.newKey ? path.resolve(options.newKey) : await newRoleKey(this.dir, role);
+      const fresh = await loadTufKey(path.resolve(this.dir, newFile));
+      const oldKeyId = oldKeys[role].key.keyID;
+      if (fresh.key.keyID === oldKeyId) throw new RevpatchError('E_INVALID_ARGUMENT', `the new ${role} key is the current one`);
+      const at = (options.now ?? this.now)();
+      const previous = this.root.signed;
+      const nextRoot = new Root({
+        version: previous.version + 1,
+        specVersion: SPEC_VERSION,
+        expires: expiresAt(at, this.config.expiry.root),
+        consistentSnapshot: true,
+      });
+      const keys = { ...oldKeys, [role]: fresh };
+      for (const r of ROLE_NAMES) nextRoot.addKey(keys[r].key, r);
+      const md = new Metadata(nextRoot);
+      md.sign(signerOf(oldKeys.root));
+      if (role === 'root') md.sign(signerOf(fresh));
+      this.root = md;
+      await this.writeRoot();
+      this.config = { ...this.config, keys: { ...this.config.keys, [role]: newFile } };
+      await writeFileAtomic(path.join(this.dir, CONFIG_FILE), `${JSON.stringify(this.config, null, 2)}\n`);
+      if (role === 'targets') await this.commitTargets(keys);
+      else if (role === 'snapshot' || role === 'timestamp') await this.commitSnapshot(keys);
+      return { role, oldKeyId, newKeyId: fresh.key.keyID, rootVersion: md.signed.version };
     });
-    const keys = { ...oldKeys, [role]: fresh };
-    for (const r of ROLE_NAMES) nextRoot.addKey(keys[r].key, r);
-    const md = new Metadata(nextRoot);
-    md.sign(signerOf(oldKeys.root));
-    if (role === 'root') md.sign(signerOf(fresh));
-    this.root = md;
-    await this.writeRoot();
-    this.config = { ...this.config, keys: { ...this.config.keys, [role]: newFile } };
-    await writeFileAtomic(path.join(this.dir, CONFIG_FILE), `${JSON.stringify(this.config, null, 2)}\n`);
-    if (role === 'targets') await this.commitTargets(keys);
-    else if (role === 'snapshot' || role === 'timestamp') await this.commitSnapshot(keys);
-    return { role, oldKeyId, newKeyId: fresh.key.keyID, rootVersion: md.signed.version };
   }
 
   private async writeRoot(): Promise<void> {

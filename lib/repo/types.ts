@@ -14,6 +14,7 @@
  *   DIR/keys/<role>.key                         role secret keys, mode 0600
  *   DIR/keys/publisher.pub                      the key patches must be signed with
  *   DIR/repo.json                               expiry periods, key files per role
+ *   DIR/lock                                    while a change runs: its publisher's pid
  *
  * A device is configured with the repository's base URL; metadata is read
  * from URL/metadata/ and targets from URL/targets/.
@@ -81,6 +82,11 @@ export interface RepoInitOptions {
   roleKeys?: Partial<Record<RoleName, string>>;
   /** Injectable clock (expiry computations). */
   now?: () => Date;
+  /**
+   * How long this and the repository's later changes wait for another
+   * process's change to finish before failing with E_BUSY (default 0).
+   */
+  lockWaitMs?: number;
 }
 
 export interface PublishOptions {
