@@ -3,7 +3,9 @@
 // written. JS makes a `new Feed()`, passes it as `params.feed` to
 // applyPatch, and calls feed.supply(bytesWritten) as the download goes,
 // then feed.end() (the file is complete) or feed.fail(message) (the
-// download failed: the apply stops with E_IO and keeps its checkpoint).
+// download failed: the apply stops with E_IO and, as every failed apply,
+// removes its unfinished layer and checkpoint; the partial download is what
+// a later attempt resumes).
 //
 // The engine side is ApplyParams::wait_for_bytes (payload_reader.h): it
 // blocks the worker thread on a condition variable until the requested end
