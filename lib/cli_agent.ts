@@ -12,13 +12,22 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { Agent, type AgentHooks, type AgentSettings, type CheckReport, type RestartAnswer } from './agent';
+import type { AgentHooks, AgentSettings, CheckReport, RestartAnswer } from './agent';
 import { Device } from './device';
 import { RevpatchError } from './errors';
-import { openAgentLog, type LogLevel } from './log';
+import type { LogLevel } from './log';
 import { parseTimeRange, type TimeRange } from './policy';
 import { progressBar, type ProgressBar } from './progress';
-import { RepositoryClient } from './repo/client';
+
+// The agent, its log (pino) and the repository client (tuf-js) load when
+// the command runs, not with every revpatch command (lib/cli.ts).
+/* eslint-disable @typescript-eslint/no-require-imports */
+const agentModules = () => ({
+  ...(require('./agent') as typeof import('./agent')),
+  ...(require('./log') as typeof import('./log')),
+  ...(require('./repo/client') as typeof import('./repo/client')),
+});
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 interface GlobalOptions {
   state?: string;
@@ -124,6 +133,7 @@ export function registerAgent(program: Command): void {
       new Option('--log-level <level>', 'agent.log verbosity').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     )
     .action(async (opts: AgentCliOptions) => {
+      const { Agent, openAgentLog, RepositoryClient } = agentModules();
       const globals = program.opts<GlobalOptions>();
       const stateDir = path.resolve(globals.state ?? process.env.REVPATCH_STATE ?? './revpatch-state');
       const device = await Device.open(stateDir, { lockWaitMs: (globals.wait ?? 0) * 1000 });

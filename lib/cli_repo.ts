@@ -6,13 +6,18 @@
  * another publisher instead of failing with E_BUSY.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseDuration, Repository } from './repo/publisher';
-import { serveRepository } from './repo/serve';
 import { ROLE_NAMES, type ExpiryPeriods, type RoleName } from './repo/types';
+
+// The publisher (@tufjs/models) and the server load when a repo command
+// runs, not with every revpatch command (lib/cli.ts).
+/* eslint-disable @typescript-eslint/no-require-imports */
+const publisher = () => require('./repo/publisher') as typeof import('./repo/publisher');
+const server = () => require('./repo/serve') as typeof import('./repo/serve');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 function duration(value: string): number {
   try {
-    return parseDuration(value);
+    return publisher().parseDuration(value);
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
@@ -33,7 +38,7 @@ function port(value: string): number {
 export function registerRepo(program: Command): void {
   const json = (): boolean => Boolean(program.opts<{ json?: boolean }>().json);
   const lockWaitMs = (): number => (program.opts<{ wait?: number }>().wait ?? 0) * 1000;
-  const open = (dir: string) => Repository.open(dir, { lockWaitMs: lockWaitMs() });
+  const open = (dir: string) => publisher().Repository.open(dir, { lockWaitMs: lockWaitMs() });
   const print = (value: unknown, text: () => string) =>
     process.stdout.write(json() ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 
@@ -57,7 +62,7 @@ export function registerRepo(program: Command): void {
       const k = opts[`${role}Key`];
       if (typeof k === 'string') roleKeys[role] = k;
     }
-    const created = await Repository.init(dir, { publisherKey: String(opts.key), expiry, roleKeys, lockWaitMs: lockWaitMs() });
+    const created = await publisher().Repository.init(dir, { publisherKey: String(opts.key), expiry, roleKeys, lockWaitMs: lockWaitMs() });
     print({ dir: created.dir, rootVersion: created.rootVersion }, () => `created repository ${created.dir} (root version ${created.rootVersion})`);
   });
 
@@ -114,13 +119,13 @@ export function registerRepo(program: Command): void {
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <port>', 'port (0: any free one)', port, 8080)
     .action(async (dir: string, opts: { host: string; port: number }) => {
-      const server = await serveRepository(dir, { host: opts.host, port: opts.port });
-      print({ url: server.url }, () => `serving ${dir} at ${server.url} (Ctrl-C stops)`);
+      const running = await server().serveRepository(dir, { host: opts.host, port: opts.port });
+      print({ url: running.url }, () => `serving ${dir} at ${running.url} (Ctrl-C stops)`);
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
-          void server.close().then(resolve);
+          void running.close().then(resolve);
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);

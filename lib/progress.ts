@@ -3,7 +3,7 @@
  * install, export) show one on stderr only when stderr is a TTY and --json
  * is off, so scripts and logs never see escape codes.
  */
-import { SingleBar, Presets } from 'cli-progress';
+import type * as CliProgress from 'cli-progress';
 import type { Progress } from './engine';
 
 export interface ProgressBar {
@@ -15,6 +15,9 @@ const silent: ProgressBar = { update: () => undefined, stop: () => undefined };
 
 export function progressBar(label: string, enabled: boolean): ProgressBar {
   if (!enabled || !process.stderr.isTTY) return silent;
+  // Loaded only for a bar that shows: a pipe or --json never pays for it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { SingleBar, Presets } = require('cli-progress') as typeof CliProgress;
   const bar = new SingleBar(
     {
       format: `${label} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB | {eta_formatted}`,

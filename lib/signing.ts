@@ -5,10 +5,14 @@
  * Verification is synchronous so a caller holding an opened patch file can
  * verify without yielding (PatchFile.open awaits `ready()`).
  */
-// A plain require: libsodium-wrappers fills its exports object only once
-// `ready` resolves, so an interop copy of it would stay empty.
-import sodium = require('libsodium-wrappers');
+import type Sodium = require('libsodium-wrappers');
 import { RevpatchError } from './errors';
+
+// A plain require, made by ready(): libsodium-wrappers fills its exports
+// object only once `ready` resolves (so an interop copy of it would stay
+// empty), and loading it and its wasm costs about 25 ms that the commands
+// which never sign or verify (boot, confirm, list, ...) need not pay.
+let sodium: typeof Sodium | undefined;
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SECRET_KEY_BYTES = 64;
@@ -26,12 +30,15 @@ let initialised = false;
 /** Initialises libsodium; cheap after the first call. */
 export async function ready(): Promise<void> {
   if (initialised) return;
-  await sodium.ready;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const loaded = require('libsodium-wrappers') as typeof Sodium;
+  await loaded.ready;
+  sodium = loaded;
   initialised = true;
 }
 
-function lib(): typeof sodium {
-  if (!initialised) {
+function lib(): typeof Sodium {
+  if (!initialised || !sodium) {
     throw new RevpatchError('E_STATE', 'libsodium is not initialised: await signing.ready() first');
   }
   return sodium;
