@@ -366,7 +366,10 @@ function writeResults(r) {
   L.push('');
   L.push('## Machine');
   L.push('');
-  L.push(`- CPU: ${m.cpuModel}, ${m.cpus} cores available (shared with other work while this ran)`);
+  const load = r.loadAverage
+    ? `; 1-minute load average ${r.loadAverage.start.toFixed(2)} at the start, ${r.loadAverage.end.toFixed(2)} at the end`
+    : '';
+  L.push(`- CPU: ${m.cpuModel}, ${m.cpus} cores available (a virtual machine: work of the host's other guests is not visible from inside${load})`);
   L.push(`- memory: ${fmtB(m.memory)}; kernel: ${m.kernel}`);
   L.push(`- filesystem of bench/.cache: ${m.filesystem}`);
   L.push(`- Node ${m.node}; revpatch addon build/Release/revpatch.node of ${r.addonTime}`);
@@ -596,7 +599,7 @@ async function main() {
   fs.rmSync(WORK, { recursive: true, force: true });
   fs.mkdirSync(WORK, { recursive: true });
   const options = { policy: POLICY, workDir: WORK, toolTimeout, onStep: (s) => log(`  ${s}`) };
-  const r = { pairs: [], volumes: [], eventLoop: [], started };
+  const r = { pairs: [], volumes: [], eventLoop: [], started, loadAverage: { start: os.loadavg()[0] } };
   r.addonTime = fs.statSync(path.join(ROOT, 'build', 'Release', 'revpatch.node')).mtime.toISOString();
 
   const bins = await esbuildBinaries();
@@ -656,11 +659,13 @@ async function main() {
 
   const addonNow = fs.statSync(path.join(ROOT, 'build', 'Release', 'revpatch.node')).mtime.toISOString();
   if (addonNow !== r.addonTime) note(`the addon was rebuilt during this run (${r.addonTime} at the start, ${addonNow} at the end): steps before and after ran different engine builds`);
+  r.loadAverage.end = os.loadavg()[0];
   r.machine = await B.machineInfo(CACHE);
   r.finished = Date.now();
   r.elapsed = (r.finished - started) / 1000;
   r.targets = evaluateTargets(r);
   r.notes = notes;
+  r.commandsUsed = Object.fromEntries(commandsUsed);
   fs.writeFileSync(path.join(__dirname, 'results.json'), `${JSON.stringify(r, null, 1)}\n`);
   fs.writeFileSync(path.join(__dirname, 'install-time.svg'), plot(r));
   fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), writeResults(r));
@@ -669,7 +674,18 @@ async function main() {
   for (const t of r.targets) log(`  ${t.ok === null ? 'n/a ' : t.ok ? 'MET ' : 'MISS'} ${t.target}: ${t.measured}`);
 }
 
-main().catch((err) => {
+/** `node bench/run.js --render`: RESULTS.md and the plot again from results.json (after a change to the report only). */
+function render() {
+  const r = JSON.parse(fs.readFileSync(path.join(__dirname, 'results.json'), 'utf8'));
+  notes.push(...(r.notes ?? []));
+  for (const [k, v] of Object.entries(r.commandsUsed ?? {})) commandsUsed.set(k, v);
+  r.targets = evaluateTargets(r);
+  fs.writeFileSync(path.join(__dirname, 'install-time.svg'), plot(r));
+  fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), writeResults(r));
+}
+
+if (process.argv.includes('--render')) render();
+else main().catch((err) => {
   console.error(err && err.stack ? err.stack : err);
   process.exitCode = 1;
 });
