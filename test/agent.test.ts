@@ -77,7 +77,7 @@ async function holdingProxy(t: { teardown(fn: () => unknown): void }, port: numb
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test('a check stages fix-1 and fix-2 bottom up; the restart makes them trial and the health check confirms them', async (t) => {
     const w = await makeWorld(t);
@@ -175,7 +175,7 @@ if (!addonBuilt()) {
     const w = await makeWorld(t, { publish: ['fix-1'] });
     const nginx = await startNginx(t, w.repoDir);
     if (typeof nginx === 'string') {
-      t.skip(nginx);
+      t.skip(nginx, () => {});
       return;
     }
     const agent = await w.agent({ hooks: { healthCheck: () => true } }, { url: nginx.url });

@@ -152,7 +152,7 @@ async function refused(
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   // ------------------------------------------------------------- rollback
 

@@ -4,7 +4,7 @@
  * temporary files, and its error codes. No timing is asserted: speed is
  * measured by the benchmarks (bench/), never by tests.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { promises as fs, existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, BLOCK, CliResult, ROOT, runCli, stampedImage, tempDir } from './helpers';
@@ -25,7 +25,7 @@ const expectError = (t: Tap, r: CliResult, code: string) => {
   t.equal(r.code, 1, 'exit 1');
   t.match(r.stderr, new RegExp(`^error ${code}: .+`, 'm'), `stderr says error ${code}`);
 };
-type Tap = typeof t;
+type Tap = Test;
 
 async function imagePair(dir: string): Promise<{ from: string; to: string }> {
   const base = stampedImage(64, 'base');
@@ -59,7 +59,7 @@ interface ToolJson {
 }
 
 if (!built) {
-  t.skip('CLI not built (npm run build)');
+  t.skip('CLI not built (npm run build)', () => {});
 } else {
   t.test('bench --help names its options', async (t) => {
     const r = runCli(['bench', '--help']);

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, BLOCK, CliResult, ROOT, runCli, stampedImage, tempDir } from './helpers';
@@ -9,10 +9,10 @@ const expectError = (t: Tap, r: CliResult, code: string, exit = 1) => {
   t.equal(r.code, exit, `exit ${exit}`);
   t.match(r.stderr, new RegExp(`^error ${code}: .+`, 'm'), `stderr says error ${code}`);
 };
-type Tap = typeof t;
+type Tap = Test;
 
 if (!built) {
-  t.skip('CLI not built (npm run build)');
+  t.skip('CLI not built (npm run build)', () => {});
 } else {
   t.test('every command has --help and exits 0', async (t) => {
     for (const cmd of ['keygen', 'create', 'inspect', 'init', 'install', 'boot', 'confirm', 'remove', 'list', 'status', 'export']) {

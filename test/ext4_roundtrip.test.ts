@@ -10,9 +10,9 @@ import { addonBuilt, tempDir } from './helpers';
 const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else if (!have('mke2fs') || !have('e2fsck')) {
-  t.skip('mke2fs/e2fsck not installed (apt-get install e2fsprogs)');
+  t.skip('mke2fs/e2fsck not installed (apt-get install e2fsprogs)', () => {});
 } else {
   const mkfs = (tree: string, image: string) => {
     const r = spawnSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-U', '6b1c8f0e-6a43-4d4e-9d0a-3c2f8e1a7b55',

@@ -6,7 +6,7 @@
  * must read exactly the old or exactly the new bytes, an error must carry a
  * stable code, and the next operation must succeed.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Device } from '../lib/device';
@@ -17,7 +17,7 @@ import { sweepFaults, FaultOutcome } from '../lib/testing';
 import { addonBuilt, BLOCK, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test('every I/O call of every transition, under every fault', async (t) => {
     const dir = await tempDir(t);
@@ -67,7 +67,7 @@ if (!addonBuilt()) {
     const expectCoded = (t: Tap, outcome: FaultOutcome, label: string) => {
       if (outcome.error) t.not(outcome.error.code, 'E_UNKNOWN', `${label}: error has a stable code (${outcome.error.code})`);
     };
-    type Tap = typeof t;
+    type Tap = Test;
 
     const figures: string[] = [];
     const sweep = async (name: string, template: string, run: (state: string) => Promise<unknown>, check: (state: string, label: string) => Promise<void>) => {

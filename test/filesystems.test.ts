@@ -35,14 +35,14 @@ async function loopMount(t: { teardown(fn: () => unknown): void }, image: string
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test('export reflinks the base on XFS and writes only the changed blocks', async (t) => {
     const dir = await tempDir(t);
     const mnt = path.join(dir, 'xfs');
     const why = await loopMount(t, path.join(dir, 'xfs.img'), 512 * 1024 * 1024, ['mkfs.xfs', '-q', '-f', '-m', 'reflink=1'], mnt);
     if (why) {
-      t.skip(`reflink test skipped: ${why}`);
+      t.skip(`reflink test skipped: ${why}`, () => {});
       return;
     }
     const blocks = 4096;
@@ -71,7 +71,7 @@ if (!addonBuilt()) {
     const mnt = path.join(dir, 'ext4');
     const why = await loopMount(t, path.join(dir, 'ext4.img'), 64 * 1024 * 1024, ['mkfs.ext4', '-q', '-F'], mnt);
     if (why) {
-      t.skip(`skipped: ${why}`);
+      t.skip(`skipped: ${why}`, () => {});
       return;
     }
     const base = stampedImage(64, 'base');
@@ -90,7 +90,7 @@ if (!addonBuilt()) {
     const mnt = path.join(dir, 'small');
     const why = await loopMount(t, path.join(dir, 'small.img'), 8 * 1024 * 1024, ['mkfs.ext4', '-q', '-F', '-m', '0'], mnt);
     if (why) {
-      t.skip(`skipped: ${why}`);
+      t.skip(`skipped: ${why}`, () => {});
       return;
     }
     // The base lives outside the small filesystem; only the state is on it.

@@ -40,7 +40,7 @@ async function copyDir(from: string, to: string): Promise<void> {
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test(`${KILLS} SIGKILLs during install, boot, remove and export leave all-old or all-new`, async (t) => {
     const dir = await tempDir(t);

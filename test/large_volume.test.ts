@@ -28,7 +28,7 @@ async function writeAt(file: string, offset: number, data: Buffer): Promise<void
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test('a 64 GiB volume takes a patch that writes past 2^32 bytes and grows it', async (t) => {
     const dir = await tempDir(t);

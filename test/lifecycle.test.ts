@@ -8,7 +8,7 @@ import * as engine from '../lib/engine';
 import { addonBuilt, BLOCK, snapshot, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   const BLOCKS = 256;
 

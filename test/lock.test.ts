@@ -14,7 +14,7 @@ import { StateLock } from '../lib/lock';
 import { addonBuilt, BLOCK, CLI, exited, holdLock, runCli, snapshot, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   const setup = async (t: { teardown(fn: () => unknown): void }) => {
     const dir = await tempDir(t);

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Metadata, MetadataKind, MetaFile } from '@tufjs/models';
 import { writeKeyPair } from '../lib/keys';
 import { RepositoryClient } from '../lib/repo/client';
@@ -25,7 +25,7 @@ async function served(t: Tap, f: RepoFixture) {
   t.teardown(() => server.close());
   return server.url;
 }
-type Tap = Parameters<Parameters<typeof t.test>[1] & ((t: any) => any)>[0];
+type Tap = Test;
 
 async function client(t: Tap, f: RepoFixture, url: string, now?: () => Date) {
   const state = await tempDir(t, 'revpatch-state-');

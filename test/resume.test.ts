@@ -37,7 +37,7 @@ function killAt(state: string, patch: string, fraction: number): Promise<number>
 }
 
 if (!addonBuilt()) {
-  t.skip('native addon not built (npm run build)');
+  t.skip('native addon not built (npm run build)', () => {});
 } else {
   t.test('an install killed half-way resumes and writes only the rest', async (t) => {
     const dir = await tempDir(t);

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createPatch } from '../lib/create';
 import { Device } from '../lib/device';
 import { download } from '../lib/download';
@@ -18,7 +18,7 @@ import { downloadPath, installFromDownload, type PatchSource } from '../lib/stre
 import { addonBuilt, ADDON, snapshot, stampedImage, tempDir } from './helpers';
 import { rejectsWith } from './repo_fixture';
 
-type Tap = Parameters<Parameters<typeof t.test>[1] & ((t: any) => any)>[0];
+type Tap = Test;
 
 const streaming =
   typeof (engine as unknown as { createFeed?: unknown }).createFeed === 'function' &&
