@@ -87,6 +87,40 @@ if (!addonBuilt()) {
     t.same(await fs.readdir(dir), [], 'no claim or lock file is left behind');
   });
 
+  t.test('acquires racing to take over one stale lock: one wins at a time', async (t) => {
+    // A pid that surely does not run: a child that has exited.
+    const child = spawn(process.execPath, ['-e', '0']);
+    await exited(child);
+    const dead = child.pid!;
+    for (let round = 0; round < 20; round++) {
+      const dir = await tempDir(t);
+      await fs.writeFile(path.join(dir, 'lock'), `${dead}\n`);
+      let holders = 0;
+      let most = 0;
+      const worker = async () => {
+        const lock = await StateLock.acquire(dir, 60_000);
+        most = Math.max(most, ++holders);
+        for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+        holders--;
+        await lock.release();
+      };
+      await Promise.all(Array.from({ length: 6 }, worker));
+      t.equal(most, 1, `round ${round}: never two holders at once`);
+      t.same(await fs.readdir(dir), [], `round ${round}: nothing left behind`);
+    }
+  });
+
+  t.test('a lock file naming no process is taken over, and a release removes only its own lock', async (t) => {
+    const dir = await tempDir(t);
+    await fs.writeFile(path.join(dir, 'lock'), 'not a pid\n');
+    const lock = await StateLock.acquire(dir);
+    t.match(await fs.readFile(path.join(dir, 'lock'), 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16}\\n$`), 'this acquire holds it');
+    // Another acquire's lock in its place (as after a misjudged takeover): not removed.
+    await fs.writeFile(path.join(dir, 'lock'), `${process.pid} 0000000000000000\n`);
+    await lock.release();
+    t.ok(await fs.stat(path.join(dir, 'lock')), 'a lock that is not this one stays');
+  });
+
   t.test('processes racing on one state directory never corrupt it', async (t) => {
     const { state, patch } = await setup(t);
     t.equal(runCli(['--state', state, 'install', patch]).code, 0);
