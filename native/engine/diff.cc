@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "little_endian.h"
+#include "references.h"
 #include "suffix_array.h"
 
 namespace revpatch {
@@ -17,6 +18,7 @@ namespace {
 
 constexpr uint8_t kMagic[4] = {'R', 'P', 'D', 'F'};
 constexpr size_t kFixedRecordSize = 24;  // version 1
+constexpr uint32_t kPlainVersion = 2;    // no reference part
 constexpr size_t kMaxVarint = 10;
 // A match must beat the current alignment by this many bytes to be taken.
 constexpr size_t kMatchMargin = 8;
@@ -474,9 +476,38 @@ void DeltaMatcher::Match(const uint8_t* new_data, size_t new_size,
 
 Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
                   size_t new_size, const std::vector<DeltaRecord>& records,
-                  std::vector<uint8_t>* out) {
-  std::vector<uint8_t> control, diff, extra;
+                  std::vector<uint8_t>* out, const ReferenceInfo* references,
+                  const DeltaLayout* layout) {
+  const bool predicted = references != nullptr && !references->empty();
+  if (predicted && records.size() > kMaxPredictedRecords) {
+    return Status(ErrorCode::kTooLarge, "delta: too many records to predict references");
+  }
+  std::vector<uint8_t> control, diff, extra, pred, reference_part;
   try {
+    if (predicted) {
+      // The bytes each add starts from, as the decoder will predict them.
+      pred.assign(new_size, 0);
+      std::vector<Equivalence> adds;
+      uint64_t new_pos = 0;
+      for (const DeltaRecord& r : records) {
+        if (r.add_length > 0) {
+          if (r.old_start > old_size || r.add_length > old_size - r.old_start ||
+              r.add_length > new_size - new_pos) {
+            return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+          }
+          std::memcpy(pred.data() + new_pos, old_data + r.old_start, r.add_length);
+          adds.push_back({r.old_start, new_pos, r.add_length});
+        }
+        new_pos += r.add_length + r.copy_length;
+        if (new_pos > new_size) {
+          return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+        }
+      }
+      REVPATCH_RETURN_IF_ERROR(PredictReferences(*references, layout ? *layout : DeltaLayout{},
+                                                 old_data, old_size, adds, pred.data(),
+                                                 pred.size()));
+      EncodeReferenceInfo(*references, &reference_part);
+    }
     control.reserve(records.size() * 4);
     uint64_t add_total = 0;
     for (const DeltaRecord& r : records) add_total += r.add_length;
@@ -493,7 +524,7 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
                 &control);
       PutVarint(r.add_length, &control);
       PutVarint(r.copy_length, &control);
-      const uint8_t* o = old_data + start;
+      const uint8_t* o = predicted ? pred.data() + new_pos : old_data + start;
       const uint8_t* n = new_data + new_pos;
       for (uint64_t k = 0; k < r.add_length; ++k) {
         const uint8_t d = static_cast<uint8_t>(n[k] - o[k]);
@@ -526,12 +557,15 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   helper.join();
   REVPATCH_RETURN_IF_ERROR(main);
   REVPATCH_RETURN_IF_ERROR(side);
-  out->assign(kDiffHeaderSize, 0);
+  const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
+  out->assign(header, 0);
   std::memcpy(out->data(), kMagic, 4);
-  PutU32(out->data() + 4, kDiffFormatVersion);
+  PutU32(out->data() + 4, predicted ? kDiffFormatVersion : kPlainVersion);
   PutU64(out->data() + 8, new_size);
   for (int s = 0; s < 3; ++s) PutU64(out->data() + 16 + 8 * s, streams[s].size());
+  if (predicted) PutU64(out->data() + 40, reference_part.size());
   for (int s = 0; s < 3; ++s) out->insert(out->end(), streams[s].begin(), streams[s].end());
+  out->insert(out->end(), reference_part.begin(), reference_part.end());
   return Status::Ok();
 }
 
@@ -545,59 +579,121 @@ Status EncodeDiff(const uint8_t* old_data, size_t old_size,
   return WriteDelta(old_data, old_size, new_data, new_size, records, out);
 }
 
+namespace {
+
+// Reads one control record, checks it against both buffers and applies its
+// seek to *old_pos.
+Status NextRecord(BufferedStream* control, uint32_t version, uint64_t old_size, uint64_t out_size,
+                  uint64_t new_pos, uint64_t* old_pos, uint64_t* add, uint64_t* copy) {
+  uint64_t seek_bits;
+  bool forward;
+  uint64_t magnitude;
+  if (version == 1) {
+    uint8_t rec[kFixedRecordSize];
+    REVPATCH_RETURN_IF_ERROR(control->Fixed(rec, kFixedRecordSize));
+    seek_bits = GetU64(rec);
+    *add = GetU64(rec + 8);
+    *copy = GetU64(rec + 16);
+    forward = static_cast<int64_t>(seek_bits) >= 0;
+    magnitude = forward ? seek_bits : ~seek_bits + 1;  // two's complement
+  } else {
+    REVPATCH_RETURN_IF_ERROR(control->Varint(&seek_bits));
+    REVPATCH_RETURN_IF_ERROR(control->Varint(add));
+    REVPATCH_RETURN_IF_ERROR(control->Varint(copy));
+    forward = (seek_bits & 1) == 0;  // zigzag
+    magnitude = forward ? seek_bits >> 1 : (seek_bits >> 1) + 1;
+  }
+  if (forward) {
+    if (magnitude > old_size - *old_pos) return Corrupt("seek past the source");
+    *old_pos += magnitude;
+  } else {
+    if (magnitude > *old_pos) return Corrupt("seek before the source");
+    *old_pos -= magnitude;
+  }
+  if (*add == 0 && *copy == 0) return Corrupt("empty record");
+  if (*add > out_size - new_pos || *add > old_size - *old_pos) {
+    return Corrupt("add past the source or target");
+  }
+  if (*copy > out_size - new_pos - *add) return Corrupt("copy past the target");
+  return Status::Ok();
+}
+
+// Version 3: every record is read first (the prediction of one add may
+// depend on where any other add went), the adds' old bytes are laid down
+// and their references predicted, then the diff and extra streams follow.
+Status DecodePredicted(const uint8_t* old_data, size_t old_size, BufferedStream* control,
+                       DiffPairs* diff, BrotliReader* extra, const uint8_t* reference_part,
+                       size_t reference_size, const DeltaLayout* layout, uint8_t* out,
+                       size_t out_size) {
+  ReferenceInfo references;
+  REVPATCH_RETURN_IF_ERROR(DecodeReferenceInfo(reference_part, reference_size, &references));
+  std::vector<DeltaRecord> records;
+  std::vector<Equivalence> adds;
+  uint64_t old_pos = 0, new_pos = 0;
+  while (new_pos < out_size) {
+    if (records.size() == kMaxPredictedRecords) return Corrupt("too many records");
+    uint64_t add, copy;
+    REVPATCH_RETURN_IF_ERROR(
+        NextRecord(control, kDiffFormatVersion, old_size, out_size, new_pos, &old_pos, &add, &copy));
+    records.push_back({old_pos, add, copy});
+    if (add > 0) {
+      std::memcpy(out + new_pos, old_data + old_pos, add);
+      adds.push_back({old_pos, new_pos, add});
+    }
+    old_pos += add;
+    new_pos += add + copy;
+  }
+  REVPATCH_RETURN_IF_ERROR(control->Finish());
+  REVPATCH_RETURN_IF_ERROR(PredictReferences(references, layout ? *layout : DeltaLayout{},
+                                             old_data, old_size, adds, out, out_size));
+  new_pos = 0;
+  for (const DeltaRecord& r : records) {
+    REVPATCH_RETURN_IF_ERROR(diff->Apply(out + new_pos, r.add_length));
+    new_pos += r.add_length;
+    REVPATCH_RETURN_IF_ERROR(extra->Read(out + new_pos, r.copy_length));
+    new_pos += r.copy_length;
+  }
+  REVPATCH_RETURN_IF_ERROR(diff->Finish());
+  return extra->Finish();
+}
+
+}  // namespace
+
 Status DecodeDiff(const uint8_t* old_data, size_t old_size,
                   const uint8_t* delta, size_t delta_size, uint8_t* out,
-                  size_t out_size) {
+                  size_t out_size, const DeltaLayout* layout) {
   if (delta_size < kDiffHeaderSize) return Corrupt("truncated header");
   if (std::memcmp(delta, kMagic, 4) != 0) return Corrupt("bad magic");
   const uint32_t version = GetU32(delta + 4);
-  if (version != 1 && version != kDiffFormatVersion) {
+  if (version != 1 && version != kPlainVersion && version != kDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }
+  const size_t header = version == kDiffFormatVersion ? kPredictedHeaderSize : kDiffHeaderSize;
+  if (delta_size < header) return Corrupt("truncated header");
   if (GetU64(delta + 8) != out_size) return Corrupt("wrong output size");
-  uint64_t lengths[3], total = 0;
-  for (int s = 0; s < 3; ++s) {
+  const int parts = version == kDiffFormatVersion ? 4 : 3;
+  uint64_t lengths[4] = {0, 0, 0, 0}, total = 0;
+  for (int s = 0; s < parts; ++s) {
     lengths[s] = GetU64(delta + 16 + 8 * s);
     if (__builtin_add_overflow(total, lengths[s], &total)) return Corrupt("stream lengths overflow");
   }
-  if (total != delta_size - kDiffHeaderSize) return Corrupt("stream lengths do not add up");
-  const uint8_t* p = delta + kDiffHeaderSize;
+  if (total != delta_size - header) return Corrupt("stream lengths do not add up");
+  const uint8_t* p = delta + header;
   BufferedStream control(p, lengths[0], "control");
   BrotliReader diff_v1(p + lengths[0], lengths[1]);
   DiffPairs diff(p + lengths[0], lengths[1]);
   BrotliReader extra(p + lengths[0] + lengths[1], lengths[2]);
+  if (version == kDiffFormatVersion) {
+    return DecodePredicted(old_data, old_size, &control, &diff, &extra,
+                           p + lengths[0] + lengths[1] + lengths[2], lengths[3], layout, out,
+                           out_size);
+  }
 
   uint64_t old_pos = 0, new_pos = 0;
   while (new_pos < out_size) {
-    uint64_t seek_bits, add, copy;
-    bool forward;
-    uint64_t magnitude;
-    if (version == 1) {
-      uint8_t rec[kFixedRecordSize];
-      REVPATCH_RETURN_IF_ERROR(control.Fixed(rec, kFixedRecordSize));
-      seek_bits = GetU64(rec);
-      add = GetU64(rec + 8);
-      copy = GetU64(rec + 16);
-      forward = static_cast<int64_t>(seek_bits) >= 0;
-      magnitude = forward ? seek_bits : ~seek_bits + 1;  // two's complement
-    } else {
-      REVPATCH_RETURN_IF_ERROR(control.Varint(&seek_bits));
-      REVPATCH_RETURN_IF_ERROR(control.Varint(&add));
-      REVPATCH_RETURN_IF_ERROR(control.Varint(&copy));
-      forward = (seek_bits & 1) == 0;  // zigzag
-      magnitude = forward ? seek_bits >> 1 : (seek_bits >> 1) + 1;
-    }
-    if (forward) {
-      if (magnitude > old_size - old_pos) return Corrupt("seek past the source");
-      old_pos += magnitude;
-    } else {
-      if (magnitude > old_pos) return Corrupt("seek before the source");
-      old_pos -= magnitude;
-    }
-    if (add == 0 && copy == 0) return Corrupt("empty record");
-    if (add > out_size - new_pos || add > old_size - old_pos) {
-      return Corrupt("add past the source or target");
-    }
+    uint64_t add, copy;
+    REVPATCH_RETURN_IF_ERROR(
+        NextRecord(&control, version, old_size, out_size, new_pos, &old_pos, &add, &copy));
     uint8_t* o = out + new_pos;
     const uint8_t* s = old_data + old_pos;
     if (version == 1) {
@@ -609,7 +705,6 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
     }
     new_pos += add;
     old_pos += add;
-    if (copy > out_size - new_pos) return Corrupt("copy past the target");
     REVPATCH_RETURN_IF_ERROR(extra.Read(out + new_pos, copy));
     new_pos += copy;
   }

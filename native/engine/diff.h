@@ -1,14 +1,17 @@
 // The binary delta of DIFF operations, and the Brotli helpers the payload
 // uses (REPLACE_BROTLI data and the three delta streams).
 //
-// Delta format, version 2 (bsdiff-like; docs/on-disk-format.md):
+// Delta format, version 3 (bsdiff-like; docs/on-disk-format.md):
 //   u8  magic[4]        "RPDF"
-//   u32 version         2 (1 is still decoded: see below)
+//   u32 version         3 (1 and 2 are still decoded and 2 still written:
+//                       see below)
 //   u64 new_size        bytes the delta produces
 //   u64 control_length  compressed length of the control stream
 //   u64 diff_length     compressed length of the diff stream
 //   u64 extra_length    compressed length of the extra stream
-//   then the three Brotli streams, back to back, nothing after them.
+//   u64 reference_length  length of the reference part (version 3 only)
+//   then the three Brotli streams and the reference part (references.h),
+//   back to back, nothing after them.
 // The control stream decodes to records of three LEB128 varints (at most
 // 10 bytes each, no bits past 64): zigzag(seek), add_len, copy_len. Version
 // 1 used fixed (i64, u64, u64) little-endian words instead; nothing else
@@ -19,6 +22,11 @@
 //           new_pos += add_len, old_pos += add_len;
 //   copies: copy_len bytes of the extra stream to new[new_pos..];
 //           new_pos += copy_len.
+// In version 3 the adds add onto a prediction instead of old itself: the
+// old bytes with the references the reference part describes rewritten to
+// where their targets went (references.h); the generator writes it for
+// sources holding executables when it is smaller. Version 2 is version 3
+// without the reference part (and its header field) and with adds onto old.
 // Records follow until new_pos == new_size. Every record makes progress
 // (add_len + copy_len > 0), old_pos stays in [0, old_size] after every step
 // (so every add lies inside old), nothing is written past new_size, and each
@@ -50,12 +58,17 @@
 #include <cstdint>
 #include <vector>
 
+#include "references.h"
 #include "status.h"
 
 namespace revpatch {
 
-constexpr uint32_t kDiffFormatVersion = 2;
-constexpr size_t kDiffHeaderSize = 40;
+constexpr uint32_t kDiffFormatVersion = 3;
+constexpr size_t kDiffHeaderSize = 40;        // versions 1 and 2
+constexpr size_t kPredictedHeaderSize = 48;   // version 3
+// A version 3 decoder holds every record before it applies one (24 bytes
+// each, plus the equivalences), so their number is capped.
+constexpr size_t kMaxPredictedRecords = size_t{1} << 18;
 
 // Brotli quality and largest window of everything the generator writes
 // (BrotliCompress uses a smaller window for a smaller input). 24 bits is
@@ -108,10 +121,14 @@ class DeltaMatcher {
 };
 
 // Serializes `records` (which must cover new exactly, adds inside old) as a
-// delta of the current version, compressing its three streams.
+// delta, compressing its three streams: version 3 when `references` has
+// spans (the buffers laid out in their views by `layout`, null for the
+// views themselves), else version 2. kTooLarge past kMaxPredictedRecords
+// records with references.
 Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
                   size_t new_size, const std::vector<DeltaRecord>& records,
-                  std::vector<uint8_t>* out);
+                  std::vector<uint8_t>* out, const ReferenceInfo* references = nullptr,
+                  const DeltaLayout* layout = nullptr);
 
 // Writes a delta that turns `old_data` into `new_data` into `out` (replaced).
 Status EncodeDiff(const uint8_t* old_data, size_t old_size,
@@ -125,10 +142,12 @@ inline Status EncodeDiff(const std::vector<uint8_t>& old_data,
 }
 
 // Applies `delta` to `old_data`, producing exactly `out_size` bytes in
-// `out`. Fully bounds-checked against all three sizes.
+// `out`. Fully bounds-checked against all three sizes. `layout` places the
+// buffers in their views for a version 3 delta's references (null: each
+// buffer is its view); it must cover both buffers.
 Status DecodeDiff(const uint8_t* old_data, size_t old_size,
                   const uint8_t* delta, size_t delta_size, uint8_t* out,
-                  size_t out_size);
+                  size_t out_size, const DeltaLayout* layout = nullptr);
 
 }  // namespace revpatch
 

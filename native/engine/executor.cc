@@ -117,8 +117,10 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
     case OperationType::kDiff:
       made = Allocate(&target, dst_bytes);
       if (made.ok()) {
+        const DeltaLayout layout{block_size, &op.src_extents, &op.dst_extents};
         made = DecodeDiff(source_bytes.data(), source_bytes.size(), data,
-                          static_cast<size_t>(op.data_length), target.data(), target.size());
+                          static_cast<size_t>(op.data_length), target.data(), target.size(),
+                          &layout);
       }
       break;
   }

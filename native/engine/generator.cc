@@ -357,6 +357,16 @@ class Generator {
       std::vector<uint8_t> delta;
       REVPATCH_RETURN_IF_ERROR(
           WriteDelta(old.data(), old.size(), target, target_size, records, &delta));
+      REVPATCH_RETURN_IF_ERROR(PrepareReferences());
+      if (!references_.empty() && records.size() <= kMaxPredictedRecords) {
+        // Executables in the source: the delta with references predicted
+        // too, kept when smaller (on data it only costs its few bytes).
+        const DeltaLayout layout{block_size_, &src, &op.dst_extents};
+        std::vector<uint8_t> predicted;
+        REVPATCH_RETURN_IF_ERROR(WriteDelta(old.data(), old.size(), target, target_size,
+                                            records, &predicted, &references_, &layout));
+        if (predicted.size() < delta.size()) delta.swap(predicted);
+      }
       if (delta.size() < target_size) {
         op.type = OperationType::kDiff;
         op.src_extents = std::move(src);
@@ -366,6 +376,38 @@ class Generator {
     }
     if (op.type == OperationType::kReplace) return EmitReplace(first, count);
     return Emit(op, best.data(), best.size());
+  }
+
+  // The executables of the source and the blocks of their images left
+  // unchanged in place (whose references' targets stay where they are),
+  // once, when the source is held whole. Neighbourhood matching predicts
+  // nothing: it never sees a whole executable.
+  Status PrepareReferences() {
+    if (references_ready_ || !whole_source_ || !whole_ready_) return Status::Ok();
+    references_ready_ = true;
+    FindExecutableSpans(candidate_.data(), candidate_.size(), block_size_, &references_.spans);
+    std::vector<uint8_t> block(block_size_);
+    const uint64_t common = std::min(source_.blocks(), target_.blocks());
+    uint64_t next = 0;  // blocks below were looked at
+    for (const ReferenceSpan& span : references_.spans) {
+      if (span.kind != ReferenceKind::kRel32) continue;  // its range is the whole image
+      const uint64_t first = std::max(next, span.low / block_size_);
+      const uint64_t last = std::min(common, (span.high + block_size_ - 1) / block_size_);
+      for (uint64_t b = first; b < last; ++b) {
+        REVPATCH_RETURN_IF_ERROR(target_.ReadBlocks(b, 1, block.data()));
+        if (std::memcmp(block.data(), candidate_.data() + b * block_size_, block_size_) != 0) {
+          continue;
+        }
+        std::vector<Equivalence>& same = references_.equivalences;
+        if (!same.empty() && same.back().old_start + same.back().length == b * block_size_) {
+          same.back().length += block_size_;
+        } else if (same.size() < kMaxEquivalences) {
+          same.push_back({b * block_size_, b * block_size_, block_size_});
+        }
+      }
+      next = std::max(next, last);
+    }
+    return Status::Ok();
   }
 
   // Raw data in ops of at most kReplaceOpBytes: nothing is lost by cutting
@@ -401,6 +443,8 @@ class Generator {
   bool whole_source_ = false;
   bool whole_ready_ = false;
   DeltaMatcher matcher_;
+  ReferenceInfo references_;
+  bool references_ready_ = false;
 };
 
 Status Generate(const std::string& source_path, const std::string& target_path,

@@ -15,7 +15,10 @@
 // patch). The op's source
 // extents are then cut down to the blocks the delta's adds actually read,
 // so the device reads and hashes only those; a region whose touched source
-// would pass kMaxOperationBytes is split in two. A region with no match, or
+// would pass kMaxOperationBytes is split in two. When the whole source is
+// matched and holds x86-64 ELF executables (references.h), each delta is
+// also written with their references predicted (version 3) and the smaller
+// kept. A region with no match, or
 // whose delta is no smaller, becomes REPLACE_BROTLI or raw REPLACE.
 //
 // Raw REPLACE data is cut into 4 MiB ops, so the device can apply one while

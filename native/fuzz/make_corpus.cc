@@ -234,6 +234,43 @@ void DiffSeeds() {
     d.PutBytes(p.old_data).Put<uint32_t>(static_cast<uint32_t>(p.new_data.size())).PutBytes(delta);
     Seed("diff_fuzzer", std::string("decode_") + p.name, d.bytes());
   }
+  // Version 3: code-like bytes (calls into themselves) that move, with
+  // references predicted, decoded as the views themselves and under a
+  // layout of 512-byte blocks.
+  {
+    Bytes code = StampedBlocks(8, 512, 5);
+    for (size_t at = 16; at + 5 <= code.size(); at += 37) {
+      code[at] = 0xE8;
+      revpatch::PutU32(code.data() + at + 1, static_cast<uint32_t>((at * 7919) % code.size()) -
+                                                 static_cast<uint32_t>(at + 5));
+    }
+    Bytes moved = code;
+    moved.insert(moved.begin() + 1000, 24, 0x90);
+    moved.resize(9 * 512, 0);
+    revpatch::DeltaMatcher matcher;
+    Check(matcher.Init(code.data(), code.size()), "matcher");
+    std::vector<revpatch::DeltaRecord> records;
+    matcher.Match(moved.data(), moved.size(), &records);
+    revpatch::ReferenceInfo info;
+    info.spans.push_back({revpatch::ReferenceKind::kRel32, 0, code.size(), 0, code.size(), 0});
+    const std::vector<revpatch::Extent> source = {{0, 8}}, target = {{0, 9}};
+    const revpatch::DeltaLayout layout{512, &source, &target};
+    for (bool laid_out : {false, true}) {
+      Bytes delta;
+      Check(revpatch::WriteDelta(code.data(), code.size(), moved.data(), moved.size(), records,
+                                 &delta, &info, laid_out ? &layout : nullptr),
+            "predicted delta");
+      FuzzInputWriter d;
+      d.Put<uint8_t>(laid_out ? 2 | 4 | 8 : 2 | 4).Put<uint16_t>(static_cast<uint16_t>(code.size()));
+      d.PutBytes(code);
+      if (laid_out) {
+        d.Put<uint8_t>(9).Put<uint8_t>(1).Put<uint8_t>(0).Put<uint8_t>(8);
+        d.Put<uint8_t>(1).Put<uint8_t>(0).Put<uint8_t>(9);
+      }
+      d.Put<uint32_t>(static_cast<uint32_t>(moved.size())).PutBytes(delta);
+      Seed("diff_fuzzer", laid_out ? "decode_predicted_laid_out" : "decode_predicted", d.bytes());
+    }
+  }
   // Version 1: one add over everything then a copy; and a backward seek.
   const Bytes v1_old = Slice(old_data, 0, 2048), v1_new = Slice(new_data, 0, 2100);
   const std::vector<std::array<int64_t, 3>> v1_records[] = {

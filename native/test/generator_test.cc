@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "../engine/apply.h"
+#include "../engine/diff.h"
 #include "../engine/file_io.h"
+#include "../engine/little_endian.h"
 #include "../engine/merkle.h"
 #include "../engine/operation.h"
 #include "testing.h"
@@ -189,6 +191,101 @@ std::vector<Operation> ReadOperations(const std::string& path) {
     ops.push_back(op);
   }
   return ops;
+}
+
+// A toy x86-64 executable of `blocks` blocks: an ELF header with one
+// loadable code segment over all of it, code of filler and calls (E8 rel32)
+// to 64-byte-aligned function starts; `growth` bytes of filler inserted at
+// `grow_at` move every function after it.
+Bytes ToyExecutable(uint64_t blocks, size_t grow_at, size_t growth) {
+  const size_t size = blocks * kBlock;
+  Bytes code;
+  std::mt19937 rng(77);
+  while (code.size() < size) {
+    if (code.size() == grow_at) code.insert(code.end(), growth, 0x90);
+    const size_t here = code.size() - (code.size() > grow_at ? growth : 0);
+    if (rng() % 6 == 0 && here > 256) {
+      const uint64_t callee = (rng() % (size / 64)) * 64;  // in old coordinates
+      const uint64_t moved = callee >= grow_at ? callee + growth : callee;
+      const int64_t disp = static_cast<int64_t>(moved) - static_cast<int64_t>(code.size() + 5);
+      uint8_t call[5] = {0xE8};
+      PutU32(call + 1, static_cast<uint32_t>(disp));
+      code.insert(code.end(), call, call + 5);
+    } else {
+      code.push_back(static_cast<uint8_t>(0x90 + rng() % 8));
+    }
+  }
+  code.resize(size);
+  const uint8_t ident[] = {0x7F, 'E', 'L', 'F', 2, 1, 1};
+  std::memset(code.data(), 0, 256);
+  std::memcpy(code.data(), ident, sizeof(ident));
+  code[18] = 62;  // x86-64
+  PutU64(code.data() + 32, 64);  // program headers
+  code[54] = 56;
+  code[56] = 1;
+  uint8_t* load = code.data() + 64;
+  PutU32(load, 1);      // PT_LOAD
+  PutU32(load + 4, 5);  // R E
+  PutU64(load + 16, 0x400000);
+  PutU64(load + 32, size);
+  PutU64(load + 40, size);
+  return code;
+}
+
+TEST(moved_code_of_an_executable_is_predicted) {
+  std::string dir = revpatch_test::TempDir();
+  // The executable at block 2 of a volume; 24 bytes inserted into its
+  // block 9 move the rest of it.
+  Bytes source = StampedImage(2), target = source;
+  const Bytes old_exe = ToyExecutable(40, 9 * kBlock + 100, 0);
+  const Bytes new_exe = ToyExecutable(40, 9 * kBlock + 100, 24);
+  source.insert(source.end(), old_exe.begin(), old_exe.end());
+  target.insert(target.end(), new_exe.begin(), new_exe.end());
+  GenerateResult r;
+  ASSERT_OK(Generate(dir, source, target, &r));
+
+  // Decode every DIFF as the executor does and compare with the target.
+  FILE* f = std::fopen((dir + "/payload").c_str(), "rb");
+  ASSERT_TRUE(f != nullptr);
+  Bytes payload(r.payload_size);
+  ASSERT_EQ(std::fread(payload.data(), 1, payload.size(), f), payload.size());
+  std::fclose(f);
+  size_t at = 0, predicted = 0;
+  uint64_t diff_bytes = 0;
+  while (at < payload.size()) {
+    Operation op;
+    size_t consumed = 0;
+    ASSERT_OK(DecodeOperation(payload.data() + at, payload.size() - at, &op, &consumed));
+    const uint8_t* data = payload.data() + at + consumed;
+    at += consumed + op.data_length;
+    if (op.type != OperationType::kDiff) continue;
+    if (GetU32(data + 4) == 3) ++predicted;
+    diff_bytes += op.data_length;
+    Bytes old_bytes, want;
+    for (const Extent& e : op.src_extents) {
+      old_bytes.insert(old_bytes.end(), source.begin() + e.start_block * kBlock,
+                       source.begin() + (e.start_block + e.num_blocks) * kBlock);
+    }
+    for (const Extent& e : op.dst_extents) {
+      want.insert(want.end(), target.begin() + e.start_block * kBlock,
+                  target.begin() + (e.start_block + e.num_blocks) * kBlock);
+    }
+    Bytes got(want.size());
+    const DeltaLayout layout{kBlock, &op.src_extents, &op.dst_extents};
+    ASSERT_OK(DecodeDiff(old_bytes.data(), old_bytes.size(), data, op.data_length, got.data(),
+                         got.size(), &layout));
+    EXPECT_TRUE(got == want);
+  }
+  EXPECT_EQ(predicted, 1u);
+
+  // Without the ELF header nothing is predicted, and the DIFF is larger.
+  source[2 * kBlock] = 0;
+  target[2 * kBlock] = 0;
+  GenerateResult plain;
+  ASSERT_OK(Generate(revpatch_test::TempDir(), source, target, &plain));
+  const uint64_t plain_diff = plain.stats.by_type[static_cast<int>(OperationType::kDiff)].data_bytes;
+  EXPECT_EQ(diff_bytes, r.stats.by_type[static_cast<int>(OperationType::kDiff)].data_bytes);
+  EXPECT_TRUE(diff_bytes * 2 < plain_diff);
 }
 
 TEST(a_diff_reads_only_the_source_blocks_its_matches_touch) {

@@ -1,0 +1,417 @@
+#include "references.h"
+
+#include <algorithm>
+#include <string>
+
+#include "little_endian.h"
+
+namespace revpatch {
+namespace {
+
+constexpr size_t kMaxVarint = 10;
+
+Status Corrupt(const std::string& what) {
+  return Status(ErrorCode::kCorrupt, "delta references: " + what);
+}
+
+void PutVarint(uint64_t v, std::vector<uint8_t>* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<uint8_t>(v));
+}
+
+class VarintReader {
+ public:
+  VarintReader(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
+
+  Status Next(uint64_t* out) {
+    uint64_t value = 0;
+    for (size_t i = 0; i < kMaxVarint; ++i) {
+      if (p_ == end_) return Corrupt("truncated");
+      const uint8_t b = *p_++;
+      if (i == kMaxVarint - 1 && b > 1) return Corrupt("varint past 64 bits");
+      value |= uint64_t{b & 0x7Fu} << (7 * i);
+      if ((b & 0x80) == 0) {
+        *out = value;
+        return Status::Ok();
+      }
+    }
+    return Corrupt("varint too long");
+  }
+
+  // A view offset or length: below 2^62, so sums of two never overflow.
+  Status Offset(uint64_t* out) {
+    REVPATCH_RETURN_IF_ERROR(Next(out));
+    if (*out >= kMaxViewOffset) return Corrupt("offset out of range");
+    return Status::Ok();
+  }
+
+  bool done() const { return p_ == end_; }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
+
+// One contiguous run of a buffer in its view.
+struct Run {
+  uint64_t buffer_start;
+  uint64_t view_start;
+  uint64_t length;
+};
+
+// Buffer offset -> view offset, for a buffer laid out by extents.
+class ViewMap {
+ public:
+  Status Init(const std::vector<Extent>* extents, uint32_t block_size, size_t buffer_size) {
+    runs_.clear();
+    if (extents == nullptr) {
+      if (buffer_size > 0) runs_.push_back({0, 0, buffer_size});
+      return Status::Ok();
+    }
+    uint64_t at = 0;
+    for (const Extent& e : *extents) {
+      if (at >= buffer_size) break;
+      uint64_t view = 0, length = 0;
+      if (__builtin_mul_overflow(e.start_block, uint64_t{block_size}, &view) ||
+          __builtin_mul_overflow(e.num_blocks, uint64_t{block_size}, &length) ||
+          view >= kMaxViewOffset || length >= kMaxViewOffset - view) {
+        return Corrupt("extent out of range");
+      }
+      length = std::min<uint64_t>(length, buffer_size - at);
+      if (length == 0) continue;
+      runs_.push_back({at, view, length});
+      at += length;
+    }
+    if (at < buffer_size) return Corrupt("extents do not cover the buffer");
+    return Status::Ok();
+  }
+
+  // The run holding buffer offset `at` (which must be inside the buffer).
+  const Run& Locate(uint64_t at) const {
+    auto it = std::upper_bound(runs_.begin(), runs_.end(), at,
+                               [](uint64_t v, const Run& r) { return v < r.buffer_start; });
+    return *(it - 1);
+  }
+
+ private:
+  std::vector<Run> runs_;
+};
+
+// Old view offset -> new view offset through a set of equivalences.
+class OffsetMapper {
+ public:
+  void Build(std::vector<Equivalence> all) {
+    std::sort(all.begin(), all.end(), [](const Equivalence& a, const Equivalence& b) {
+      return a.old_start != b.old_start ? a.old_start < b.old_start : a.length > b.length;
+    });
+    table_.clear();
+    for (Equivalence e : all) {
+      if (!table_.empty()) {
+        const uint64_t end = table_.back().old_start + table_.back().length;
+        if (e.old_start + e.length <= end) continue;
+        if (e.old_start < end) {
+          const uint64_t cut = end - e.old_start;
+          e.old_start += cut;
+          e.new_start += cut;
+          e.length -= cut;
+        }
+      }
+      table_.push_back(e);
+    }
+  }
+
+  // Where old view offset `t` went: inside an equivalence it moves with
+  // it, outside all of them with the nearest one.
+  int64_t Map(uint64_t t) const {
+    if (table_.empty()) return static_cast<int64_t>(t);
+    auto it = std::upper_bound(table_.begin(), table_.end(), t,
+                               [](uint64_t v, const Equivalence& e) { return v < e.old_start; });
+    const Equivalence* e = nullptr;
+    if (it == table_.begin()) {
+      e = &*it;
+    } else {
+      const Equivalence& before = *(it - 1);
+      e = &before;
+      const uint64_t end = before.old_start + before.length;
+      if (t >= end && it != table_.end() && it->old_start - t < t - end + 1) e = &*it;
+    }
+    return static_cast<int64_t>(t) + (static_cast<int64_t>(e->new_start) -
+                                      static_cast<int64_t>(e->old_start));
+  }
+
+ private:
+  std::vector<Equivalence> table_;
+};
+
+bool IsRipRelativeOpcode(uint8_t op) {
+  switch (op) {
+    case 0x03:  // add r, [rip+d]
+    case 0x2B:  // sub
+    case 0x39:  // cmp [rip+d], r
+    case 0x3B:  // cmp r, [rip+d]
+    case 0x63:  // movsxd
+    case 0x85:  // test
+    case 0x89:  // mov [rip+d], r
+    case 0x8B:  // mov r, [rip+d]
+    case 0x8D:  // lea
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The offset of the rel32 field of an instruction starting at p[0], or 0
+// when p does not start one of the forms scanned for. `n` bytes are
+// readable from p.
+size_t Rel32Field(const uint8_t* p, size_t n) {
+  if (n < 5) return 0;
+  const uint8_t b = p[0];
+  if (b == 0xE8 || b == 0xE9) return 1;                     // call, jmp
+  if (n < 6) return 0;
+  if (b == 0x0F && (p[1] & 0xF0) == 0x80) return 2;         // jcc
+  if (b == 0xFF && (p[1] == 0x15 || p[1] == 0x25)) return 2;  // call/jmp [rip+d]
+  if (n >= 7 && (b & 0xF0) == 0x40 && IsRipRelativeOpcode(p[1]) && (p[2] & 0xC7) == 0x05) {
+    return 3;  // REX, opcode, ModRM with mod 00, r/m 101
+  }
+  return 0;
+}
+
+// The references of one span inside one piece of an add: old bytes
+// old[0, length) at old view offset `old_view`, predicted bytes pred[...]
+// at new view offset `new_view`.
+void PredictPiece(const ReferenceSpan& span, const OffsetMapper& mapper, const uint8_t* old,
+                  uint64_t old_view, uint64_t new_view, uint64_t length, uint8_t* pred) {
+  if (span.kind == ReferenceKind::kRel32) {
+    for (uint64_t i = 0; i < length;) {
+      const size_t field = Rel32Field(old + i, static_cast<size_t>(std::min<uint64_t>(length - i, 8)));
+      if (field == 0 || i + field + 4 > length) {
+        ++i;
+        continue;
+      }
+      const uint64_t at = i + field;
+      const int64_t disp = static_cast<int32_t>(GetU32(old + at));
+      const int64_t target = static_cast<int64_t>(old_view + at + 4) + disp;
+      if (target < static_cast<int64_t>(span.low) || target >= static_cast<int64_t>(span.high)) {
+        ++i;
+        continue;
+      }
+      const int64_t moved = mapper.Map(static_cast<uint64_t>(target));
+      const int64_t d = moved - static_cast<int64_t>(new_view + at + 4);
+      if (d >= INT32_MIN && d <= INT32_MAX) PutU32(pred + at, static_cast<uint32_t>(d));
+      i = at + 4;
+    }
+    return;
+  }
+  // kAbs64: 8-aligned from the span's start.
+  uint64_t i = (8 - (old_view - span.start) % 8) % 8;
+  for (; i + 8 <= length; i += 8) {
+    const uint64_t value = GetU64(old + i);
+    if (value < span.low || value >= span.high) continue;
+    const uint64_t target = value - span.bias;
+    if (target >= kMaxViewOffset) continue;
+    PutU64(pred + i, static_cast<uint64_t>(mapper.Map(target)) + span.bias);
+  }
+}
+
+}  // namespace
+
+void EncodeReferenceInfo(const ReferenceInfo& info, std::vector<uint8_t>* out) {
+  out->clear();
+  PutVarint(info.spans.size(), out);
+  uint64_t end = 0;
+  for (const ReferenceSpan& s : info.spans) {
+    out->push_back(static_cast<uint8_t>(s.kind));
+    PutVarint(s.start - end, out);
+    PutVarint(s.length, out);
+    PutVarint(s.low, out);
+    PutVarint(s.high - s.low, out);
+    if (s.kind == ReferenceKind::kAbs64) PutVarint(s.bias, out);
+    end = s.start + s.length;
+  }
+  PutVarint(info.equivalences.size(), out);
+  for (const Equivalence& e : info.equivalences) {
+    PutVarint(e.old_start, out);
+    PutVarint(e.new_start, out);
+    PutVarint(e.length, out);
+  }
+}
+
+Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info) {
+  VarintReader in(data, size);
+  ReferenceInfo got;
+  uint64_t count = 0;
+  REVPATCH_RETURN_IF_ERROR(in.Next(&count));
+  if (count > kMaxReferenceSpans) return Corrupt("too many spans");
+  uint64_t end = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t kind = 0, gap = 0, span = 0;
+    REVPATCH_RETURN_IF_ERROR(in.Next(&kind));
+    ReferenceSpan s;
+    if (kind == static_cast<uint64_t>(ReferenceKind::kRel32)) {
+      s.kind = ReferenceKind::kRel32;
+    } else if (kind == static_cast<uint64_t>(ReferenceKind::kAbs64)) {
+      s.kind = ReferenceKind::kAbs64;
+    } else {
+      return Corrupt("unknown span kind");
+    }
+    REVPATCH_RETURN_IF_ERROR(in.Offset(&gap));
+    REVPATCH_RETURN_IF_ERROR(in.Offset(&s.length));
+    s.start = end + gap;
+    if (s.length == 0 || s.start >= kMaxViewOffset || s.length > kMaxViewOffset - s.start) {
+      return Corrupt("span out of range");
+    }
+    if (s.kind == ReferenceKind::kRel32) {
+      REVPATCH_RETURN_IF_ERROR(in.Offset(&s.low));
+      REVPATCH_RETURN_IF_ERROR(in.Offset(&span));
+    } else {
+      REVPATCH_RETURN_IF_ERROR(in.Next(&s.low));
+      REVPATCH_RETURN_IF_ERROR(in.Next(&span));
+      if (span > ~s.low) return Corrupt("value range overflows");
+    }
+    s.high = s.low + span;
+    if (s.kind == ReferenceKind::kAbs64) REVPATCH_RETURN_IF_ERROR(in.Next(&s.bias));
+    end = s.start + s.length;
+    got.spans.push_back(s);
+  }
+  REVPATCH_RETURN_IF_ERROR(in.Next(&count));
+  if (count > kMaxEquivalences) return Corrupt("too many equivalences");
+  for (uint64_t i = 0; i < count; ++i) {
+    Equivalence e;
+    REVPATCH_RETURN_IF_ERROR(in.Offset(&e.old_start));
+    REVPATCH_RETURN_IF_ERROR(in.Offset(&e.new_start));
+    REVPATCH_RETURN_IF_ERROR(in.Offset(&e.length));
+    if (e.length == 0 || e.length > kMaxViewOffset - e.old_start ||
+        e.length > kMaxViewOffset - e.new_start) {
+      return Corrupt("equivalence out of range");
+    }
+    got.equivalences.push_back(e);
+  }
+  if (!in.done()) return Corrupt("bytes after the equivalences");
+  *info = std::move(got);
+  return Status::Ok();
+}
+
+Status PredictReferences(const ReferenceInfo& info, const DeltaLayout& layout,
+                         const uint8_t* old_data, size_t old_size,
+                         const std::vector<Equivalence>& adds, uint8_t* pred,
+                         size_t pred_size) {
+  if (info.spans.empty()) return Status::Ok();
+  ViewMap old_map, new_map;
+  REVPATCH_RETURN_IF_ERROR(old_map.Init(layout.source, layout.block_size, old_size));
+  REVPATCH_RETURN_IF_ERROR(new_map.Init(layout.target, layout.block_size, pred_size));
+
+  // Each add, cut where either buffer's run ends, in both coordinates.
+  struct Piece {
+    uint64_t old_at, new_at;  // buffer offsets
+    Equivalence view;
+  };
+  std::vector<Piece> pieces;
+  for (const Equivalence& a : adds) {
+    uint64_t o = a.old_start, n = a.new_start, left = a.length;
+    while (left > 0) {
+      const Run& ro = old_map.Locate(o);
+      const Run& rn = new_map.Locate(n);
+      const uint64_t k = std::min({left, ro.buffer_start + ro.length - o,
+                                   rn.buffer_start + rn.length - n});
+      pieces.push_back({o, n, {ro.view_start + (o - ro.buffer_start),
+                               rn.view_start + (n - rn.buffer_start), k}});
+      o += k;
+      n += k;
+      left -= k;
+    }
+  }
+  std::vector<Equivalence> all(info.equivalences);
+  all.reserve(all.size() + pieces.size());
+  for (const Piece& p : pieces) all.push_back(p.view);
+  OffsetMapper mapper;
+  mapper.Build(std::move(all));
+
+  for (const Piece& p : pieces) {
+    const uint64_t lo = p.view.old_start, hi = lo + p.view.length;
+    auto it = std::upper_bound(info.spans.begin(), info.spans.end(), lo,
+                               [](uint64_t v, const ReferenceSpan& s) { return v < s.start + s.length; });
+    for (; it != info.spans.end() && it->start < hi; ++it) {
+      const uint64_t a = std::max(lo, it->start), b = std::min(hi, it->start + it->length);
+      PredictPiece(*it, mapper, old_data + p.old_at + (a - lo), a, p.view.new_start + (a - lo),
+                   b - a, pred + p.new_at + (a - lo));
+    }
+  }
+  return Status::Ok();
+}
+
+void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
+                         std::vector<ReferenceSpan>* spans) {
+  constexpr size_t kEhdrSize = 64, kPhdrSize = 56, kMaxPhdrs = 64;
+  if (block_size == 0) return;
+  for (size_t off = 0; off + kEhdrSize <= size; off += block_size) {
+    const uint8_t* e = view + off;
+    const size_t avail = size - off;
+    if (e[0] != 0x7F || e[1] != 'E' || e[2] != 'L' || e[3] != 'F' || e[4] != 2 || e[5] != 1 ||
+        (e[18] | e[19] << 8) != 62) {
+      continue;  // not a 64-bit little-endian x86-64 ELF
+    }
+    const uint64_t phoff = GetU64(e + 32);
+    const size_t phentsize = e[54] | e[55] << 8, phnum = e[56] | e[57] << 8;
+    if (phentsize != kPhdrSize || phnum == 0 || phnum > kMaxPhdrs || phoff > avail ||
+        phnum * kPhdrSize > avail - phoff) {
+      continue;
+    }
+    struct Load {
+      bool exec;
+      uint64_t offset, filesz;
+    };
+    std::vector<Load> loads;
+    bool ok = true, have_bias = false;
+    uint64_t bias = 0, low = UINT64_MAX, high = 0, file_end = 0;
+    for (size_t i = 0; i < phnum && ok; ++i) {
+      const uint8_t* p = e + phoff + i * kPhdrSize;
+      if (GetU32(p) != 1) continue;  // PT_LOAD only
+      const uint64_t offset = GetU64(p + 8), vaddr = GetU64(p + 16), filesz = GetU64(p + 32),
+                     memsz = GetU64(p + 40);
+      ok = offset <= avail && filesz <= avail - offset && memsz >= filesz && vaddr >= offset &&
+           vaddr < kMaxViewOffset && memsz < kMaxViewOffset - vaddr &&
+           (!have_bias || vaddr - offset == bias);
+      if (!ok) break;
+      bias = vaddr - offset;
+      have_bias = true;
+      low = std::min(low, vaddr);
+      high = std::max(high, vaddr + memsz);
+      file_end = std::max(file_end, offset + filesz);
+      if (filesz > 0) loads.push_back({(GetU32(p + 4) & 1) != 0, offset, filesz});
+    }
+    if (!ok || loads.empty() || off + (high - bias) >= kMaxViewOffset) continue;
+    std::sort(loads.begin(), loads.end(),
+              [](const Load& a, const Load& b) { return a.offset < b.offset; });
+    // Targets, as view offsets: the whole memory image of the executable.
+    const uint64_t target_low = off + (low - bias), target_high = off + (high - bias);
+    uint64_t covered = off;
+    for (const Load& l : loads) {
+      ReferenceSpan s;
+      s.start = std::max<uint64_t>(off + l.offset, covered);
+      const uint64_t end = off + l.offset + l.filesz;
+      if (s.start >= end) continue;
+      if (l.exec) {
+        s.kind = ReferenceKind::kRel32;
+        s.low = target_low;
+        s.high = target_high;
+      } else {
+        s.kind = ReferenceKind::kAbs64;
+        s.start = (s.start - off + 7) / 8 * 8 + off;  // pointers are 8-aligned in the file
+        if (s.start >= end) continue;
+        s.low = low;
+        s.high = high;
+        s.bias = bias - off;  // value = view offset + bias, mod 2^64
+      }
+      s.length = end - s.start;
+      spans->push_back(s);
+      covered = end;
+    }
+    // Skip past this executable: nothing inside it is another one.
+    off += (file_end + block_size - 1) / block_size * block_size - block_size;
+  }
+}
+
+}  // namespace revpatch

@@ -1,0 +1,323 @@
+// Reference prediction (references.h) and the version 3 deltas built on it:
+// a synthetic executable whose code moves is predicted exactly, the deltas
+// round trip through the views' layout, the reference part is refused when
+// damaged, and the ELF scan finds what a linker lays out.
+#include "../engine/references.h"
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../engine/diff.h"
+#include "../engine/little_endian.h"
+#include "testing.h"
+
+using namespace revpatch;
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+constexpr uint64_t kBias = 0x400000;  // value of view offset 0
+
+// A toy executable: `functions` bodies of filler (bytes no scan pattern
+// starts with) and calls (E8 rel32) to other functions' starts, then a
+// table of absolute pointers to the function starts. Function `grown`
+// gets `growth` more bytes of body, so everything after it moves.
+struct Program {
+  Bytes bytes;
+  uint64_t code_size = 0;  // [0, code_size) is code, then the pointers
+  std::vector<uint64_t> starts;
+};
+
+Program MakeProgram(uint32_t seed, size_t functions, size_t grown, size_t growth) {
+  std::mt19937 rng(seed);
+  std::vector<size_t> lengths(functions);
+  for (size_t& n : lengths) n = 64 + rng() % 200;
+  if (grown < functions) lengths[grown] += growth;
+  Program p;
+  uint64_t at = 0;
+  for (size_t n : lengths) {
+    p.starts.push_back(at);
+    at += n;
+  }
+  p.code_size = (at + 7) / 8 * 8;
+  p.bytes.assign(p.code_size, 0x90);
+  std::mt19937 body(seed + 1);  // the same calls in both versions
+  for (size_t f = 0; f < functions; ++f) {
+    const uint64_t s = p.starts[f];
+    for (uint64_t i = s; i + 5 <= s + lengths[f] - (f == grown ? growth : 0);) {
+      if (body() % 8 == 0) {
+        const uint64_t callee = p.starts[body() % functions];
+        p.bytes[i] = 0xE8;
+        PutU32(p.bytes.data() + i + 1, static_cast<uint32_t>(static_cast<int64_t>(callee) -
+                                                              static_cast<int64_t>(i + 5)));
+        i += 5;
+      } else {
+        p.bytes[i] = static_cast<uint8_t>(0x90 + body() % 8);
+        ++i;
+      }
+    }
+  }
+  for (uint64_t s : p.starts) {
+    uint8_t word[8];
+    PutU64(word, s + kBias);
+    p.bytes.insert(p.bytes.end(), word, word + 8);
+  }
+  return p;
+}
+
+ReferenceInfo InfoFor(const Program& p) {
+  ReferenceInfo info;
+  ReferenceSpan code;
+  code.kind = ReferenceKind::kRel32;
+  code.start = 0;
+  code.length = p.code_size;
+  code.low = 0;
+  code.high = p.bytes.size() + (1 << 20);
+  ReferenceSpan data;
+  data.kind = ReferenceKind::kAbs64;
+  data.start = p.code_size;
+  data.length = p.bytes.size() - p.code_size;
+  data.low = kBias;
+  data.high = kBias + p.bytes.size() + (1 << 20);
+  data.bias = kBias;
+  info.spans = {code, data};
+  return info;
+}
+
+std::vector<DeltaRecord> Records(const Bytes& old_data, const Bytes& new_data) {
+  DeltaMatcher matcher;
+  if (!matcher.Init(old_data.data(), old_data.size()).ok()) std::abort();
+  std::vector<DeltaRecord> records;
+  matcher.Match(new_data.data(), new_data.size(), &records);
+  return records;
+}
+
+Bytes Decode(const Bytes& old_data, const Bytes& delta, size_t size, const DeltaLayout* layout,
+             Status* status) {
+  Bytes out(size);
+  *status = DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(), out.data(),
+                       out.size(), layout);
+  return out;
+}
+
+TEST(moved_calls_and_pointers_are_predicted_exactly) {
+  // Function 80 grows by 40 bytes (a multiple of 8: the pointer table
+  // moves by as much as the code after it).
+  const Program old_p = MakeProgram(1, 200, 80, 0), new_p = MakeProgram(1, 200, 80, 40);
+  const Bytes& old_data = old_p.bytes;
+  const Bytes& new_data = new_p.bytes;
+  const uint64_t cut = old_p.starts[81];  // the first byte that moves
+  // Adds: everything up to the cut in place, the rest 40 bytes later.
+  std::vector<Equivalence> adds = {{0, 0, cut}, {cut, cut + 40, old_data.size() - cut}};
+  ASSERT_EQ(new_data.size(), old_data.size() + 40);
+  Bytes pred(new_data.size(), 0);
+  for (const Equivalence& a : adds) {
+    std::memcpy(pred.data() + a.new_start, old_data.data() + a.old_start, a.length);
+  }
+  ReferenceInfo info = InfoFor(old_p);
+  ASSERT_OK(PredictReferences(info, DeltaLayout{}, old_data.data(), old_data.size(), adds,
+                              pred.data(), pred.size()));
+  size_t wrong_plain = 0, wrong_predicted = 0;
+  for (const Equivalence& a : adds) {
+    for (uint64_t k = 0; k < a.length; ++k) {
+      wrong_plain += old_data[a.old_start + k] != new_data[a.new_start + k];
+      wrong_predicted += pred[a.new_start + k] != new_data[a.new_start + k];
+    }
+  }
+  EXPECT_TRUE(wrong_plain > 100);  // calls across the cut and every moved pointer
+  EXPECT_EQ(wrong_predicted, 0u);
+}
+
+TEST(a_predicted_delta_round_trips_and_is_smaller) {
+  for (uint32_t seed : {2u, 3u, 4u}) {
+    const Program old_p = MakeProgram(seed, 400, 150, 0);
+    const Program new_p = MakeProgram(seed, 400, 150, 123);
+    const std::vector<DeltaRecord> records = Records(old_p.bytes, new_p.bytes);
+    const ReferenceInfo info = InfoFor(old_p);
+    Bytes plain, predicted;
+    ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                         new_p.bytes.size(), records, &plain));
+    ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                         new_p.bytes.size(), records, &predicted, &info));
+    EXPECT_EQ(GetU32(plain.data() + 4), 2u);
+    EXPECT_EQ(GetU32(predicted.data() + 4), 3u);
+    Status s;
+    EXPECT_TRUE(Decode(old_p.bytes, predicted, new_p.bytes.size(), nullptr, &s) == new_p.bytes);
+    EXPECT_OK(s);
+    EXPECT_TRUE(Decode(old_p.bytes, plain, new_p.bytes.size(), nullptr, &s) == new_p.bytes);
+    EXPECT_OK(s);
+    EXPECT_TRUE(predicted.size() * 2 < plain.size());
+  }
+}
+
+// The op's buffers are its blocks in extent order; references are in view
+// coordinates. A layout that permutes the source blocks must still round
+// trip, and predict as well as the same bytes in view order.
+TEST(the_layout_places_buffers_in_their_views) {
+  constexpr uint32_t kBlock = 256;
+  Program old_p = MakeProgram(5, 300, 100, 0), new_p = MakeProgram(5, 300, 100, 45);
+  old_p.bytes.resize((old_p.bytes.size() + kBlock - 1) / kBlock * kBlock, 0);
+  new_p.bytes.resize((new_p.bytes.size() + kBlock - 1) / kBlock * kBlock, 0);
+  const uint64_t blocks = old_p.bytes.size() / kBlock;
+  // Source buffer: the second half of the blocks, then the first.
+  const uint64_t half = blocks / 2;
+  const std::vector<Extent> source = {{half, blocks - half}, {0, half}};
+  const std::vector<Extent> target = {{0, new_p.bytes.size() / kBlock}};
+  Bytes buffer(old_p.bytes.begin() + half * kBlock, old_p.bytes.end());
+  buffer.insert(buffer.end(), old_p.bytes.begin(), old_p.bytes.begin() + half * kBlock);
+  const DeltaLayout layout{kBlock, &source, &target};
+  const ReferenceInfo info = InfoFor(old_p);
+
+  Bytes in_view, permuted, unplaced;
+  ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                       new_p.bytes.size(), Records(old_p.bytes, new_p.bytes), &in_view, &info));
+  const std::vector<DeltaRecord> records = Records(buffer, new_p.bytes);
+  ASSERT_OK(WriteDelta(buffer.data(), buffer.size(), new_p.bytes.data(), new_p.bytes.size(),
+                       records, &permuted, &info, &layout));
+  ASSERT_OK(WriteDelta(buffer.data(), buffer.size(), new_p.bytes.data(), new_p.bytes.size(),
+                       records, &unplaced, &info));
+  Status s;
+  EXPECT_TRUE(Decode(buffer, permuted, new_p.bytes.size(), &layout, &s) == new_p.bytes);
+  EXPECT_OK(s);
+  // Decoded without its layout, the prediction differs: the diff no
+  // longer fits it (the op's target hash would refuse the result).
+  const Bytes wrong = Decode(buffer, permuted, new_p.bytes.size(), nullptr, &s);
+  EXPECT_TRUE(!s.ok() || wrong != new_p.bytes);
+  EXPECT_TRUE(permuted.size() < unplaced.size());
+  EXPECT_TRUE(permuted.size() < in_view.size() + in_view.size() / 4);
+
+  // A layout shorter than the buffers is corrupt, not an overrun.
+  const std::vector<Extent> short_source = {{half, blocks - half}};
+  const DeltaLayout bad{kBlock, &short_source, &target};
+  Decode(buffer, permuted, new_p.bytes.size(), &bad, &s);
+  EXPECT_CODE(s, ErrorCode::kCorrupt);
+}
+
+TEST(the_reference_part_round_trips) {
+  ReferenceInfo info;
+  info.spans.push_back({ReferenceKind::kRel32, 4096, 8192, 4096, 40960, 0});
+  info.spans.push_back({ReferenceKind::kAbs64, 12288, 800, kBias, kBias + 40960, kBias - 4096});
+  info.spans.push_back({ReferenceKind::kAbs64, 20000, 8, 0, ~uint64_t{0}, ~uint64_t{0}});
+  info.equivalences.push_back({0, 0, 4096});
+  info.equivalences.push_back({1 << 20, 5, 77});
+  Bytes encoded;
+  EncodeReferenceInfo(info, &encoded);
+  ReferenceInfo back;
+  ASSERT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back));
+  ASSERT_EQ(back.spans.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(back.spans[i].kind == info.spans[i].kind);
+    EXPECT_EQ(back.spans[i].start, info.spans[i].start);
+    EXPECT_EQ(back.spans[i].length, info.spans[i].length);
+    EXPECT_EQ(back.spans[i].low, info.spans[i].low);
+    EXPECT_EQ(back.spans[i].high, info.spans[i].high);
+    EXPECT_EQ(back.spans[i].bias, info.spans[i].bias);
+  }
+  ASSERT_EQ(back.equivalences.size(), 2u);
+  EXPECT_EQ(back.equivalences[1].old_start, uint64_t{1} << 20);
+  EXPECT_EQ(back.equivalences[1].new_start, 5u);
+  EXPECT_EQ(back.equivalences[1].length, 77u);
+  // Every truncation, and a trailing byte, is refused.
+  for (size_t n = 0; n < encoded.size(); ++n) {
+    EXPECT_CODE(DecodeReferenceInfo(encoded.data(), n, &back), ErrorCode::kCorrupt);
+  }
+  Bytes longer = encoded;
+  longer.push_back(0);
+  EXPECT_CODE(DecodeReferenceInfo(longer.data(), longer.size(), &back), ErrorCode::kCorrupt);
+}
+
+TEST(hostile_reference_parts_are_refused) {
+  auto varints = [](std::initializer_list<uint64_t> values) {
+    Bytes out;
+    for (uint64_t v : values) {
+      while (v >= 0x80) {
+        out.push_back(static_cast<uint8_t>(v | 0x80));
+        v >>= 7;
+      }
+      out.push_back(static_cast<uint8_t>(v));
+    }
+    return out;
+  };
+  ReferenceInfo info;
+  auto decode = [&](const Bytes& b) { return DecodeReferenceInfo(b.data(), b.size(), &info); };
+  EXPECT_OK(decode(varints({1, 1, 0, 10, 0, 100, 0})));
+  EXPECT_CODE(decode(varints({1, 3, 0, 10, 0, 100, 0})), ErrorCode::kCorrupt);   // kind
+  EXPECT_CODE(decode(varints({1, 1, 0, 0, 0, 100, 0})), ErrorCode::kCorrupt);    // empty span
+  EXPECT_CODE(decode(varints({1, 1, uint64_t{1} << 62, 10, 0, 100, 0})), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode(varints({2, 1, (uint64_t{1} << 62) - 10, 8, 0, 100, 1, 0, 10, 0, 1, 0})),
+              ErrorCode::kCorrupt);  // the second span ends past 2^62
+  EXPECT_CODE(decode(varints({1, 2, 0, 8, 5, ~uint64_t{0}, 0, 0})),
+              ErrorCode::kCorrupt);  // value range overflows
+  EXPECT_CODE(decode(varints({kMaxReferenceSpans + 1})), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode(varints({0, kMaxEquivalences + 1})), ErrorCode::kCorrupt);
+  EXPECT_CODE(decode(varints({0, 1, 0, 0, 0})), ErrorCode::kCorrupt);  // empty equivalence
+  EXPECT_CODE(decode(varints({0, 1, 0, uint64_t{1} << 62, 1})), ErrorCode::kCorrupt);
+  Bytes too_long(11, 0x80);
+  EXPECT_CODE(decode(too_long), ErrorCode::kCorrupt);
+}
+
+// A minimal ELF64 x86-64 header with the given PT_LOAD segments.
+struct Load {
+  uint32_t flags;
+  uint64_t offset, vaddr, filesz, memsz;
+};
+Bytes Elf(const std::vector<Load>& loads, uint16_t machine = 62) {
+  Bytes e(64 + 56 * loads.size(), 0);
+  const uint8_t ident[] = {0x7F, 'E', 'L', 'F', 2, 1, 1};
+  std::memcpy(e.data(), ident, sizeof(ident));
+  e[18] = static_cast<uint8_t>(machine);
+  e[19] = static_cast<uint8_t>(machine >> 8);
+  PutU64(e.data() + 32, 64);
+  e[54] = 56;
+  e[56] = static_cast<uint8_t>(loads.size());
+  for (size_t i = 0; i < loads.size(); ++i) {
+    uint8_t* p = e.data() + 64 + 56 * i;
+    PutU32(p, 1);
+    PutU32(p + 4, loads[i].flags);
+    PutU64(p + 8, loads[i].offset);
+    PutU64(p + 16, loads[i].vaddr);
+    PutU64(p + 32, loads[i].filesz);
+    PutU64(p + 40, loads[i].memsz);
+  }
+  return e;
+}
+
+std::vector<ReferenceSpan> SpansOf(const Bytes& elf, size_t at, size_t view_size) {
+  Bytes view(view_size, 0);
+  std::memcpy(view.data() + at, elf.data(), elf.size());
+  std::vector<ReferenceSpan> spans;
+  FindExecutableSpans(view.data(), view.size(), 4096, &spans);
+  return spans;
+}
+
+TEST(executables_are_found_at_block_boundaries) {
+  const std::vector<Load> loads = {{5, 0, 0x400000, 0x1000, 0x1000},
+                                   {4, 0x1000, 0x401000, 0x804, 0x3000}};
+  const std::vector<ReferenceSpan> spans = SpansOf(Elf(loads), 8192, 32768);
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_TRUE(spans[0].kind == ReferenceKind::kRel32);
+  EXPECT_EQ(spans[0].start, 8192u);
+  EXPECT_EQ(spans[0].length, 0x1000u);
+  EXPECT_EQ(spans[0].low, 8192u);
+  EXPECT_EQ(spans[0].high, 8192u + 0x4000);
+  EXPECT_TRUE(spans[1].kind == ReferenceKind::kAbs64);
+  EXPECT_EQ(spans[1].start, 8192u + 0x1000);
+  EXPECT_EQ(spans[1].length, 0x804u);
+  EXPECT_EQ(spans[1].low, 0x400000u);
+  EXPECT_EQ(spans[1].high, 0x404000u);
+  EXPECT_EQ(spans[1].bias, 0x400000u - 8192);
+
+  // Not at a block boundary, another machine, segments at different
+  // biases, or a segment past the view: nothing.
+  EXPECT_TRUE(SpansOf(Elf(loads), 100, 32768).empty());
+  EXPECT_TRUE(SpansOf(Elf(loads, 183), 8192, 32768).empty());
+  EXPECT_TRUE(SpansOf(Elf({{5, 0, 0x400000, 0x1000, 0x1000}, {4, 0x1000, 0x402000, 8, 8}}), 0,
+                      32768)
+                  .empty());
+  EXPECT_TRUE(SpansOf(Elf(loads), 28672, 32768).empty());
+}
+
+}  // namespace
