@@ -146,37 +146,47 @@ class OffsetMapper {
   std::vector<Equivalence> table_;
 };
 
-bool IsRipRelativeOpcode(uint8_t op) {
-  switch (op) {
-    case 0x03:  // add r, [rip+d]
-    case 0x2B:  // sub
-    case 0x39:  // cmp [rip+d], r
-    case 0x3B:  // cmp r, [rip+d]
-    case 0x63:  // movsxd
-    case 0x85:  // test
-    case 0x89:  // mov [rip+d], r
-    case 0x8B:  // mov r, [rip+d]
-    case 0x8D:  // lea
-      return true;
-    default:
-      return false;
+struct RipOpcodes {
+  bool table[256] = {};
+  constexpr RipOpcodes() {
+    for (uint8_t op : {0x03, 0x2B, 0x39, 0x3B, 0x63, 0x85, 0x89, 0x8B, 0x8D}) table[op] = true;
   }
-}
+};
+// add, sub, cmp (both ways), movsxd, test, mov (both ways), lea: with a
+// REX prefix and a RIP-relative ModRM, the loads, stores and address
+// computations of 64-bit code.
+constexpr RipOpcodes kRipOpcodes;
 
 // The offset of the rel32 field of an instruction starting at p[0], or 0
-// when p does not start one of the forms scanned for. `n` bytes are
-// readable from p.
-size_t Rel32Field(const uint8_t* p, size_t n) {
-  if (n < 5) return 0;
-  const uint8_t b = p[0];
-  if (b == 0xE8 || b == 0xE9) return 1;                     // call, jmp
-  if (n < 6) return 0;
-  if (b == 0x0F && (p[1] & 0xF0) == 0x80) return 2;         // jcc
-  if (b == 0xFF && (p[1] == 0x15 || p[1] == 0x25)) return 2;  // call/jmp [rip+d]
-  if (n >= 7 && (b & 0xF0) == 0x40 && IsRipRelativeOpcode(p[1]) && (p[2] & 0xC7) == 0x05) {
-    return 3;  // REX, opcode, ModRM with mod 00, r/m 101
-  }
-  return 0;
+// when p does not start one of the forms scanned for: call and jmp (E8,
+// E9), jcc (0F 8x), call/jmp through [rip+d] (FF 15, FF 25), and REX +
+// kRipOpcodes + ModRM with mod 00, r/m 101. Reads p[0..2]. Branch-free:
+// about one byte in six of x86-64 code starts one of the candidates (REX
+// prefixes mostly), too many, and too random, to branch on each.
+inline size_t Rel32Field(const uint8_t* p) {
+  const uint8_t b0 = p[0], b1 = p[1], b2 = p[2];
+  const size_t call = (b0 & 0xFE) == 0xE8;
+  const size_t two = ((b0 == 0x0F) & ((b1 & 0xF0) == 0x80)) |
+                     ((b0 == 0xFF) & ((b1 == 0x15) | (b1 == 0x25)));
+  const size_t rip = ((b0 & 0xF0) == 0x40) & kRipOpcodes.table[b1] & ((b2 & 0xC7) == 0x05);
+  return call | two << 1 | rip * 3;
+}
+
+// The lanes (bit 7 of each byte) of `x` that are zero; may also flag a
+// lane above a zero one (a borrow), never misses one.
+constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+inline uint64_t ZeroLanes(uint64_t x) { return (x - kOnes) & ~x & kHighs; }
+
+// For the 8 positions p[0..7] (reading p[0..9]): bit 7 of lane k set when
+// Rel32Field(p + k) may be nonzero (a superset: it only lets the scan skip
+// the words where none is, most of them).
+inline uint64_t CandidateLanes(const uint8_t* p) {
+  const uint64_t b0 = GetU64(p), b1 = GetU64(p + 1), b2 = GetU64(p + 2);
+  return ZeroLanes((b0 & (0xFE * kOnes)) ^ (0xE8 * kOnes)) |
+         (ZeroLanes(b0 ^ (0x0F * kOnes)) & ZeroLanes((b1 & (0xF0 * kOnes)) ^ (0x80 * kOnes))) |
+         ZeroLanes(b0 ^ (0xFF * kOnes)) |
+         (ZeroLanes((b0 & (0xF0 * kOnes)) ^ (0x40 * kOnes)) &
+          ZeroLanes((b2 & (0xC7 * kOnes)) ^ (0x05 * kOnes)));
 }
 
 // The references of one span inside one piece of an add: old bytes
@@ -185,8 +195,21 @@ size_t Rel32Field(const uint8_t* p, size_t n) {
 void PredictPiece(const ReferenceSpan& span, const OffsetMapper& mapper, const uint8_t* old,
                   uint64_t old_view, uint64_t new_view, uint64_t length, uint8_t* pred) {
   if (span.kind == ReferenceKind::kRel32) {
-    for (uint64_t i = 0; i < length;) {
-      const size_t field = Rel32Field(old + i, static_cast<size_t>(std::min<uint64_t>(length - i, 8)));
+    // A field ends at least 5 bytes after its instruction starts, so the
+    // three bytes Rel32Field reads are there whenever one can fit.
+    for (uint64_t i = 0; i + 5 <= length;) {
+      if (i + 10 <= length) {
+        // Words with no candidate are skipped whole; GetU64 assembles
+        // little-endian lanes on any host.
+        const uint64_t lanes = CandidateLanes(old + i);
+        if (lanes == 0) {
+          i += 8;
+          continue;
+        }
+        i += static_cast<uint64_t>(__builtin_ctzll(lanes) >> 3);
+        if (i + 5 > length) break;
+      }
+      const size_t field = Rel32Field(old + i);
       if (field == 0 || i + field + 4 > length) {
         ++i;
         continue;
