@@ -18,7 +18,6 @@ namespace {
 
 constexpr uint8_t kMagic[4] = {'R', 'P', 'D', 'F'};
 constexpr size_t kFixedRecordSize = 24;  // version 1
-constexpr uint32_t kPlainVersion = 2;    // no reference part
 constexpr size_t kMaxVarint = 10;
 // A match must beat the current alignment by this many bytes to be taken.
 constexpr size_t kMatchMargin = 8;
@@ -560,7 +559,7 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   out->assign(header, 0);
   std::memcpy(out->data(), kMagic, 4);
-  PutU32(out->data() + 4, predicted ? kDiffFormatVersion : kPlainVersion);
+  PutU32(out->data() + 4, predicted ? kDiffFormatVersion : kPlainDiffFormatVersion);
   PutU64(out->data() + 8, new_size);
   for (int s = 0; s < 3; ++s) PutU64(out->data() + 16 + 8 * s, streams[s].size());
   if (predicted) PutU64(out->data() + 40, reference_part.size());
@@ -665,7 +664,7 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   if (delta_size < kDiffHeaderSize) return Corrupt("truncated header");
   if (std::memcmp(delta, kMagic, 4) != 0) return Corrupt("bad magic");
   const uint32_t version = GetU32(delta + 4);
-  if (version != 1 && version != kPlainVersion && version != kDiffFormatVersion) {
+  if (version != 1 && version != kPlainDiffFormatVersion && version != kDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }
   const size_t header = version == kDiffFormatVersion ? kPredictedHeaderSize : kDiffHeaderSize;

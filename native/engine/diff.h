@@ -64,6 +64,9 @@
 namespace revpatch {
 
 constexpr uint32_t kDiffFormatVersion = 3;
+// What the generator writes when it predicts no references (most data);
+// version 3 is written only where it is smaller.
+constexpr uint32_t kPlainDiffFormatVersion = 2;
 constexpr size_t kDiffHeaderSize = 40;        // versions 1 and 2
 constexpr size_t kPredictedHeaderSize = 48;   // version 3
 // A version 3 decoder holds every record before it applies one (24 bytes
