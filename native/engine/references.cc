@@ -1,6 +1,7 @@
 #include "references.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "little_endian.h"
@@ -189,11 +190,104 @@ inline uint64_t CandidateLanes(const uint8_t* p) {
           ZeroLanes((b2 & (0xC7 * kOnes)) ^ (0x05 * kOnes)));
 }
 
+// AArch64. A branch keeps a signed word offset from its own address in
+// `bits` bits at bit `shift`; ADRP keeps a signed page offset (21 bits,
+// split immlo 30:29 / immhi 23:5) that the next instruction completes
+// with the low 12 bits of the address (ADD immediate, or a load or store
+// whose unsigned offset is scaled by its access size).
+struct Arm64Branch {
+  uint32_t mask, value;
+  int shift, bits;
+};
+constexpr Arm64Branch kArm64Branches[] = {
+    {0x7C000000, 0x14000000, 0, 26},  // B, BL
+    {0xFF000010, 0x54000000, 5, 19},  // B.cond
+    {0x7E000000, 0x34000000, 5, 19},  // CBZ, CBNZ
+    {0x7E000000, 0x36000000, 5, 14},  // TBZ, TBNZ
+};
+
+inline int64_t SignExtend(uint64_t v, int bits) {
+  return static_cast<int64_t>(v << (64 - bits)) >> (64 - bits);
+}
+
+// The scale of the low-12-bit operand of `w` when it completes an ADRP
+// into register `rd` (Rn == rd), or 0.
+inline int64_t Lo12Scale(uint32_t w, uint32_t rd) {
+  if (((w >> 5) & 31) != rd) return 0;
+  switch (w & 0xFFC00000) {
+    case 0x91000000: return 1;  // ADD Xd, Xn, #imm
+    case 0x39000000: case 0x39400000: return 1;  // STRB, LDRB
+    case 0x79000000: case 0x79400000: return 2;  // STRH, LDRH
+    case 0xB9000000: case 0xB9400000: return 4;  // STR, LDR (32-bit)
+    case 0xF9000000: case 0xF9400000: return 8;  // STR, LDR (64-bit)
+    default: return 0;
+  }
+}
+
+void PredictArm64(const ReferenceSpan& span, const OffsetMapper& mapper, const uint8_t* old,
+                  uint64_t old_view, uint64_t new_view, uint64_t length, uint8_t* pred) {
+  auto inside = [&](int64_t t) {
+    return t >= static_cast<int64_t>(span.low) && t < static_cast<int64_t>(span.high);
+  };
+  // Instructions are 4-aligned from the span's start.
+  for (uint64_t i = (4 - (old_view - span.start) % 4) % 4; i + 4 <= length; i += 4) {
+    const uint32_t w = GetU32(old + i);
+    const int64_t pc = static_cast<int64_t>(old_view + i);
+    const int64_t new_pc = static_cast<int64_t>(new_view + i);
+    bool done = false;
+    for (const Arm64Branch& b : kArm64Branches) {
+      if ((w & b.mask) != b.value) continue;
+      done = true;
+      const uint32_t field = ((uint32_t{1} << b.bits) - 1) << b.shift;
+      const int64_t target = pc + 4 * SignExtend((w & field) >> b.shift, b.bits);
+      if (!inside(target)) break;
+      const int64_t distance = mapper.Map(static_cast<uint64_t>(target)) - new_pc;
+      const int64_t limit = int64_t{1} << (b.bits - 1);
+      if (distance % 4 == 0 && distance / 4 >= -limit && distance / 4 < limit) {
+        PutU32(pred + i,
+               (w & ~field) | ((static_cast<uint32_t>(distance / 4) << b.shift) & field));
+      }
+      break;
+    }
+    if (done || (w & 0x9F000000) != 0x90000000 || i + 8 > length) continue;
+    // ADRP and the instruction completing it.
+    const uint32_t next = GetU32(old + i + 4);
+    const int64_t scale = Lo12Scale(next, w & 31);
+    if (scale == 0) continue;
+    // Unsigned arithmetic: a hostile bias may wrap, and inside() refuses
+    // whatever that makes.
+    const uint64_t bias = span.bias;
+    const uint64_t pages = static_cast<uint64_t>(
+        SignExtend(((w >> 5) & 0x7FFFF) << 2 | ((w >> 29) & 3), 21));
+    const uint64_t page = (static_cast<uint64_t>(pc) + bias) & ~uint64_t{0xFFF};
+    const int64_t target = static_cast<int64_t>(
+        page + pages * 4096 + ((next >> 10) & 0xFFF) * static_cast<uint64_t>(scale) - bias);
+    if (!inside(target)) continue;
+    const uint64_t moved = static_cast<uint64_t>(mapper.Map(static_cast<uint64_t>(target))) + bias;
+    const int64_t new_pages = static_cast<int64_t>(moved >> 12) -
+                              static_cast<int64_t>((static_cast<uint64_t>(new_pc) + bias) >> 12);
+    // (Both shifted values are below 2^52, so the difference cannot wrap.)
+    const uint64_t low12 = moved & 0xFFF;
+    if (low12 % static_cast<uint64_t>(scale) == 0 && new_pages >= -(int64_t{1} << 20) &&
+        new_pages < (int64_t{1} << 20)) {
+      const uint32_t imm = static_cast<uint32_t>(new_pages) & 0x1FFFFF;
+      PutU32(pred + i, (w & 0x9F00001F) | (imm & 3) << 29 | (imm >> 2) << 5);
+      PutU32(pred + i + 4, (next & ~(0xFFFu << 10)) |
+                               static_cast<uint32_t>(low12 / static_cast<uint64_t>(scale)) << 10);
+    }
+    i += 4;  // the pair is one reference
+  }
+}
+
 // The references of one span inside one piece of an add: old bytes
 // old[0, length) at old view offset `old_view`, predicted bytes pred[...]
 // at new view offset `new_view`.
 void PredictPiece(const ReferenceSpan& span, const OffsetMapper& mapper, const uint8_t* old,
                   uint64_t old_view, uint64_t new_view, uint64_t length, uint8_t* pred) {
+  if (span.kind == ReferenceKind::kArm64) {
+    PredictArm64(span, mapper, old, old_view, new_view, length, pred);
+    return;
+  }
   if (span.kind == ReferenceKind::kRel32) {
     // A field ends at least 5 bytes after its instruction starts, so the
     // three bytes Rel32Field reads are there whenever one can fit.
@@ -251,7 +345,7 @@ void EncodeReferenceInfo(const ReferenceInfo& info, std::vector<uint8_t>* out) {
     PutVarint(s.length, out);
     PutVarint(s.low, out);
     PutVarint(s.high - s.low, out);
-    if (s.kind == ReferenceKind::kAbs64) PutVarint(s.bias, out);
+    if (s.kind != ReferenceKind::kRel32) PutVarint(s.bias, out);
     end = s.start + s.length;
   }
   PutVarint(info.equivalences.size(), out);
@@ -277,6 +371,8 @@ Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info
       s.kind = ReferenceKind::kRel32;
     } else if (kind == static_cast<uint64_t>(ReferenceKind::kAbs64)) {
       s.kind = ReferenceKind::kAbs64;
+    } else if (kind == static_cast<uint64_t>(ReferenceKind::kArm64)) {
+      s.kind = ReferenceKind::kArm64;
     } else {
       return Corrupt("unknown span kind");
     }
@@ -286,7 +382,7 @@ Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info
     if (s.length == 0 || s.start >= kMaxViewOffset || s.length > kMaxViewOffset - s.start) {
       return Corrupt("span out of range");
     }
-    if (s.kind == ReferenceKind::kRel32) {
+    if (s.kind != ReferenceKind::kAbs64) {
       REVPATCH_RETURN_IF_ERROR(in.Offset(&s.low));
       REVPATCH_RETURN_IF_ERROR(in.Offset(&span));
     } else {
@@ -295,7 +391,7 @@ Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info
       if (span > ~s.low) return Corrupt("value range overflows");
     }
     s.high = s.low + span;
-    if (s.kind == ReferenceKind::kAbs64) REVPATCH_RETURN_IF_ERROR(in.Next(&s.bias));
+    if (s.kind != ReferenceKind::kRel32) REVPATCH_RETURN_IF_ERROR(in.Next(&s.bias));
     end = s.start + s.length;
     got.spans.push_back(s);
   }
@@ -365,75 +461,156 @@ Status PredictReferences(const ReferenceInfo& info, const DeltaLayout& layout,
   return Status::Ok();
 }
 
+namespace {
+
+struct Segment {
+  bool exec;
+  uint64_t offset, size;  // file bytes
+};
+
+// The spans of one executable at view offset `off`, all of whose loadable
+// bytes (`pieces`) lie within the view, at one bias (address minus file
+// offset). [low, high) is its memory image, as addresses.
+void AddSpans(std::vector<Segment> pieces, bool arm64, uint64_t off, uint64_t bias, uint64_t low,
+              uint64_t high, std::vector<ReferenceSpan>* spans) {
+  if (pieces.empty() || high <= low || off + (high - bias) >= kMaxViewOffset) return;
+  std::sort(pieces.begin(), pieces.end(),
+            [](const Segment& a, const Segment& b) { return a.offset < b.offset; });
+  // Targets, as view offsets: the whole memory image of the executable.
+  const uint64_t target_low = off + (low - bias), target_high = off + (high - bias);
+  uint64_t covered = off;
+  for (const Segment& piece : pieces) {
+    ReferenceSpan s;
+    s.start = std::max<uint64_t>(off + piece.offset, covered);
+    const uint64_t end = off + piece.offset + piece.size;
+    if (s.start >= end) continue;
+    s.bias = bias - off;  // address = view offset + bias, mod 2^64
+    if (piece.exec) {
+      s.kind = arm64 ? ReferenceKind::kArm64 : ReferenceKind::kRel32;
+      s.low = target_low;
+      s.high = target_high;
+      if (!arm64) s.bias = 0;
+    } else {
+      s.kind = ReferenceKind::kAbs64;
+      s.start = (s.start - off + 7) / 8 * 8 + off;  // pointers are 8-aligned in the file
+      if (s.start >= end) continue;
+      s.low = low;
+      s.high = high;
+    }
+    s.length = end - s.start;
+    spans->push_back(s);
+    covered = end;
+  }
+}
+
+// ELF64, little-endian, x86-64 or AArch64: the PT_LOAD segments. Returns
+// the file bytes the executable spans (0: not one).
+uint64_t ElfSpans(const uint8_t* e, uint64_t avail, uint64_t off, std::vector<ReferenceSpan>* spans) {
+  constexpr uint64_t kEhdrSize = 64, kPhdrSize = 56, kMaxPhdrs = 64;
+  if (avail < kEhdrSize || e[0] != 0x7F || e[1] != 'E' || e[2] != 'L' || e[3] != 'F' ||
+      e[4] != 2 || e[5] != 1) {
+    return 0;
+  }
+  const uint32_t machine = e[18] | e[19] << 8;
+  if (machine != 62 && machine != 183) return 0;  // x86-64, AArch64
+  const uint64_t phoff = GetU64(e + 32);
+  const uint64_t phentsize = e[54] | e[55] << 8, phnum = e[56] | e[57] << 8;
+  if (phentsize != kPhdrSize || phnum == 0 || phnum > kMaxPhdrs || phoff > avail ||
+      phnum * kPhdrSize > avail - phoff) {
+    return 0;
+  }
+  std::vector<Segment> pieces;
+  bool have_bias = false;
+  uint64_t bias = 0, low = UINT64_MAX, high = 0, file_end = 0;
+  for (uint64_t i = 0; i < phnum; ++i) {
+    const uint8_t* p = e + phoff + i * kPhdrSize;
+    if (GetU32(p) != 1) continue;  // PT_LOAD only
+    const uint64_t offset = GetU64(p + 8), vaddr = GetU64(p + 16), filesz = GetU64(p + 32),
+                   memsz = GetU64(p + 40);
+    if (offset > avail || filesz > avail - offset || memsz < filesz || vaddr < offset ||
+        vaddr >= kMaxViewOffset || memsz >= kMaxViewOffset - vaddr ||
+        (have_bias && vaddr - offset != bias)) {
+      return 0;
+    }
+    bias = vaddr - offset;
+    have_bias = true;
+    low = std::min(low, vaddr);
+    high = std::max(high, vaddr + memsz);
+    file_end = std::max(file_end, offset + filesz);
+    if (filesz > 0) pieces.push_back({(GetU32(p + 4) & 1) != 0, offset, filesz});
+  }
+  if (pieces.empty()) return 0;
+  AddSpans(std::move(pieces), machine == 183, off, bias, low, high, spans);
+  return file_end;
+}
+
+// Mach-O 64-bit, x86-64 or arm64: the sections of its LC_SEGMENT_64s but
+// __LINKEDIT (signatures and symbols, at a bias of its own); sections of
+// instructions are code, the rest data. Returns the file bytes it spans.
+uint64_t MachOSpans(const uint8_t* m, uint64_t avail, uint64_t off,
+                    std::vector<ReferenceSpan>* spans) {
+  constexpr uint64_t kHeaderSize = 32, kSegmentSize = 72, kSectionSize = 80, kMaxCommands = 256;
+  if (avail < kHeaderSize || GetU32(m) != 0xFEEDFACF) return 0;
+  const uint32_t cpu = GetU32(m + 4);
+  if (cpu != 0x01000007 && cpu != 0x0100000C) return 0;  // x86-64, arm64
+  const uint64_t ncmds = GetU32(m + 16), sizeofcmds = GetU32(m + 20);
+  if (ncmds > kMaxCommands || sizeofcmds > avail - kHeaderSize) return 0;
+  std::vector<Segment> pieces;
+  bool have_bias = false;
+  uint64_t bias = 0, low = UINT64_MAX, high = 0, file_end = 0;
+  uint64_t at = kHeaderSize;
+  const uint64_t end = kHeaderSize + sizeofcmds;
+  for (uint64_t c = 0; c < ncmds; ++c) {
+    if (end - at < 8) return 0;
+    const uint32_t cmd = GetU32(m + at), cmdsize = GetU32(m + at + 4);
+    if (cmdsize < 8 || cmdsize > end - at) return 0;
+    const uint8_t* seg = m + at;
+    at += cmdsize;
+    if (cmd != 0x19) continue;  // LC_SEGMENT_64
+    if (cmdsize < kSegmentSize) return 0;
+    const uint64_t vmaddr = GetU64(seg + 24), vmsize = GetU64(seg + 32),
+                   fileoff = GetU64(seg + 40), filesize = GetU64(seg + 48);
+    const uint64_t nsects = GetU32(seg + 64);
+    if (fileoff > avail || filesize > avail - fileoff) return 0;
+    file_end = std::max(file_end, fileoff + filesize);
+    if (filesize == 0 || std::memcmp(seg + 8, "__LINKEDIT", 11) == 0) continue;
+    if (vmaddr < fileoff || vmaddr >= kMaxViewOffset || vmsize >= kMaxViewOffset - vmaddr ||
+        vmsize < filesize || (have_bias && vmaddr - fileoff != bias) ||
+        nsects > (cmdsize - kSegmentSize) / kSectionSize) {
+      return 0;
+    }
+    bias = vmaddr - fileoff;
+    have_bias = true;
+    low = std::min(low, vmaddr);
+    high = std::max(high, vmaddr + vmsize);
+    for (uint64_t k = 0; k < nsects; ++k) {
+      const uint8_t* sect = seg + kSegmentSize + k * kSectionSize;
+      const uint64_t size = GetU64(sect + 40), offset = GetU32(sect + 48);
+      const uint32_t flags = GetU32(sect + 64), type = flags & 0xFF;
+      if (type == 0x01 || type == 0x0C || type == 0x12 || size == 0) continue;  // zero fill
+      if (offset < fileoff || offset > fileoff + filesize || size > fileoff + filesize - offset) {
+        return 0;
+      }
+      // S_ATTR_PURE_INSTRUCTIONS, S_ATTR_SOME_INSTRUCTIONS
+      pieces.push_back({(flags & 0x80000400u) != 0, offset, size});
+    }
+  }
+  if (pieces.empty()) return 0;
+  AddSpans(std::move(pieces), cpu == 0x0100000C, off, bias, low, high, spans);
+  return file_end;
+}
+
+}  // namespace
+
 void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
                          std::vector<ReferenceSpan>* spans) {
-  constexpr size_t kEhdrSize = 64, kPhdrSize = 56, kMaxPhdrs = 64;
   if (block_size == 0) return;
-  for (size_t off = 0; off + kEhdrSize <= size; off += block_size) {
-    const uint8_t* e = view + off;
-    const size_t avail = size - off;
-    if (e[0] != 0x7F || e[1] != 'E' || e[2] != 'L' || e[3] != 'F' || e[4] != 2 || e[5] != 1 ||
-        (e[18] | e[19] << 8) != 62) {
-      continue;  // not a 64-bit little-endian x86-64 ELF
-    }
-    const uint64_t phoff = GetU64(e + 32);
-    const size_t phentsize = e[54] | e[55] << 8, phnum = e[56] | e[57] << 8;
-    if (phentsize != kPhdrSize || phnum == 0 || phnum > kMaxPhdrs || phoff > avail ||
-        phnum * kPhdrSize > avail - phoff) {
-      continue;
-    }
-    struct Load {
-      bool exec;
-      uint64_t offset, filesz;
-    };
-    std::vector<Load> loads;
-    bool ok = true, have_bias = false;
-    uint64_t bias = 0, low = UINT64_MAX, high = 0, file_end = 0;
-    for (size_t i = 0; i < phnum && ok; ++i) {
-      const uint8_t* p = e + phoff + i * kPhdrSize;
-      if (GetU32(p) != 1) continue;  // PT_LOAD only
-      const uint64_t offset = GetU64(p + 8), vaddr = GetU64(p + 16), filesz = GetU64(p + 32),
-                     memsz = GetU64(p + 40);
-      ok = offset <= avail && filesz <= avail - offset && memsz >= filesz && vaddr >= offset &&
-           vaddr < kMaxViewOffset && memsz < kMaxViewOffset - vaddr &&
-           (!have_bias || vaddr - offset == bias);
-      if (!ok) break;
-      bias = vaddr - offset;
-      have_bias = true;
-      low = std::min(low, vaddr);
-      high = std::max(high, vaddr + memsz);
-      file_end = std::max(file_end, offset + filesz);
-      if (filesz > 0) loads.push_back({(GetU32(p + 4) & 1) != 0, offset, filesz});
-    }
-    if (!ok || loads.empty() || off + (high - bias) >= kMaxViewOffset) continue;
-    std::sort(loads.begin(), loads.end(),
-              [](const Load& a, const Load& b) { return a.offset < b.offset; });
-    // Targets, as view offsets: the whole memory image of the executable.
-    const uint64_t target_low = off + (low - bias), target_high = off + (high - bias);
-    uint64_t covered = off;
-    for (const Load& l : loads) {
-      ReferenceSpan s;
-      s.start = std::max<uint64_t>(off + l.offset, covered);
-      const uint64_t end = off + l.offset + l.filesz;
-      if (s.start >= end) continue;
-      if (l.exec) {
-        s.kind = ReferenceKind::kRel32;
-        s.low = target_low;
-        s.high = target_high;
-      } else {
-        s.kind = ReferenceKind::kAbs64;
-        s.start = (s.start - off + 7) / 8 * 8 + off;  // pointers are 8-aligned in the file
-        if (s.start >= end) continue;
-        s.low = low;
-        s.high = high;
-        s.bias = bias - off;  // value = view offset + bias, mod 2^64
-      }
-      s.length = end - s.start;
-      spans->push_back(s);
-      covered = end;
-    }
-    // Skip past this executable: nothing inside it is another one.
-    off += (file_end + block_size - 1) / block_size * block_size - block_size;
+  for (uint64_t off = 0; off < size; off += block_size) {
+    const uint64_t avail = size - off;
+    uint64_t file_end = ElfSpans(view + off, avail, off, spans);
+    if (file_end == 0) file_end = MachOSpans(view + off, avail, off, spans);
+    // Skip past an executable: nothing inside it is another one.
+    if (file_end > block_size) off += (file_end - 1) / block_size * block_size;
   }
 }
 

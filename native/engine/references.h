@@ -13,7 +13,8 @@
 // the prediction got wrong.
 //
 // The device parses no executable format. The publisher, which parsed the
-// ELF headers of the source, sends spans (source view coordinates):
+// ELF or Mach-O headers of the source, sends spans (source view
+// coordinates):
 //   kRel32  code: at each x86-64 call, jmp, jcc, or RIP-relative load,
 //           store, lea or compare (found by a byte scan, ScanRel32 below),
 //           a signed 32-bit displacement from the end of its field; a
@@ -21,6 +22,12 @@
 //   kAbs64  data: at each offset 8-aligned from the span's start, a
 //           little-endian u64 in [low, high) is a pointer to view offset
 //           value - bias (mod 2^64).
+//   kArm64  code: at each word 4-aligned from the span's start, a B, BL,
+//           B.cond, CBZ/CBNZ or TBZ/TBNZ offset, or an ADRP page with the
+//           low 12 bits the next instruction (ADD, or a load or store of
+//           an unsigned scaled offset into the ADRP's register) adds; a
+//           reference when its target lies in [low, high). ADRP pages are
+//           of addresses, view offset + bias.
 // and the equivalences (old view range -> new view range) the adds do not
 // already give, such as blocks unchanged in place. A byte scan finds some
 // references that are not (an E8 inside an immediate): that costs a few
@@ -35,8 +42,8 @@
 // the same bytes.
 //
 // Reference info encoding (the delta's fourth part; all LEB128 varints):
-//   span_count, then per span: kind (1 or 2), start - previous span's end,
-//     length, low, high - low, bias (kAbs64 only)
+//   span_count, then per span: kind (1, 2 or 3), start - previous span's
+//     end, length, low, high - low, bias (kAbs64 and kArm64)
 //   equivalence_count, then per one: old_start, new_start, length
 // Spans are sorted and disjoint, lengths nonzero, every view offset and
 // end below 2^62, at most kMaxReferenceSpans spans and
@@ -57,7 +64,7 @@ constexpr size_t kMaxReferenceSpans = 4096;
 constexpr size_t kMaxEquivalences = size_t{1} << 18;
 constexpr uint64_t kMaxViewOffset = uint64_t{1} << 62;
 
-enum class ReferenceKind : uint8_t { kRel32 = 1, kAbs64 = 2 };
+enum class ReferenceKind : uint8_t { kRel32 = 1, kAbs64 = 2, kArm64 = 3 };
 
 struct ReferenceSpan {
   ReferenceKind kind = ReferenceKind::kRel32;
@@ -65,7 +72,7 @@ struct ReferenceSpan {
   uint64_t length = 0;
   uint64_t low = 0;     // kRel32: targets (view offsets); kAbs64: values
   uint64_t high = 0;
-  uint64_t bias = 0;    // kAbs64: value = view offset + bias
+  uint64_t bias = 0;    // kAbs64, kArm64: address = view offset + bias
 };
 
 // old[old_start, +length) became new[new_start, +length).
@@ -104,10 +111,14 @@ Status PredictReferences(const ReferenceInfo& info, const DeltaLayout& layout,
                          const std::vector<Equivalence>& adds, uint8_t* pred,
                          size_t pred_size);
 
-// Publisher side: the spans of the x86-64 ELF executables that start at a
-// block boundary of `view` and lie wholly inside it (their loadable
-// segments all at one address-minus-offset bias, as the Go and GNU linkers
-// lay out non-PIE and PIE executables). Appends to `spans`, sorted.
+// Publisher side: the spans of the executables that start at a block
+// boundary of `view` and lie wholly inside it: 64-bit little-endian ELF
+// (x86-64, AArch64; its PT_LOAD segments, executable ones as code) and
+// 64-bit Mach-O (x86-64, arm64; the sections of its segments but
+// __LINKEDIT, sections of instructions as code, so also each slice of a
+// universal binary), whose loaded bytes are all at one address-minus-offset
+// bias, as the Go, GNU and Apple linkers lay them out. Appends to `spans`,
+// sorted.
 void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
                          std::vector<ReferenceSpan>* spans);
 

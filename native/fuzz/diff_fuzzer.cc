@@ -11,8 +11,8 @@
 //     bit 2 set, what the delta produced is also re-encoded and decoded;
 //   mode bit 0 set (encode): the rest is the new data; EncodeDiff then
 //     DecodeDiff must give it back, and so must a version 3 delta with
-//     references predicted all over old (as code, or with bit 4 as
-//     pointers) under the layout.
+//     references predicted all over old (as x86-64 code, with bit 4 as
+//     pointers, with bit 5 as arm64 code) under the layout.
 // The encoder (suffix array, Brotli at quality 11) costs far more than the
 // decoder, so encoding is kept to kMaxEncoded bytes of source and of new
 // data: the decoder, which sees untrusted deltas, gets most of the time.
@@ -88,11 +88,13 @@ void CheckRoundTrip(const Bytes& old_data, const Bytes& new_data, uint8_t mode,
   matcher.Match(new_data.data(), new_data.size(), &records);
   revpatch::ReferenceInfo info;
   revpatch::ReferenceSpan span;
-  span.kind = (mode & 16) ? revpatch::ReferenceKind::kAbs64 : revpatch::ReferenceKind::kRel32;
+  span.kind = (mode & 32)   ? revpatch::ReferenceKind::kArm64
+              : (mode & 16) ? revpatch::ReferenceKind::kAbs64
+                            : revpatch::ReferenceKind::kRel32;
   span.start = 0;
   span.length = 1 << 20;
   span.low = 0;
-  span.high = (mode & 16) ? ~uint64_t{0} : 1 << 20;
+  span.high = span.kind == revpatch::ReferenceKind::kAbs64 ? ~uint64_t{0} : 1 << 20;
   span.bias = 3;
   info.spans.push_back(span);
   info.equivalences.push_back({0, 16, 64});

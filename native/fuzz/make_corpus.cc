@@ -253,12 +253,15 @@ void DiffSeeds() {
     matcher.Match(moved.data(), moved.size(), &records);
     revpatch::ReferenceInfo info;
     info.spans.push_back({revpatch::ReferenceKind::kRel32, 0, code.size(), 0, code.size(), 0});
+    revpatch::ReferenceInfo arm64;  // the same bytes read as arm64 code
+    arm64.spans.push_back({revpatch::ReferenceKind::kArm64, 0, code.size(), 0, code.size(), 0x10000});
     const std::vector<revpatch::Extent> source = {{0, 8}}, target = {{0, 9}};
     const revpatch::DeltaLayout layout{512, &source, &target};
-    for (bool laid_out : {false, true}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool laid_out = variant == 1;
       Bytes delta;
       Check(revpatch::WriteDelta(code.data(), code.size(), moved.data(), moved.size(), records,
-                                 &delta, &info, laid_out ? &layout : nullptr),
+                                 &delta, variant == 2 ? &arm64 : &info, laid_out ? &layout : nullptr),
             "predicted delta");
       FuzzInputWriter d;
       d.Put<uint8_t>(laid_out ? 2 | 4 | 8 : 2 | 4).Put<uint16_t>(static_cast<uint16_t>(code.size()));
@@ -268,7 +271,8 @@ void DiffSeeds() {
         d.Put<uint8_t>(1).Put<uint8_t>(0).Put<uint8_t>(9);
       }
       d.Put<uint32_t>(static_cast<uint32_t>(moved.size())).PutBytes(delta);
-      Seed("diff_fuzzer", laid_out ? "decode_predicted_laid_out" : "decode_predicted", d.bytes());
+      const char* names[] = {"decode_predicted", "decode_predicted_laid_out", "decode_predicted_arm64"};
+      Seed("diff_fuzzer", names[variant], d.bytes());
     }
   }
   // Version 1: one add over everything then a copy; and a backward seek.

@@ -283,14 +283,15 @@ TEST(the_reference_part_round_trips) {
   info.spans.push_back({ReferenceKind::kRel32, 4096, 8192, 4096, 40960, 0});
   info.spans.push_back({ReferenceKind::kAbs64, 12288, 800, kBias, kBias + 40960, kBias - 4096});
   info.spans.push_back({ReferenceKind::kAbs64, 20000, 8, 0, ~uint64_t{0}, ~uint64_t{0}});
+  info.spans.push_back({ReferenceKind::kArm64, 20008, 4096, 0, 40960, 0x100000000});
   info.equivalences.push_back({0, 0, 4096});
   info.equivalences.push_back({1 << 20, 5, 77});
   Bytes encoded;
   EncodeReferenceInfo(info, &encoded);
   ReferenceInfo back;
   ASSERT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back));
-  ASSERT_EQ(back.spans.size(), 3u);
-  for (size_t i = 0; i < 3; ++i) {
+  ASSERT_EQ(back.spans.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
     EXPECT_TRUE(back.spans[i].kind == info.spans[i].kind);
     EXPECT_EQ(back.spans[i].start, info.spans[i].start);
     EXPECT_EQ(back.spans[i].length, info.spans[i].length);
@@ -326,7 +327,10 @@ TEST(hostile_reference_parts_are_refused) {
   ReferenceInfo info;
   auto decode = [&](const Bytes& b) { return DecodeReferenceInfo(b.data(), b.size(), &info); };
   EXPECT_OK(decode(varints({1, 1, 0, 10, 0, 100, 0})));
-  EXPECT_CODE(decode(varints({1, 3, 0, 10, 0, 100, 0})), ErrorCode::kCorrupt);   // kind
+  EXPECT_CODE(decode(varints({1, 4, 0, 10, 0, 100, 0})), ErrorCode::kCorrupt);   // kind
+  EXPECT_OK(decode(varints({1, 3, 0, 10, 0, 100, 7, 0})));                      // arm64, bias 7
+  EXPECT_CODE(decode(varints({1, 3, 0, 10, uint64_t{1} << 62, 100, 7, 0})),
+              ErrorCode::kCorrupt);  // arm64 targets are view offsets
   EXPECT_CODE(decode(varints({1, 1, 0, 0, 0, 100, 0})), ErrorCode::kCorrupt);    // empty span
   EXPECT_CODE(decode(varints({1, 1, uint64_t{1} << 62, 10, 0, 100, 0})), ErrorCode::kCorrupt);
   EXPECT_CODE(decode(varints({2, 1, (uint64_t{1} << 62) - 10, 8, 0, 100, 1, 0, 10, 0, 1, 0})),
@@ -395,7 +399,15 @@ TEST(executables_are_found_at_block_boundaries) {
   // Not at a block boundary, another machine, segments at different
   // biases, or a segment past the view: nothing.
   EXPECT_TRUE(SpansOf(Elf(loads), 100, 32768).empty());
-  EXPECT_TRUE(SpansOf(Elf(loads, 183), 8192, 32768).empty());
+  EXPECT_TRUE(SpansOf(Elf(loads, 40), 8192, 32768).empty());  // 32-bit Arm
+  // AArch64: the code span is arm64's, with the address bias its ADRP
+  // pages need.
+  const std::vector<ReferenceSpan> arm = SpansOf(Elf(loads, 183), 8192, 32768);
+  ASSERT_EQ(arm.size(), 2u);
+  EXPECT_TRUE(arm[0].kind == ReferenceKind::kArm64);
+  EXPECT_EQ(arm[0].bias, 0x400000u - 8192);
+  EXPECT_EQ(arm[0].low, 8192u);
+  EXPECT_TRUE(arm[1].kind == ReferenceKind::kAbs64);
   EXPECT_TRUE(SpansOf(Elf({{5, 0, 0x400000, 0x1000, 0x1000}, {4, 0x1000, 0x402000, 8, 8}}), 0,
                       32768)
                   .empty());
@@ -403,3 +415,162 @@ TEST(executables_are_found_at_block_boundaries) {
 }
 
 }  // namespace
+
+namespace {
+
+// A Mach-O 64-bit header: __PAGEZERO, __TEXT with a code and a data
+// section, and __LINKEDIT at a bias of its own.
+Bytes MachO(uint32_t cpu) {
+  Bytes m(32 + 72 + (72 + 2 * 80) + 72, 0);
+  PutU32(m.data(), 0xFEEDFACF);
+  PutU32(m.data() + 4, cpu);
+  PutU32(m.data() + 16, 3);
+  PutU32(m.data() + 20, static_cast<uint32_t>(m.size() - 32));
+  auto segment = [&](size_t at, const char* name, uint64_t vmaddr, uint64_t vmsize,
+                     uint64_t fileoff, uint64_t filesize, uint32_t nsects) {
+    PutU32(&m[at], 0x19);
+    PutU32(&m[at + 4], 72 + 80 * nsects);
+    std::memcpy(&m[at + 8], name, std::strlen(name));
+    PutU64(&m[at + 24], vmaddr);
+    PutU64(&m[at + 32], vmsize);
+    PutU64(&m[at + 40], fileoff);
+    PutU64(&m[at + 48], filesize);
+    PutU32(&m[at + 64], nsects);
+  };
+  auto section = [&](size_t at, uint64_t size, uint32_t offset, uint32_t flags) {
+    PutU64(&m[at + 40], size);
+    PutU32(&m[at + 48], offset);
+    PutU32(&m[at + 64], flags);
+  };
+  segment(32, "__PAGEZERO", 0, 0x100000000, 0, 0, 0);
+  segment(104, "__TEXT", 0x100000000, 0x3000, 0, 0x2000, 2);
+  section(176, 0x800, 0x400, 0x80000400);  // __text
+  section(256, 0x400, 0xC00, 0);           // __rodata
+  segment(336, "__LINKEDIT", 0x100004000, 0x100, 0x2000, 0x100, 0);
+  return m;
+}
+
+}  // namespace
+
+TEST(mach_o_executables_are_found_by_their_sections) {
+  for (uint32_t cpu : {0x0100000Cu, 0x01000007u}) {
+    const std::vector<ReferenceSpan> spans = SpansOf(MachO(cpu), 4096, 32768);
+    ASSERT_EQ(spans.size(), 2u);
+    EXPECT_TRUE(spans[0].kind ==
+                (cpu == 0x0100000C ? ReferenceKind::kArm64 : ReferenceKind::kRel32));
+    EXPECT_EQ(spans[0].start, 4096u + 0x400);
+    EXPECT_EQ(spans[0].length, 0x800u);
+    EXPECT_EQ(spans[0].low, 4096u);
+    EXPECT_EQ(spans[0].high, 4096u + 0x3000);
+    EXPECT_TRUE(spans[1].kind == ReferenceKind::kAbs64);
+    EXPECT_EQ(spans[1].start, 4096u + 0xC00);
+    EXPECT_EQ(spans[1].length, 0x400u);
+    EXPECT_EQ(spans[1].low, 0x100000000u);
+    EXPECT_EQ(spans[1].bias, 0x100000000u - 4096);
+  }
+  EXPECT_TRUE(SpansOf(MachO(0x00000012), 4096, 32768).empty());  // PowerPC
+  EXPECT_TRUE(SpansOf(MachO(0x0100000C), 24576, 32768).empty());  // runs past the view
+}
+
+namespace {
+
+// A toy arm64 program: functions of filler (NOP, MOVZ) with every branch
+// form to function starts and ADRP pairs (ADD, 64-bit LDR) to 8-aligned
+// words of a data table after the code, at address bias kArmBias; function
+// `grown` gets `growth` more bytes (a multiple of 8), so all after it moves
+// and most ADRP pairs change page and low bits.
+constexpr uint64_t kArmBias = 0x100000;
+
+Bytes MakeArm64Program(uint32_t seed, size_t functions, size_t grown, size_t growth,
+                       uint64_t* code_size, std::vector<uint64_t>* function_starts) {
+  std::mt19937 rng(seed);
+  std::vector<uint64_t> lengths(functions), starts;
+  for (uint64_t& n : lengths) n = 4 * (16 + rng() % 64);
+  lengths[grown] += growth;
+  uint64_t at = 0;
+  for (uint64_t n : lengths) {
+    starts.push_back(at);
+    at += n;
+  }
+  *code_size = at;
+  *function_starts = starts;
+  const uint64_t data_words = 512;
+  Bytes out(at + 8 * data_words, 0);
+  std::mt19937 body(seed + 1);
+  auto word = [&](uint64_t pc, uint32_t w) { PutU32(&out[pc], w); };
+  for (size_t f = 0; f < functions; ++f) {
+    const uint64_t end = starts[f] + lengths[f] - (f == grown ? growth : 0);
+    for (uint64_t pc = starts[f]; pc + 8 <= end;) {
+      const uint32_t kind = body() % 10;
+      const uint64_t callee = starts[body() % functions];
+      const uint64_t near = starts[std::min(functions - 1, f + body() % 3)];
+      const uint64_t datum = at + 8 * (body() % data_words);
+      const int64_t words = (static_cast<int64_t>(callee) - static_cast<int64_t>(pc)) / 4;
+      const uint32_t reg = body() % 31;
+      switch (kind) {
+        case 0: word(pc, 0x94000000 | (static_cast<uint32_t>(words) & 0x3FFFFFF)); break;
+        case 1: word(pc, 0x54000000 | (static_cast<uint32_t>(words) & 0x7FFFF) << 5 | body() % 16); break;
+        case 2: word(pc, 0xB4000000 | (static_cast<uint32_t>(words) & 0x7FFFF) << 5 | reg); break;
+        case 3: {
+          const int64_t near_words = (static_cast<int64_t>(near) - static_cast<int64_t>(pc)) / 4;
+          word(pc, 0x36000000 | (static_cast<uint32_t>(near_words) & 0x3FFF) << 5 | reg);
+          break;
+        }
+        case 4:
+        case 5: {
+          const uint64_t va = datum + kArmBias;
+          const int64_t pages = static_cast<int64_t>(va >> 12) -
+                                static_cast<int64_t>((pc + kArmBias) >> 12);
+          const uint32_t imm = static_cast<uint32_t>(pages) & 0x1FFFFF;
+          word(pc, 0x90000000 | (imm & 3) << 29 | (imm >> 2) << 5 | reg);
+          const uint32_t low = static_cast<uint32_t>(va & 0xFFF);
+          word(pc + 4, kind == 4 ? 0x91000000 | low << 10 | reg << 5 | reg
+                                 : 0xF9400000 | (low / 8) << 10 | reg << 5 | (reg + 1) % 31);
+          pc += 4;
+          break;
+        }
+        default: word(pc, body() % 2 ? 0xD503201F : 0xD2800000 | (body() & 0xFFFF) << 5 | reg);
+      }
+      pc += 4;
+    }
+    for (uint64_t pc = end - (end - starts[f]) % 4; pc < starts[f] + lengths[f]; pc += 4) {
+      if (pc + 4 <= starts[f] + lengths[f]) word(pc, 0xD503201F);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(moved_arm64_branches_and_adrp_pairs_are_predicted_exactly) {
+  for (uint32_t seed : {21u, 22u, 23u}) {
+    uint64_t old_code = 0, new_code = 0;
+    std::vector<uint64_t> starts, new_starts;
+    const Bytes old_data = MakeArm64Program(seed, 300, 120, 0, &old_code, &starts);
+    const Bytes new_data = MakeArm64Program(seed, 300, 120, 40, &new_code, &new_starts);
+    ASSERT_EQ(new_data.size(), old_data.size() + 40);
+    // Adds: up to function 121 in place, the rest 40 bytes later (the NOPs
+    // ending function 120 are new). The prediction must rewrite every
+    // moved reference so that both adds match exactly.
+    const uint64_t cut = starts[121];
+    ASSERT_EQ(new_starts[121], cut + 40);
+    const std::vector<Equivalence> adds = {{0, 0, cut}, {cut, cut + 40, old_data.size() - cut}};
+    ReferenceInfo info;
+    info.spans.push_back({ReferenceKind::kArm64, 0, old_code, 0, old_data.size() + 4096, kArmBias});
+    Bytes pred(new_data.size(), 0);
+    for (const Equivalence& a : adds) {
+      std::memcpy(pred.data() + a.new_start, old_data.data() + a.old_start, a.length);
+    }
+    ASSERT_OK(PredictReferences(info, DeltaLayout{}, old_data.data(), old_data.size(), adds,
+                                pred.data(), pred.size()));
+    size_t wrong_plain = 0, wrong_predicted = 0;
+    for (const Equivalence& a : adds) {
+      for (uint64_t k = 0; k < a.length; ++k) {
+        wrong_plain += old_data[a.old_start + k] != new_data[a.new_start + k];
+        wrong_predicted += pred[a.new_start + k] != new_data[a.new_start + k];
+      }
+    }
+    EXPECT_TRUE(wrong_plain > 1000);
+    EXPECT_EQ(wrong_predicted, 0u);
+  }
+}
