@@ -371,6 +371,15 @@ Bytes Elf(const std::vector<Load>& loads, uint16_t machine = 62) {
   return e;
 }
 
+void ExpectSpan(const ReferenceSpan& got, const ReferenceSpan& want) {
+  EXPECT_TRUE(got.kind == want.kind);
+  EXPECT_EQ(got.start, want.start);
+  EXPECT_EQ(got.length, want.length);
+  EXPECT_EQ(got.low, want.low);
+  EXPECT_EQ(got.high, want.high);
+  EXPECT_EQ(got.bias, want.bias);
+}
+
 std::vector<ReferenceSpan> SpansOf(const Bytes& elf, size_t at, size_t view_size) {
   Bytes view(view_size, 0);
   std::memcpy(view.data() + at, elf.data(), elf.size());
@@ -384,17 +393,9 @@ TEST(executables_are_found_at_block_boundaries) {
                                    {4, 0x1000, 0x401000, 0x804, 0x3000}};
   const std::vector<ReferenceSpan> spans = SpansOf(Elf(loads), 8192, 32768);
   ASSERT_EQ(spans.size(), 2u);
-  EXPECT_TRUE(spans[0].kind == ReferenceKind::kRel32);
-  EXPECT_EQ(spans[0].start, 8192u);
-  EXPECT_EQ(spans[0].length, 0x1000u);
-  EXPECT_EQ(spans[0].low, 8192u);
-  EXPECT_EQ(spans[0].high, 8192u + 0x4000);
-  EXPECT_TRUE(spans[1].kind == ReferenceKind::kAbs64);
-  EXPECT_EQ(spans[1].start, 8192u + 0x1000);
-  EXPECT_EQ(spans[1].length, 0x804u);
-  EXPECT_EQ(spans[1].low, 0x400000u);
-  EXPECT_EQ(spans[1].high, 0x404000u);
-  EXPECT_EQ(spans[1].bias, 0x400000u - 8192);
+  ExpectSpan(spans[0], {ReferenceKind::kRel32, 8192, 0x1000, 8192, 8192 + 0x4000, 0});
+  ExpectSpan(spans[1], {ReferenceKind::kAbs64, 8192 + 0x1000, 0x804, 0x400000, 0x404000,
+                        0x400000 - 8192});
 
   // Not at a block boundary, another machine, segments at different
   // biases, or a segment past the view: nothing.
@@ -456,17 +457,11 @@ TEST(mach_o_executables_are_found_by_their_sections) {
   for (uint32_t cpu : {0x0100000Cu, 0x01000007u}) {
     const std::vector<ReferenceSpan> spans = SpansOf(MachO(cpu), 4096, 32768);
     ASSERT_EQ(spans.size(), 2u);
-    EXPECT_TRUE(spans[0].kind ==
-                (cpu == 0x0100000C ? ReferenceKind::kArm64 : ReferenceKind::kRel32));
-    EXPECT_EQ(spans[0].start, 4096u + 0x400);
-    EXPECT_EQ(spans[0].length, 0x800u);
-    EXPECT_EQ(spans[0].low, 4096u);
-    EXPECT_EQ(spans[0].high, 4096u + 0x3000);
-    EXPECT_TRUE(spans[1].kind == ReferenceKind::kAbs64);
-    EXPECT_EQ(spans[1].start, 4096u + 0xC00);
-    EXPECT_EQ(spans[1].length, 0x400u);
-    EXPECT_EQ(spans[1].low, 0x100000000u);
-    EXPECT_EQ(spans[1].bias, 0x100000000u - 4096);
+    const bool arm64 = cpu == 0x0100000C;
+    ExpectSpan(spans[0], {arm64 ? ReferenceKind::kArm64 : ReferenceKind::kRel32, 4096 + 0x400,
+                          0x800, 4096, 4096 + 0x3000, arm64 ? uint64_t{0x100000000 - 4096} : 0});
+    ExpectSpan(spans[1], {ReferenceKind::kAbs64, 4096 + 0xC00, 0x400, 0x100000000,
+                          0x100003000, 0x100000000 - 4096});
   }
   EXPECT_TRUE(SpansOf(MachO(0x00000012), 4096, 32768).empty());  // PowerPC
   EXPECT_TRUE(SpansOf(MachO(0x0100000C), 24576, 32768).empty());  // runs past the view
