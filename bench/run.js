@@ -40,6 +40,8 @@ const WORK = path.join(CACHE, 'work');
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 const ESBUILD_VERSIONS = ['0.24.0', '0.24.1', '0.24.2'];
+/** Platforms of esbuild benchmarked besides linux-x64 (one version step each, full runs only). */
+const OTHER_PLATFORMS = ['linux-arm64', 'darwin-arm64'];
 /** The other files of the ext4 trees; only esbuild's version differs between the two. */
 const TREE_PACKAGES = ['acorn@8.14.0', 'semver@7.6.3'];
 const EXT4_SIZE = '16M';
@@ -138,11 +140,12 @@ function unpack(tgz, dest) {
   sh('tar', ['xzf', tgz, '-C', dest, '--strip-components=1', '--no-same-owner']);
 }
 
-async function esbuildBinaries() {
+/** esbuild's executable for `platform` (an @esbuild package name) at each of `versions`. */
+async function esbuildBinaries(platform = 'linux-x64', versions = ESBUILD_VERSIONS) {
   const out = {};
-  for (const v of ESBUILD_VERSIONS) {
-    const dir = path.join(CACHE, 'data', `esbuild-${v}`);
-    if (!fs.existsSync(path.join(dir, 'bin', 'esbuild'))) unpack(npmPack(`@esbuild/linux-x64@${v}`), dir);
+  for (const v of versions) {
+    const dir = path.join(CACHE, 'data', platform === 'linux-x64' ? `esbuild-${v}` : `esbuild-${platform}-${v}`);
+    if (!fs.existsSync(path.join(dir, 'bin', 'esbuild'))) unpack(npmPack(`@esbuild/${platform}@${v}`), dir);
     out[v] = path.join(dir, 'bin', 'esbuild');
   }
   return out;
@@ -397,7 +400,7 @@ function writeResults(r) {
   L.push('');
   L.push('## Data');
   L.push('');
-  L.push(`- **esbuild**: the \`bin/esbuild\` executable of \`npm pack @esbuild/linux-x64@V\` for V = ${ESBUILD_VERSIONS.join(' → ')}.`);
+  L.push(`- **esbuild**: the \`bin/esbuild\` executable of \`npm pack @esbuild/linux-x64@V\` for V = ${ESBUILD_VERSIONS.join(' → ')}, and of \`@esbuild/${OTHER_PLATFORMS.join('` and `@esbuild/')}\` (arm64 ELF and Mach-O) for 0.24.0 → 0.24.1.`);
   L.push(`- **ext4 images** (${EXT4_SIZE}): \`mke2fs -d\` of a node_modules tree (${TREE_PACKAGES.join(', ')} and @esbuild/linux-x64) with esbuild 0.24.1, against the same tree with 0.24.2, rebuilt by a second mke2fs or updated in place through a loop mount.`);
   L.push('- **synthetic volumes**: bench/volumes.js — a quarter of the 1 MiB extents hold data (the rest are holes, as free space), data blocks are 1 KiB of random bytes and 3 KiB of 16-letter text; 4 % of all blocks changed in place in runs of 1–16 blocks, half small edits (twelve 4-byte words per block), half new data. Deterministic (AES-CTR keystreams with fixed keys).');
   L.push('');
@@ -608,6 +611,16 @@ async function main() {
     const name = `esbuild executable ${a} → ${b}`;
     log(name);
     const pair = await attempt(name, () => B.benchPair(name, bins[a], bins[b], options));
+    if (pair) r.pairs.push({ ...pair, kind: 'executable' });
+  }
+  // The same release for Apple silicon and 64-bit Arm Linux: arm64 code, a
+  // Mach-O image and an ELF one.
+  for (const platform of QUICK ? [] : OTHER_PLATFORMS) {
+    const other = await attempt(`npm pack @esbuild/${platform}`, () => esbuildBinaries(platform, ['0.24.0', '0.24.1']));
+    if (!other) continue;
+    const name = `esbuild executable ${platform} 0.24.0 → 0.24.1`;
+    log(name);
+    const pair = await attempt(name, () => B.benchPair(name, other['0.24.0'], other['0.24.1'], options));
     if (pair) r.pairs.push({ ...pair, kind: 'executable' });
   }
   for (const p of (await attempt('building the ext4 images', ext4Pairs)) ?? []) {
