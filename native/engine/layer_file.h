@@ -66,6 +66,10 @@ class LayerWriter : public BlockSink {
   ~LayerWriter() override;  // Calls Abort() unless sealed or detached.
 
   Status WriteBlock(uint64_t block, const uint8_t* data) override;
+  // As WriteBlock on each, with the run's leaves hashed two at a time and
+  // its data appended in large writes.
+  Status WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                     const uint8_t* data) override;
   Status WriteZeroBlock(uint64_t block) override;
 
   // Writes zero entries for every block in [below's block count, target

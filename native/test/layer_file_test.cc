@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../engine/view.h"
@@ -256,5 +257,59 @@ TEST(many_blocks_in_random_order_batch_into_large_writes) {
   std::unique_ptr<LayerReader> r;
   ASSERT_OK(LayerReader::Open(path, &r));
   EXPECT_EQ(r->block_entries(), order.size());
+  ASSERT_OK(r->Verify());
+}
+
+// The same blocks through WriteBlocks runs and through WriteBlock one by
+// one give byte-identical layer files: the same data offsets, leaves and
+// index. Runs of odd and even length (leaves are hashed in pairs), longer
+// than one write slice, and one ending at the partial last block.
+TEST(write_blocks_runs_give_the_same_layer_as_block_by_block) {
+  const uint64_t blocks = 5000;
+  Fixture f(blocks * kBs - 100);
+  Bytes image(blocks * kBs);
+  for (uint64_t b = 0; b < blocks; ++b) revpatch_test::Stamp(b, 5, kBs, &image[b * kBs]);
+  std::fill(image.end() - 100, image.end(), 0);  // past the target size: zeros
+  const std::vector<std::pair<uint64_t, uint64_t>> runs = {
+      {7, 1}, {100, 2}, {200, 3}, {1000, 2500}, {3600, 1}, {4000, 1000}};
+  Digest by_run{}, by_block{};
+  {
+    std::unique_ptr<LayerWriter> w;
+    ASSERT_OK(LayerWriter::Create(f.dir + "/runs", f.base.size(), f.view.get(), &w));
+    for (const auto& r : runs) ASSERT_OK(w->WriteBlocks(r.first, r.second, kBs, &image[r.first * kBs]));
+    ASSERT_OK(w->Seal(nullptr, &by_run));
+  }
+  {
+    std::unique_ptr<LayerWriter> w;
+    ASSERT_OK(LayerWriter::Create(f.dir + "/blocks", f.base.size(), f.view.get(), &w));
+    for (const auto& r : runs) {
+      for (uint64_t b = r.first; b < r.first + r.second; ++b) ASSERT_OK(w->WriteBlock(b, &image[b * kBs]));
+    }
+    ASSERT_OK(w->Seal(nullptr, &by_block));
+  }
+  EXPECT_TRUE(by_run == by_block);
+  EXPECT_TRUE(revpatch_test::ReadBytes(f.dir + "/runs") == revpatch_test::ReadBytes(f.dir + "/blocks"));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(f.dir + "/runs", &r));
+  ASSERT_OK(r->Verify());
+}
+
+TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  Bytes data(8 * kBs, 0x5a);
+  ASSERT_OK(w->WriteBlock(6, data.data()));
+  // 3, 4, 5 are written, 6 is a duplicate: the run stops there.
+  EXPECT_CODE(w->WriteBlocks(3, 5, kBs, data.data()), ErrorCode::kBadExtent);
+  EXPECT_EQ(w->blocks_written(), 4u);
+  EXPECT_CODE(w->WriteBlocks(14, 3, kBs, data.data()), ErrorCode::kBadExtent);  // 16 is past
+  EXPECT_EQ(w->blocks_written(), 6u);
+  EXPECT_CODE(w->WriteBlocks(0, 1, kBs * 2, data.data()), ErrorCode::kInvalidArgument);
+  Digest d{};
+  ASSERT_OK(w->Seal(nullptr, &d));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(f.dir + "/layer", &r));
+  EXPECT_TRUE(r->Blocks() == (std::vector<uint64_t>{3, 4, 5, 6, 14, 15}));
   ASSERT_OK(r->Verify());
 }
