@@ -496,6 +496,43 @@ TEST(payload_reader_spans_chunks_and_checks_each) {
   close(fd);
 }
 
+// Chunks are loaded and checked two at a time; what the reader hands out,
+// and where a bad chunk fails, is as if they were loaded one by one.
+TEST(payload_reader_in_chunk_pairs_fails_exactly_at_the_bad_chunk) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes payload = StampedImage(4 * kChunk + 300, 9);  // five chunks, the last short
+  WriteFile(dir + "/f", payload);
+  std::vector<Digest> chunks;
+  for (size_t off = 0; off < payload.size(); off += kChunk) {
+    chunks.push_back(Sha256::Hash(payload.data() + off, std::min<size_t>(kChunk, payload.size() - off)));
+  }
+  int fd = open((dir + "/f").c_str(), O_RDONLY);
+  for (size_t bad_chunk = 0; bad_chunk < chunks.size(); ++bad_chunk) {
+    std::vector<Digest> bad = chunks;
+    bad[bad_chunk][31] ^= 0x80;
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, bad, &reader));
+    Bytes got(bad_chunk * kChunk);
+    ASSERT_OK(reader->Read(got.data(), got.size()));
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), payload.begin()));
+    uint8_t byte = 0;
+    EXPECT_CODE(reader->Read(&byte, 1), ErrorCode::kHashMismatch);
+  }
+  // A restore into the second chunk of a pair, and into the short last one.
+  for (uint64_t at : {uint64_t{kChunk + 5}, uint64_t{4 * kChunk + 299}}) {
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, chunks, &reader));
+    revpatch::PayloadPosition saved;
+    saved.position = at;
+    ASSERT_OK(reader->RestorePosition(saved));
+    Bytes rest(payload.size() - at);
+    ASSERT_OK(reader->Read(rest.data(), rest.size()));
+    EXPECT_TRUE(std::equal(rest.begin(), rest.end(), payload.begin() + at));
+    EXPECT_OK(reader->Finish());
+  }
+  close(fd);
+}
+
 TEST(progress_is_reported_up_to_the_payload_size) {
   Bytes source = StampedImage(64 * kBlock, 1);
   Bytes target = Mixed(StampedImage(128 * kBlock, 1));
