@@ -1,6 +1,7 @@
 #include "layer_file.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <unordered_set>
 #include <utility>
@@ -24,6 +25,9 @@ constexpr size_t kFooterSize = 168;
 constexpr size_t kFooterChecksumOffset = 136;
 constexpr uint64_t kZeroMarker = kLayerZeroOffset;
 constexpr size_t kWriteBufferBytes = size_t{1} << 20;
+// Data written is handed to the disk in pieces of this size as it goes
+// (File::StartWriteback), so that Sync and Seal wait only for the tail.
+constexpr uint64_t kWritebackBytes = uint64_t{4} << 20;
 constexpr size_t kReadChunkBytes = size_t{1} << 20;
 
 using IndexEntry = LayerIndexEntry;
@@ -97,7 +101,12 @@ struct LayerWriter::Impl {
   Digest zero_leaf{};
   std::vector<uint8_t> scratch;
   std::vector<Digest> leaves;  // AppendRun's, kept to avoid reallocating
+  uint64_t writeback_from = 0;  // data before this offset was handed to the disk
   bool directory_synced = false;
+  // SyncFlushed's own descriptor (made by the first Flush), and whether it
+  // failed: set on the syncing thread, read by CheckOpen on the writing one.
+  File sync_handle;
+  std::atomic<bool> sync_failed{false};
   enum class State { kOpen, kFailed, kPoisoned, kSealed, kAborted };
   State state = State::kOpen;
 
@@ -112,6 +121,9 @@ struct LayerWriter::Impl {
   }
 
   Status CheckOpen() const {
+    if (sync_failed.load(std::memory_order_acquire)) {
+      return Status(ErrorCode::kPoisoned, "layer writer poisoned by a failed fsync");
+    }
     switch (state) {
       case State::kOpen: return Status::Ok();
       case State::kPoisoned:
@@ -173,7 +185,16 @@ struct LayerWriter::Impl {
     entries.push_back({block, block_size * (1 + data_blocks), leaf});
     ++data_blocks;
     bytes_written += block_size;
+    StartWriteback();
     return Status::Ok();
+  }
+
+  void StartWriteback() {
+    const uint64_t end = data->written_end();
+    if (end >= writeback_from + kWritebackBytes) {
+      file.StartWriteback(writeback_from, end - writeback_from);
+      writeback_from = end;
+    }
   }
 
   // AppendData for the `count` blocks from `first` on, a slice at a time:
@@ -197,6 +218,7 @@ struct LayerWriter::Impl {
       data_blocks += n;
       bytes_written += n * uint64_t{block_size};
       done += n;
+      StartWriteback();
     }
     if (partial_last) return AppendData(first + whole, bytes + whole * block_size);
     return Status::Ok();
@@ -301,6 +323,7 @@ Status LayerWriter::Resume(const std::string& path, uint64_t target_size,
   im.data_blocks = data_blocks;
   im.bytes_written = data_blocks * bs;
   im.data.reset(new BufferedWriter(&im.file, keep, kWriteBufferBytes));
+  im.writeback_from = keep;
   im.path = path;
   im.state = Impl::State::kOpen;
   *out = std::move(writer);
@@ -447,6 +470,7 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(footer, sizeof(footer))));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
+  im.sync_handle.Close();
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.Close()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(SyncDirectory(DirName(im.path))));
   im.state = Impl::State::kSealed;
@@ -462,6 +486,7 @@ void LayerWriter::Abort() {
   Impl& im = *impl_;
   if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
   im.data.reset();
+  im.sync_handle.Close();
   im.file.Close();
   if (!im.path.empty()) UnlinkFile(im.path);
   im.state = Impl::State::kAborted;
@@ -479,6 +504,27 @@ Status LayerWriter::Sync() {
   return Status::Ok();
 }
 
+Status LayerWriter::Flush() {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  if (!im.sync_handle.valid()) REVPATCH_RETURN_IF_ERROR(im.file.Duplicate(&im.sync_handle));
+  return im.Fail(im.data->Flush());
+}
+
+Status LayerWriter::SyncFlushed() {
+  Impl& im = *impl_;
+  if (!im.sync_handle.valid()) {
+    return Status(ErrorCode::kInvalidArgument, "layer SyncFlushed without a Flush");
+  }
+  Status s = im.sync_handle.FullSync();
+  if (s.ok() && !im.directory_synced) {
+    s = SyncDirectory(DirName(im.path));
+    if (s.ok()) im.directory_synced = true;
+  }
+  if (!s.ok()) im.sync_failed.store(true, std::memory_order_release);
+  return s;
+}
+
 void LayerWriter::SaveState(LayerWriterState* out) const {
   out->data_blocks = impl_->data_blocks;
   out->entries = impl_->entries;
@@ -488,6 +534,7 @@ void LayerWriter::Detach() {
   Impl& im = *impl_;
   if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
   im.data.reset();
+  im.sync_handle.Close();
   im.file.Close();
   im.path.clear();
   im.state = Impl::State::kAborted;

@@ -2,9 +2,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "../engine/fault_injection.h"
 #include "../engine/view.h"
 #include "storage_test_util.h"
 #include "testing.h"
@@ -51,6 +53,13 @@ revpatch::Status MakeLayer(Fixture& f, const std::string& path,
   }
   const Digest want = revpatch_test::DigestOf(f.dir, *model, kBs);
   return w->Seal(&want, digest);
+}
+
+// Opens the sealed layer at `path` and checks every stored block.
+revpatch::Status OpenAndVerify(const std::string& path) {
+  std::unique_ptr<LayerReader> r;
+  REVPATCH_RETURN_IF_ERROR(LayerReader::Open(path, &r));
+  return r->Verify();
 }
 
 }  // namespace
@@ -289,9 +298,7 @@ TEST(write_blocks_runs_give_the_same_layer_as_block_by_block) {
   }
   EXPECT_TRUE(by_run == by_block);
   EXPECT_TRUE(revpatch_test::ReadBytes(f.dir + "/runs") == revpatch_test::ReadBytes(f.dir + "/blocks"));
-  std::unique_ptr<LayerReader> r;
-  ASSERT_OK(LayerReader::Open(f.dir + "/runs", &r));
-  ASSERT_OK(r->Verify());
+  ASSERT_OK(OpenAndVerify(f.dir + "/runs"));
 }
 
 TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
@@ -312,4 +319,54 @@ TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
   ASSERT_OK(LayerReader::Open(f.dir + "/layer", &r));
   EXPECT_TRUE(r->Blocks() == (std::vector<uint64_t>{3, 4, 5, 6, 14, 15}));
   ASSERT_OK(r->Verify());
+}
+
+// The checkpoint's way: flush, then fsync on another thread while this one
+// goes on writing; the state saved at the flush resumes to the same layer.
+TEST(sync_flushed_on_another_thread_while_writing_goes_on) {
+  Fixture f(64 * kBs);
+  Bytes model = f.base;
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  EXPECT_CODE(w->SyncFlushed(), ErrorCode::kInvalidArgument);  // no Flush yet
+  uint8_t block[kBs];
+  for (uint64_t b = 0; b < 64; ++b) {
+    revpatch_test::Stamp(b, 3, kBs, block);
+    std::copy(block, block + kBs, model.begin() + b * kBs);
+  }
+  ASSERT_OK(w->WriteBlocks(0, 20, kBs, &model[0]));
+  ASSERT_OK(w->Flush());
+  revpatch::LayerWriterState state;
+  w->SaveState(&state);
+  revpatch::Status synced;
+  std::thread syncer([&] { synced = w->SyncFlushed(); });
+  for (uint64_t b = 20; b < 64; ++b) ASSERT_OK(w->WriteBlock(b, &model[b * kBs]));
+  syncer.join();
+  ASSERT_OK(synced);
+  EXPECT_EQ(state.data_blocks, 20u);
+  const Digest want = revpatch_test::DigestOf(f.dir, model, kBs);
+  Digest digest{};
+  ASSERT_OK(w->Seal(&want, &digest));
+  ASSERT_OK(OpenAndVerify(f.dir + "/layer"));
+}
+
+TEST(a_failed_sync_flushed_poisons_the_writer) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs] = {1};
+  ASSERT_OK(w->WriteBlock(1, block));
+  ASSERT_OK(w->Flush());
+  revpatch::FaultPlan plan;
+  plan.mode = revpatch::FaultMode::kEio;
+  plan.fail_at = 1;  // the fsync
+  ASSERT_OK(revpatch::SetFaultPlan(plan));
+  EXPECT_CODE(w->SyncFlushed(), ErrorCode::kIo);
+  revpatch::ClearFaultPlan();
+  EXPECT_CODE(w->WriteBlock(2, block), ErrorCode::kPoisoned);
+  EXPECT_CODE(w->Flush(), ErrorCode::kPoisoned);
+  Digest d{};
+  EXPECT_CODE(w->Seal(nullptr, &d), ErrorCode::kPoisoned);
+  w->Abort();
+  EXPECT_TRUE(!revpatch::FileExists(f.dir + "/layer"));
 }
