@@ -97,7 +97,7 @@ class Checkpointer {
     if (params_.checkpoint_path.empty()) return false;
     if (params_.checkpoint_interval_bytes == 0) return true;
     return position - last_position_ >=
-           std::max(params_.checkpoint_interval_bytes, last_file_bytes_);
+           std::max(params_.checkpoint_interval_bytes, kCheckpointGrowth * last_file_bytes_);
   }
 
   // `payload` is the reader's state right after the data of the last
@@ -236,10 +236,13 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
                                          executed.message());
     }
     ++result->operations;
-    if (progress) progress(item.after.position, reader.size());
     if (i + 1 < params.operation_count && checkpointer.Due(item.after.position)) {
       REVPATCH_RETURN_IF_ERROR(checkpointer.Save(i + 1, item.after, writer));
     }
+    // After the save: it waited for the one before it, so once progress
+    // passes a checkpoint's position, the checkpoint before it is on disk
+    // (a caller that kills the apply part way can count on that).
+    if (progress) progress(item.after.position, reader.size());
   }
   stream.Next(&item);  // the reader's Finish()
   return item.status;
