@@ -7,4 +7,12 @@ bool ValidBlockSize(uint32_t block_size) {
          (block_size & (block_size - 1)) == 0;
 }
 
+Status BlockSink::WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                              const uint8_t* data) {
+  for (uint64_t i = 0; i < count; ++i, data += block_size) {
+    REVPATCH_RETURN_IF_ERROR(WriteBlock(first + i, data));
+  }
+  return Status::Ok();
+}
+
 }  // namespace revpatch

@@ -42,6 +42,13 @@ class BlockSink {
   // most once per apply; a second write of the same block, or a block past
   // the target's block count, is kBadExtent.
   virtual Status WriteBlock(uint64_t block, const uint8_t* data) = 0;
+  // Writes blocks [first, first + count) from `data` (count blocks of
+  // `block_size` bytes, the sink's block size), exactly as WriteBlock on
+  // each in turn would, stopping at the first failure as that loop would.
+  // A sink that does better with a run (hash several blocks at once, write
+  // them with one call) overrides it.
+  virtual Status WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                             const uint8_t* data);
   // Records that `block` is all zeros, without storing its bytes.
   virtual Status WriteZeroBlock(uint64_t block) = 0;
 };

@@ -51,6 +51,8 @@ class BufferedWriter {
 
   // File offset of the next appended byte (buffered bytes included).
   uint64_t position() const { return offset_ + buffer_.size(); }
+  // End of what has reached the file (buffered bytes excluded).
+  uint64_t written_end() const { return offset_; }
 
  private:
   File* file_;

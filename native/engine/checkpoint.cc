@@ -15,6 +15,7 @@ constexpr char kMagic[8] = {'R', 'V', 'P', 'C', 'K', 'P', 'T', '1'};
 constexpr uint32_t kVersion = 2;
 constexpr size_t kFixedSize = 176;
 constexpr size_t kEntrySize = 48;
+constexpr size_t kEntriesPerBatch = 1024;  // 48 KiB encoded at a time
 constexpr size_t kChecksumSize = 32;
 constexpr size_t kWriteBufferBytes = size_t{1} << 20;
 constexpr size_t kReadEntries = (size_t{1} << 20) / kEntrySize;
@@ -70,12 +71,21 @@ Status WriteTemp(const std::string& tmp, const Checkpoint& c, uint64_t* size) {
   EncodeFixed(c, fixed);
   REVPATCH_RETURN_IF_ERROR(append(fixed, sizeof(fixed)));
   REVPATCH_RETURN_IF_ERROR(append(c.identity.layer_name.data(), c.identity.layer_name.size()));
-  uint8_t rec[kEntrySize];
-  for (const LayerIndexEntry& e : c.layer.entries) {
-    PutU64(rec, e.block);
-    PutU64(rec + 8, e.offset);
-    std::memcpy(rec + 16, e.leaf.data(), 32);
-    REVPATCH_RETURN_IF_ERROR(append(rec, sizeof(rec)));
+  // Entries are encoded a batch at a time and hashed and appended per
+  // batch: a checkpoint of a large layer holds millions of them, and one
+  // Update and Append per 48-byte record cost more than the hashing.
+  std::vector<uint8_t> batch(kEntrySize * kEntriesPerBatch);
+  const std::vector<LayerIndexEntry>& entries = c.layer.entries;
+  for (size_t first = 0; first < entries.size(); first += kEntriesPerBatch) {
+    const size_t n = std::min(kEntriesPerBatch, entries.size() - first);
+    for (size_t i = 0; i < n; ++i) {
+      const LayerIndexEntry& e = entries[first + i];
+      uint8_t* rec = &batch[i * kEntrySize];
+      PutU64(rec, e.block);
+      PutU64(rec + 8, e.offset);
+      std::memcpy(rec + 16, e.leaf.data(), 32);
+    }
+    REVPATCH_RETURN_IF_ERROR(append(batch.data(), n * kEntrySize));
   }
   const Digest sum = checksum.Final();
   REVPATCH_RETURN_IF_ERROR(out.Append(sum.data(), sum.size()));

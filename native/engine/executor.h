@@ -23,7 +23,8 @@
 //      nothing; the apply's check of the sealed layer's view digest against
 //      the signed target digest catches a dst_hash that disagrees;
 //   5. only then write the blocks, in extent order; all-zero blocks go
-//      through WriteZeroBlock.
+//      through WriteZeroBlock, each run of other blocks through one
+//      WriteBlocks.
 // A failure in steps 1-4 writes nothing. The source and the target are
 // different views (the view below the new layer and the layer itself), so
 // COPY and DIFF read old bytes even where an op overwrites its own source.

@@ -13,6 +13,7 @@
 #include <limits>
 #include <cstring>
 #include <random>
+#include <utility>
 
 #include "fault_injection.h"
 
@@ -197,6 +198,16 @@ int File::Release() {
   int fd = fd_;
   fd_ = -1;
   return fd;
+}
+
+Status File::Duplicate(File* out) const {
+  if (fd_ < 0) return Status(ErrorCode::kInvalidArgument, "duplicate of a closed file");
+  const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno(errno, "dup");
+  File copy(fd);
+  copy.poisoned_ = poisoned_;
+  *out = std::move(copy);
+  return Status::Ok();
 }
 
 Status File::ReadSomeAt(uint64_t offset, void* data, size_t size,
@@ -400,6 +411,21 @@ void File::DropCache(uint64_t offset, uint64_t length) const {
   }
 #else
   // macOS has no per-range drop (F_NOCACHE would change every later call).
+  (void)offset;
+  (void)length;
+#endif
+}
+
+void File::StartWriteback(uint64_t offset, uint64_t length) const {
+  if (fd_ < 0 || length == 0) return;
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+  if (OffsetFits(offset, 0) && length <= static_cast<uint64_t>(
+                                             std::numeric_limits<off_t>::max())) {
+    (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
+                            SYNC_FILE_RANGE_WRITE);
+  }
+#else
+  // Elsewhere the kernel's own writeback, then FullSync, do it all.
   (void)offset;
   (void)length;
 #endif

@@ -45,6 +45,12 @@ class File {
   int fd() const { return fd_; }
   // Gives up ownership without closing.
   int Release();
+  // A second descriptor for the same open file (dup(2), close-on-exec): the
+  // same file offset and the same record of write-back errors, so a
+  // FullSync through it reports every error this one would. For syncing on
+  // one thread while another writes. Not an I/O call of the fault injector
+  // (nothing on disk changes). A poisoned File's copy is poisoned too.
+  Status Duplicate(File* out) const;
 
   // Reads exactly `size` bytes at `offset`; EOF before that is kCorrupt.
   Status ReadAt(uint64_t offset, void* data, size_t size) const;
@@ -81,6 +87,13 @@ class File {
   // hints only: they never fail and never change what is read.
   void AdviseSequential(uint64_t offset, uint64_t length) const;
   void DropCache(uint64_t offset, uint64_t length) const;
+  // Starts writing [offset, offset + length) back to the disk and returns
+  // without waiting for it (Linux sync_file_range SYNC_FILE_RANGE_WRITE;
+  // nothing elsewhere). A hint too: it makes nothing durable, only FullSync
+  // does, and it never fails. A writer that will FullSync a large file
+  // calls it as it goes, so the disk writes while the CPU works and the
+  // FullSync has little left to wait for, instead of all of it at the end.
+  void StartWriteback(uint64_t offset, uint64_t length) const;
   Status Close();
   bool poisoned() const { return poisoned_; }
   // kInvalidArgument on a closed File, kPoisoned on a poisoned one: the

@@ -1,6 +1,7 @@
 #include "layer_file.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <unordered_set>
 #include <utility>
@@ -24,6 +25,9 @@ constexpr size_t kFooterSize = 168;
 constexpr size_t kFooterChecksumOffset = 136;
 constexpr uint64_t kZeroMarker = kLayerZeroOffset;
 constexpr size_t kWriteBufferBytes = size_t{1} << 20;
+// Data written is handed to the disk in pieces of this size as it goes
+// (File::StartWriteback), so that Sync and Seal wait only for the tail.
+constexpr uint64_t kWritebackBytes = uint64_t{4} << 20;
 constexpr size_t kReadChunkBytes = size_t{1} << 20;
 
 using IndexEntry = LayerIndexEntry;
@@ -96,7 +100,13 @@ struct LayerWriter::Impl {
   bool have_zero_leaf = false;
   Digest zero_leaf{};
   std::vector<uint8_t> scratch;
+  std::vector<Digest> leaves;  // AppendRun's, kept to avoid reallocating
+  uint64_t writeback_from = 0;  // data before this offset was handed to the disk
   bool directory_synced = false;
+  // SyncFlushed's own descriptor (made by the first Flush), and whether it
+  // failed: set on the syncing thread, read by CheckOpen on the writing one.
+  File sync_handle;
+  std::atomic<bool> sync_failed{false};
   enum class State { kOpen, kFailed, kPoisoned, kSealed, kAborted };
   State state = State::kOpen;
 
@@ -111,6 +121,9 @@ struct LayerWriter::Impl {
   }
 
   Status CheckOpen() const {
+    if (sync_failed.load(std::memory_order_acquire)) {
+      return Status(ErrorCode::kPoisoned, "layer writer poisoned by a failed fsync");
+    }
     switch (state) {
       case State::kOpen: return Status::Ok();
       case State::kPoisoned:
@@ -172,6 +185,42 @@ struct LayerWriter::Impl {
     entries.push_back({block, block_size * (1 + data_blocks), leaf});
     ++data_blocks;
     bytes_written += block_size;
+    StartWriteback();
+    return Status::Ok();
+  }
+
+  void StartWriteback() {
+    const uint64_t end = data->written_end();
+    if (end >= writeback_from + kWritebackBytes) {
+      file.StartWriteback(writeback_from, end - writeback_from);
+      writeback_from = end;
+    }
+  }
+
+  // AppendData for the `count` blocks from `first` on, a slice at a time:
+  // the slice's leaves are hashed two at a time and its bytes, still in the
+  // cache, appended with one call (a whole slice bypasses the buffer).
+  Status AppendRun(uint64_t first, uint64_t count, const uint8_t* bytes) {
+    // The target's partial last block is stored zero-padded (AppendData).
+    const bool partial_last =
+        target_size % block_size != 0 && count > 0 && first + count == target_blocks;
+    const uint64_t whole = partial_last ? count - 1 : count;
+    const uint64_t slice_blocks = std::max<uint64_t>(1, kWriteBufferBytes / block_size);
+    for (uint64_t done = 0; done < whole;) {
+      const size_t n = static_cast<size_t>(std::min(slice_blocks, whole - done));
+      const uint8_t* slice = bytes + done * block_size;
+      leaves.resize(n);
+      LeafHashes(slice, n, block_size, leaves.data());
+      REVPATCH_RETURN_IF_ERROR(Fail(data->Append(slice, n * size_t{block_size})));
+      for (size_t i = 0; i < n; ++i) {
+        entries.push_back({first + done + i, block_size * (1 + data_blocks + i), leaves[i]});
+      }
+      data_blocks += n;
+      bytes_written += n * uint64_t{block_size};
+      done += n;
+      StartWriteback();
+    }
+    if (partial_last) return AppendData(first + whole, bytes + whole * block_size);
     return Status::Ok();
   }
 };
@@ -274,6 +323,7 @@ Status LayerWriter::Resume(const std::string& path, uint64_t target_size,
   im.data_blocks = data_blocks;
   im.bytes_written = data_blocks * bs;
   im.data.reset(new BufferedWriter(&im.file, keep, kWriteBufferBytes));
+  im.writeback_from = keep;
   im.path = path;
   im.state = Impl::State::kOpen;
   *out = std::move(writer);
@@ -285,6 +335,22 @@ Status LayerWriter::WriteBlock(uint64_t block, const uint8_t* data) {
   REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
   REVPATCH_RETURN_IF_ERROR(im.Claim(block));
   return im.AppendData(block, data);
+}
+
+Status LayerWriter::WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                                const uint8_t* data) {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  if (block_size != im.block_size) {
+    return Status(ErrorCode::kInvalidArgument, "block size differs from the layer's");
+  }
+  // Claimed first, so that a bad block stops the run where WriteBlock in a
+  // loop would: the blocks before it are still written.
+  uint64_t claimed = 0;
+  Status claim = Status::Ok();
+  while (claimed < count && (claim = im.Claim(first + claimed)).ok()) ++claimed;
+  REVPATCH_RETURN_IF_ERROR(im.AppendRun(first, claimed, data));
+  return claim;
 }
 
 Status LayerWriter::WriteZeroBlock(uint64_t block) {
@@ -404,6 +470,7 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(footer, sizeof(footer))));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
+  im.sync_handle.Close();
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.Close()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(SyncDirectory(DirName(im.path))));
   im.state = Impl::State::kSealed;
@@ -419,6 +486,7 @@ void LayerWriter::Abort() {
   Impl& im = *impl_;
   if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
   im.data.reset();
+  im.sync_handle.Close();
   im.file.Close();
   if (!im.path.empty()) UnlinkFile(im.path);
   im.state = Impl::State::kAborted;
@@ -436,6 +504,27 @@ Status LayerWriter::Sync() {
   return Status::Ok();
 }
 
+Status LayerWriter::Flush() {
+  Impl& im = *impl_;
+  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
+  if (!im.sync_handle.valid()) REVPATCH_RETURN_IF_ERROR(im.file.Duplicate(&im.sync_handle));
+  return im.Fail(im.data->Flush());
+}
+
+Status LayerWriter::SyncFlushed() {
+  Impl& im = *impl_;
+  if (!im.sync_handle.valid()) {
+    return Status(ErrorCode::kInvalidArgument, "layer SyncFlushed without a Flush");
+  }
+  Status s = im.sync_handle.FullSync();
+  if (s.ok() && !im.directory_synced) {
+    s = SyncDirectory(DirName(im.path));
+    if (s.ok()) im.directory_synced = true;
+  }
+  if (!s.ok()) im.sync_failed.store(true, std::memory_order_release);
+  return s;
+}
+
 void LayerWriter::SaveState(LayerWriterState* out) const {
   out->data_blocks = impl_->data_blocks;
   out->entries = impl_->entries;
@@ -445,6 +534,7 @@ void LayerWriter::Detach() {
   Impl& im = *impl_;
   if (im.state == Impl::State::kSealed || im.state == Impl::State::kAborted) return;
   im.data.reset();
+  im.sync_handle.Close();
   im.file.Close();
   im.path.clear();
   im.state = Impl::State::kAborted;

@@ -66,6 +66,10 @@ class LayerWriter : public BlockSink {
   ~LayerWriter() override;  // Calls Abort() unless sealed or detached.
 
   Status WriteBlock(uint64_t block, const uint8_t* data) override;
+  // As WriteBlock on each, with the run's leaves hashed two at a time and
+  // its data appended in large writes.
+  Status WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                     const uint8_t* data) override;
   Status WriteZeroBlock(uint64_t block) override;
 
   // Writes zero entries for every block in [below's block count, target
@@ -81,7 +85,19 @@ class LayerWriter : public BlockSink {
   // directory), so that what SaveState() then reports survives a crash. A
   // failed fsync poisons the writer.
   Status Sync();
-  // The state Resume() continues from; call right after a successful Sync().
+  // Sync() in two halves, so that the wait for the disk can run on another
+  // thread while this one goes on writing (the apply's checkpoints).
+  // Flush() writes out the buffered data, on the writing thread. Then
+  // SyncFlushed() fsyncs the file (and, the first time, its directory)
+  // through a descriptor of its own, and may run on another thread beside
+  // WriteBlock(s) and Flush(): when it returns Ok, everything flushed
+  // before it started is durable. It must not overlap another SyncFlushed
+  // or any other call. Its failure poisons the writer as Sync's does:
+  // every later call on the writing thread is refused with kPoisoned.
+  Status Flush();
+  Status SyncFlushed();
+  // The state Resume() continues from; call right after a successful Sync(),
+  // or right after the Flush() of a SyncFlushed() that then succeeds.
   void SaveState(LayerWriterState* out) const;
   // Closes the unsealed file without unlinking it and drops buffered data:
   // what a crash leaves behind. For the apply's test-only stop.

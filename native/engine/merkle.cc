@@ -207,6 +207,21 @@ Digest LeafHash(const uint8_t* block, uint32_t block_size) {
   return h.Final();
 }
 
+void LeafHashes(const uint8_t* blocks, size_t count, uint32_t block_size, Digest* out) {
+  static const uint8_t kPrefix = 0x00;
+  size_t i = 0;
+  for (; i + 2 <= count; i += 2) {
+    Sha256 a, b;
+    a.Update(&kPrefix, 1);
+    b.Update(&kPrefix, 1);
+    const uint8_t* block = blocks + i * size_t{block_size};
+    Sha256::UpdatePair(a, block, b, block + block_size, block_size);
+    out[i] = a.Final();
+    out[i + 1] = b.Final();
+  }
+  if (i < count) out[i] = LeafHash(blocks + i * size_t{block_size}, block_size);
+}
+
 Digest InnerHash(const Digest& left, const Digest& right) {
   uint8_t buf[65];
   buf[0] = 0x01;

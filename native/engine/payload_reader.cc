@@ -37,12 +37,14 @@ Status PayloadReader::Open(int fd, uint64_t offset, uint64_t size,
 
 PayloadReader::~PayloadReader() { file_.Release(); }
 
-Status PayloadReader::LoadNextChunk() {
+Status PayloadReader::LoadNextChunks() {
   uint64_t start = next_chunk_ * chunk_size_;
   if (next_chunk_ >= chunk_digests_.size() || start >= size_) {
     return Status(ErrorCode::kCorrupt, "payload: read past the end");
   }
-  size_t length = static_cast<size_t>(std::min<uint64_t>(chunk_size_, size_ - start));
+  const bool two = !wait_for_bytes_ && next_chunk_ + 1 < chunk_digests_.size();
+  const size_t length = static_cast<size_t>(
+      std::min<uint64_t>(uint64_t{chunk_size_} * (two ? 2 : 1), size_ - start));
   if (wait_for_bytes_) REVPATCH_RETURN_IF_ERROR(wait_for_bytes_(offset_ + start + length));
   chunk_.resize(length);
   chunk_pos_ = 0;
@@ -51,19 +53,40 @@ Status PayloadReader::LoadNextChunk() {
     chunk_.clear();
     return read;
   }
-  if (Sha256::Hash(chunk_.data(), length) != chunk_digests_[next_chunk_]) {
+  Digest digests[2];
+  if (two) {
+    // The second chunk may be the short last one: the pair runs over its
+    // length, then the first chunk goes on alone.
+    const uint8_t* first = chunk_.data();
+    const size_t second_length = length - chunk_size_;
+    Sha256 a, b;
+    Sha256::UpdatePair(a, first, b, first + chunk_size_, second_length);
+    a.Update(first + second_length, chunk_size_ - second_length);
+    digests[0] = a.Final();
+    digests[1] = b.Final();
+  } else {
+    digests[0] = Sha256::Hash(chunk_.data(), length);
+  }
+  if (digests[0] != chunk_digests_[next_chunk_]) {
     chunk_.clear();
     return Status(ErrorCode::kHashMismatch,
                   "payload: chunk " + std::to_string(next_chunk_) + " does not match its digest");
   }
-  ++next_chunk_;
+  if (two && digests[1] != chunk_digests_[next_chunk_ + 1]) {
+    // The first chunk is good and is handed out; the bad one fails when it
+    // is reached (loaded again), as it would loading one at a time.
+    chunk_.resize(chunk_size_);
+    ++next_chunk_;
+    return Status::Ok();
+  }
+  next_chunk_ += two ? 2 : 1;
   return Status::Ok();
 }
 
 Status PayloadReader::Read(uint8_t* out, size_t n) {
   if (n > remaining()) return Status(ErrorCode::kCorrupt, "payload: read past the end");
   while (n > 0) {
-    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunk());
+    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunks());
     size_t take = std::min(n, chunk_.size() - chunk_pos_);
     std::memcpy(out, chunk_.data() + chunk_pos_, take);
     chunk_pos_ += take;
@@ -77,7 +100,7 @@ Status PayloadReader::Read(uint8_t* out, size_t n) {
 Status PayloadReader::Skip(uint64_t n) {
   if (n > remaining()) return Status(ErrorCode::kCorrupt, "payload: read past the end");
   while (n > 0) {
-    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunk());
+    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunks());
     size_t take = static_cast<size_t>(std::min<uint64_t>(n, chunk_.size() - chunk_pos_));
     chunk_pos_ += take;
     position_ += take;
@@ -106,7 +129,7 @@ Status PayloadReader::RestorePosition(const PayloadPosition& saved) {
   chunk_pos_ = 0;
   const uint64_t into_chunk = saved.position % chunk_size_;
   if (into_chunk != 0) {
-    Status loaded = LoadNextChunk();
+    Status loaded = LoadNextChunks();
     if (!loaded.ok()) {
       next_chunk_ = 0;
       return loaded;

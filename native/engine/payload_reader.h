@@ -3,18 +3,23 @@
 //
 // The payload is cut into chunks of `chunk_size` bytes (the last one may be
 // shorter); the trusted manifest lists each chunk's SHA-256. The reader
-// preads one chunk at a time from the borrowed descriptor into its buffer,
-// checks it (kHashMismatch), and only then hands out its bytes; Finish()
-// requires the payload to be fully consumed. The signed list of chunk
-// digests with the signed size pins every byte, so a digest of the whole
-// payload would check nothing more: the reader hashes each byte once.
-// Memory is one chunk (<= kMaxChunkSize) regardless of the payload size.
+// preads two chunks at a time from the borrowed descriptor into its buffer
+// (one where the file is still growing, below), checks both (kHashMismatch),
+// and only then hands out their bytes; Finish() requires the payload to be
+// fully consumed. Two, because their digests are computed together on one
+// core (Sha256::UpdatePair), at nearly twice the speed of one after the
+// other. The signed list of chunk digests with the signed size pins every
+// byte, so a digest of the whole payload would check nothing more: the
+// reader hashes each byte once. Memory is two chunks (<= 2 * kMaxChunkSize)
+// regardless of the payload size.
 //
 // Growing files (streaming install): with a WaitForBytes set, the reader
-// calls it with the end offset (in the file) of each chunk before reading
-// that chunk, and it returns once that many leading bytes of the file are
-// written, or with the error that ended the download. The chunk is then
-// read and checked as always, so a byte is still never handed out unchecked.
+// loads one chunk at a time (so it never waits for a chunk beyond the one
+// it needs) and calls it with the end offset (in the file) of each chunk
+// before reading that chunk; it returns once that many leading bytes of the
+// file are written, or with the error that ended the download. The chunk
+// is then read and checked as always, so a byte is still never handed out
+// unchecked.
 #ifndef REVPATCH_ENGINE_PAYLOAD_READER_H_
 #define REVPATCH_ENGINE_PAYLOAD_READER_H_
 
@@ -69,7 +74,7 @@ class PayloadReader {
   PayloadPosition SavePosition() const;
   // Moves a reader that has not read anything yet to `saved` (from a reader
   // over the same payload): re-reads and checks the chunk `saved.position`
-  // lies in, and skips to it. kCorrupt if `saved` is not a position of this
+  // lies in (with the one after it, as every load), and skips to it. kCorrupt if `saved` is not a position of this
   // payload, kHashMismatch if that chunk does not match.
   Status RestorePosition(const PayloadPosition& saved);
 
@@ -79,16 +84,17 @@ class PayloadReader {
 
  private:
   PayloadReader() = default;
-  Status LoadNextChunk();
+  // Loads chunk next_chunk_ and, where the file is complete, the one after.
+  Status LoadNextChunks();
 
   File file_;  // borrowed descriptor: released, not closed, on destruction
   uint64_t offset_ = 0;
   uint64_t size_ = 0;
   uint32_t chunk_size_ = 0;
   std::vector<Digest> chunk_digests_;
-  std::vector<uint8_t> chunk_;
+  std::vector<uint8_t> chunk_;  // one or two checked chunks
   size_t chunk_pos_ = 0;       // next unread byte in chunk_
-  uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunk reads
+  uint64_t next_chunk_ = 0;    // index of the chunk LoadNextChunks reads first
   uint64_t position_ = 0;      // payload bytes handed out
   WaitForBytes wait_for_bytes_;
 };

@@ -1,6 +1,8 @@
 #include "sha256.h"
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "sha256_internal.h"
 
@@ -83,50 +85,99 @@ void CompressPortable(uint32_t state[8], const uint8_t* data, size_t blocks) {
 #if defined(__x86_64__)
 // SHA-NI: two rounds per sha256rnds2, message schedule with msg1/msg2. The
 // state is kept as ABEF/CDGH as the instructions expect.
-__attribute__((target("sha,sse4.1,ssse3"))) void CompressShaNi(
-    uint32_t state[8], const uint8_t* data, size_t blocks) {
+//
+// N independent messages ("lanes") go through one loop, round for round:
+// sha256rnds2 has a latency of several cycles and each round of a message
+// depends on the one before, so a single message leaves the unit idle much
+// of the time and a second message's rounds fill those slots (UpdatePair:
+// ~1.3-1.5x the bytes per second of one lane on the machines measured).
+// The 16 groups of four rounds are unrolled at compile time (Quad<J>), so
+// the message words and states stay in registers (a loop over j kept them
+// in memory: one lane alone runs ~20 % faster unrolled).
+#define REVPATCH_SHA_NI __attribute__((target("sha,sse4.1,ssse3")))
+
+template <int N>
+struct ShaNiLanes {
+  __m128i abef[N], cdgh[N], w[N][4];
+};
+
+template <int J, int N>
+REVPATCH_SHA_NI __attribute__((always_inline)) inline void Quad(ShaNiLanes<N>& l) {
+  const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(&kK[4 * J]));
+  for (int s = 0; s < N; ++s) {
+    __m128i* w = l.w[s];
+    if (J >= 4) {
+      __m128i t = _mm_sha256msg1_epu32(w[J & 3], w[(J + 1) & 3]);
+      t = _mm_add_epi32(t, _mm_alignr_epi8(w[(J + 3) & 3], w[(J + 2) & 3], 4));
+      w[J & 3] = _mm_sha256msg2_epu32(t, w[(J + 3) & 3]);
+    }
+    __m128i msg = _mm_add_epi32(w[J & 3], k);
+    l.cdgh[s] = _mm_sha256rnds2_epu32(l.cdgh[s], l.abef[s], msg);
+    msg = _mm_shuffle_epi32(msg, 0x0E);
+    l.abef[s] = _mm_sha256rnds2_epu32(l.abef[s], l.cdgh[s], msg);
+  }
+}
+
+template <int N, int... J>
+REVPATCH_SHA_NI __attribute__((always_inline)) inline void SixteenQuads(
+    ShaNiLanes<N>& l, std::integer_sequence<int, J...>) {
+  (Quad<J, N>(l), ...);
+}
+
+template <int N>
+REVPATCH_SHA_NI void CompressShaNiLanes(uint32_t* const state[N],
+                                        const uint8_t* const data[N], size_t blocks) {
   const __m128i kMask =
       _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-  __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[0]));
-  __m128i state1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[4]));
-  tmp = _mm_shuffle_epi32(tmp, 0xB1);          // CDAB
-  state1 = _mm_shuffle_epi32(state1, 0x1B);    // EFGH
-  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);  // ABEF
-  state1 = _mm_blend_epi16(state1, tmp, 0xF0);       // CDGH
-
-  while (blocks-- > 0) {
-    const __m128i abef_save = state0;
-    const __m128i cdgh_save = state1;
-    __m128i w[4];
-    for (int j = 0; j < 4; ++j) {
-      w[j] = _mm_shuffle_epi8(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 16 * j)),
-          kMask);
-    }
-    for (int j = 0; j < 16; ++j) {
-      if (j >= 4) {
-        __m128i t = _mm_sha256msg1_epu32(w[j & 3], w[(j + 1) & 3]);
-        t = _mm_add_epi32(t, _mm_alignr_epi8(w[(j + 3) & 3], w[(j + 2) & 3], 4));
-        w[j & 3] = _mm_sha256msg2_epu32(t, w[(j + 3) & 3]);
-      }
-      __m128i msg = _mm_add_epi32(
-          w[j & 3], _mm_load_si128(reinterpret_cast<const __m128i*>(&kK[4 * j])));
-      state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
-      msg = _mm_shuffle_epi32(msg, 0x0E);
-      state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
-    }
-    state0 = _mm_add_epi32(state0, abef_save);
-    state1 = _mm_add_epi32(state1, cdgh_save);
-    data += 64;
+  ShaNiLanes<N> l;
+  for (int s = 0; s < N; ++s) {
+    __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[s][0]));
+    __m128i st1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[s][4]));
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);             // CDAB
+    st1 = _mm_shuffle_epi32(st1, 0x1B);             // EFGH
+    l.abef[s] = _mm_alignr_epi8(tmp, st1, 8);       // ABEF
+    l.cdgh[s] = _mm_blend_epi16(st1, tmp, 0xF0);    // CDGH
   }
-
-  tmp = _mm_shuffle_epi32(state0, 0x1B);        // FEBA
-  state1 = _mm_shuffle_epi32(state1, 0xB1);     // DCHG
-  state0 = _mm_blend_epi16(tmp, state1, 0xF0);  // DCBA
-  state1 = _mm_alignr_epi8(state1, tmp, 8);     // ABEF
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[0]), state0);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[4]), state1);
+  for (size_t b = 0; b < blocks; ++b) {
+    __m128i abef_save[N], cdgh_save[N];
+    for (int s = 0; s < N; ++s) {
+      abef_save[s] = l.abef[s];
+      cdgh_save[s] = l.cdgh[s];
+      const uint8_t* p = data[s] + 64 * b;
+      for (int j = 0; j < 4; ++j) {
+        l.w[s][j] = _mm_shuffle_epi8(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j)), kMask);
+      }
+    }
+    SixteenQuads<N>(l, std::make_integer_sequence<int, 16>());
+    for (int s = 0; s < N; ++s) {
+      l.abef[s] = _mm_add_epi32(l.abef[s], abef_save[s]);
+      l.cdgh[s] = _mm_add_epi32(l.cdgh[s], cdgh_save[s]);
+    }
+  }
+  for (int s = 0; s < N; ++s) {
+    const __m128i tmp = _mm_shuffle_epi32(l.abef[s], 0x1B);  // FEBA
+    const __m128i st1 = _mm_shuffle_epi32(l.cdgh[s], 0xB1);  // DCHG
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[s][0]),
+                     _mm_blend_epi16(tmp, st1, 0xF0));      // DCBA
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[s][4]),
+                     _mm_alignr_epi8(st1, tmp, 8));         // HGFE
+  }
 }
+
+void CompressShaNi(uint32_t state[8], const uint8_t* data, size_t blocks) {
+  uint32_t* const states[1] = {state};
+  const uint8_t* const datas[1] = {data};
+  CompressShaNiLanes<1>(states, datas, blocks);
+}
+
+void CompressShaNiPair(uint32_t state_a[8], uint32_t state_b[8], const uint8_t* data_a,
+                       const uint8_t* data_b, size_t blocks) {
+  uint32_t* const states[2] = {state_a, state_b};
+  const uint8_t* const datas[2] = {data_a, data_b};
+  CompressShaNiLanes<2>(states, datas, blocks);
+}
+#undef REVPATCH_SHA_NI
 
 bool CpuHasShaNi() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -169,6 +220,21 @@ void CompressArm(uint32_t state[8], const uint8_t* data, size_t blocks) {
 }
 #endif  // __ARM_FEATURE_SHA2
 
+// Compresses `blocks` blocks of `data_a` into `state_a` and as many of
+// `data_b` into `state_b`.
+using CompressPairFn = void (*)(uint32_t state_a[8], uint32_t state_b[8],
+                                const uint8_t* data_a, const uint8_t* data_b,
+                                size_t blocks);
+
+CompressFn Compress();
+
+void CompressPairOneByOne(uint32_t state_a[8], uint32_t state_b[8],
+                          const uint8_t* data_a, const uint8_t* data_b,
+                          size_t blocks) {
+  Compress()(state_a, data_a, blocks);
+  Compress()(state_b, data_b, blocks);
+}
+
 CompressFn SelectCompress() {
 #if defined(__ARM_FEATURE_SHA2)
   return CompressArm;
@@ -184,6 +250,16 @@ CompressFn SelectCompress() {
 CompressFn Compress() {
   static const CompressFn fn = SelectCompress();
   return fn;
+}
+
+CompressPairFn CompressPair() {
+#if defined(__x86_64__)
+  static const CompressPairFn fn =
+      Compress() == CompressShaNi ? CompressShaNiPair : CompressPairOneByOne;
+  return fn;
+#else
+  return CompressPairOneByOne;
+#endif
 }
 
 }  // namespace
@@ -292,6 +368,38 @@ void Sha256::Update(const void* data, size_t size) {
     std::memcpy(buffer_, p, size);
     buffered_ = size;
   }
+}
+
+void Sha256::UpdatePair(Sha256& a, const void* data_a, Sha256& b,
+                        const void* data_b, size_t size) {
+  if (a.total_bytes_ != b.total_bytes_ || &a == &b) {
+    a.Update(data_a, size);
+    b.Update(data_b, size);
+    return;
+  }
+  // Same length so far, so the same number of bytes buffered: the two stay
+  // in step through every branch below.
+  const uint8_t* pa = static_cast<const uint8_t*>(data_a);
+  const uint8_t* pb = static_cast<const uint8_t*>(data_b);
+  if (a.buffered_ > 0) {
+    const size_t take = std::min(64 - a.buffered_, size);
+    a.Update(pa, take);
+    b.Update(pb, take);
+    pa += take;
+    pb += take;
+    size -= take;
+  }
+  const size_t blocks = size / 64;
+  if (blocks > 0) {
+    CompressPair()(a.state_, b.state_, pa, pb, blocks);
+    a.total_bytes_ += blocks * 64;
+    b.total_bytes_ += blocks * 64;
+    pa += blocks * 64;
+    pb += blocks * 64;
+    size -= blocks * 64;
+  }
+  a.Update(pa, size);
+  b.Update(pb, size);
 }
 
 Digest Sha256::Final() {

@@ -1,8 +1,9 @@
 // SHA-256, the one hash of the engine: block hashes, Merkle nodes, payload
 // chunk digests, layer and commit-record checksums.
 //
-// Portable C++ with a SHA-NI path on x86-64 and an ARMv8 crypto path where
-// the compiler targets it, chosen at run time (x86) or build time (arm64).
+// Portable C++ with a SHA-NI path on x86-64 (run-time detection; two
+// messages interleaved for UpdatePair) and an ARMv8 crypto path where the
+// compiler targets it (build time).
 #ifndef REVPATCH_ENGINE_SHA256_H_
 #define REVPATCH_ENGINE_SHA256_H_
 
@@ -27,6 +28,16 @@ class Sha256 {
   void Reset();
 
   static Digest Hash(const void* data, size_t size);
+
+  // Feeds `size` bytes of `data_a` to `a` and as many of `data_b` to `b`,
+  // as a.Update() and b.Update() would. Where the SHA instructions are
+  // latency-bound (SHA-NI), the rounds of the two messages are interleaved
+  // on one core, which hashes nearly twice the bytes per second of two
+  // Update() calls: the way to hash many equal-length messages (leaves,
+  // payload chunks). `a` and `b` must have been fed the same number of
+  // bytes so far; if not, they are simply updated one after the other.
+  static void UpdatePair(Sha256& a, const void* data_a, Sha256& b,
+                         const void* data_b, size_t size);
 
  private:
   uint32_t state_[8];

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../engine/checkpoint.h"
 #include "../engine/file_io.h"
 #include "../engine/layer_file.h"
 #include "../engine/generator.h"
@@ -496,6 +497,43 @@ TEST(payload_reader_spans_chunks_and_checks_each) {
   close(fd);
 }
 
+// Chunks are loaded and checked two at a time; what the reader hands out,
+// and where a bad chunk fails, is as if they were loaded one by one.
+TEST(payload_reader_in_chunk_pairs_fails_exactly_at_the_bad_chunk) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes payload = StampedImage(4 * kChunk + 300, 9);  // five chunks, the last short
+  WriteFile(dir + "/f", payload);
+  std::vector<Digest> chunks;
+  for (size_t off = 0; off < payload.size(); off += kChunk) {
+    chunks.push_back(Sha256::Hash(payload.data() + off, std::min<size_t>(kChunk, payload.size() - off)));
+  }
+  int fd = open((dir + "/f").c_str(), O_RDONLY);
+  for (size_t bad_chunk = 0; bad_chunk < chunks.size(); ++bad_chunk) {
+    std::vector<Digest> bad = chunks;
+    bad[bad_chunk][31] ^= 0x80;
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, bad, &reader));
+    Bytes got(bad_chunk * kChunk);
+    ASSERT_OK(reader->Read(got.data(), got.size()));
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), payload.begin()));
+    uint8_t byte = 0;
+    EXPECT_CODE(reader->Read(&byte, 1), ErrorCode::kHashMismatch);
+  }
+  // A restore into the second chunk of a pair, and into the short last one.
+  for (uint64_t at : {uint64_t{kChunk + 5}, uint64_t{4 * kChunk + 299}}) {
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, chunks, &reader));
+    revpatch::PayloadPosition saved;
+    saved.position = at;
+    ASSERT_OK(reader->RestorePosition(saved));
+    Bytes rest(payload.size() - at);
+    ASSERT_OK(reader->Read(rest.data(), rest.size()));
+    EXPECT_TRUE(std::equal(rest.begin(), rest.end(), payload.begin() + at));
+    EXPECT_OK(reader->Finish());
+  }
+  close(fd);
+}
+
 TEST(progress_is_reported_up_to_the_payload_size) {
   Bytes source = StampedImage(64 * kBlock, 1);
   Bytes target = Mixed(StampedImage(128 * kBlock, 1));
@@ -554,8 +592,10 @@ Bytes Scattered(const Bytes& source) {
   return t;
 }
 
-// Blocks written by operations [0, k), for every k, from the payload itself.
-std::vector<uint64_t> BlocksBefore(const std::string& payload_path) {
+// Blocks written by operations [0, k), for every k, from the payload itself;
+// with `ends`, also where each operation's record ends in the payload.
+std::vector<uint64_t> BlocksBefore(const std::string& payload_path,
+                                   std::vector<uint64_t>* ends = nullptr) {
   Bytes payload = ReadFile(payload_path);
   std::vector<uint64_t> before{0};
   size_t at = 0;
@@ -569,6 +609,7 @@ std::vector<uint64_t> BlocksBefore(const std::string& payload_path) {
     TotalBlocks(op.dst_extents, &blocks);
     before.push_back(before.back() + blocks);
     at += consumed + op.data_length;
+    if (ends != nullptr) ends->push_back(at);
   }
   return before;
 }
@@ -615,6 +656,38 @@ struct ResumeFixture {
 };
 
 }  // namespace
+
+// Checkpoints are saved on a thread of their own; still, once progress is
+// reported past an operation, the checkpoint of the boundary before it is
+// on disk, so a caller that kills the apply there finds it.
+TEST(progress_past_an_operation_means_the_checkpoint_before_it_is_on_disk) {
+  ResumeFixture f;
+  std::unique_ptr<View> view;
+  ASSERT_OK(f.device.OpenView(&view));
+  int fd = open(f.patch.path.c_str(), O_RDONLY);
+  ApplyParams params = f.Params();  // a checkpoint after every operation
+  params.patch_fd = fd;
+  std::vector<uint64_t> op_ends;
+  BlocksBefore(f.device.dir + "/p.payload", &op_ends);
+  uint64_t checked = 0;
+  ApplyResult result;
+  ASSERT_OK(ApplyPatch(params, *view,
+                       [&](uint64_t done, uint64_t) {
+                         // Operations [0, ops) are in; the save of boundary ops - 1 is complete.
+                         const uint64_t ops = static_cast<uint64_t>(
+                             std::upper_bound(op_ends.begin(), op_ends.end(), done) - op_ends.begin());
+                         if (ops < 2 || ops == f.patch.gen.operation_count) return;
+                         revpatch::Checkpoint cp;
+                         EXPECT_OK(revpatch::ReadCheckpoint(f.checkpoint, ~uint64_t{0}, &cp));
+                         EXPECT_TRUE(cp.next_operation + 1 >= ops);
+                         ++checked;
+                       },
+                       &result));
+  close(fd);
+  EXPECT_TRUE(checked > 0);
+  f.device.layers.push_back(f.layer);
+  f.ExpectDone(result);
+}
 
 TEST(an_apply_interrupted_at_any_operation_resumes_with_only_the_rest) {
   ResumeFixture f;

@@ -133,7 +133,7 @@ TEST(a_checkpoint_reads_back_as_written_and_replaces_the_previous_one) {
   const std::string path = dir + "/apply.checkpoint";
   Checkpoint out;
   EXPECT_CODE(ReadCheckpoint(path, 1000, &out), ErrorCode::kNotFound);
-  for (size_t entries : {size_t{0}, size_t{1}, size_t{30000}}) {
+  for (size_t entries : {size_t{0}, size_t{1}, size_t{1024}, size_t{1025}, size_t{30000}}) {
     const Checkpoint c = Sample(entries);
     uint64_t bytes = 0;
     ASSERT_OK(WriteCheckpoint(path, c, &bytes));

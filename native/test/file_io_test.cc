@@ -125,8 +125,11 @@ TEST(access_hints_never_change_what_is_read) {
   const std::vector<uint8_t> data = Pattern(1 << 20, 6);
   ASSERT_OK(f.WriteAt(0, data.data(), data.size()));
   f.AdviseSequential(0, data.size());
+  f.StartWriteback(0, data.size() / 2);
+  f.StartWriteback(0, 0);       // nothing to start
   f.DropCache(0, data.size());  // dirty pages: must not be lost
   ASSERT_OK(f.FullSync());
+  f.StartWriteback(~uint64_t{0}, ~uint64_t{0});  // out of range: ignored
   f.DropCache(0, 0);            // 0 = to the end of the file
   f.AdviseSequential(~uint64_t{0}, ~uint64_t{0});  // out of range: ignored
   std::vector<uint8_t> got(data.size());
@@ -135,4 +138,23 @@ TEST(access_hints_never_change_what_is_read) {
   File closed;
   closed.AdviseSequential(0, 1);
   closed.DropCache(0, 1);
+  closed.StartWriteback(0, 1);
+}
+
+TEST(a_duplicate_descriptor_syncs_the_same_file) {
+  File f;
+  ASSERT_OK(File::CreateNew(revpatch_test::TempDir() + "/f", &f));
+  const std::vector<uint8_t> data = Pattern(4096, 9);
+  ASSERT_OK(f.WriteAt(0, data.data(), data.size()));
+  File dup;
+  ASSERT_OK(f.Duplicate(&dup));
+  EXPECT_TRUE(dup.valid() && dup.fd() != f.fd());
+  ASSERT_OK(dup.FullSync());
+  std::vector<uint8_t> got(data.size());
+  ASSERT_OK(dup.ReadAt(0, got.data(), got.size()));
+  EXPECT_TRUE(got == data);
+  ASSERT_OK(dup.Close());
+  ASSERT_OK(f.ReadAt(0, got.data(), got.size()));  // the original stays open
+  File closed, out;
+  EXPECT_CODE(closed.Duplicate(&out), ErrorCode::kInvalidArgument);
 }

@@ -2,8 +2,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "../engine/fault_injection.h"
 #include "../engine/view.h"
 #include "storage_test_util.h"
 #include "testing.h"
@@ -50,6 +53,13 @@ revpatch::Status MakeLayer(Fixture& f, const std::string& path,
   }
   const Digest want = revpatch_test::DigestOf(f.dir, *model, kBs);
   return w->Seal(&want, digest);
+}
+
+// Opens the sealed layer at `path` and checks every stored block.
+revpatch::Status OpenAndVerify(const std::string& path) {
+  std::unique_ptr<LayerReader> r;
+  REVPATCH_RETURN_IF_ERROR(LayerReader::Open(path, &r));
+  return r->Verify();
 }
 
 }  // namespace
@@ -257,4 +267,106 @@ TEST(many_blocks_in_random_order_batch_into_large_writes) {
   ASSERT_OK(LayerReader::Open(path, &r));
   EXPECT_EQ(r->block_entries(), order.size());
   ASSERT_OK(r->Verify());
+}
+
+// The same blocks through WriteBlocks runs and through WriteBlock one by
+// one give byte-identical layer files: the same data offsets, leaves and
+// index. Runs of odd and even length (leaves are hashed in pairs), longer
+// than one write slice, and one ending at the partial last block.
+TEST(write_blocks_runs_give_the_same_layer_as_block_by_block) {
+  const uint64_t blocks = 5000;
+  Fixture f(blocks * kBs - 100);
+  Bytes image(blocks * kBs);
+  for (uint64_t b = 0; b < blocks; ++b) revpatch_test::Stamp(b, 5, kBs, &image[b * kBs]);
+  std::fill(image.end() - 100, image.end(), 0);  // past the target size: zeros
+  const std::vector<std::pair<uint64_t, uint64_t>> runs = {
+      {7, 1}, {100, 2}, {200, 3}, {1000, 2500}, {3600, 1}, {4000, 1000}};
+  Digest by_run{}, by_block{};
+  {
+    std::unique_ptr<LayerWriter> w;
+    ASSERT_OK(LayerWriter::Create(f.dir + "/runs", f.base.size(), f.view.get(), &w));
+    for (const auto& r : runs) ASSERT_OK(w->WriteBlocks(r.first, r.second, kBs, &image[r.first * kBs]));
+    ASSERT_OK(w->Seal(nullptr, &by_run));
+  }
+  {
+    std::unique_ptr<LayerWriter> w;
+    ASSERT_OK(LayerWriter::Create(f.dir + "/blocks", f.base.size(), f.view.get(), &w));
+    for (const auto& r : runs) {
+      for (uint64_t b = r.first; b < r.first + r.second; ++b) ASSERT_OK(w->WriteBlock(b, &image[b * kBs]));
+    }
+    ASSERT_OK(w->Seal(nullptr, &by_block));
+  }
+  EXPECT_TRUE(by_run == by_block);
+  EXPECT_TRUE(revpatch_test::ReadBytes(f.dir + "/runs") == revpatch_test::ReadBytes(f.dir + "/blocks"));
+  ASSERT_OK(OpenAndVerify(f.dir + "/runs"));
+}
+
+TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  Bytes data(8 * kBs, 0x5a);
+  ASSERT_OK(w->WriteBlock(6, data.data()));
+  // 3, 4, 5 are written, 6 is a duplicate: the run stops there.
+  EXPECT_CODE(w->WriteBlocks(3, 5, kBs, data.data()), ErrorCode::kBadExtent);
+  EXPECT_EQ(w->blocks_written(), 4u);
+  EXPECT_CODE(w->WriteBlocks(14, 3, kBs, data.data()), ErrorCode::kBadExtent);  // 16 is past
+  EXPECT_EQ(w->blocks_written(), 6u);
+  EXPECT_CODE(w->WriteBlocks(0, 1, kBs * 2, data.data()), ErrorCode::kInvalidArgument);
+  Digest d{};
+  ASSERT_OK(w->Seal(nullptr, &d));
+  std::unique_ptr<LayerReader> r;
+  ASSERT_OK(LayerReader::Open(f.dir + "/layer", &r));
+  EXPECT_TRUE(r->Blocks() == (std::vector<uint64_t>{3, 4, 5, 6, 14, 15}));
+  ASSERT_OK(r->Verify());
+}
+
+// The checkpoint's way: flush, then fsync on another thread while this one
+// goes on writing; the state saved at the flush resumes to the same layer.
+TEST(sync_flushed_on_another_thread_while_writing_goes_on) {
+  Fixture f(64 * kBs);
+  Bytes model = f.base;
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  EXPECT_CODE(w->SyncFlushed(), ErrorCode::kInvalidArgument);  // no Flush yet
+  uint8_t block[kBs];
+  for (uint64_t b = 0; b < 64; ++b) {
+    revpatch_test::Stamp(b, 3, kBs, block);
+    std::copy(block, block + kBs, model.begin() + b * kBs);
+  }
+  ASSERT_OK(w->WriteBlocks(0, 20, kBs, &model[0]));
+  ASSERT_OK(w->Flush());
+  revpatch::LayerWriterState state;
+  w->SaveState(&state);
+  revpatch::Status synced;
+  std::thread syncer([&] { synced = w->SyncFlushed(); });
+  for (uint64_t b = 20; b < 64; ++b) ASSERT_OK(w->WriteBlock(b, &model[b * kBs]));
+  syncer.join();
+  ASSERT_OK(synced);
+  EXPECT_EQ(state.data_blocks, 20u);
+  const Digest want = revpatch_test::DigestOf(f.dir, model, kBs);
+  Digest digest{};
+  ASSERT_OK(w->Seal(&want, &digest));
+  ASSERT_OK(OpenAndVerify(f.dir + "/layer"));
+}
+
+TEST(a_failed_sync_flushed_poisons_the_writer) {
+  Fixture f(16 * kBs);
+  std::unique_ptr<LayerWriter> w;
+  ASSERT_OK(LayerWriter::Create(f.dir + "/layer", f.base.size(), f.view.get(), &w));
+  uint8_t block[kBs] = {1};
+  ASSERT_OK(w->WriteBlock(1, block));
+  ASSERT_OK(w->Flush());
+  revpatch::FaultPlan plan;
+  plan.mode = revpatch::FaultMode::kEio;
+  plan.fail_at = 1;  // the fsync
+  ASSERT_OK(revpatch::SetFaultPlan(plan));
+  EXPECT_CODE(w->SyncFlushed(), ErrorCode::kIo);
+  revpatch::ClearFaultPlan();
+  EXPECT_CODE(w->WriteBlock(2, block), ErrorCode::kPoisoned);
+  EXPECT_CODE(w->Flush(), ErrorCode::kPoisoned);
+  Digest d{};
+  EXPECT_CODE(w->Seal(nullptr, &d), ErrorCode::kPoisoned);
+  w->Abort();
+  EXPECT_TRUE(!revpatch::FileExists(f.dir + "/layer"));
 }

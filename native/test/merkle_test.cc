@@ -356,3 +356,17 @@ TEST(damaged_tree_files_are_refused) {
               ErrorCode::kInvalidArgument);
   revpatch_test::RemoveDir(dir);
 }
+
+TEST(leaf_hashes_of_a_run_equal_one_leaf_hash_per_block) {
+  for (uint32_t bs : {512u, 4096u}) {
+    std::vector<uint8_t> blocks(7 * size_t{bs});
+    for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<uint8_t>(i * 7 + i / bs);
+    for (size_t count = 0; count <= 7; ++count) {
+      std::vector<Digest> out(count);
+      revpatch::LeafHashes(blocks.data(), count, bs, out.data());
+      for (size_t i = 0; i < count; ++i) {
+        EXPECT_TRUE(out[i] == LeafHash(&blocks[i * bs], bs));
+      }
+    }
+  }
+}

@@ -109,3 +109,48 @@ TEST(hex_round_trip_and_rejects) {
   EXPECT_TRUE(!DigestFromHex(std::string(63, 'a') + "g", &back));
   EXPECT_TRUE(!DigestFromHex(std::string(65, 'a'), &back));
 }
+
+TEST(update_pair_equals_two_updates_for_every_length_and_prefix) {
+  std::vector<uint8_t> a(700), b(700);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<uint8_t>(i * 131 + 7);
+    b[i] = static_cast<uint8_t>(i * 17 + 99);
+  }
+  // A prefix fed to both first (as the leaf hash's 0x00) puts the pair
+  // at every offset inside the 64-byte buffer.
+  for (size_t prefix : {size_t{0}, size_t{1}, size_t{63}, size_t{64}, size_t{65}}) {
+    for (size_t n = 0; n + prefix <= a.size(); n += (n < 300 ? 1 : 37)) {
+      Sha256 ha, hb;
+      ha.Update(a.data(), prefix);
+      hb.Update(b.data(), prefix);
+      Sha256::UpdatePair(ha, a.data() + prefix, hb, b.data() + prefix, n);
+      EXPECT_TRUE(ha.Final() == revpatch::internal::Sha256Portable(a.data(), prefix + n));
+      EXPECT_TRUE(hb.Final() == revpatch::internal::Sha256Portable(b.data(), prefix + n));
+    }
+  }
+}
+
+TEST(update_pair_of_large_messages_equals_the_portable_hashes) {
+  // Many blocks in one call: the interleaved loop runs long, as on leaves
+  // and payload chunks.
+  std::vector<uint8_t> a(1 << 20), b(1 << 20);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+    b[i] = static_cast<uint8_t>((i * 40503u) >> 7);
+  }
+  for (size_t n : {size_t{4096}, size_t{65536} + 1, a.size()}) {
+    Sha256 ha, hb;
+    Sha256::UpdatePair(ha, a.data(), hb, b.data(), n);
+    EXPECT_TRUE(ha.Final() == revpatch::internal::Sha256Portable(a.data(), n));
+    EXPECT_TRUE(hb.Final() == revpatch::internal::Sha256Portable(b.data(), n));
+  }
+}
+
+TEST(update_pair_of_unequal_states_still_updates_each) {
+  const std::string x = "abc", y = "hello, world";
+  Sha256 ha, hb;
+  ha.Update("a", 1);  // one byte ahead of hb
+  Sha256::UpdatePair(ha, x.data(), hb, y.data(), 3);
+  EXPECT_TRUE(ha.Final() == Sha256::Hash("aabc", 4));
+  EXPECT_TRUE(hb.Final() == Sha256::Hash("hel", 3));
+}
