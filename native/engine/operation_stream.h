@@ -5,7 +5,7 @@
 //
 // Why a class of its own: the reading can run on a second thread one
 // operation ahead of the apply, so that the next op's payload is read,
-// hashed (chunk and whole-payload digests) and parsed while the current
+// checked against its chunk digests and parsed while the current
 // op's blocks are hashed and written: on two cores the install then costs
 // about the larger of the two halves instead of their sum. Inline or ahead,
 // every op goes through the same steps in the same order, so the apply
