@@ -3,11 +3,11 @@
 //
 // When a function grows, every call, jump and RIP-relative access that
 // crosses it changes its displacement, and every absolute pointer to data
-// after it changes its value. In a Go or C++ executable that is a large share of a
-// delta's changed bytes: on esbuild 0.24.0 -> 0.24.1, 140k of 378k. Both
-// sides can predict those changes. The device holds the old bytes, and the
-// delta's control records say where every run of old bytes went; so before
-// the diff bytes are added, each reference found in the old bytes of an add
+// after it changes its value. In a Go or C++ executable that is a large
+// share of a delta's changed bytes: on esbuild 0.24.0 -> 0.24.1, 140k of
+// 378k. Both sides can predict those changes. The device holds the old
+// bytes, and the delta's control records say where every run of old bytes
+// went; so before the diff bytes are added, each reference found in the old bytes of an add
 // is rewritten to point where its target went (the idea of Courgette and
 // Zucchini, without their disassemblers), and the diff carries only what
 // the prediction got wrong.
