@@ -7,10 +7,10 @@
 // share of a delta's changed bytes: on esbuild 0.24.0 -> 0.24.1, 140k of
 // 378k. Both sides can predict those changes. The device holds the old
 // bytes, and the delta's control records say where every run of old bytes
-// went; so before the diff bytes are added, each reference found in the old bytes of an add
-// is rewritten to point where its target went (the idea of Courgette and
-// Zucchini, without their disassemblers), and the diff carries only what
-// the prediction got wrong.
+// went; so before the diff bytes are added, each reference found in the old
+// bytes of an add is rewritten to point where its target went (the idea of
+// Courgette and Zucchini, without their disassemblers), and the diff carries
+// only what the prediction got wrong.
 //
 // The device parses no executable format. The publisher, which parsed the
 // ELF or Mach-O headers of the source, sends spans (source view
