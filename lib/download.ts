@@ -133,6 +133,12 @@ function runAttempt(a: Attempt): Promise<void> {
     const lib = target.protocol === 'https:' ? https : http;
     let settled = false;
     let response: http.IncomingMessage | undefined;
+    // The chunk being handed to onChunk, if any. A failure (a cut
+    // connection, a timeout, an abort) can arrive while it is being
+    // written; the attempt is failed only once that write is over, so the
+    // caller's count of bytes held never changes after the attempt ended
+    // (the next attempt asks for the range from that count).
+    let inFlight: Promise<void> | undefined;
     const timers: NodeJS.Timeout[] = [];
     const finish = (err?: unknown) => {
       if (settled) return;
@@ -142,7 +148,8 @@ function runAttempt(a: Attempt): Promise<void> {
       if (err) {
         request.destroy();
         response?.destroy();
-        reject(networkError(err, a.url));
+        const failed = networkError(err, a.url);
+        void (inFlight ?? Promise.resolve()).catch(() => undefined).then(() => reject(failed));
       } else {
         resolve();
       }
@@ -208,7 +215,9 @@ function runAttempt(a: Attempt): Promise<void> {
             if (settled) return;
             lastData = Date.now();
             received += chunk.byteLength;
-            await a.onChunk(chunk);
+            inFlight = a.onChunk(chunk);
+            await inFlight;
+            inFlight = undefined;
             const cap = options.maxBytesPerSecond;
             if (cap && cap > 0) {
               const due = started + (received * 1000) / cap;

@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
+import * as atomic from '../lib/atomic';
 import { backoffDelay, download, fetchBytes } from '../lib/download';
 import type { DownloadProgress } from '../lib/repo/types';
 import { sha256, tempDir } from './helpers';
@@ -189,6 +190,37 @@ t.test('against nginx', async (t) => {
     t.match(p.heads[1], /Range: bytes=\d+-/i, 'the second continues');
     const from = Number(/Range: bytes=(\d+)-/i.exec(p.heads[1])?.[1]);
     t.ok(from > 0 && from <= 400_000, `resumed at ${from}`);
+    t.same(await fs.readFile(path.join(dir, 'p')), body);
+  });
+
+  t.test('a write still in flight when the connection is cut ends before the next attempt asks for its range', async (t) => {
+    // Writes near the cut (400 000 bytes) take 150 ms each, so the last
+    // chunk before it is still being written when the connection closes.
+    // Were the attempt failed at once, the next one would ask for a range
+    // from the count before that chunk, the chunk would land after, and the
+    // range would no longer fit (a third attempt).
+    let delayed = 0;
+    const slowWrite: typeof atomic.writeAll = async (handle, chunk, at) => {
+      if (at + chunk.byteLength > 380_000 && at < 400_000) {
+        delayed += 1;
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+      return atomic.writeAll(handle, chunk, at);
+    };
+    const mocked = t.mockRequire('../lib/download', { '../lib/atomic': { ...atomic, writeAll: slowWrite } }) as {
+      download: typeof download;
+    };
+    const dir = await tempDir(t);
+    const p = await proxy(t, nginx.port, 400_000);
+    const r = await mocked.download(`${p.url}/patch.rvp`, path.join(dir, 'p'), {
+      ...FAST,
+      retries: 3,
+      expectedLength: body.length,
+      sha256: bodyHash,
+    });
+    t.ok(delayed > 0, 'writes near the cut were slowed');
+    t.equal(r.attempts, 2);
+    t.equal(p.connections(), 2);
     t.same(await fs.readFile(path.join(dir, 'p')), body);
   });
 
