@@ -216,10 +216,22 @@ void LeafHashes(const uint8_t* blocks, size_t count, uint32_t block_size, Digest
     b.Update(&kPrefix, 1);
     const uint8_t* block = blocks + i * size_t{block_size};
     Sha256::UpdatePair(a, block, b, block + block_size, block_size);
-    out[i] = a.Final();
-    out[i + 1] = b.Final();
+    Sha256::FinalPair(a, b, &out[i], &out[i + 1]);
   }
   if (i < count) out[i] = LeafHash(blocks + i * size_t{block_size}, block_size);
+}
+
+void InnerHashPair(const Digest& left_a, const Digest& right_a, const Digest& left_b,
+                   const Digest& right_b, Digest* a, Digest* b) {
+  uint8_t buf_a[65], buf_b[65];
+  buf_a[0] = buf_b[0] = 0x01;
+  std::memcpy(buf_a + 1, left_a.data(), 32);
+  std::memcpy(buf_a + 33, right_a.data(), 32);
+  std::memcpy(buf_b + 1, left_b.data(), 32);
+  std::memcpy(buf_b + 33, right_b.data(), 32);
+  Sha256 hash_a, hash_b;
+  Sha256::UpdatePair(hash_a, buf_a, hash_b, buf_b, sizeof(buf_a));
+  Sha256::FinalPair(hash_a, hash_b, a, b);
 }
 
 Digest InnerHash(const Digest& left, const Digest& right) {
@@ -267,6 +279,9 @@ Status MerkleDelta(MerkleNodeSource& below,
     *root = Sha256::Hash(nullptr, 0);
     return Status::Ok();
   }
+  // Room for a dense change (about as many inner nodes as leaves); a
+  // sparse one has more and grows the vector as before.
+  changed->reserve(2 * new_leaves_level0.size() + 2 * MerkleHeight(new_leaves) + 1);
   changed->insert(changed->end(), new_leaves_level0.begin(),
                   new_leaves_level0.end());
 
@@ -291,10 +306,18 @@ Status MerkleDelta(MerkleNodeSource& below,
     // Same size, nothing changed: the root is below's.
     return below.GetNode(height - 1, 0, root);
   }
+  // Each level in two passes: find every parent's children (some from the
+  // tree below), then hash the parents two at a time (InnerHashPair).
+  struct Parent {
+    Digest left, right;
+    bool has_right;
+  };
+  std::vector<Parent> parents;
   std::vector<Dirty> next;
   for (uint32_t level = 0; level + 1 < height; ++level) {
     const uint64_t width = MerkleLevelWidth(new_leaves, level);
     next.clear();
+    parents.clear();
     for (size_t i = 0; i < current.size();) {
       const uint64_t parent = current[i].index / 2;
       const uint64_t left_index = parent * 2;
@@ -316,7 +339,25 @@ Status MerkleDelta(MerkleNodeSource& below,
         right = current[i].hash;
         i += 1;
       }
-      next.push_back({parent, right_index < width ? InnerHash(left, right) : left});
+      next.push_back({parent, {}});
+      parents.push_back({left, right, right_index < width});
+    }
+    // A parent without a right child is its left child (MerkleBuilder).
+    size_t waiting = parents.size();  // a parent to hash, kept for a partner
+    for (size_t k = 0; k < parents.size(); ++k) {
+      const Parent& p = parents[k];
+      if (!p.has_right) {
+        next[k].hash = p.left;
+      } else if (waiting == parents.size()) {
+        waiting = k;
+      } else {
+        const Parent& q = parents[waiting];
+        InnerHashPair(q.left, q.right, p.left, p.right, &next[waiting].hash, &next[k].hash);
+        waiting = parents.size();
+      }
+    }
+    if (waiting != parents.size()) {
+      next[waiting].hash = InnerHash(parents[waiting].left, parents[waiting].right);
     }
     for (const Dirty& d : next) changed->push_back({level + 1, d.index, d.hash});
     current.swap(next);

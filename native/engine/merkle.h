@@ -44,6 +44,10 @@ Digest LeafHash(const uint8_t* block, uint32_t block_size);
 // is faster wherever a run of blocks is hashed.
 void LeafHashes(const uint8_t* blocks, size_t count, uint32_t block_size, Digest* out);
 Digest InnerHash(const Digest& left, const Digest& right);
+// InnerHash(left_a, right_a) into *a and InnerHash(left_b, right_b) into
+// *b, the two computed together (Sha256::UpdatePair).
+void InnerHashPair(const Digest& left_a, const Digest& right_a, const Digest& left_b,
+                   const Digest& right_b, Digest* a, Digest* b);
 Digest ViewDigest(uint64_t size_bytes, uint32_t block_size,
                   const Digest& root);
 

@@ -383,8 +383,18 @@ void Sha256::UpdatePair(Sha256& a, const void* data_a, Sha256& b,
   const uint8_t* pb = static_cast<const uint8_t*>(data_b);
   if (a.buffered_ > 0) {
     const size_t take = std::min(64 - a.buffered_, size);
-    a.Update(pa, take);
-    b.Update(pb, take);
+    if (a.buffered_ + take < 64) {
+      a.Update(pa, take);
+      b.Update(pb, take);
+      return;  // take == size: all of it buffered
+    }
+    // Both buffers fill up: their blocks go through together too.
+    std::memcpy(a.buffer_ + a.buffered_, pa, take);
+    std::memcpy(b.buffer_ + b.buffered_, pb, take);
+    CompressPair()(a.state_, b.state_, a.buffer_, b.buffer_, 1);
+    a.total_bytes_ += take;
+    b.total_bytes_ += take;
+    a.buffered_ = b.buffered_ = 0;
     pa += take;
     pb += take;
     size -= take;
@@ -402,15 +412,19 @@ void Sha256::UpdatePair(Sha256& a, const void* data_a, Sha256& b,
   b.Update(pb, size);
 }
 
-Digest Sha256::Final() {
+size_t Sha256::Padding(uint8_t pad[72]) const {
   const uint64_t bit_length = total_bytes_ * 8;
-  uint8_t pad[72] = {0x80};
+  std::memset(pad, 0, 72);
+  pad[0] = 0x80;
   // Pad to 56 mod 64, then the 64-bit big-endian bit length.
-  size_t pad_len = (buffered_ < 56) ? 56 - buffered_ : 120 - buffered_;
+  const size_t pad_len = (buffered_ < 56) ? 56 - buffered_ : 120 - buffered_;
   for (int i = 0; i < 8; ++i) {
     pad[pad_len + i] = static_cast<uint8_t>(bit_length >> (56 - 8 * i));
   }
-  Update(pad, pad_len + 8);
+  return pad_len + 8;
+}
+
+Digest Sha256::StateDigest() const {
   Digest out;
   for (int i = 0; i < 8; ++i) {
     out[4 * i] = static_cast<uint8_t>(state_[i] >> 24);
@@ -419,6 +433,26 @@ Digest Sha256::Final() {
     out[4 * i + 3] = static_cast<uint8_t>(state_[i]);
   }
   return out;
+}
+
+Digest Sha256::Final() {
+  uint8_t pad[72];
+  Update(pad, Padding(pad));
+  return StateDigest();
+}
+
+void Sha256::FinalPair(Sha256& a, Sha256& b, Digest* digest_a, Digest* digest_b) {
+  // Equal lengths pad alike; UpdatePair falls back for unequal ones.
+  uint8_t pad_a[72], pad_b[72];
+  const size_t length_a = a.Padding(pad_a);
+  if (b.Padding(pad_b) == length_a) {
+    UpdatePair(a, pad_a, b, pad_b, length_a);
+    *digest_a = a.StateDigest();
+    *digest_b = b.StateDigest();
+  } else {
+    *digest_a = a.Final();
+    *digest_b = b.Final();
+  }
 }
 
 Digest Sha256::Hash(const void* data, size_t size) {

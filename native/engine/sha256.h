@@ -38,8 +38,16 @@ class Sha256 {
   // bytes so far; if not, they are simply updated one after the other.
   static void UpdatePair(Sha256& a, const void* data_a, Sha256& b,
                          const void* data_b, size_t size);
+  // a.Final() and b.Final(), the last blocks of equal-length messages
+  // compressed together as UpdatePair does: for short messages (Merkle
+  // nodes) the final blocks are most of the work.
+  static void FinalPair(Sha256& a, Sha256& b, Digest* digest_a, Digest* digest_b);
 
  private:
+  // The padding Final() appends (at most 72 bytes); its length.
+  size_t Padding(uint8_t pad[72]) const;
+  Digest StateDigest() const;
+
   uint32_t state_[8];
   uint64_t total_bytes_;
   uint8_t buffer_[64];

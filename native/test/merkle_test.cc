@@ -12,6 +12,7 @@
 using revpatch::Digest;
 using revpatch::ErrorCode;
 using revpatch::InnerHash;
+using revpatch::InnerHashPair;
 using revpatch::LeafHash;
 using revpatch::MerkleDelta;
 using revpatch::MerkleNode;
@@ -368,5 +369,18 @@ TEST(leaf_hashes_of_a_run_equal_one_leaf_hash_per_block) {
         EXPECT_TRUE(out[i] == LeafHash(&blocks[i * bs], bs));
       }
     }
+  }
+}
+
+TEST(inner_hash_pair_equals_two_inner_hashes) {
+  for (int i = 0; i < 50; ++i) {
+    const Digest la = revpatch::Sha256::Hash(&i, sizeof(i));
+    const Digest ra = revpatch::Sha256::Hash(la.data(), 7);
+    const Digest lb = revpatch::Sha256::Hash(ra.data(), 9);
+    const Digest rb = revpatch::Sha256::Hash(lb.data(), 11);
+    Digest a, b;
+    InnerHashPair(la, ra, lb, rb, &a, &b);
+    EXPECT_TRUE(a == InnerHash(la, ra));
+    EXPECT_TRUE(b == InnerHash(lb, rb));
   }
 }

@@ -154,3 +154,34 @@ TEST(update_pair_of_unequal_states_still_updates_each) {
   EXPECT_TRUE(ha.Final() == Sha256::Hash("aabc", 4));
   EXPECT_TRUE(hb.Final() == Sha256::Hash("hel", 3));
 }
+
+// FinalPair, and UpdatePair across a partly filled block, against one Final
+// each: every length to 200 (one, two and three final blocks), after
+// prefixes that leave the buffers partly full.
+TEST(final_pair_equals_two_finals_for_every_length_and_prefix) {
+  std::vector<uint8_t> a(300), b(300);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<uint8_t>(i * 7 + 1);
+    b[i] = static_cast<uint8_t>(i * 13 + 5);
+  }
+  for (size_t prefix : {size_t{0}, size_t{1}, size_t{55}, size_t{63}}) {
+    for (size_t n = 0; n <= 200; ++n) {
+      revpatch::Sha256 x, y;
+      x.Update(a.data(), prefix);
+      y.Update(b.data(), prefix);
+      revpatch::Sha256::UpdatePair(x, a.data() + prefix, y, b.data() + prefix, n);
+      revpatch::Digest dx, dy;
+      revpatch::Sha256::FinalPair(x, y, &dx, &dy);
+      EXPECT_TRUE(dx == revpatch::internal::Sha256Portable(a.data(), prefix + n));
+      EXPECT_TRUE(dy == revpatch::internal::Sha256Portable(b.data(), prefix + n));
+    }
+  }
+  // Unequal lengths: each finished on its own.
+  revpatch::Sha256 x, y;
+  x.Update(a.data(), 10);
+  y.Update(b.data(), 70);
+  revpatch::Digest dx, dy;
+  revpatch::Sha256::FinalPair(x, y, &dx, &dy);
+  EXPECT_TRUE(dx == revpatch::internal::Sha256Portable(a.data(), 10));
+  EXPECT_TRUE(dy == revpatch::internal::Sha256Portable(b.data(), 70));
+}
