@@ -230,7 +230,7 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
     }
     stream.Next(&item);
     REVPATCH_RETURN_IF_ERROR(item.status);
-    Status executed = ExecuteOperation(item.op, item.data.data(), below, writer);
+    Status executed = ExecuteOperation(item.op, item.data.data(), item.leaves, below, writer);
     if (!executed.ok()) {
       return Status(executed.code(), "operation " + std::to_string(i) + ": " +
                                          executed.message());

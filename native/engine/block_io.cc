@@ -15,4 +15,9 @@ Status BlockSink::WriteBlocks(uint64_t first, uint64_t count, uint32_t block_siz
   return Status::Ok();
 }
 
+Status BlockSink::WriteHashedBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                                    const uint8_t* data, const Digest* /*leaves*/) {
+  return WriteBlocks(first, count, block_size, data);
+}
+
 }  // namespace revpatch

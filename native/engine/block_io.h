@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "sha256.h"
 #include "status.h"
 
 namespace revpatch {
@@ -49,6 +50,12 @@ class BlockSink {
   // them with one call) overrides it.
   virtual Status WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
                              const uint8_t* data);
+  // WriteBlocks with `leaves[i]` the leaf hash (merkle.h LeafHash) of block
+  // i of `data`, computed by the caller from these same bytes: a sink that
+  // hashes what it stores may take them instead of hashing again. The
+  // default ignores them.
+  virtual Status WriteHashedBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                                   const uint8_t* data, const Digest* leaves);
   // Records that `block` is all zeros, without storing its bytes.
   virtual Status WriteZeroBlock(uint64_t block) = 0;
 };

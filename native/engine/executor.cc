@@ -41,6 +41,12 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
                         BlockSource& source, BlockSink& sink) {
+  return ExecuteOperation(op, data, std::vector<Digest>(), source, sink);
+}
+
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        const std::vector<Digest>& leaves, BlockSource& source,
+                        BlockSink& sink) {
   const uint32_t block_size = source.block_size();
   REVPATCH_RETURN_IF_ERROR(ValidateOperation(
       op, block_size, source.block_count(), std::numeric_limits<uint64_t>::max()));
@@ -50,6 +56,11 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   uint64_t src_blocks = 0, dst_blocks = 0;
   TotalBlocks(op.src_extents, &src_blocks);  // checked by ValidateOperation
   TotalBlocks(op.dst_extents, &dst_blocks);
+  if (leaves.size() > dst_blocks) {
+    return Status(ErrorCode::kInvalidArgument, "more leaf hashes than target blocks");
+  }
+  // Leaves given for any other type are not of its output: unused.
+  const size_t hashed = op.type == OperationType::kReplace ? leaves.size() : 0;
   const uint64_t src_bytes = src_blocks * block_size;
   const uint64_t dst_bytes = dst_blocks * block_size;
 
@@ -143,22 +154,34 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
                       ": produced blocks do not match the operation's hash");
   }
 
-  // Runs of non-zero blocks go to the sink in one call each: a layer
-  // hashes their leaves two at a time and writes them with one pwrite.
+  // Runs of non-zero blocks go to the sink in one call each (two where
+  // leaves given ahead cover the run's start): a layer hashes their leaves
+  // two at a time and writes them with one pwrite.
   const uint8_t* p = produced;
+  uint64_t k = 0;  // index of the block at p among the op's target blocks
   for (const Extent& e : op.dst_extents) {
     uint64_t b = 0;
     while (b < e.num_blocks) {
       if (AllZero(p, block_size)) {
         REVPATCH_RETURN_IF_ERROR(sink.WriteZeroBlock(e.start_block + b));
         ++b;
+        ++k;
         p += block_size;
         continue;
       }
       uint64_t run = 1;
       while (b + run < e.num_blocks && !AllZero(p + run * block_size, block_size)) ++run;
-      REVPATCH_RETURN_IF_ERROR(sink.WriteBlocks(e.start_block + b, run, block_size, p));
+      const uint64_t given = k < hashed ? std::min<uint64_t>(run, hashed - k) : 0;
+      if (given > 0) {
+        REVPATCH_RETURN_IF_ERROR(
+            sink.WriteHashedBlocks(e.start_block + b, given, block_size, p, &leaves[k]));
+      }
+      if (given < run) {
+        REVPATCH_RETURN_IF_ERROR(sink.WriteBlocks(e.start_block + b + given, run - given,
+                                                  block_size, p + given * block_size));
+      }
       b += run;
+      k += run;
       p += run * block_size;
     }
   }

@@ -32,9 +32,11 @@
 #define REVPATCH_ENGINE_EXECUTOR_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "block_io.h"
 #include "operation.h"
+#include "sha256.h"
 #include "status.h"
 
 namespace revpatch {
@@ -42,6 +44,14 @@ namespace revpatch {
 // `data` holds op.data_length bytes (may be null when that is 0).
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
                         BlockSource& source, BlockSink& sink);
+// The same, for a raw REPLACE whose data's first `leaves.size()` blocks
+// were leaf-hashed ahead (the read-ahead thread does that while it would
+// otherwise wait: operation_stream.h): the blocks they cover go to the sink
+// through WriteHashedBlocks. Other types ignore `leaves`; more leaves than
+// the op has blocks is kInvalidArgument.
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        const std::vector<Digest>& leaves, BlockSource& source,
+                        BlockSink& sink);
 
 }  // namespace revpatch
 

@@ -201,8 +201,11 @@ struct LayerWriter::Impl {
   // AppendData for the `count` blocks from `first` on, a slice at a time:
   // the slice's leaves are hashed two at a time and its bytes, still in the
   // cache, appended with one call (a whole slice bypasses the buffer).
-  Status AppendRun(uint64_t first, uint64_t count, const uint8_t* bytes) {
-    // The target's partial last block is stored zero-padded (AppendData).
+  // `given`, if not null, holds the leaf hash of each of the `count`
+  // blocks, computed from these bytes by the caller.
+  Status AppendRun(uint64_t first, uint64_t count, const uint8_t* bytes, const Digest* given) {
+    // The target's partial last block is stored zero-padded (AppendData),
+    // and hashed so: a leaf given for it was not.
     const bool partial_last =
         target_size % block_size != 0 && count > 0 && first + count == target_blocks;
     const uint64_t whole = partial_last ? count - 1 : count;
@@ -210,11 +213,15 @@ struct LayerWriter::Impl {
     for (uint64_t done = 0; done < whole;) {
       const size_t n = static_cast<size_t>(std::min(slice_blocks, whole - done));
       const uint8_t* slice = bytes + done * block_size;
-      leaves.resize(n);
-      LeafHashes(slice, n, block_size, leaves.data());
+      const Digest* slice_leaves = given != nullptr ? given + done : nullptr;
+      if (slice_leaves == nullptr) {
+        leaves.resize(n);
+        LeafHashes(slice, n, block_size, leaves.data());
+        slice_leaves = leaves.data();
+      }
       REVPATCH_RETURN_IF_ERROR(Fail(data->Append(slice, n * size_t{block_size})));
       for (size_t i = 0; i < n; ++i) {
-        entries.push_back({first + done + i, block_size * (1 + data_blocks + i), leaves[i]});
+        entries.push_back({first + done + i, block_size * (1 + data_blocks + i), slice_leaves[i]});
       }
       data_blocks += n;
       bytes_written += n * uint64_t{block_size};
@@ -223,6 +230,22 @@ struct LayerWriter::Impl {
     }
     if (partial_last) return AppendData(first + whole, bytes + whole * block_size);
     return Status::Ok();
+  }
+
+  // WriteBlocks and WriteHashedBlocks (`given`: null, or a leaf per block).
+  Status WriteRun(uint64_t first, uint64_t count, uint32_t run_block_size, const uint8_t* bytes,
+                  const Digest* given) {
+    REVPATCH_RETURN_IF_ERROR(CheckOpen());
+    if (run_block_size != block_size) {
+      return Status(ErrorCode::kInvalidArgument, "block size differs from the layer's");
+    }
+    // Claimed first, so that a bad block stops the run where WriteBlock in
+    // a loop would: the blocks before it are still written.
+    uint64_t claimed = 0;
+    Status claim = Status::Ok();
+    while (claimed < count && (claim = Claim(first + claimed)).ok()) ++claimed;
+    REVPATCH_RETURN_IF_ERROR(AppendRun(first, claimed, bytes, given));
+    return claim;
   }
 };
 
@@ -340,18 +363,13 @@ Status LayerWriter::WriteBlock(uint64_t block, const uint8_t* data) {
 
 Status LayerWriter::WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
                                 const uint8_t* data) {
-  Impl& im = *impl_;
-  REVPATCH_RETURN_IF_ERROR(im.CheckOpen());
-  if (block_size != im.block_size) {
-    return Status(ErrorCode::kInvalidArgument, "block size differs from the layer's");
-  }
-  // Claimed first, so that a bad block stops the run where WriteBlock in a
-  // loop would: the blocks before it are still written.
-  uint64_t claimed = 0;
-  Status claim = Status::Ok();
-  while (claimed < count && (claim = im.Claim(first + claimed)).ok()) ++claimed;
-  REVPATCH_RETURN_IF_ERROR(im.AppendRun(first, claimed, data));
-  return claim;
+  return impl_->WriteRun(first, count, block_size, data, nullptr);
+}
+
+Status LayerWriter::WriteHashedBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                                      const uint8_t* data, const Digest* leaves) {
+  if (leaves == nullptr) return Status(ErrorCode::kInvalidArgument, "no leaf hashes given");
+  return impl_->WriteRun(first, count, block_size, data, leaves);
 }
 
 Status LayerWriter::WriteZeroBlock(uint64_t block) {

@@ -70,6 +70,11 @@ class LayerWriter : public BlockSink {
   // its data appended in large writes.
   Status WriteBlocks(uint64_t first, uint64_t count, uint32_t block_size,
                      const uint8_t* data) override;
+  // WriteBlocks with the leaves taken from `leaves` (not null) instead of
+  // hashed: each must be the LeafHash of its block, or the layer's index,
+  // and with it the view digest Seal computes, is wrong.
+  Status WriteHashedBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                           const uint8_t* data, const Digest* leaves) override;
   Status WriteZeroBlock(uint64_t block) override;
 
   // Writes zero entries for every block in [below's block count, target

@@ -12,6 +12,18 @@
 // produces the same layer; the read-ahead only moves the reading to
 // another thread. Memory: one op's data ahead (<= kMaxOperationData).
 //
+// The two halves are seldom even. Writing a raw REPLACE's blocks costs
+// their leaf hashes and the copy into the page cache, reading them one
+// chunk-digest pass and a copy, so on a large REPLACE the reading thread
+// finishes an op while the slot still holds the one before. Instead of
+// waiting it leaf-hashes the op in hand, a few blocks at a time, until the
+// slot is taken, and hands over the leaves it made: the writer hashes only
+// the rest. How much moves adapts to the two threads' speeds, and the
+// leaves are those of the same bytes, so the layer is the same either way.
+//
+// Data buffers go round between the slot and the consumer, so that an op's
+// buffer is not allocated and zero-filled anew each time.
+//
 // A failed read is handed over as the status of the op it failed in (so an
 // error in op i + 1 surfaces only after op i was applied, as inline); the
 // reader's Finish() comes as the status of one more item after the last.
@@ -37,6 +49,10 @@ struct ReadOperation {
   Status status;
   Operation op;
   std::vector<uint8_t> data;
+  // For a raw REPLACE read ahead: the leaf hashes (merkle.h LeafHash) of
+  // the first leaves.size() blocks of `data`, made while the reading thread
+  // waited for the slot (ExecuteOperation takes them). Empty otherwise.
+  std::vector<Digest> leaves;
   PayloadPosition after;  // the reader's state right after this op's data
 };
 
@@ -67,6 +83,8 @@ class OperationStream {
  private:
   void ReadOne(ReadOperation* out);
   void ReadAhead();
+  // Leaf-hashes `item`'s data (a raw REPLACE) while the slot stays full.
+  void HashWhileSlotFull(ReadOperation* item);
 
   PayloadReader& reader_;
   TargetCoverage& coverage_;

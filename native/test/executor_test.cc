@@ -140,6 +140,53 @@ TEST(replace_writes_exactly_its_targets) {
   EXPECT_TRUE(sink.zero().empty());
 }
 
+// A sink that records which blocks came with leaves, and the leaves.
+class HashedSink : public MemorySink {
+ public:
+  using MemorySink::MemorySink;
+  Status WriteHashedBlocks(uint64_t first, uint64_t count, uint32_t block_size,
+                           const uint8_t* data, const Digest* leaves) override {
+    for (uint64_t i = 0; i < count; ++i) given_[first + i] = leaves[i];
+    return WriteBlocks(first, count, block_size, data);
+  }
+  const std::map<uint64_t, Digest>& given() const { return given_; }
+
+ private:
+  std::map<uint64_t, Digest> given_;
+};
+
+// Leaves hashed ahead go with exactly the blocks they belong to (by their
+// place in the op's data, zero blocks skipped); the blocks past them go
+// without; other types never pass them on.
+TEST(leaves_given_for_a_replace_reach_the_sink_with_their_blocks) {
+  MemorySource source(32);
+  Bytes target = TargetBytes(0, 5);
+  std::memset(&target[2 * kBlock], 0, kBlock);  // a zero block inside the run
+  const std::vector<Extent> dst = {{35, 1}, {4, 4}};  // data blocks 0 | 1 2 3 4
+  Operation op = MakeOp(OperationType::kReplace, {}, dst, {}, target, target.size());
+  std::vector<Digest> leaves;
+  for (int i = 0; i < 4; ++i) leaves.push_back(Sha256::Hash(&i, sizeof(i)));  // markers
+  HashedSink sink(40);
+  ASSERT_OK(ExecuteOperation(op, target.data(), leaves, source, sink));
+  ExpectWritten(sink, dst, target);
+  const std::map<uint64_t, Digest> want = {{35, leaves[0]}, {4, leaves[1]}, {6, leaves[3]}};
+  EXPECT_TRUE(sink.given() == want);  // block 5 is zero; block 7 had none
+  EXPECT_TRUE(sink.zero() == std::set<uint64_t>{5});
+
+  leaves.resize(6);
+  HashedSink too_many(40);
+  EXPECT_CODE(ExecuteOperation(op, target.data(), leaves, source, too_many),
+              ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(too_many.written().empty());
+
+  const Bytes copied = source.Blocks(3, 2);
+  Operation copy = MakeOp(OperationType::kCopy, {{3, 2}}, {{10, 2}}, copied, copied, 0);
+  leaves.resize(2);
+  HashedSink copy_sink(40);
+  ASSERT_OK(ExecuteOperation(copy, nullptr, leaves, source, copy_sink));
+  EXPECT_TRUE(copy_sink.given().empty());
+}
+
 TEST(replace_brotli_decompresses_to_exactly_its_targets) {
   MemorySource source(8);
   MemorySink sink(8);

@@ -301,6 +301,42 @@ TEST(write_blocks_runs_give_the_same_layer_as_block_by_block) {
   ASSERT_OK(OpenAndVerify(f.dir + "/runs"));
 }
 
+// Leaves given with the blocks (the read-ahead thread's) are taken as they
+// are: with the true leaves the layer is byte-identical to hashing them
+// here, the partial last block's leaf is made here whatever was given, and
+// with a wrong leaf the view digest differs (Seal's check catches it).
+TEST(write_hashed_blocks_with_the_true_leaves_gives_the_same_layer) {
+  const uint64_t blocks = 700;
+  Fixture f(blocks * kBs - 100);
+  Bytes image(blocks * kBs);
+  for (uint64_t b = 0; b < blocks; ++b) revpatch_test::Stamp(b, 9, kBs, &image[b * kBs]);
+  std::fill(image.end() - 100, image.end(), 0);
+  std::vector<Digest> leaves(blocks);
+  revpatch::LeafHashes(image.data(), blocks, kBs, leaves.data());
+  leaves.back() = Digest{};  // the partial last block's is recomputed
+  Digest hashed{}, given{}, wrong{};
+  auto write = [&](const std::string& name, bool give, Digest* digest) {
+    std::unique_ptr<LayerWriter> w;
+    ASSERT_OK(LayerWriter::Create(f.dir + "/" + name, f.base.size(), f.view.get(), &w));
+    if (give) {
+      ASSERT_OK(w->WriteHashedBlocks(0, 300, kBs, &image[0], &leaves[0]));
+      ASSERT_OK(w->WriteHashedBlocks(300, blocks - 300, kBs, &image[300 * kBs], &leaves[300]));
+    } else {
+      ASSERT_OK(w->WriteBlocks(0, blocks, kBs, image.data()));
+    }
+    EXPECT_CODE(w->WriteHashedBlocks(0, 1, kBs, image.data(), nullptr),
+                ErrorCode::kInvalidArgument);
+    ASSERT_OK(w->Seal(nullptr, digest));
+  };
+  write("hashed", false, &hashed);
+  write("given", true, &given);
+  EXPECT_TRUE(hashed == given);
+  EXPECT_TRUE(revpatch_test::ReadBytes(f.dir + "/hashed") == revpatch_test::ReadBytes(f.dir + "/given"));
+  leaves[5][0] ^= 1;
+  write("wrong", true, &wrong);
+  EXPECT_TRUE(wrong != hashed);
+}
+
 TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
   Fixture f(16 * kBs);
   std::unique_ptr<LayerWriter> w;

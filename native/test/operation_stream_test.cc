@@ -7,14 +7,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../engine/generator.h"
+#include "../engine/merkle.h"
 #include "../engine/sha256.h"
 #include "testing.h"
 
@@ -94,7 +97,7 @@ bool SameOperation(const ReadOperation& a, const ReadOperation& b) {
 // Every item of the stream, up to and including the first error or the
 // final Finish() status.
 std::vector<ReadOperation> ReadAll(const Payload& p, const std::vector<Digest>& chunks,
-                                   bool ahead) {
+                                   bool ahead, bool slow_consumer = false) {
   int fd = open(p.path.c_str(), O_RDONLY);
   std::unique_ptr<PayloadReader> reader;
   if (!PayloadReader::Open(fd, 0, p.gen.payload_size, kChunk, chunks, &reader)
@@ -112,6 +115,7 @@ std::vector<ReadOperation> ReadAll(const Payload& p, const std::vector<Digest>& 
     }
     for (uint64_t i = 0; i <= p.gen.operation_count; ++i) {
       items.emplace_back();
+      if (slow_consumer) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       stream.Next(&items.back());
       if (!items.back().status.ok()) break;
     }
@@ -134,6 +138,37 @@ TEST(reading_ahead_hands_over_the_same_operations_data_and_positions) {
   }
   EXPECT_OK(ahead_items.back().status);  // Finish(): consumed, digest right
   EXPECT_EQ(ahead_items.back().after.position, p.gen.payload_size);
+}
+
+// While the consumer is busy, the reading thread leaf-hashes the raw
+// REPLACE in hand: what it hands over are the leaves of exactly the data's
+// first blocks, and nothing else changes.
+TEST(a_reader_kept_waiting_hands_over_the_leaves_of_a_replace) {
+  Payload p;
+  std::vector<ReadOperation> inline_items = ReadAll(p, p.gen.chunk_digests, false);
+  std::vector<ReadOperation> ahead_items = ReadAll(p, p.gen.chunk_digests, true, true);
+  ASSERT_EQ(ahead_items.size(), inline_items.size());
+  size_t replaces = 0, fully_hashed = 0;
+  for (size_t i = 0; i < ahead_items.size(); ++i) {
+    const ReadOperation& item = ahead_items[i];
+    EXPECT_TRUE(SameOperation(inline_items[i], item));
+    EXPECT_TRUE(inline_items[i].leaves.empty());
+    if (item.op.type != OperationType::kReplace) {
+      EXPECT_TRUE(item.leaves.empty());
+      continue;
+    }
+    ++replaces;
+    const size_t blocks = item.data.size() / kBlock;
+    ASSERT_TRUE(item.leaves.size() <= blocks);
+    for (size_t b = 0; b < item.leaves.size(); ++b) {
+      EXPECT_TRUE(item.leaves[b] == LeafHash(&item.data[b * kBlock], kBlock));
+    }
+    if (item.leaves.size() == blocks) ++fully_hashed;
+  }
+  EXPECT_TRUE(replaces >= 5);
+  // The first op is handed over as soon as it is read; the rest wait 5 ms
+  // for the consumer, ample time to hash a few blocks.
+  EXPECT_TRUE(fully_hashed + 1 >= replaces);
 }
 
 TEST(a_bad_chunk_fails_at_the_same_operation_either_way) {
