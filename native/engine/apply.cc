@@ -83,6 +83,11 @@ CheckpointIdentity IdentityOf(const ApplyParams& params) {
 // checkpoint refers to was fsynced before it was written. One save at a
 // time: the next Save(), and Finish(), wait for it and return its failure,
 // which ends the apply (a failed fsync also poisons the writer).
+//
+// The first save of a run writes the checkpoint's base record, with every
+// entry the layer holds (a resumed run's too); each later one appends a
+// progress record with the entries written since (checkpoint.h), so
+// capturing and writing a save costs O(what changed).
 class Checkpointer {
  public:
   Checkpointer(const ApplyParams& params, uint64_t start_position)
@@ -97,7 +102,7 @@ class Checkpointer {
     if (params_.checkpoint_path.empty()) return false;
     if (params_.checkpoint_interval_bytes == 0) return true;
     return position - last_position_ >=
-           std::max(params_.checkpoint_interval_bytes, kCheckpointGrowth * last_file_bytes_);
+           std::max(params_.checkpoint_interval_bytes, kCheckpointGrowth * file_bytes_);
   }
 
   // `payload` is the reader's state right after the data of the last
@@ -105,16 +110,33 @@ class Checkpointer {
   Status Save(uint64_t next_operation, const PayloadPosition& payload, LayerWriter& writer) {
     REVPATCH_RETURN_IF_ERROR(Finish());
     REVPATCH_RETURN_IF_ERROR(writer.Flush());
-    checkpoint_.next_operation = next_operation;
-    checkpoint_.payload = payload;
-    writer.SaveState(&checkpoint_.layer);
+    const bool base = !based_;
+    if (base) {
+      checkpoint_.next_operation = next_operation;
+      checkpoint_.payload = payload;
+      writer.SaveState(&checkpoint_.layer);
+    } else {
+      LayerWriterState since;
+      writer.SaveStateSince(saved_entries_, &since);
+      progress_.next_operation = next_operation;
+      progress_.payload = payload;
+      progress_.data_blocks = since.data_blocks;
+      progress_.new_entries.swap(since.entries);
+    }
+    pending_entries_ = writer.entry_count();
     last_position_ = payload.position;
-    auto save = [this, &writer] {
+    auto save = [this, &writer, base] {
       saved_ = writer.SyncFlushed();
       if (saved_.ok()) {
-        saved_ = WriteCheckpoint(params_.checkpoint_path, checkpoint_, &saved_file_bytes_);
+        saved_ = base ? WriteCheckpoint(params_.checkpoint_path, checkpoint_, &log_)
+                      : AppendCheckpoint(params_.checkpoint_path, progress_, &log_);
+      }
+      if (saved_.ok()) {
+        based_ = true;
+        saved_entries_ = pending_entries_;
       }
       std::vector<LayerIndexEntry>().swap(checkpoint_.layer.entries);
+      std::vector<LayerIndexEntry>().swap(progress_.new_entries);
     };
     try {
       saver_ = std::thread(save);
@@ -128,18 +150,23 @@ class Checkpointer {
   // Waits for the save in progress, if any; its status.
   Status Finish() {
     if (saver_.joinable()) saver_.join();
-    if (saved_.ok()) last_file_bytes_ = saved_file_bytes_;
+    if (saved_.ok()) file_bytes_ = log_.end;
     return saved_;
   }
 
  private:
   const ApplyParams& params_;
   uint64_t last_position_;
-  uint64_t last_file_bytes_ = 0;
-  Checkpoint checkpoint_;  // the saving thread's while it runs
+  uint64_t file_bytes_ = 0;  // the checkpoint's size after the last finished save
+  // The saving thread's while it runs (Finish() joins it before any read).
+  Checkpoint checkpoint_;
+  CheckpointProgress progress_;
+  CheckpointLog log_;
+  bool based_ = false;         // the base record is written: append from now on
+  size_t saved_entries_ = 0;   // the layer's entries the file holds
+  size_t pending_entries_ = 0;  // what it holds once the save in progress is done
   std::thread saver_;
   Status saved_ = Status::Ok();  // written by the saving thread
-  uint64_t saved_file_bytes_ = 0;
 };
 
 // Every operation writes every block of its targets, so the blocks the

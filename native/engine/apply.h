@@ -49,14 +49,16 @@
 // failure with a status, the layer and the checkpoint are both removed:
 // only a crash leaves them behind, and invariant 7 holds.
 //
-// The rewrite costs O(entries so far); to keep the total linear in the
-// layer size, a save waits until the payload applied since the last one is
-// at least kCheckpointGrowth times that checkpoint's size, so checkpoints
-// add at most an eighth to the bytes an apply writes and hashes (interval
-// 0, for tests, saves after every operation). With 4 KiB blocks an entry is
+// A run's first save writes the checkpoint's base record; later saves
+// append progress records with only the entries written since
+// (checkpoint.h), so a save costs O(what changed). Saves still space out as
+// the layer grows: one waits until the payload applied since the last one
+// is at least kCheckpointGrowth times the checkpoint's size (interval 0,
+// for tests, saves after every operation). With 4 KiB blocks an entry is
 // 1/85 of its block: the factor takes over from the 8 MiB interval past
-// about 85 MiB of layer, and then keeps the work a crash can lose at about
-// a tenth of what was applied.
+// about 85 MiB of layer, keeps the number of saves (each waits for the
+// disk) logarithmic in the layer's size, and keeps the work a crash can
+// lose at about a tenth of what was applied.
 #ifndef REVPATCH_ENGINE_APPLY_H_
 #define REVPATCH_ENGINE_APPLY_H_
 

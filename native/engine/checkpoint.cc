@@ -12,8 +12,9 @@ namespace revpatch {
 namespace {
 
 constexpr char kMagic[8] = {'R', 'V', 'P', 'C', 'K', 'P', 'T', '1'};
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
 constexpr size_t kFixedSize = 176;
+constexpr size_t kProgressHeaderSize = 32;
 constexpr size_t kEntrySize = 48;
 constexpr size_t kEntriesPerBatch = 1024;  // 48 KiB encoded at a time
 constexpr size_t kChecksumSize = 32;
@@ -58,24 +59,12 @@ Status Corrupt(const std::string& path, const std::string& what) {
   return Status(ErrorCode::kCorrupt, "checkpoint " + path + ": " + what);
 }
 
-Status WriteTemp(const std::string& tmp, const Checkpoint& c, uint64_t* size) {
-  File file;
-  REVPATCH_RETURN_IF_ERROR(File::CreateTruncate(tmp, &file));
-  Sha256 checksum;
-  BufferedWriter out(&file, 0, kWriteBufferBytes);
-  auto append = [&](const void* data, size_t n) {
-    checksum.Update(data, n);
-    return out.Append(data, n);
-  };
-  uint8_t fixed[kFixedSize];
-  EncodeFixed(c, fixed);
-  REVPATCH_RETURN_IF_ERROR(append(fixed, sizeof(fixed)));
-  REVPATCH_RETURN_IF_ERROR(append(c.identity.layer_name.data(), c.identity.layer_name.size()));
-  // Entries are encoded a batch at a time and hashed and appended per
-  // batch: a checkpoint of a large layer holds millions of them, and one
-  // Update and Append per 48-byte record cost more than the hashing.
+// Appends entries to `out` a batch at a time, each batch hashed into
+// `checksum` too: a checkpoint of a large layer holds millions of entries,
+// and one Update and Append per 48-byte record cost more than the hashing.
+Status AppendEntries(const std::vector<LayerIndexEntry>& entries, Sha256* checksum,
+                     BufferedWriter* out) {
   std::vector<uint8_t> batch(kEntrySize * kEntriesPerBatch);
-  const std::vector<LayerIndexEntry>& entries = c.layer.entries;
   for (size_t first = 0; first < entries.size(); first += kEntriesPerBatch) {
     const size_t n = std::min(kEntriesPerBatch, entries.size() - first);
     for (size_t i = 0; i < n; ++i) {
@@ -85,12 +74,50 @@ Status WriteTemp(const std::string& tmp, const Checkpoint& c, uint64_t* size) {
       PutU64(rec + 8, e.offset);
       std::memcpy(rec + 16, e.leaf.data(), 32);
     }
-    REVPATCH_RETURN_IF_ERROR(append(batch.data(), n * kEntrySize));
+    checksum->Update(batch.data(), n * kEntrySize);
+    REVPATCH_RETURN_IF_ERROR(out->Append(batch.data(), n * kEntrySize));
   }
-  const Digest sum = checksum.Final();
-  REVPATCH_RETURN_IF_ERROR(out.Append(sum.data(), sum.size()));
+  return Status::Ok();
+}
+
+// Reads `count` entries at `offset` onto `entries`, hashing their bytes.
+Status ReadEntries(const File& file, uint64_t offset, uint64_t count, Sha256* checksum,
+                   std::vector<LayerIndexEntry>* entries) {
+  std::vector<uint8_t> chunk;
+  for (uint64_t first = 0; first < count; first += kReadEntries) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadEntries, count - first));
+    chunk.resize(n * kEntrySize);
+    REVPATCH_RETURN_IF_ERROR(file.ReadAt(offset, chunk.data(), chunk.size()));
+    checksum->Update(chunk.data(), chunk.size());
+    offset += chunk.size();
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* r = &chunk[i * kEntrySize];
+      LayerIndexEntry e;
+      e.block = GetU64(r);
+      e.offset = GetU64(r + 8);
+      std::memcpy(e.leaf.data(), r + 16, 32);
+      entries->push_back(e);
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriteTemp(const std::string& tmp, const Checkpoint& c, CheckpointLog* log) {
+  File file;
+  REVPATCH_RETURN_IF_ERROR(File::CreateTruncate(tmp, &file));
+  Sha256 checksum;
+  BufferedWriter out(&file, 0, kWriteBufferBytes);
+  uint8_t fixed[kFixedSize];
+  EncodeFixed(c, fixed);
+  checksum.Update(fixed, sizeof(fixed));
+  REVPATCH_RETURN_IF_ERROR(out.Append(fixed, sizeof(fixed)));
+  checksum.Update(c.identity.layer_name.data(), c.identity.layer_name.size());
+  REVPATCH_RETURN_IF_ERROR(out.Append(c.identity.layer_name.data(), c.identity.layer_name.size()));
+  REVPATCH_RETURN_IF_ERROR(AppendEntries(c.layer.entries, &checksum, &out));
+  log->last_checksum = checksum.Final();
+  REVPATCH_RETURN_IF_ERROR(out.Append(log->last_checksum.data(), log->last_checksum.size()));
   REVPATCH_RETURN_IF_ERROR(out.Flush());
-  *size = out.position();
+  log->end = out.position();
   REVPATCH_RETURN_IF_ERROR(file.FullSync());
   return file.Close();
 }
@@ -106,22 +133,48 @@ bool CheckpointIdentity::operator==(const CheckpointIdentity& o) const {
 }
 
 Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint,
-                       uint64_t* file_bytes) {
+                       CheckpointLog* log) {
   if (checkpoint.identity.layer_name.size() > kMaxCheckpointLayerName) {
     return Status(ErrorCode::kInvalidArgument, "checkpoint: layer name too long");
   }
   // A fixed temporary name: a crash mid-write leaves one file that the next
   // checkpoint truncates and RemoveCheckpoint deletes.
   const std::string tmp = path + ".tmp";
-  uint64_t size = 0;
-  Status s = WriteTemp(tmp, checkpoint, &size);
+  CheckpointLog written;
+  Status s = WriteTemp(tmp, checkpoint, &written);
   if (s.ok()) s = RenameFile(tmp, path);
   if (!s.ok()) {
     UnlinkFile(tmp);
     return s;
   }
   REVPATCH_RETURN_IF_ERROR(SyncDirectory(DirName(path)));
-  if (file_bytes != nullptr) *file_bytes = size;
+  if (log != nullptr) *log = written;
+  return Status::Ok();
+}
+
+Status AppendCheckpoint(const std::string& path, const CheckpointProgress& progress,
+                        CheckpointLog* log) {
+  File file;
+  REVPATCH_RETURN_IF_ERROR(File::OpenReadWrite(path, &file));
+  // The chain: this record's checksum covers the last one's.
+  Sha256 checksum;
+  checksum.Update(log->last_checksum.data(), log->last_checksum.size());
+  BufferedWriter out(&file, log->end, kWriteBufferBytes);
+  uint8_t header[kProgressHeaderSize];
+  PutU64(header, progress.next_operation);
+  PutU64(header + 8, progress.payload.position);
+  PutU64(header + 16, progress.data_blocks);
+  PutU64(header + 24, progress.new_entries.size());
+  checksum.Update(header, sizeof(header));
+  REVPATCH_RETURN_IF_ERROR(out.Append(header, sizeof(header)));
+  REVPATCH_RETURN_IF_ERROR(AppendEntries(progress.new_entries, &checksum, &out));
+  const Digest sum = checksum.Final();
+  REVPATCH_RETURN_IF_ERROR(out.Append(sum.data(), sum.size()));
+  REVPATCH_RETURN_IF_ERROR(out.Flush());
+  REVPATCH_RETURN_IF_ERROR(file.FullSync());
+  REVPATCH_RETURN_IF_ERROR(file.Close());
+  log->end = out.position();
+  log->last_checksum = sum;
   return Status::Ok();
 }
 
@@ -138,13 +191,13 @@ Status ReadCheckpoint(const std::string& path, uint64_t max_entries, Checkpoint*
   if (GetU32(fixed + 8) != kVersion) return Corrupt(path, "unknown version");
   const uint32_t name_length = GetU32(fixed + 20);
   const uint64_t entry_count = GetU64(fixed + 168);
-  // Every count must add up to the file size before anything is allocated.
+  // Every count must fit the file size before anything is allocated.
   const uint64_t rest = size - kFixedSize - kChecksumSize;
   if (name_length > kMaxCheckpointLayerName || name_length > rest ||
-      entry_count > max_entries || entry_count != (rest - name_length) / kEntrySize ||
-      (rest - name_length) % kEntrySize != 0) {
-    return Corrupt(path, "counts do not match the file size");
+      entry_count > (rest - name_length) / kEntrySize) {
+    return Corrupt(path, "counts do not fit the file size");
   }
+  if (entry_count > max_entries) return Corrupt(path, "more entries than the target has blocks");
   Sha256 checksum;
   checksum.Update(fixed, sizeof(fixed));
   Checkpoint c;
@@ -153,26 +206,42 @@ Status ReadCheckpoint(const std::string& path, uint64_t max_entries, Checkpoint*
   REVPATCH_RETURN_IF_ERROR(file.ReadAt(kFixedSize, &c.identity.layer_name[0], name_length));
   checksum.Update(c.identity.layer_name.data(), name_length);
   c.layer.entries.reserve(static_cast<size_t>(entry_count));
-  std::vector<uint8_t> chunk;
   uint64_t offset = kFixedSize + name_length;
-  for (uint64_t first = 0; first < entry_count; first += kReadEntries) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadEntries, entry_count - first));
-    chunk.resize(n * kEntrySize);
-    REVPATCH_RETURN_IF_ERROR(file.ReadAt(offset, chunk.data(), chunk.size()));
-    checksum.Update(chunk.data(), chunk.size());
-    offset += chunk.size();
-    for (size_t i = 0; i < n; ++i) {
-      const uint8_t* r = &chunk[i * kEntrySize];
-      LayerIndexEntry e;
-      e.block = GetU64(r);
-      e.offset = GetU64(r + 8);
-      std::memcpy(e.leaf.data(), r + 16, 32);
-      c.layer.entries.push_back(e);
+  REVPATCH_RETURN_IF_ERROR(ReadEntries(file, offset, entry_count, &checksum, &c.layer.entries));
+  offset += entry_count * kEntrySize;
+  Digest last;
+  REVPATCH_RETURN_IF_ERROR(file.ReadAt(offset, last.data(), last.size()));
+  if (checksum.Final() != last) return Corrupt(path, "checksum mismatch");
+  offset += kChecksumSize;
+
+  // Progress records, while whole and chained to the one before.
+  while (size - offset >= kProgressHeaderSize + kChecksumSize) {
+    uint8_t header[kProgressHeaderSize];
+    REVPATCH_RETURN_IF_ERROR(file.ReadAt(offset, header, sizeof(header)));
+    const uint64_t added = GetU64(header + 24);
+    if (added > (size - offset - kProgressHeaderSize - kChecksumSize) / kEntrySize) break;
+    if (added > max_entries - c.layer.entries.size()) {
+      return Corrupt(path, "more entries than the target has blocks");
     }
+    Sha256 chained;
+    chained.Update(last.data(), last.size());
+    chained.Update(header, sizeof(header));
+    const size_t before = c.layer.entries.size();
+    REVPATCH_RETURN_IF_ERROR(ReadEntries(file, offset + kProgressHeaderSize, added, &chained,
+                                         &c.layer.entries));
+    const uint64_t sum_at = offset + kProgressHeaderSize + added * kEntrySize;
+    Digest stored;
+    REVPATCH_RETURN_IF_ERROR(file.ReadAt(sum_at, stored.data(), stored.size()));
+    if (chained.Final() != stored) {
+      c.layer.entries.resize(before);  // torn or altered: the state before it stands
+      break;
+    }
+    c.next_operation = GetU64(header);
+    c.payload.position = GetU64(header + 8);
+    c.layer.data_blocks = GetU64(header + 16);
+    last = stored;
+    offset = sum_at + kChecksumSize;
   }
-  Digest stored;
-  REVPATCH_RETURN_IF_ERROR(file.ReadAt(offset, stored.data(), stored.size()));
-  if (checksum.Final() != stored) return Corrupt(path, "checksum mismatch");
   *out = std::move(c);
   return Status::Ok();
 }

@@ -553,10 +553,15 @@ Status LayerWriter::SyncFlushed() {
   return s;
 }
 
-void LayerWriter::SaveState(LayerWriterState* out) const {
+void LayerWriter::SaveState(LayerWriterState* out) const { SaveStateSince(0, out); }
+
+void LayerWriter::SaveStateSince(size_t first_entry, LayerWriterState* out) const {
+  const std::vector<IndexEntry>& entries = impl_->entries;
   out->data_blocks = impl_->data_blocks;
-  out->entries = impl_->entries;
+  out->entries.assign(entries.begin() + std::min(first_entry, entries.size()), entries.end());
 }
+
+size_t LayerWriter::entry_count() const { return impl_->entries.size(); }
 
 void LayerWriter::Detach() {
   Impl& im = *impl_;

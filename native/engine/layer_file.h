@@ -104,6 +104,11 @@ class LayerWriter : public BlockSink {
   // The state Resume() continues from; call right after a successful Sync(),
   // or right after the Flush() of a SyncFlushed() that then succeeds.
   void SaveState(LayerWriterState* out) const;
+  // SaveState with only the entries from the `first_entry`-th on (those
+  // written since a SaveState that returned first_entry of them).
+  void SaveStateSince(size_t first_entry, LayerWriterState* out) const;
+  // Index entries so far, in write order.
+  size_t entry_count() const;
   // Closes the unsealed file without unlinking it and drops buffered data:
   // what a crash leaves behind. For the apply's test-only stop.
   void Detach();
