@@ -37,56 +37,79 @@ Status PayloadReader::Open(int fd, uint64_t offset, uint64_t size,
 
 PayloadReader::~PayloadReader() { file_.Release(); }
 
-Status PayloadReader::LoadNextChunks() {
-  uint64_t start = next_chunk_ * chunk_size_;
+Status PayloadReader::ReadChunksInto(uint8_t* dest, size_t room, size_t* loaded) {
+  *loaded = 0;
+  const uint64_t start = next_chunk_ * chunk_size_;
   if (next_chunk_ >= chunk_digests_.size() || start >= size_) {
     return Status(ErrorCode::kCorrupt, "payload: read past the end");
   }
-  const bool two = !wait_for_bytes_ && next_chunk_ + 1 < chunk_digests_.size();
+  const size_t first_length =
+      static_cast<size_t>(std::min<uint64_t>(chunk_size_, size_ - start));
+  const bool two = !wait_for_bytes_ && next_chunk_ + 1 < chunk_digests_.size() &&
+                   room >= first_length + std::min<uint64_t>(chunk_size_, size_ - start -
+                                                                           first_length);
   const size_t length = static_cast<size_t>(
       std::min<uint64_t>(uint64_t{chunk_size_} * (two ? 2 : 1), size_ - start));
   if (wait_for_bytes_) REVPATCH_RETURN_IF_ERROR(wait_for_bytes_(offset_ + start + length));
-  chunk_.resize(length);
-  chunk_pos_ = 0;
-  Status read = file_.ReadAt(offset_ + start, chunk_.data(), length);
-  if (!read.ok()) {
-    chunk_.clear();
-    return read;
-  }
+  REVPATCH_RETURN_IF_ERROR(file_.ReadAt(offset_ + start, dest, length));
   Digest digests[2];
   if (two) {
     // The second chunk may be the short last one: the pair runs over its
     // length, then the first chunk goes on alone.
-    const uint8_t* first = chunk_.data();
     const size_t second_length = length - chunk_size_;
     Sha256 a, b;
-    Sha256::UpdatePair(a, first, b, first + chunk_size_, second_length);
-    a.Update(first + second_length, chunk_size_ - second_length);
+    Sha256::UpdatePair(a, dest, b, dest + chunk_size_, second_length);
+    a.Update(dest + second_length, chunk_size_ - second_length);
     digests[0] = a.Final();
     digests[1] = b.Final();
   } else {
-    digests[0] = Sha256::Hash(chunk_.data(), length);
+    digests[0] = Sha256::Hash(dest, length);
   }
   if (digests[0] != chunk_digests_[next_chunk_]) {
-    chunk_.clear();
     return Status(ErrorCode::kHashMismatch,
                   "payload: chunk " + std::to_string(next_chunk_) + " does not match its digest");
   }
   if (two && digests[1] != chunk_digests_[next_chunk_ + 1]) {
     // The first chunk is good and is handed out; the bad one fails when it
     // is reached (loaded again), as it would loading one at a time.
-    chunk_.resize(chunk_size_);
     ++next_chunk_;
+    *loaded = chunk_size_;
     return Status::Ok();
   }
   next_chunk_ += two ? 2 : 1;
+  *loaded = length;
   return Status::Ok();
+}
+
+Status PayloadReader::LoadNextChunks() {
+  chunk_pos_ = 0;
+  // Two chunks where the file is complete (not growing), else one.
+  chunk_.resize(2 * size_t{chunk_size_});
+  size_t loaded = 0;
+  Status status = ReadChunksInto(chunk_.data(), chunk_.size(), &loaded);
+  chunk_.resize(loaded);  // shrinking writes nothing
+  return status;
 }
 
 Status PayloadReader::Read(uint8_t* out, size_t n) {
   if (n > remaining()) return Status(ErrorCode::kCorrupt, "payload: read past the end");
   while (n > 0) {
-    if (chunk_pos_ == chunk_.size()) REVPATCH_RETURN_IF_ERROR(LoadNextChunks());
+    if (chunk_pos_ == chunk_.size()) {
+      // At a chunk boundary with a whole chunk wanted: read and check it in
+      // `out` itself, which saves copying it out of the reader's buffer.
+      // The caller's memory is as private as that buffer, and the bytes
+      // count as handed out only once their digest matched.
+      const uint64_t start = next_chunk_ * chunk_size_;
+      if (start < size_ && n >= std::min<uint64_t>(chunk_size_, size_ - start)) {
+        size_t loaded = 0;
+        REVPATCH_RETURN_IF_ERROR(ReadChunksInto(out, n, &loaded));
+        position_ += loaded;
+        out += loaded;
+        n -= loaded;
+        continue;
+      }
+      REVPATCH_RETURN_IF_ERROR(LoadNextChunks());
+    }
     size_t take = std::min(n, chunk_.size() - chunk_pos_);
     std::memcpy(out, chunk_.data() + chunk_pos_, take);
     chunk_pos_ += take;

@@ -6,7 +6,9 @@
 // preads two chunks at a time from the borrowed descriptor into its buffer
 // (one where the file is still growing, below), checks both (kHashMismatch),
 // and only then hands out their bytes; Finish() requires the payload to be
-// fully consumed. Two, because their digests are computed together on one
+// fully consumed. A Read() that wants whole chunks from a chunk boundary
+// (the bulk of a large operation's data) gets them read and checked in its
+// own buffer instead, with no copy; on a mismatch it fails, as ever. Two, because their digests are computed together on one
 // core (Sha256::UpdatePair), at nearly twice the speed of one after the
 // other. The signed list of chunk digests with the signed size pins every
 // byte, so a digest of the whole payload would check nothing more: the
@@ -84,7 +86,13 @@ class PayloadReader {
 
  private:
   PayloadReader() = default;
-  // Loads chunk next_chunk_ and, where the file is complete, the one after.
+  // Reads chunk next_chunk_ into `dest` and, where the file is complete and
+  // `room` holds it too, the one after; checks them and moves next_chunk_
+  // past the good ones. *loaded: the bytes checked (a bad second chunk is
+  // left for the next read to fail on). On failure `dest` holds unchecked
+  // bytes and nothing was handed out.
+  Status ReadChunksInto(uint8_t* dest, size_t room, size_t* loaded);
+  // ReadChunksInto the reader's own buffer.
   Status LoadNextChunks();
 
   File file_;  // borrowed descriptor: released, not closed, on destruction
