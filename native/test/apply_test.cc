@@ -534,6 +534,51 @@ TEST(payload_reader_in_chunk_pairs_fails_exactly_at_the_bad_chunk) {
   close(fd);
 }
 
+// Reads of whole chunks from a chunk boundary go straight into the
+// caller's buffer; every mix of piece sizes hands out the same bytes, and a
+// bad chunk inside such a read fails that read.
+TEST(payload_reader_hands_out_the_same_bytes_in_any_pieces) {
+  std::string dir = revpatch_test::TempDir();
+  Bytes payload = StampedImage(7 * kChunk + 123, 4);  // eight chunks, the last short
+  WriteFile(dir + "/f", payload);
+  std::vector<Digest> chunks;
+  for (size_t off = 0; off < payload.size(); off += kChunk) {
+    chunks.push_back(Sha256::Hash(payload.data() + off, std::min<size_t>(kChunk, payload.size() - off)));
+  }
+  int fd = open((dir + "/f").c_str(), O_RDONLY);
+  const std::vector<std::vector<size_t>> plans = {
+      {kChunk, 2 * kChunk, 3 * kChunk, kChunk + 123},       // boundaries only
+      {1, kChunk - 1, 2 * kChunk + 7, kChunk - 7, 3 * kChunk + 123},
+      {100, 3 * kChunk, 5, 4 * kChunk + 18},                // whole chunks from mid-chunk
+      {7 * kChunk, 123},                                    // the short last chunk alone
+      {7 * kChunk + 123}};                                  // all at once
+  for (const std::vector<size_t>& plan : plans) {
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, chunks, &reader));
+    Bytes got(payload.size(), 0xee);
+    size_t at = 0;
+    for (size_t piece : plan) {
+      ASSERT_OK(reader->Read(got.data() + at, piece));
+      at += piece;
+    }
+    EXPECT_EQ(at, payload.size());
+    EXPECT_TRUE(got == payload);
+    EXPECT_OK(reader->Finish());
+  }
+  for (size_t bad_chunk : {size_t{1}, size_t{2}, size_t{7}}) {
+    std::vector<Digest> bad = chunks;
+    bad[bad_chunk][0] ^= 1;
+    std::unique_ptr<PayloadReader> reader;
+    ASSERT_OK(PayloadReader::Open(fd, 0, payload.size(), kChunk, bad, &reader));
+    Bytes got(payload.size());
+    ASSERT_OK(reader->Read(got.data(), kChunk));
+    EXPECT_CODE(reader->Read(got.data() + kChunk, payload.size() - kChunk),
+                ErrorCode::kHashMismatch);
+    EXPECT_TRUE(reader->position() <= bad_chunk * kChunk);
+  }
+  close(fd);
+}
+
 TEST(progress_is_reported_up_to_the_payload_size) {
   Bytes source = StampedImage(64 * kBlock, 1);
   Bytes target = Mixed(StampedImage(128 * kBlock, 1));
