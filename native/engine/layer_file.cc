@@ -428,24 +428,20 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
     }
   }
 
-  std::vector<MerkleNode> leaves;
-  leaves.reserve(im.entries.size());
-  for (const IndexEntry& e : im.entries) leaves.push_back({0, e.block, e.leaf});
+  std::vector<MerkleLeaf> leaves;
+  leaves.reserve(im.entries.size() + 1);  // + 1: a shrink may add one
+  for (const IndexEntry& e : im.entries) leaves.push_back({e.block, e.leaf});
+  // Level 0 lives in the index entries; only inner nodes are stored.
   std::vector<MerkleNode> changed;
   Digest root;
-  REVPATCH_RETURN_IF_ERROR(
-      MerkleDelta(im.below->tree(), leaves, im.target_blocks, &changed, &root));
-  std::vector<MerkleNode>().swap(leaves);
+  REVPATCH_RETURN_IF_ERROR(MerkleInnerDelta(im.below->tree(), std::move(leaves),
+                                            im.target_blocks, &changed, &root));
   const Digest digest = ViewDigest(im.target_size, bs, root);
   if (expected != nullptr && *expected != digest) {
     return Status(ErrorCode::kHashMismatch,
                   "layer view digest " + DigestToHex(digest) + ", expected " +
                       DigestToHex(*expected));
   }
-  // Level 0 lives in the index entries; only inner nodes are stored.
-  changed.erase(std::remove_if(changed.begin(), changed.end(),
-                               [](const MerkleNode& n) { return n.level == 0; }),
-                changed.end());
 
   const uint64_t index_offset = uint64_t{bs} * (1 + im.data_blocks);
   const uint64_t nodes_offset = index_offset + kEntrySize * im.entries.size();

@@ -253,17 +253,15 @@ Digest ViewDigest(uint64_t size_bytes, uint32_t block_size,
   return Sha256::Hash(buf, sizeof(buf));
 }
 
-Status MerkleDelta(MerkleNodeSource& below,
-                   const std::vector<MerkleNode>& new_leaves_level0,
-                   uint64_t new_leaves, std::vector<MerkleNode>* changed,
-                   Digest* root) {
+Status MerkleInnerDelta(MerkleNodeSource& below, std::vector<MerkleLeaf> current,
+                        uint64_t new_leaves, std::vector<MerkleNode>* changed,
+                        Digest* root) {
   const uint64_t old_leaves = below.leaf_count();
   // Check the caller's promise: sorted, unique, in range, growth covered.
   uint64_t growth_covered = 0;
-  for (size_t i = 0; i < new_leaves_level0.size(); ++i) {
-    const MerkleNode& n = new_leaves_level0[i];
-    if (n.level != 0 || n.index >= new_leaves ||
-        (i > 0 && n.index <= new_leaves_level0[i - 1].index)) {
+  for (size_t i = 0; i < current.size(); ++i) {
+    const MerkleLeaf& n = current[i];
+    if (n.index >= new_leaves || (i > 0 && n.index <= current[i - 1].index)) {
       return Status(ErrorCode::kInvalidArgument,
                     "leaf list not sorted, unique and in range");
     }
@@ -280,18 +278,9 @@ Status MerkleDelta(MerkleNodeSource& below,
     return Status::Ok();
   }
   // Room for a dense change (about as many inner nodes as leaves); a
-  // sparse one has more and grows the vector as before.
-  changed->reserve(2 * new_leaves_level0.size() + 2 * MerkleHeight(new_leaves) + 1);
-  changed->insert(changed->end(), new_leaves_level0.begin(),
-                  new_leaves_level0.end());
-
-  struct Dirty {
-    uint64_t index;
-    Digest hash;
-  };
-  std::vector<Dirty> current;
-  current.reserve(new_leaves_level0.size() + 1);
-  for (const MerkleNode& n : new_leaves_level0) current.push_back({n.index, n.hash});
+  // sparse one has more and grows the vector.
+  changed->reserve(current.size() + 2 * MerkleHeight(new_leaves) + 1);
+  using Dirty = MerkleLeaf;
   // Shrinking changes the nodes on the path of the new last leaf even when
   // no leaf changed: their ranges lose the leaves past the new end.
   if (new_leaves < old_leaves &&
@@ -363,6 +352,27 @@ Status MerkleDelta(MerkleNodeSource& below,
     current.swap(next);
   }
   *root = current.front().hash;
+  return Status::Ok();
+}
+
+Status MerkleDelta(MerkleNodeSource& below,
+                   const std::vector<MerkleNode>& new_leaves_level0,
+                   uint64_t new_leaves, std::vector<MerkleNode>* changed,
+                   Digest* root) {
+  std::vector<MerkleLeaf> leaves;
+  leaves.reserve(new_leaves_level0.size() + 1);
+  for (const MerkleNode& n : new_leaves_level0) {
+    if (n.level != 0) {
+      return Status(ErrorCode::kInvalidArgument, "leaf list not sorted, unique and in range");
+    }
+    leaves.push_back({n.index, n.hash});
+  }
+  std::vector<MerkleNode> inner;
+  REVPATCH_RETURN_IF_ERROR(MerkleInnerDelta(below, std::move(leaves), new_leaves, &inner, root));
+  changed->clear();
+  changed->reserve(new_leaves_level0.size() + inner.size());
+  changed->insert(changed->end(), new_leaves_level0.begin(), new_leaves_level0.end());
+  changed->insert(changed->end(), inner.begin(), inner.end());
   return Status::Ok();
 }
 

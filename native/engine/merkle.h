@@ -75,6 +75,20 @@ Status MerkleDelta(MerkleNodeSource& below,
                    uint64_t new_leaves, std::vector<MerkleNode>* changed,
                    Digest* root);
 
+// A leaf given to MerkleInnerDelta: its index and hash.
+struct MerkleLeaf {
+  uint64_t index;
+  Digest hash;
+};
+
+// MerkleDelta with the leaves as MerkleLeaf (taken: the vector is reused for
+// the levels above) and only the inner nodes (level >= 1) in *changed: for
+// a caller that keeps the leaves elsewhere (a layer's index), so a large
+// layer's seal does not copy them twice more.
+Status MerkleInnerDelta(MerkleNodeSource& below, std::vector<MerkleLeaf> leaves,
+                        uint64_t new_leaves, std::vector<MerkleNode>* changed,
+                        Digest* root);
+
 // Streams a whole image and computes its view digest with O(log n) memory.
 // If `tree_path` is not empty, also writes the whole tree there (temp file,
 // fsync, rename, directory fsync) in the format MerkleTreeFile reads.
