@@ -381,6 +381,38 @@ Status File::Reserve(uint64_t offset, uint64_t length) {
 #endif
 }
 
+Status File::ReleaseReserved(uint64_t size, uint64_t reserved_end) {
+  REVPATCH_RETURN_IF_ERROR(CheckWritable("release reserved space"));
+  if (reserved_end <= size) return Status::Ok();
+  if (!OffsetFits(reserved_end, static_cast<size_t>(0))) {
+    return Status(ErrorCode::kTooLarge, "reserved range out of range");
+  }
+#if defined(__linux__) && defined(_GNU_SOURCE) && defined(FALLOC_FL_PUNCH_HOLE)
+  // ext4 frees blocks past the end on a truncate to the same size (and
+  // ignores a punch there); XFS and btrfs free them on the punch. The
+  // truncate must not move the end, so the size is checked first.
+  uint64_t current = 0;
+  REVPATCH_RETURN_IF_ERROR(Size(&current));
+  if (current != size) {
+    return Status(ErrorCode::kInvalidArgument, "release reserved space: not the file's size");
+  }
+  REVPATCH_RETURN_IF_ERROR(RawTruncate(fd_, size));
+  int rc;
+  do {
+    rc = ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     static_cast<off_t>(size), static_cast<off_t>(reserved_end - size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return Status::Ok();
+  const int err = errno;
+  if (err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) {
+    return Status(ErrorCode::kUnsupported, std::string("fallocate: ") + std::strerror(err));
+  }
+  return Status::FromErrno(err, "fallocate");
+#else
+  return Status::Ok();
+#endif
+}
+
 void File::AdviseSequential(uint64_t offset, uint64_t length) const {
   if (fd_ < 0) return;
 #if defined(POSIX_FADV_SEQUENTIAL)

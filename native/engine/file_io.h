@@ -80,6 +80,15 @@ class File {
   // or the filesystem cannot; nothing the file reads changes either way.
   // Not an I/O call of the fault injector (no content changes).
   Status Reserve(uint64_t offset, uint64_t length);
+  // Gives back what Reserve() allocated past the file's end: `size` must
+  // be the file's size (kInvalidArgument otherwise), `reserved_end` where
+  // the reservations ended. For a writer that reserved ahead and wrote
+  // less. Linux truncates to the same size (ext4 frees blocks past the end
+  // so) and punches the range (XFS, btrfs); elsewhere there is nothing to
+  // do (macOS frees unused F_PREALLOCATE space when the file is closed).
+  // Like Reserve, not an I/O call of the fault injector: the contents and
+  // the size never change, and a failure is for the caller to ignore.
+  Status ReleaseReserved(uint64_t size, uint64_t reserved_end);
   // Access hints for one pass over a big range (hashing, export): read ahead
   // aggressively; and drop pages already read or written and synced from
   // the page cache, so a pass over a whole image does not evict everything

@@ -29,6 +29,10 @@ constexpr size_t kWriteBufferBytes = size_t{1} << 20;
 // (File::StartWriteback), so that Sync and Seal wait only for the tail.
 constexpr uint64_t kWritebackBytes = uint64_t{4} << 20;
 constexpr size_t kReadChunkBytes = size_t{1} << 20;
+// Disk space is reserved ahead of the data in steps of what was written so
+// far, within these bounds (Impl::ReserveAhead).
+constexpr uint64_t kMinReserveBytes = uint64_t{4} << 20;
+constexpr uint64_t kMaxReserveBytes = uint64_t{64} << 20;
 constexpr size_t kRecordsPerBatch = 1024;  // Seal's index and node records
 
 using IndexEntry = LayerIndexEntry;
@@ -103,6 +107,7 @@ struct LayerWriter::Impl {
   std::vector<uint8_t> scratch;
   std::vector<Digest> leaves;  // AppendRun's, kept to avoid reallocating
   uint64_t writeback_from = 0;  // data before this offset was handed to the disk
+  uint64_t reserved_end = 0;    // space before this offset was asked for (ReserveAhead)
   bool directory_synced = false;
   // SyncFlushed's own descriptor (made by the first Flush), and whether it
   // failed: set on the syncing thread, read by CheckOpen on the writing one.
@@ -182,12 +187,29 @@ struct LayerWriter::Impl {
       bytes = scratch.data();
     }
     const Digest leaf = LeafHash(bytes, block_size);
+    ReserveAhead(data->position() + block_size);
     REVPATCH_RETURN_IF_ERROR(Fail(data->Append(bytes, block_size)));
     entries.push_back({block, block_size * (1 + data_blocks), leaf});
     ++data_blocks;
     bytes_written += block_size;
     StartWriteback();
     return Status::Ok();
+  }
+
+  // Before appending up to file offset `end`: reserves the space ahead
+  // (File::Reserve) in steps that grow with the data. Blocks the writes
+  // then land in are already allocated, which spares the filesystem its
+  // per-page delayed-allocation work; on ext4 that was about a sixth of
+  // the writing thread's time on a large REPLACE. A hint: a reservation
+  // that fails (no space, not supported) is left to the writes, which
+  // report a real shortage themselves. Seal gives back what was not used.
+  void ReserveAhead(uint64_t end) {
+    if (end <= reserved_end) return;
+    const uint64_t step =
+        std::min(kMaxReserveBytes, std::max(kMinReserveBytes, bytes_written));
+    const uint64_t from = std::max(reserved_end, data->position());
+    reserved_end = std::max(end, from) + step;
+    (void)file.Reserve(from, reserved_end - from);
   }
 
   void StartWriteback() {
@@ -219,6 +241,7 @@ struct LayerWriter::Impl {
         LeafHashes(slice, n, block_size, leaves.data());
         slice_leaves = leaves.data();
       }
+      ReserveAhead(data->position() + n * uint64_t{block_size});
       REVPATCH_RETURN_IF_ERROR(Fail(data->Append(slice, n * size_t{block_size})));
       for (size_t i = 0; i < n; ++i) {
         entries.push_back({first + done + i, block_size * (1 + data_blocks + i), slice_leaves[i]});
@@ -493,6 +516,7 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Append(footer, sizeof(footer))));
   REVPATCH_RETURN_IF_ERROR(im.Fail(out.Flush()));
+  (void)im.file.ReleaseReserved(out.position(), im.reserved_end);  // a hint
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.FullSync()));
   im.sync_handle.Close();
   REVPATCH_RETURN_IF_ERROR(im.Fail(im.file.Close()));

@@ -106,6 +106,26 @@ TEST(reserve_allocates_without_changing_the_size) {
   EXPECT_TRUE(got == data);
 }
 
+TEST(release_reserved_gives_back_the_space_past_the_end_only) {
+  const std::string path = revpatch_test::TempDir() + "/f";
+  File f;
+  ASSERT_OK(File::CreateNew(path, &f));
+  const std::vector<uint8_t> data = Pattern(65536, 6);
+  ASSERT_OK(f.WriteAt(0, data.data(), data.size()));
+  const revpatch::Status reserved = f.Reserve(65536, 8u << 20);
+  if (reserved.ok()) EXPECT_TRUE(AllocatedBytes(f) >= (8u << 20));
+  EXPECT_CODE(f.ReleaseReserved(4096, 8u << 20), ErrorCode::kInvalidArgument);  // not the size
+  EXPECT_OK(f.ReleaseReserved(65536, 65536));  // nothing past the end
+  const revpatch::Status released = f.ReleaseReserved(65536, (8u << 20) + 65536);
+  if (reserved.ok() && released.ok()) EXPECT_TRUE(AllocatedBytes(f) < (1u << 20));
+  uint64_t size = 0;
+  ASSERT_OK(f.Size(&size));
+  EXPECT_EQ(size, 65536u);
+  std::vector<uint8_t> got(data.size());
+  ASSERT_OK(f.ReadAt(0, got.data(), got.size()));
+  EXPECT_TRUE(got == data);
+}
+
 TEST(reserve_refuses_ranges_past_the_largest_offset) {
   const std::string path = revpatch_test::TempDir() + "/f";
   File f;

@@ -1,5 +1,7 @@
 #include "../engine/layer_file.h"
 
+#include <sys/stat.h>
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -335,6 +337,26 @@ TEST(write_hashed_blocks_with_the_true_leaves_gives_the_same_layer) {
   leaves[5][0] ^= 1;
   write("wrong", true, &wrong);
   EXPECT_TRUE(wrong != hashed);
+}
+
+// The writer reserves disk space ahead of its data; a sealed layer keeps
+// none of it past its end.
+TEST(a_sealed_layer_keeps_no_space_reserved_past_its_end) {
+  const uint64_t blocks = 3000;  // 12 MB: past the first reservation step
+  Fixture f(blocks * kBs);
+  Bytes image(blocks * kBs);
+  for (uint64_t b = 0; b < blocks; ++b) revpatch_test::Stamp(b, 11, kBs, &image[b * kBs]);
+  std::unique_ptr<LayerWriter> w;
+  const std::string path = f.dir + "/layer";
+  ASSERT_OK(LayerWriter::Create(path, f.base.size(), f.view.get(), &w));
+  ASSERT_OK(w->WriteBlocks(0, blocks, kBs, image.data()));
+  Digest d{};
+  ASSERT_OK(w->Seal(nullptr, &d));
+  struct stat st;
+  ASSERT_TRUE(::stat(path.c_str(), &st) == 0);
+  const uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  EXPECT_TRUE(allocated < static_cast<uint64_t>(st.st_size) + (1u << 20));
+  ASSERT_OK(OpenAndVerify(path));
 }
 
 TEST(write_blocks_stops_at_a_refused_block_after_writing_the_ones_before) {
