@@ -474,7 +474,7 @@ function writeResults(r) {
     `revpatch install ${fmtS(rt.rp.apply.seconds)} = ${fmtB(rt.size / rt.rp.apply.seconds)}/s; \`cp NEW OUT\` ${fmtS(rt.cp.seconds)} = ${fmtB(rt.size / rt.cp.seconds)}/s; ` +
     `\`cp NEW OUT && sync OUT\` ${fmtS(rt.cpSync.seconds)} = ${fmtB(rt.size / rt.cpSync.seconds)}/s; in-process install (\`Device.install\`) ${fmtS(rt.rp.applyInProcess?.seconds)} = ${fmtB(rt.size / rt.rp.applyInProcess?.seconds)}/s. ` +
     `The CLI figure includes Node start-up and loading the addon; the in-process one does not. ` +
-    `Each payload byte is hashed twice on the device, on two threads: its chunk digest before it is used and its leaf hash for the view digest. An install is durable when it returns (fsync), so it is held against cp + sync; against plain cp (page cache only) it reaches ${((rt.cp.seconds / rt.rp.apply.seconds)).toFixed(2)}x.`);
+    `Each payload byte is hashed twice on the device: its chunk digest before it is used (the reading thread) and its leaf hash for the view digest (shared between the reading and the writing thread as each has time). An install is durable when it returns (fsync), so it is held against cp + sync; against plain cp (page cache only) it reaches ${((rt.cp.seconds / rt.rp.apply.seconds)).toFixed(2)}x.`);
   L.push('');
   L.push('## Targets of issue 4');
   L.push('');
