@@ -451,13 +451,22 @@ Status LayerWriter::Seal(const Digest* expected, Digest* view_digest) {
     }
   }
 
-  std::vector<MerkleLeaf> leaves;
-  leaves.reserve(im.entries.size() + 1);  // + 1: a shrink may add one
-  for (const IndexEntry& e : im.entries) leaves.push_back({e.block, e.leaf});
   // Level 0 lives in the index entries; only inner nodes are stored.
+  class EntryLeaves : public MerkleLeafList {
+   public:
+    explicit EntryLeaves(const std::vector<IndexEntry>& entries) : entries_(entries) {}
+    size_t count() const override { return entries_.size(); }
+    void Get(size_t i, uint64_t* index, Digest* hash) const override {
+      *index = entries_[i].block;
+      *hash = entries_[i].leaf;
+    }
+
+   private:
+    const std::vector<IndexEntry>& entries_;
+  };
   std::vector<MerkleNode> changed;
   Digest root;
-  REVPATCH_RETURN_IF_ERROR(MerkleInnerDelta(im.below->tree(), std::move(leaves),
+  REVPATCH_RETURN_IF_ERROR(MerkleInnerDelta(im.below->tree(), EntryLeaves(im.entries),
                                             im.target_blocks, &changed, &root));
   const Digest digest = ViewDigest(im.target_size, bs, root);
   if (expected != nullptr && *expected != digest) {

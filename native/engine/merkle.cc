@@ -253,19 +253,87 @@ Digest ViewDigest(uint64_t size_bytes, uint32_t block_size,
   return Sha256::Hash(buf, sizeof(buf));
 }
 
-Status MerkleInnerDelta(MerkleNodeSource& below, std::vector<MerkleLeaf> current,
+namespace {
+
+// One level of a delta: the changed nodes of `level` (their indices
+// ascending, got through get(i, &index, &hash)) give the changed nodes of
+// level + 1, appended to *out in index order. A parent takes its children
+// from the list where it has them and from the tree below otherwise; one
+// without a right child is its left child (MerkleBuilder). Parents are
+// hashed two at a time as they come (InnerHashPair), so nothing is stored
+// but the output.
+template <typename Get>
+Status HashLevel(MerkleNodeSource& below, uint32_t level, uint64_t width, size_t count,
+                 const Get& get, std::vector<MerkleNode>* out) {
+  struct Waiting {
+    size_t slot;
+    Digest left, right;
+  };
+  Waiting waiting{};
+  bool is_waiting = false;
+  for (size_t i = 0; i < count;) {
+    uint64_t index;
+    Digest hash;
+    get(i, &index, &hash);
+    const uint64_t parent = index / 2;
+    const uint64_t left_index = parent * 2;
+    const uint64_t right_index = left_index + 1;
+    Digest left, right;
+    if (index == left_index) {
+      left = hash;
+      uint64_t next_index = 0;
+      Digest next_hash;
+      if (i + 1 < count) get(i + 1, &next_index, &next_hash);
+      if (i + 1 < count && next_index == right_index) {
+        right = next_hash;
+        i += 2;
+      } else {
+        if (right_index < width) {
+          REVPATCH_RETURN_IF_ERROR(below.GetNode(level, right_index, &right));
+        }
+        i += 1;
+      }
+    } else {
+      REVPATCH_RETURN_IF_ERROR(below.GetNode(level, left_index, &left));
+      right = hash;
+      i += 1;
+    }
+    const size_t slot = out->size();
+    out->push_back({level + 1, parent, left});
+    if (right_index >= width) continue;  // promoted: the left child's hash
+    if (!is_waiting) {
+      waiting = {slot, left, right};
+      is_waiting = true;
+    } else {
+      InnerHashPair(waiting.left, waiting.right, left, right, &(*out)[waiting.slot].hash,
+                    &(*out)[slot].hash);
+      is_waiting = false;
+    }
+  }
+  if (is_waiting) (*out)[waiting.slot].hash = InnerHash(waiting.left, waiting.right);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status MerkleInnerDelta(MerkleNodeSource& below, const MerkleLeafList& leaves,
                         uint64_t new_leaves, std::vector<MerkleNode>* changed,
                         Digest* root) {
   const uint64_t old_leaves = below.leaf_count();
+  const size_t given = leaves.count();
   // Check the caller's promise: sorted, unique, in range, growth covered.
   uint64_t growth_covered = 0;
-  for (size_t i = 0; i < current.size(); ++i) {
-    const MerkleLeaf& n = current[i];
-    if (n.index >= new_leaves || (i > 0 && n.index <= current[i - 1].index)) {
+  uint64_t previous = 0;
+  for (size_t i = 0; i < given; ++i) {
+    uint64_t index;
+    Digest hash;
+    leaves.Get(i, &index, &hash);
+    if (index >= new_leaves || (i > 0 && index <= previous)) {
       return Status(ErrorCode::kInvalidArgument,
                     "leaf list not sorted, unique and in range");
     }
-    if (n.index >= old_leaves) ++growth_covered;
+    if (index >= old_leaves) ++growth_covered;
+    previous = index;
   }
   if (new_leaves > old_leaves && growth_covered != new_leaves - old_leaves) {
     return Status(ErrorCode::kInvalidArgument,
@@ -277,81 +345,53 @@ Status MerkleInnerDelta(MerkleNodeSource& below, std::vector<MerkleLeaf> current
     *root = Sha256::Hash(nullptr, 0);
     return Status::Ok();
   }
-  // Room for a dense change (about as many inner nodes as leaves); a
-  // sparse one has more and grows the vector.
-  changed->reserve(current.size() + 2 * MerkleHeight(new_leaves) + 1);
-  using Dirty = MerkleLeaf;
   // Shrinking changes the nodes on the path of the new last leaf even when
   // no leaf changed: their ranges lose the leaves past the new end.
-  if (new_leaves < old_leaves &&
-      (current.empty() || current.back().index != new_leaves - 1)) {
-    Dirty last{new_leaves - 1, {}};
-    REVPATCH_RETURN_IF_ERROR(below.GetNode(0, new_leaves - 1, &last.hash));
-    current.push_back(last);
+  bool extra = false;
+  Digest last_hash{};
+  if (new_leaves < old_leaves && (given == 0 || previous != new_leaves - 1)) {
+    REVPATCH_RETURN_IF_ERROR(below.GetNode(0, new_leaves - 1, &last_hash));
+    extra = true;
   }
+  const size_t level0 = given + (extra ? 1 : 0);
+  auto get_leaf = [&](size_t i, uint64_t* index, Digest* hash) {
+    if (i < given) {
+      leaves.Get(i, index, hash);
+    } else {
+      *index = new_leaves - 1;
+      *hash = last_hash;
+    }
+  };
 
   const uint32_t height = MerkleHeight(new_leaves);
-  if (current.empty()) {
+  if (level0 == 0) {
     // Same size, nothing changed: the root is below's.
     return below.GetNode(height - 1, 0, root);
   }
-  // Each level in two passes: find every parent's children (some from the
-  // tree below), then hash the parents two at a time (InnerHashPair).
-  struct Parent {
-    Digest left, right;
-    bool has_right;
-  };
-  std::vector<Parent> parents;
-  std::vector<Dirty> next;
-  for (uint32_t level = 0; level + 1 < height; ++level) {
-    const uint64_t width = MerkleLevelWidth(new_leaves, level);
-    next.clear();
-    parents.clear();
-    for (size_t i = 0; i < current.size();) {
-      const uint64_t parent = current[i].index / 2;
-      const uint64_t left_index = parent * 2;
-      const uint64_t right_index = left_index + 1;
-      Digest left, right;
-      if (current[i].index == left_index) {
-        left = current[i].hash;
-        if (i + 1 < current.size() && current[i + 1].index == right_index) {
-          right = current[i + 1].hash;
-          i += 2;
-        } else {
-          if (right_index < width) {
-            REVPATCH_RETURN_IF_ERROR(below.GetNode(level, right_index, &right));
-          }
-          i += 1;
-        }
-      } else {
-        REVPATCH_RETURN_IF_ERROR(below.GetNode(level, left_index, &left));
-        right = current[i].hash;
-        i += 1;
-      }
-      next.push_back({parent, {}});
-      parents.push_back({left, right, right_index < width});
-    }
-    // A parent without a right child is its left child (MerkleBuilder).
-    size_t waiting = parents.size();  // a parent to hash, kept for a partner
-    for (size_t k = 0; k < parents.size(); ++k) {
-      const Parent& p = parents[k];
-      if (!p.has_right) {
-        next[k].hash = p.left;
-      } else if (waiting == parents.size()) {
-        waiting = k;
-      } else {
-        const Parent& q = parents[waiting];
-        InnerHashPair(q.left, q.right, p.left, p.right, &next[waiting].hash, &next[k].hash);
-        waiting = parents.size();
-      }
-    }
-    if (waiting != parents.size()) {
-      next[waiting].hash = InnerHash(parents[waiting].left, parents[waiting].right);
-    }
-    for (const Dirty& d : next) changed->push_back({level + 1, d.index, d.hash});
-    current.swap(next);
+  if (height == 1) {
+    uint64_t index;
+    get_leaf(0, &index, root);
+    return Status::Ok();
   }
-  *root = current.front().hash;
+  // Room for a dense change (about as many inner nodes as leaves); a
+  // sparse one has more and grows the vector.
+  changed->reserve(level0 + 2 * height);
+  REVPATCH_RETURN_IF_ERROR(HashLevel(below, 0, MerkleLevelWidth(new_leaves, 0), level0,
+                                     get_leaf, changed));
+  // Each level above reads the one before it from *changed itself.
+  size_t begin = 0;
+  for (uint32_t level = 1; level + 1 < height; ++level) {
+    const size_t end = changed->size();
+    auto get_node = [changed, begin](size_t i, uint64_t* index, Digest* hash) {
+      const MerkleNode& n = (*changed)[begin + i];
+      *index = n.index;
+      *hash = n.hash;
+    };
+    REVPATCH_RETURN_IF_ERROR(HashLevel(below, level, MerkleLevelWidth(new_leaves, level),
+                                       end - begin, get_node, changed));
+    begin = end;
+  }
+  *root = changed->back().hash;
   return Status::Ok();
 }
 
@@ -359,16 +399,26 @@ Status MerkleDelta(MerkleNodeSource& below,
                    const std::vector<MerkleNode>& new_leaves_level0,
                    uint64_t new_leaves, std::vector<MerkleNode>* changed,
                    Digest* root) {
-  std::vector<MerkleLeaf> leaves;
-  leaves.reserve(new_leaves_level0.size() + 1);
+  class NodeLeaves : public MerkleLeafList {
+   public:
+    explicit NodeLeaves(const std::vector<MerkleNode>& nodes) : nodes_(nodes) {}
+    size_t count() const override { return nodes_.size(); }
+    void Get(size_t i, uint64_t* index, Digest* hash) const override {
+      *index = nodes_[i].index;
+      *hash = nodes_[i].hash;
+    }
+
+   private:
+    const std::vector<MerkleNode>& nodes_;
+  };
   for (const MerkleNode& n : new_leaves_level0) {
     if (n.level != 0) {
       return Status(ErrorCode::kInvalidArgument, "leaf list not sorted, unique and in range");
     }
-    leaves.push_back({n.index, n.hash});
   }
   std::vector<MerkleNode> inner;
-  REVPATCH_RETURN_IF_ERROR(MerkleInnerDelta(below, std::move(leaves), new_leaves, &inner, root));
+  REVPATCH_RETURN_IF_ERROR(
+      MerkleInnerDelta(below, NodeLeaves(new_leaves_level0), new_leaves, &inner, root));
   changed->clear();
   changed->reserve(new_leaves_level0.size() + inner.size());
   changed->insert(changed->end(), new_leaves_level0.begin(), new_leaves_level0.end());

@@ -75,17 +75,21 @@ Status MerkleDelta(MerkleNodeSource& below,
                    uint64_t new_leaves, std::vector<MerkleNode>* changed,
                    Digest* root);
 
-// A leaf given to MerkleInnerDelta: its index and hash.
-struct MerkleLeaf {
-  uint64_t index;
-  Digest hash;
+// The leaves given to MerkleInnerDelta, read where the caller keeps them
+// (a layer's index entries): count() of them, the i-th's index and hash.
+class MerkleLeafList {
+ public:
+  virtual ~MerkleLeafList() = default;
+  virtual size_t count() const = 0;
+  virtual void Get(size_t i, uint64_t* index, Digest* hash) const = 0;
 };
 
-// MerkleDelta with the leaves as MerkleLeaf (taken: the vector is reused for
-// the levels above) and only the inner nodes (level >= 1) in *changed: for
-// a caller that keeps the leaves elsewhere (a layer's index), so a large
-// layer's seal does not copy them twice more.
-Status MerkleInnerDelta(MerkleNodeSource& below, std::vector<MerkleLeaf> leaves,
+// MerkleDelta with the leaves read through `leaves` and only the inner
+// nodes (level >= 1) in *changed, for a caller that keeps the leaves
+// itself: a large layer's seal copies them nowhere. Each level is hashed
+// straight into *changed and read back from there for the next, so the
+// memory is the output's.
+Status MerkleInnerDelta(MerkleNodeSource& below, const MerkleLeafList& leaves,
                         uint64_t new_leaves, std::vector<MerkleNode>* changed,
                         Digest* root);
 
