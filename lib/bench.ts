@@ -351,6 +351,12 @@ export interface BenchOptions {
   onStep?: (message: string) => void;
   /** Stop another tool's step after this long (for NEW of `bytes`) and report it as not finished; default never. */
   toolTimeout?: (bytes: number) => number;
+  /**
+   * Called after each run of the CLI install loop: for a comparison
+   * measured side by side with the installs (cp of the same bytes), so
+   * that a shared machine's drift hits both alike.
+   */
+  afterInstallRun?: (run: number) => Promise<void>;
 }
 
 export function revpatchCommand(): string[] {
@@ -442,6 +448,7 @@ export async function benchRevpatch(oldPath: string, newPath: string, options: B
       installs.push(install);
       boots.push(boot);
       removes.push(sumSamples(remove, reboot));
+      await options.afterInstallRun?.(run);
       return install;
     } finally {
       await fs.rm(state, { recursive: true, force: true });
