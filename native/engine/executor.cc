@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "diff.h"
+#include "merkle.h"
 #include "sha256.h"
 
 namespace revpatch {
@@ -59,8 +60,6 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   if (leaves.size() > dst_blocks) {
     return Status(ErrorCode::kInvalidArgument, "more leaf hashes than target blocks");
   }
-  // Leaves given for any other type are not of its output: unused.
-  const size_t hashed = op.type == OperationType::kReplace ? leaves.size() : 0;
   const uint64_t src_bytes = src_blocks * block_size;
   const uint64_t dst_bytes = dst_blocks * block_size;
 
@@ -147,11 +146,42 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   // still cannot land: the layer's view digest must equal the signed target
   // digest before it is sealed. Every op that computes its output (Brotli,
   // COPY, DIFF) is checked here, before anything is written.
+  //
+  // Leaves given for a raw REPLACE are of its data; for the other types
+  // they are not of the output and go unused. A large computed output's
+  // hash runs on a second thread beside its leaf hashes, which the write
+  // then takes instead of hashing the blocks again.
   const bool computed = op.type != OperationType::kReplace && op.type != OperationType::kZero;
-  if (computed && Sha256::Hash(produced, static_cast<size_t>(dst_bytes)) != op.dst_hash) {
-    return Status(ErrorCode::kHashMismatch,
-                  std::string(OperationTypeName(op.type)) +
-                      ": produced blocks do not match the operation's hash");
+  const std::vector<Digest>* write_leaves = &leaves;
+  size_t hashed = op.type == OperationType::kReplace ? leaves.size() : 0;
+  std::vector<Digest> output_leaves;
+  if (computed) {
+    Digest produced_digest{};
+    auto hash_output = [&] {
+      produced_digest = Sha256::Hash(produced, static_cast<size_t>(dst_bytes));
+    };
+    std::thread output_hasher;
+    if (dst_bytes >= kParallelHashBytes) {
+      try {
+        output_leaves.resize(static_cast<size_t>(dst_blocks));
+        output_hasher = std::thread(hash_output);
+      } catch (const std::exception&) {
+        output_leaves.clear();  // no memory or no thread: hash here, as below
+      }
+    }
+    if (output_hasher.joinable()) {
+      LeafHashes(produced, output_leaves.size(), block_size, output_leaves.data());
+      output_hasher.join();
+      write_leaves = &output_leaves;
+      hashed = output_leaves.size();
+    } else {
+      hash_output();
+    }
+    if (produced_digest != op.dst_hash) {
+      return Status(ErrorCode::kHashMismatch,
+                    std::string(OperationTypeName(op.type)) +
+                        ": produced blocks do not match the operation's hash");
+    }
   }
 
   // Runs of non-zero blocks go to the sink in one call each (two where
@@ -174,7 +204,7 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
       const uint64_t given = k < hashed ? std::min<uint64_t>(run, hashed - k) : 0;
       if (given > 0) {
         REVPATCH_RETURN_IF_ERROR(
-            sink.WriteHashedBlocks(e.start_block + b, given, block_size, p, &leaves[k]));
+            sink.WriteHashedBlocks(e.start_block + b, given, block_size, p, &(*write_leaves)[k]));
       }
       if (given < run) {
         REVPATCH_RETURN_IF_ERROR(sink.WriteBlocks(e.start_block + b + given, run - given,

@@ -2,6 +2,7 @@
 // their own index: each op writes exactly its target blocks with the right
 // bytes, and a hash mismatch of either side writes nothing at all.
 #include "../engine/executor.h"
+#include "../engine/merkle.h"
 
 #include <cstring>
 #include <map>
@@ -185,6 +186,27 @@ TEST(leaves_given_for_a_replace_reach_the_sink_with_their_blocks) {
   HashedSink copy_sink(40);
   ASSERT_OK(ExecuteOperation(copy, nullptr, leaves, source, copy_sink));
   EXPECT_TRUE(copy_sink.given().empty());
+}
+
+// A computed output of 1 MiB or more is hashed on a second thread while
+// its leaves are hashed here; the sink gets those leaves with the blocks,
+// and a wrong dst_hash still writes nothing.
+TEST(a_large_computed_output_reaches_the_sink_with_its_leaves) {
+  const uint64_t blocks = (1u << 20) / kBlock + 7;  // over 1 MiB
+  MemorySource source(blocks + 8);
+  const Bytes copied = source.Blocks(8, blocks);
+  Operation copy = MakeOp(OperationType::kCopy, {{8, blocks}}, {{0, blocks}}, copied, copied, 0);
+  HashedSink sink(blocks + 8);
+  ASSERT_OK(ExecuteOperation(copy, nullptr, source, sink));
+  ExpectWritten(sink, {{0, blocks}}, copied);
+  ASSERT_EQ(sink.given().size(), blocks);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    EXPECT_TRUE(sink.given().at(b) == revpatch::LeafHash(&copied[b * kBlock], kBlock));
+  }
+  copy.dst_hash[0] ^= 1;
+  HashedSink refused(blocks + 8);
+  EXPECT_CODE(ExecuteOperation(copy, nullptr, source, refused), ErrorCode::kHashMismatch);
+  EXPECT_TRUE(refused.written().empty());
 }
 
 TEST(replace_brotli_decompresses_to_exactly_its_targets) {
