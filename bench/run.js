@@ -294,8 +294,10 @@ async function replaceThroughput(rpDir) {
     const cpSync = [];
     const afterInstallRun = async () => {
       fs.rmSync(out, { force: true });
+      await B.warmInputs([neu]);
       cp.push(await B.runMeasured('cp', [neu, out]));
       fs.rmSync(out, { force: true });
+      await B.warmInputs([neu]);
       cpSync.push(await B.runMeasured('sh', ['-c', 'cp "$0" "$1" && sync "$1"', neu, out]));
       fs.rmSync(out, { force: true });
     };
@@ -418,6 +420,7 @@ function writeResults(r) {
   L.push(`- Each step is run ${RUNS} times and the median reported; a step whose first run takes over 10 s is run 3 times, over 40 s once (the \`runs\` column: create/apply).`);
   L.push('- revpatch is measured through its command line (`node bin/revpatch.js`), so every figure includes Node start-up and loading the addon, as a device pays it.');
   L.push('  *create* is `revpatch create`; *apply* is `revpatch install` on a fresh state directory as `revpatch init` leaves it; *restart-activate* is `revpatch boot` after it; *remove and restart* is `revpatch remove ID` then `revpatch boot` (after `confirm`).');
+  L.push('- Before each timed apply run, each tool\'s inputs (OLD and the patch; for cp, NEW) are read once, so every tool reads them from the page cache: this virtual machine evicts idle cache between runs, partly and unevenly.');
   L.push('- Every tool\'s output is checked once per pair: bspatch/zstd/xdelta3 output compared byte for byte with NEW; for revpatch the booted view digest after install + boot equals the patch\'s target digest.');
   L.push('- `x/rp` columns: the tool\'s figure divided by revpatch\'s; above 1.00x revpatch is smaller or faster.');
   L.push('- A step of another tool that runs longer than max(180 s, 2 s per MiB of NEW) is stopped and reported as not finished.');

@@ -192,6 +192,27 @@ export async function repeat(policy: RunPolicy, once: (run: number) => Promise<S
   return summarize(samples, exact);
 }
 
+/**
+ * Reads each file once, so that the timed run after it finds its inputs in
+ * the page cache. A shared VM evicts idle cache between runs, partly and
+ * unevenly; without this, which tool reads from disk depends on how long
+ * the inputs sat idle, not on the tool. Every tool's inputs are warmed
+ * alike before each of its timed runs.
+ */
+export async function warmInputs(paths: readonly string[]): Promise<void> {
+  const buffer = Buffer.allocUnsafe(4 << 20);
+  for (const p of paths) {
+    const handle = await fs.open(p, 'r');
+    try {
+      while ((await handle.read(buffer, 0, buffer.length, null)).bytesRead > 0) {
+        /* reading is the point */
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
 /** Sums two steps run back to back (remove, then restart) sample by sample. */
 export function sumSamples(a: Sample, b: Sample): Sample {
   return {
@@ -435,6 +456,7 @@ export async function benchRevpatch(oldPath: string, newPath: string, options: B
     await copyState(pristine, state);
     const s = ['--state', state];
     try {
+      await warmInputs([oldPath, patch]);
       const install = await cli('install', [...s, 'install', patch]);
       const boot = await cli('boot', [...s, '--json', 'boot']);
       if (!verified) {
@@ -460,6 +482,7 @@ export async function benchRevpatch(oldPath: string, newPath: string, options: B
     await copyState(pristine, state);
     try {
       const device = await Device.open(state);
+      await warmInputs([oldPath, patch]);
       const t0 = performance.now();
       await device.install(patch);
       return { seconds: (performance.now() - t0) / 1000, peakRss: null };
@@ -523,6 +546,7 @@ export async function benchTool(tool: DeltaTool, oldPath: string, newPath: strin
     let verified = false;
     const apply = await repeat(options.policy, async () => {
       await fs.rm(out, { force: true });
+      await warmInputs([oldPath, patch]);
       const [cmd, args] = tool.apply(oldPath, patch, out);
       const r = await runMeasured(cmd, args, { timeoutSeconds });
       if (r.code !== 0) status.failed = failure('apply', r);
