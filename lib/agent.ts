@@ -30,7 +30,7 @@ import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
 import { writeFileAtomic } from './atomic';
 import type { PatchRecord } from './record';
 import type { RepoPatch, RepositoryClientApi } from './repo/types';
-import { installFromDownload } from './stream_install';
+import { installFromDownload, pruneDownloads } from './stream_install';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
@@ -447,6 +447,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Then installs, bottom up: each staged patch may be the parent of the next.
     const candidates = offered.filter((p) => !p.recalled);
     const decided = new Set<string>();
+    const chosenPatches: RepoPatch[] = [];
     for (;;) {
       if (signal?.aborted) return { ...report, aborted: true };
       const device = await this.openDevice();
@@ -479,11 +480,25 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.skip(report, other, 'superseded', `${chosen.id} v${chosen.version} is newer for the same view`);
       }
       decided.add(chosen.target);
+      chosenPatches.push(chosen);
       await this.transition(() => this.offer(device, chosen, report, signal));
     }
     if (signal?.aborted) return { ...report, aborted: true };
+    await this.transition(() => this.pruneDownloads(chosenPatches));
     report.restart = await this.transition(() => this.considerRestart());
     return report;
+  }
+
+  /**
+   * Keeps in STATE/downloads/ only what the next check may resume: the
+   * downloads of the patches this check chose, which the streaming install
+   * has already deleted unless a retry can get past their failure. Partial
+   * downloads of patches since recalled, superseded, withdrawn or no longer
+   * fitting the device are deleted, so they do not pile up on it.
+   */
+  private async pruneDownloads(chosen: readonly RepoPatch[]): Promise<void> {
+    const deleted = await pruneDownloads(this.stateDir, chosen);
+    if (deleted.length > 0) this.log.info({ deleted }, 'deleted downloads no check will resume');
   }
 
   private skip(report: CheckReport, patch: RepoPatch, code: string, reason: string): void {

@@ -53,6 +53,42 @@ export function downloadPath(stateDir: string, patch: RepoPatch): string {
 }
 
 /**
+ * Deletes what STATE/downloads/ holds for patches other than `wanted`: the
+ * partial downloads of patches that were recalled, superseded, withdrawn
+ * from the repository or installed since, which no later check resumes.
+ * A kept partial download is only worth its space while a check may still
+ * finish it. Returns the names deleted. A folder that does not exist holds
+ * nothing to delete.
+ */
+export async function pruneDownloads(stateDir: string, wanted: readonly RepoPatch[]): Promise<string[]> {
+  const dir = path.join(stateDir, DOWNLOAD_DIR);
+  const keep = new Set<string>();
+  for (const patch of wanted) {
+    const name = path.basename(downloadPath(stateDir, patch));
+    keep.add(name);
+    keep.add(`${name}.etag`);
+  }
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw toRevpatchError(err);
+  }
+  const deleted: string[] = [];
+  for (const name of names.sort()) {
+    if (keep.has(name)) continue;
+    try {
+      await fs.rm(path.join(dir, name), { force: true, recursive: true });
+    } catch (err) {
+      throw toRevpatchError(err);
+    }
+    deleted.push(name);
+  }
+  return deleted;
+}
+
+/**
  * The signed manifest must say what the signed repository metadata says
  * (id, version, parent, payload and source digests); otherwise the target
  * is another patch than the one announced (wrong software), and it is

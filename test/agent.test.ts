@@ -171,6 +171,36 @@ if (!addonBuilt()) {
     t.ok((await exported(w)).equals(next), 'the booted view is the new image');
   });
 
+  t.test('a partial download no later check will resume is deleted: the patch was recalled, or the file is a stray', async (t) => {
+    const w = await makeWorld(t, { publish: [] });
+    const next = Buffer.from(w.bytes.base);
+    for (let b = 8; b < BLOCKS; b += 2) crypto.randomBytes(BLOCK).copy(next, b * BLOCK);
+    const { patch } = await w.repo.publish(await w.patch('big-1', w.bytes.base, next, { chunkSize: 64 * 1024 }));
+    const server = await serveRepository(w.repoDir, { port: 0 });
+    t.teardown(() => server.close());
+    const proxy = await holdingProxy(t, Number(new URL(server.url).port), Math.floor(patch.length / 2));
+    const agent = await w.agent({}, {
+      url: proxy.url,
+      transport: { retries: 0, connectTimeoutMs: 20_000, readTimeoutMs: 20_000, minBytesPerSecond: 0 },
+    });
+    agent.on('progress', (p) => {
+      if (p.phase === 'install') proxy.cut();
+    });
+    const downloads = path.join(w.state, 'downloads');
+    await fs.mkdir(downloads, { recursive: true });
+    await fs.writeFile(path.join(downloads, 'gone-3-v2.rvp'), 'left by a check long ago');
+    await fs.writeFile(path.join(downloads, 'gone-3-v2.rvp.etag'), '"abc"');
+    const first = await agent.checkOnce();
+    t.same(first.refused.map((r) => [r.id, r.code]), [['big-1', 'E_NETWORK']]);
+    t.same((await fs.readdir(downloads)).sort(), ['big-1-v1.rvp', 'big-1-v1.rvp.etag'], 'the resumable partial download and its ETag stay, the stray ones are deleted');
+
+    await w.repo.recall('big-1');
+    const second = await agent.checkOnce();
+    t.same(second.staged, []);
+    t.same(await fs.readdir(downloads), [], 'the partial download of the recalled patch is deleted');
+    t.same((await w.device()).list(), [], 'and nothing was installed');
+  });
+
   t.test('against nginx: the agent stages a published patch, the restart activates it, it is confirmed, and a recall removes it at the next restart', async (t) => {
     const w = await makeWorld(t, { publish: ['fix-1'] });
     const nginx = await startNginx(t, w.repoDir);
