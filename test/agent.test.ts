@@ -76,6 +76,27 @@ async function holdingProxy(t: { teardown(fn: () => unknown): void }, port: numb
   };
 }
 
+/**
+ * A world with one published patch, big-1 (many scattered new blocks in
+ * 64 KiB chunks: the engine has work before the last bytes arrive), served
+ * through a proxy that holds its download at half the file, and an agent
+ * that fetches through the proxy without retries.
+ */
+async function heldDownloadWorld(t: Parameters<typeof makeWorld>[0]) {
+  const w = await makeWorld(t, { publish: [] });
+  const next = Buffer.from(w.bytes.base);
+  for (let b = 8; b < BLOCKS; b += 2) crypto.randomBytes(BLOCK).copy(next, b * BLOCK);
+  const { patch } = await w.repo.publish(await w.patch('big-1', w.bytes.base, next, { chunkSize: 64 * 1024 }));
+  const server = await serveRepository(w.repoDir, { port: 0 });
+  t.teardown(() => server.close());
+  const proxy = await holdingProxy(t, Number(new URL(server.url).port), Math.floor(patch.length / 2));
+  const agent = await w.agent({}, {
+    url: proxy.url,
+    transport: { retries: 0, connectTimeoutMs: 20_000, readTimeoutMs: 20_000, minBytesPerSecond: 0 },
+  });
+  return { w, next, patch, proxy, agent };
+}
+
 if (!addonBuilt()) {
   t.skip('native addon not built (npm run build)', () => {});
 } else {
@@ -130,18 +151,7 @@ if (!addonBuilt()) {
   });
 
   t.test('the agent applies a patch while it downloads, leaves the device as it was when the download is cut, and resumes it at the next check', async (t) => {
-    const w = await makeWorld(t, { publish: [] });
-    // Many scattered new blocks in 64 KiB chunks: the engine has work before the last bytes arrive.
-    const next = Buffer.from(w.bytes.base);
-    for (let b = 8; b < BLOCKS; b += 2) crypto.randomBytes(BLOCK).copy(next, b * BLOCK);
-    const { patch } = await w.repo.publish(await w.patch('big-1', w.bytes.base, next, { chunkSize: 64 * 1024 }));
-    const server = await serveRepository(w.repoDir, { port: 0 });
-    t.teardown(() => server.close());
-    const proxy = await holdingProxy(t, Number(new URL(server.url).port), Math.floor(patch.length / 2));
-    const agent = await w.agent({}, {
-      url: proxy.url,
-      transport: { retries: 0, connectTimeoutMs: 20_000, readTimeoutMs: 20_000, minBytesPerSecond: 0 },
-    });
+    const { w, next, patch, proxy, agent } = await heldDownloadWorld(t);
     const seen = record(agent);
     let cut = false;
     agent.on('progress', (p) => {
@@ -172,17 +182,7 @@ if (!addonBuilt()) {
   });
 
   t.test('a partial download no later check will resume is deleted: the patch was recalled, or the file is a stray', async (t) => {
-    const w = await makeWorld(t, { publish: [] });
-    const next = Buffer.from(w.bytes.base);
-    for (let b = 8; b < BLOCKS; b += 2) crypto.randomBytes(BLOCK).copy(next, b * BLOCK);
-    const { patch } = await w.repo.publish(await w.patch('big-1', w.bytes.base, next, { chunkSize: 64 * 1024 }));
-    const server = await serveRepository(w.repoDir, { port: 0 });
-    t.teardown(() => server.close());
-    const proxy = await holdingProxy(t, Number(new URL(server.url).port), Math.floor(patch.length / 2));
-    const agent = await w.agent({}, {
-      url: proxy.url,
-      transport: { retries: 0, connectTimeoutMs: 20_000, readTimeoutMs: 20_000, minBytesPerSecond: 0 },
-    });
+    const { w, proxy, agent } = await heldDownloadWorld(t);
     agent.on('progress', (p) => {
       if (p.phase === 'install') proxy.cut();
     });
