@@ -271,6 +271,7 @@ function replacePair(size) {
     log(`building the ${sizeLabel(size)} replace-everything pair`);
     fs.writeFileSync(old, keystream('replace-old', size));
     fs.writeFileSync(neu, keystream('replace-new', size));
+    execFileSync('sync');  // not written back during the timed runs
   }
   return { old, neu };
 }
@@ -659,6 +660,14 @@ async function main() {
   const r = { pairs: [], volumes: [], eventLoop: [], started, loadAverage: { start: os.loadavg()[0] } };
   r.addonTime = fs.statSync(path.join(ROOT, 'build', 'Release', 'revpatch.node')).mtime.toISOString();
 
+  // First, while the disk is quiet: the later steps write and delete many
+  // GiB (volumes, an 8 GiB XFS image). Run last, the step's 1 GiB installs
+  // were bimodal (docs/benchmarks.md); online discard, which does the work
+  // for deletions in later fsyncs, is the likely cause. The REPLACE step is
+  // the one whose figures are all disk writes.
+  log('REPLACE throughput');
+  r.replace = await attempt('REPLACE throughput', () => replaceThroughput(path.join(WORK, 'replace')));
+
   const bins = await esbuildBinaries();
   const exePairs = QUICK ? [['0.24.0', '0.24.1']] : [['0.24.0', '0.24.1'], ['0.24.1', '0.24.2']];
   for (const [a, b] of exePairs) {
@@ -721,8 +730,6 @@ async function main() {
   r.xfs = scalingInputs.length >= 2 ? (await attempt('XFS export', () => xfsExport(scalingInputs))) ?? { skipped: 'failed (see the notes)' } : { skipped: 'the scaling patches are missing' };
   if (r.xfs.skipped) note(`XFS reflink export skipped: ${r.xfs.skipped}`);
 
-  log('REPLACE throughput');
-  r.replace = await attempt('REPLACE throughput', () => replaceThroughput(path.join(WORK, 'replace')));
 
   const addonNow = fs.statSync(path.join(ROOT, 'build', 'Release', 'revpatch.node')).mtime.toISOString();
   if (addonNow !== r.addonTime) note(`the addon was rebuilt during this run (${r.addonTime} at the start, ${addonNow} at the end): steps before and after ran different engine builds`);

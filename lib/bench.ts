@@ -621,6 +621,9 @@ export async function machineInfo(dir: string): Promise<MachineInfo> {
   const df = await runMeasured('df', ['-T', dir]).catch(() => null);
   const dev = df?.stdout.trim().split('\n')[1]?.split(/\s+/);
   if (dev && dev.length > 1) filesystem = `${dev[1]} on ${dev[0]}`;
+  // Options such as discard change what writes and deletions cost.
+  const mountOptions = await firstLine('findmnt', ['-n', '-o', 'OPTIONS', '--target', dir]);
+  if (mountOptions) filesystem += `, mounted ${mountOptions}`;
   const tools: Record<string, string> = {};
   for (const t of TOOL_NAMES) tools[t] = await toolVersion(t);
   return {
