@@ -21,7 +21,7 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const { monitorEventLoopDelay } = require('node:perf_hooks');
 
 const ROOT = path.resolve(__dirname, '..');
-const B = require(path.join(ROOT, 'dist', 'bench.js'));
+const B = require(path.join(ROOT, 'dist', 'bench', 'bench.js'));
 const { Device } = require(path.join(ROOT, 'dist', 'index.js'));
 const { makeVolumePair, makeSmallChange, keystream } = require('./volumes.js');
 const { lineChart } = require('./svg.js');

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-const { main } = require('../dist/cli.js');
+const { main } = require('../dist/cli/cli.js');
 
 main(process.argv.slice(2)).then(
   (code) => {

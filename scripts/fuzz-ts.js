@@ -2,9 +2,9 @@
 'use strict';
 /**
  * Fuzzes what libFuzzer cannot reach because it is TypeScript: the patch
- * file framing (lib/patch_file.ts: decodeHeader, PatchFile.open, verify),
- * the manifest (lib/strict_json.ts + lib/manifest.ts with Ajv) and the key
- * files (lib/keys.ts).
+ * file framing (lib/patch/patch_file.ts: decodeHeader, PatchFile.open, verify),
+ * the manifest (lib/patch/strict_json.ts + lib/patch/manifest.ts with Ajv) and the key
+ * files (lib/patch/keys.ts).
  *
  *   node scripts/fuzz-ts.js [SECONDS] [--seed N]    (npm run fuzz:ts -- [SECONDS])
  *   node scripts/fuzz-ts.js --replay KIND FILE      re-runs one saved input
@@ -650,13 +650,13 @@ async function replay(lib, kind, file) {
 
 function loadDist() {
   const dist = path.join(__dirname, '..', 'dist');
-  if (!fs.existsSync(path.join(dist, 'patch_file.js'))) {
+  if (!fs.existsSync(path.join(dist, 'patch', 'patch_file.js'))) {
     throw new Error('dist/ is not built: run `npm run build:ts` first');
   }
   const load = (name) => require(path.join(dist, name));
   return {
-    errors: load('errors.js'), strictJson: load('strict_json.js'), manifest: load('manifest.js'),
-    patchFile: load('patch_file.js'), signing: load('signing.js'), keys: load('keys.js'),
+    errors: load('engine/errors.js'), strictJson: load('patch/strict_json.js'), manifest: load('patch/manifest.js'),
+    patchFile: load('patch/patch_file.js'), signing: load('patch/signing.js'), keys: load('patch/keys.js'),
   };
 }
 

@@ -20,10 +20,10 @@ const zlib = require('node:zlib');
 
 const root = path.resolve(__dirname, '..');
 const dist = (m) => require(path.join(root, 'dist', m));
-const engine = dist('engine.js');
-const { encodeManifest, MANIFEST_FORMAT, OPERATION_TYPES } = dist('manifest.js');
-const { encodeSignedHead, PatchFile, PATCH_FORMAT_VERSION } = dist('patch_file.js');
-const { keyIdOf, encodePublicKey } = dist('keys.js');
+const engine = dist('engine/engine.js');
+const { encodeManifest, MANIFEST_FORMAT, OPERATION_TYPES } = dist('patch/manifest.js');
+const { encodeSignedHead, PatchFile, PATCH_FORMAT_VERSION } = dist('patch/patch_file.js');
+const { keyIdOf, encodePublicKey } = dist('patch/keys.js');
 const sodium = require('libsodium-wrappers');
 
 const BLOCK = 4096;

@@ -39,7 +39,7 @@ function patched(base) {
 }
 
 async function run() {
-  const { main } = require(path.join(__dirname, '..', 'dist', 'cli.js'));
+  const { main } = require(path.join(__dirname, '..', 'dist', 'cli', 'cli.js'));
   const dir = process.argv[2] ?? fs.mkdtempSync(path.join(os.tmpdir(), 'revpatch-valgrind-'));
   fs.mkdirSync(dir, { recursive: true });
   const state = path.join(dir, 'state');

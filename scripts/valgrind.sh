@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { echo "valgrind not found; on Debian: apt-get install valgrind" >&2; exit 1; }
-# lib/engine.ts loads build/Release first, then prebuilds/<platform>-<arch>/.
+# lib/engine/engine.ts loads build/Release first, then prebuilds/<platform>-<arch>/.
 if [ ! -f build/Release/revpatch.node ]; then
   if compgen -G "prebuilds/$(node -p 'process.platform + "-" + process.arch')/*.node" >/dev/null; then
     echo "note: no source build in build/Release; checking the prebuilt addon in prebuilds/" >&2
@@ -21,7 +21,7 @@ if [ ! -f build/Release/revpatch.node ]; then
     exit 1
   fi
 fi
-[ -f dist/cli.js ] || { echo "dist/ is not built: npm run build:ts" >&2; exit 1; }
+[ -f dist/cli/cli.js ] || { echo "dist/ is not built: npm run build:ts" >&2; exit 1; }
 
 mkdir -p build-valgrind
 log=build-valgrind/memcheck.log

@@ -6,16 +6,16 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { installWhileDownloading, type AgentEvents, type RestartAnswer } from '../lib/agent';
-import { AuditTrail } from '../lib/log';
-import { parseTimeRange } from '../lib/policy';
+import { installWhileDownloading, type AgentEvents, type RestartAnswer } from '../lib/agent/agent';
+import { AuditTrail } from '../lib/agent/log';
+import { parseTimeRange } from '../lib/agent/policy';
 import { serveRepository } from '../lib/repo/serve';
 import { addonBuilt, BLOCK, ROOT, tempDir } from './helpers';
 import { BLOCKS, exported, makeWorld, startNginx } from './agent_fixture';
-import { runWalkthrough } from '../lib/walkthrough';
+import { runWalkthrough } from '../lib/cli/walkthrough';
 
 /** Collects every event an agent emits, by name. */
-function record(agent: import('../lib/agent').Agent) {
+function record(agent: import('../lib/agent/agent').Agent) {
   const seen: { [K in keyof AgentEvents]?: AgentEvents[K][0][] } = {};
   for (const name of ['progress', 'staged', 'restart-required', 'activated', 'rolled-back', 'recalled', 'error'] as const) {
     (agent as unknown as { on(n: string, f: (v: unknown) => void): void }).on(name, (value) => {
@@ -513,10 +513,10 @@ if (!addonBuilt()) {
     t.match(again.join('\n'), /made earlier/, 'a second run reuses the sample repository');
   });
 
-  const cliBuilt = () => existsSync(path.join(ROOT, 'dist', 'cli_agent.js'));
+  const cliBuilt = () => existsSync(path.join(ROOT, 'dist', 'cli', 'cli_agent.js'));
   const cliScript = `
-    const { buildProgram } = require(${JSON.stringify(path.join(ROOT, 'dist', 'cli.js'))});
-    const { registerAgent } = require(${JSON.stringify(path.join(ROOT, 'dist', 'cli_agent.js'))});
+    const { buildProgram } = require(${JSON.stringify(path.join(ROOT, 'dist', 'cli', 'cli.js'))});
+    const { registerAgent } = require(${JSON.stringify(path.join(ROOT, 'dist', 'cli', 'cli_agent.js'))});
     const program = buildProgram();
     if (!program.commands.some((c) => c.name() === 'agent')) registerAgent(program);
     program.parseAsync(process.argv.slice(2), { from: 'user' }).then(

@@ -12,12 +12,12 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { Metadata, MetadataKind } from '@tufjs/models';
-import { generateKeyPair } from '../lib/keys';
+import { generateKeyPair } from '../lib/patch/keys';
 import { loadTufKey, signerOf, tufKeyOf, type TufKey } from '../lib/repo/keys';
 import type { RoleName } from '../lib/repo/types';
-import { AuditTrail } from '../lib/log';
-import { decodeHeader } from '../lib/patch_file';
-import type { Agent, CheckReport } from '../lib/agent';
+import { AuditTrail } from '../lib/agent/log';
+import { decodeHeader } from '../lib/patch/patch_file';
+import type { Agent, CheckReport } from '../lib/agent/agent';
 import { addonBuilt } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
 

@@ -9,7 +9,7 @@ import { promises as fs, existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, BLOCK, CliResult, ROOT, runCli, stampedImage, tempDir } from './helpers';
 
-const built = addonBuilt() && existsSync(path.join(ROOT, 'dist', 'cli_bench.js'));
+const built = addonBuilt() && existsSync(path.join(ROOT, 'dist', 'cli', 'cli_bench.js'));
 
 function installed(binary: string): boolean {
   return (process.env.PATH ?? '').split(path.delimiter).some((d) => {

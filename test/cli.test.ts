@@ -3,7 +3,7 @@ import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, BLOCK, CliResult, ROOT, runCli, stampedImage, tempDir } from './helpers';
 
-const built = addonBuilt() && existsSync(path.join(ROOT, 'dist', 'cli.js'));
+const built = addonBuilt() && existsSync(path.join(ROOT, 'dist', 'cli', 'cli.js'));
 
 const expectError = (t: Tap, r: CliResult, code: string, exit = 1) => {
   t.equal(r.code, exit, `exit ${exit}`);

@@ -8,12 +8,12 @@ import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { Device } from '../lib/device';
-import { writeKeyPair, readSecretKey } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import { encodeManifest, Manifest } from '../lib/manifest';
-import { encodeSignedHead } from '../lib/patch_file';
-import * as engine from '../lib/engine';
+import { Device } from '../lib/device/device';
+import { writeKeyPair, readSecretKey } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import { encodeManifest, Manifest } from '../lib/patch/manifest';
+import { encodeSignedHead } from '../lib/patch/patch_file';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, BLOCK, snapshot, stampedImage, tempDir } from './helpers';
 import { TYPES, Op, payloadOf, sha } from './payload_builder';
 

@@ -1,13 +1,13 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test as Tap } from 'tap';
-import { createPatch, type CreateOptions } from '../lib/create';
-import * as engine from '../lib/engine';
-import { RevpatchError } from '../lib/errors';
-import { inspectPatch } from '../lib/inspect';
-import { readPublicKey, writeKeyPair } from '../lib/keys';
-import { OPERATION_TYPES } from '../lib/manifest';
-import { PatchFile } from '../lib/patch_file';
+import { createPatch, type CreateOptions } from '../lib/publisher/create';
+import * as engine from '../lib/engine/engine';
+import { RevpatchError } from '../lib/engine/errors';
+import { inspectPatch } from '../lib/patch/inspect';
+import { readPublicKey, writeKeyPair } from '../lib/patch/keys';
+import { OPERATION_TYPES } from '../lib/patch/manifest';
+import { PatchFile } from '../lib/patch/patch_file';
 import { ADDON, addonBuilt, BLOCK, stampedImage, tempDir } from './helpers';
 
 const SKIP_NO_ADDON = addonBuilt() ? false : `needs the native addon (${ADDON}); run \`npm run build\` first`;

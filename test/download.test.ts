@@ -6,8 +6,8 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import * as atomic from '../lib/atomic';
-import { backoffDelay, download, fetchBytes } from '../lib/download';
+import * as atomic from '../lib/engine/atomic';
+import { backoffDelay, download, fetchBytes } from '../lib/repo/download';
 import type { DownloadProgress } from '../lib/repo/types';
 import { sha256, tempDir } from './helpers';
 import { rejectsWith } from './repo_fixture';
@@ -207,7 +207,7 @@ t.test('against nginx', async (t) => {
       }
       return atomic.writeAll(handle, chunk, at);
     };
-    const mocked = t.mockRequire('../lib/download', { '../lib/atomic': { ...atomic, writeAll: slowWrite } }) as {
+    const mocked = t.mockRequire('../lib/repo/download', { '../lib/engine/atomic': { ...atomic, writeAll: slowWrite } }) as {
       download: typeof download;
     };
     const dir = await tempDir(t);

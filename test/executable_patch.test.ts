@@ -6,7 +6,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import * as engine from '../lib/engine';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, ADDON, BLOCK, runCli, stampedImage, tempDir } from './helpers';
 
 const SKIP_NO_ADDON = addonBuilt() ? false : `needs the native addon (${ADDON}); run \`npm run build\` first`;

@@ -2,9 +2,9 @@ import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
 import { addonBuilt, tempDir } from './helpers';
 
 const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;

@@ -9,11 +9,11 @@
 import t, { type Test } from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import * as engine from '../lib/engine';
-import { sweepFaults, FaultOutcome } from '../lib/testing';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import * as engine from '../lib/engine/engine';
+import { sweepFaults, FaultOutcome } from '../lib/engine/testing';
 import { addonBuilt, BLOCK, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {

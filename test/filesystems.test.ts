@@ -8,10 +8,10 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import * as engine from '../lib/engine';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, snapshot, stampedImage, tempDir, BLOCK } from './helpers';
 
 const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8' });

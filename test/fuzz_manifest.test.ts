@@ -6,12 +6,12 @@
  * runs the same fuzzer for longer with a fresh seed.
  */
 import t from 'tap';
-import * as errors from '../lib/errors';
-import * as keys from '../lib/keys';
-import * as manifest from '../lib/manifest';
-import * as patchFile from '../lib/patch_file';
-import * as signing from '../lib/signing';
-import * as strictJson from '../lib/strict_json';
+import * as errors from '../lib/engine/errors';
+import * as keys from '../lib/patch/keys';
+import * as manifest from '../lib/patch/manifest';
+import * as patchFile from '../lib/patch/patch_file';
+import * as signing from '../lib/patch/signing';
+import * as strictJson from '../lib/patch/strict_json';
 
 const { runFuzz } = require('../scripts/fuzz-ts.js') as {
   runFuzz: (

@@ -7,10 +7,10 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import * as engine from '../lib/engine';
-import { readPublicKey } from '../lib/keys';
-import { MANIFEST_FORMAT } from '../lib/manifest';
-import { PATCH_FORMAT_VERSION, PatchFile } from '../lib/patch_file';
+import * as engine from '../lib/engine/engine';
+import { readPublicKey } from '../lib/patch/keys';
+import { MANIFEST_FORMAT } from '../lib/patch/manifest';
+import { PATCH_FORMAT_VERSION, PatchFile } from '../lib/patch/patch_file';
 import { ROOT, sha256, tempDir } from './helpers';
 
 const GOLDEN = path.join(ROOT, 'test', 'fixtures', 'golden');

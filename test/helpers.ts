@@ -77,7 +77,7 @@ export function sha256(data: Buffer): string {
  */
 export function holdLock(dir: string, holdMs: number): Promise<ChildProcess> {
   const script = `
-    const { StateLock } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lock.js'))});
+    const { StateLock } = require(${JSON.stringify(path.join(ROOT, 'dist', 'engine', 'lock.js'))});
     StateLock.acquire(${JSON.stringify(dir)}).then(async (lock) => {
       process.stdout.write('locked\\n');
       await new Promise((r) => setTimeout(r, ${holdMs}));

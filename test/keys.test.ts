@@ -3,8 +3,8 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test as Tap } from 'tap';
-import { copyFileAtomic, writeAtomic, writeFileAtomic } from '../lib/atomic';
-import { RevpatchError } from '../lib/errors';
+import { copyFileAtomic, writeAtomic, writeFileAtomic } from '../lib/engine/atomic';
+import { RevpatchError } from '../lib/engine/errors';
 import {
   encodePublicKey,
   encodeSecretKey,
@@ -15,8 +15,8 @@ import {
   readSecretKey,
   SECRET_KEY_FILE,
   writeKeyPair,
-} from '../lib/keys';
-import { sign, verify } from '../lib/signing';
+} from '../lib/patch/keys';
+import { sign, verify } from '../lib/patch/signing';
 
 async function tempDir(t: Tap): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'revpatch-keys-'));

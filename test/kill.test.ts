@@ -11,10 +11,10 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import * as engine from '../lib/engine';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, BLOCK, stampedImage, tempDir } from './helpers';
 
 const KILLS = Number(process.env.REVPATCH_KILLS ?? 300);

@@ -7,11 +7,11 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device } from '../lib/device';
-import { writeKeyPair, readSecretKey } from '../lib/keys';
-import { encodeManifest, Manifest } from '../lib/manifest';
-import { encodeSignedHead } from '../lib/patch_file';
-import * as engine from '../lib/engine';
+import { Device } from '../lib/device/device';
+import { writeKeyPair, readSecretKey } from '../lib/patch/keys';
+import { encodeManifest, Manifest } from '../lib/patch/manifest';
+import { encodeSignedHead } from '../lib/patch/patch_file';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, BLOCK, stampedImage, tempDir } from './helpers';
 import { TYPES, payloadOf, sha } from './payload_builder';
 

@@ -1,10 +1,10 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import * as engine from '../lib/engine';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import * as engine from '../lib/engine/engine';
 import { addonBuilt, BLOCK, snapshot, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {

@@ -7,10 +7,10 @@ import t from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { Device } from '../lib/device';
-import { writeKeyPair } from '../lib/keys';
-import { createPatch } from '../lib/create';
-import { StateLock } from '../lib/lock';
+import { Device } from '../lib/device/device';
+import { writeKeyPair } from '../lib/patch/keys';
+import { createPatch } from '../lib/publisher/create';
+import { StateLock } from '../lib/engine/lock';
 import { addonBuilt, BLOCK, CLI, exited, holdLock, runCli, snapshot, stampedImage, tempDir } from './helpers';
 
 if (!addonBuilt()) {

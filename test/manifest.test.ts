@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import t, { type Test as Tap } from 'tap';
-import { RevpatchError } from '../lib/errors';
+import { RevpatchError } from '../lib/engine/errors';
 import {
   manifestSchema,
   encodeManifest,
@@ -10,8 +10,8 @@ import {
   parseManifest,
   validateManifest,
   type Manifest,
-} from '../lib/manifest';
-import { parseStrictJson } from '../lib/strict_json';
+} from '../lib/patch/manifest';
+import { parseStrictJson } from '../lib/patch/strict_json';
 
 const hex = (seed: string): string => crypto.createHash('sha256').update(seed).digest('hex');
 
@@ -277,5 +277,5 @@ t.test('the checked-in schema validator is the one the schema compiles to', asyn
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const generator = require('../scripts/manifest-validator.js') as { generate(schema: unknown): string; TARGET: string };
   const current = await fs.readFile(generator.TARGET, 'utf8');
-  t.equal(current, generator.generate(manifestSchema), 'lib/manifest_validator.ts is current');
+  t.equal(current, generator.generate(manifestSchema), 'lib/patch/manifest_validator.ts is current');
 });

@@ -3,9 +3,9 @@ import { promises as fs, read as readFd } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test as Tap } from 'tap';
-import { RevpatchError } from '../lib/errors';
-import { generateKeyPair, type SecretKey } from '../lib/keys';
-import { encodeManifest, MAX_MANIFEST_BYTES, type Manifest } from '../lib/manifest';
+import { RevpatchError } from '../lib/engine/errors';
+import { generateKeyPair, type SecretKey } from '../lib/patch/keys';
+import { encodeManifest, MAX_MANIFEST_BYTES, type Manifest } from '../lib/patch/manifest';
 import {
   decodeHeader,
   encodeHeader,
@@ -14,7 +14,7 @@ import {
   PATCH_MAGIC,
   PatchFile,
   SIGNATURE_SIZE,
-} from '../lib/patch_file';
+} from '../lib/patch/patch_file';
 
 const CHUNK = 65536;
 const sha256 = (data: Uint8Array | string): string => crypto.createHash('sha256').update(data).digest('hex');

@@ -14,7 +14,7 @@ import {
   spaceDecision,
   InstalledPatch,
   RestartInput,
-} from '../lib/policy';
+} from '../lib/agent/policy';
 
 /** A local time today (the policy works in the host's time zone). */
 const at = (hh: number, mm = 0, day = 15) => new Date(2026, 5, day, hh, mm, 0, 0);

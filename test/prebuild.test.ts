@@ -9,7 +9,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, promises as fs, statSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import * as engine from '../lib/engine';
+import * as engine from '../lib/engine/engine';
 import { ROOT, stampedImage, tempDir } from './helpers';
 
 const TUPLE = `${process.platform}-${process.arch}`;
@@ -36,7 +36,7 @@ function prebuiltFile(dir: string): string | undefined {
 /** Engine calls made by a separate Node process from `cwd` through the installed package. */
 function probe(cwd: string, pkg: string, image: string): SpawnSyncReturns<string> {
   const script = `
-    const engine = require(${JSON.stringify(path.join(pkg, 'dist', 'engine.js'))});
+    const engine = require(${JSON.stringify(path.join(pkg, 'dist', 'engine', 'engine.js'))});
     (async () => {
       const digest = await engine.hashImage(${JSON.stringify(image)}, 4096);
       const record = await engine.readCommitRecord(${JSON.stringify(path.join(GOLDEN, 'commit.record'))});
@@ -58,7 +58,7 @@ if (!engine.PREBUILT_PLATFORMS.includes(TUPLE)) {
     }
     const prebuilt = prebuiltFile(PREBUILD_DIR);
     if (!prebuilt) return t.fail(`no prebuild in ${PREBUILD_DIR}`);
-    t.ok(existsSync(path.join(ROOT, 'dist', 'engine.js')), 'dist/ is built (npm run build:ts)');
+    t.ok(existsSync(path.join(ROOT, 'dist', 'engine', 'engine.js')), 'dist/ is built (npm run build:ts)');
 
     const dir = await tempDir(t, 'revpatch-prebuild-');
     // --ignore-scripts: pack what is there; `prepare` would recompile dist/ of the checkout.

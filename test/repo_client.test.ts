@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { Metadata, MetadataKind, MetaFile } from '@tufjs/models';
-import { writeKeyPair } from '../lib/keys';
+import { writeKeyPair } from '../lib/patch/keys';
 import { RepositoryClient } from '../lib/repo/client';
 import { loadTufKey, signerOf } from '../lib/repo/keys';
 import { serveRepository } from '../lib/repo/serve';

@@ -2,9 +2,9 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Test as Tap } from 'tap';
-import { createPatch } from '../lib/create';
-import { RevpatchError } from '../lib/errors';
-import { writeKeyPair } from '../lib/keys';
+import { createPatch } from '../lib/publisher/create';
+import { RevpatchError } from '../lib/engine/errors';
+import { writeKeyPair } from '../lib/patch/keys';
 import { Repository } from '../lib/repo/publisher';
 import { stampedImage, tempDir } from './helpers';
 

@@ -8,7 +8,7 @@ import { existsSync, promises as fs, watch } from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import t, { type Test as Tap } from 'tap';
-import { StateLock } from '../lib/lock';
+import { StateLock } from '../lib/engine/lock';
 import { RepositoryClient } from '../lib/repo/client';
 import { Repository } from '../lib/repo/publisher';
 import { serveRepository } from '../lib/repo/serve';
@@ -17,7 +17,7 @@ import { rejectsWith, repoFixture, type RepoFixture } from './repo_fixture';
 
 const SKIP = addonBuilt() ? false : `needs the native addon (${ADDON})`;
 /** The tests with another process holding the lock run it from dist/ (holdLock) and the CLI. */
-const SKIP_DIST = SKIP || (existsSync(path.join(ROOT, 'dist', 'lock.js')) ? false : 'dist/ not built (npx tsc -p .)');
+const SKIP_DIST = SKIP || (existsSync(path.join(ROOT, 'dist', 'engine', 'lock.js')) ? false : 'dist/ not built (npx tsc -p .)');
 
 /** The repository's files and their digests, without the lock file itself. */
 async function files(repoDir: string): Promise<Record<string, string>> {

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import { registerRepo } from '../lib/cli_repo';
-import { writeKeyPair } from '../lib/keys';
+import { registerRepo } from '../lib/cli/cli_repo';
+import { writeKeyPair } from '../lib/patch/keys';
 import { isSafePatchTarget, parseDuration, Repository } from '../lib/repo/publisher';
 import { serveRepository, parseRange } from '../lib/repo/serve';
 import { addonBuilt, ADDON, runCli, sha256, tempDir } from './helpers';
@@ -146,14 +146,14 @@ t.test('the repo commands through the CLI', { skip: SKIP }, async (t) => {
   const repoDir = path.join(dir, 'r');
   t.type(registerRepo, 'function');
   const cli = (args: string[]) => runCli(args);
-  const dist = path.join(__dirname, '..', 'dist', 'cli_repo.js');
+  const dist = path.join(__dirname, '..', 'dist', 'cli', 'cli_repo.js');
   if (!(await fs.stat(dist).catch(() => null))) {
     t.skip('dist/ not built (npx tsc -p .)', () => {});
     return;
   }
   const r = cli(['repo', 'init', repoDir, '--key', keys.publicKeyPath, '--timestamp-expiry', '2h']);
   if (/unknown command/.test(r.stderr)) {
-    t.skip('lib/cli.ts does not register the repo commands yet', () => {});
+    t.skip('lib/cli/cli.ts does not register the repo commands yet', () => {});
     return;
   }
   t.equal(r.code, 0, r.stderr);

@@ -1,7 +1,7 @@
 /**
  * The device side of the repository: tuf-js's Updater runs the TUF client
  * workflow (root chain, timestamp, snapshot, targets; rollback, freeze,
- * mix-and-match and threshold checks), over lib/download.ts as its
+ * mix-and-match and threshold checks), over lib/repo/download.ts as its
  * transport, so metadata fetches have the same timeouts, rate floor and
  * length caps as patch downloads.
  *
@@ -9,7 +9,7 @@
  * writeFileSync, which a crash can leave torn; a torn root.json would leave
  * the device with no trusted root at all. So the Updater's persist step is
  * replaced (per instance) by one that only records the verified bytes, and
- * after the refresh they are written with lib/atomic.ts (temp file, fsync,
+ * after the refresh they are written with lib/engine/atomic.ts (temp file, fsync,
  * rename, directory fsync), root first, timestamp last. Deferring is safe:
  * within one refresh tuf-js reads each local file before it would persist
  * that file, and what it verified is in memory. The hook is checked at open,
@@ -27,9 +27,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Updater, type Fetcher } from 'tuf-js';
 import { Metadata, MetadataKind, type TargetFile } from '@tufjs/models';
-import { writeFileAtomic } from '../atomic';
-import { download, fetchBytes, HttpStatusError } from '../download';
-import { RevpatchError, toRevpatchError, type ErrorCode } from '../errors';
+import { writeFileAtomic } from '../engine/atomic';
+import { download, fetchBytes, HttpStatusError } from './download';
+import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
 import { repoPatchOf } from './publisher';
 import type {
   DownloadResult,
@@ -64,7 +64,7 @@ interface UpdaterInternals {
   };
 }
 
-/** The tuf-js Fetcher over lib/download.ts; remembers the last coded error for mapping. */
+/** The tuf-js Fetcher over lib/repo/download.ts; remembers the last coded error for mapping. */
 class TransportFetcher implements Fetcher {
   lastError: RevpatchError | null = null;
 

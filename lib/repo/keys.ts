@@ -1,13 +1,13 @@
 /**
- * Ed25519 keys as TUF sees them: the revpatch key files (lib/keys.ts) turned
+ * Ed25519 keys as TUF sees them: the revpatch key files (lib/patch/keys.ts) turned
  * into @tufjs/models Keys (keyid = SHA-256 of the canonical JSON of the
  * public key, as the TUF specification has it) and signers for Metadata.sign.
  */
 import * as crypto from 'node:crypto';
 import { Key, Signature } from '@tufjs/models';
-import { RevpatchError } from '../errors';
-import { readPublicKey, readSecretKey, type PublicKey, type SecretKey } from '../keys';
-import { ready as signingReady, signSync } from '../signing';
+import { RevpatchError } from '../engine/errors';
+import { readPublicKey, readSecretKey, type PublicKey, type SecretKey } from '../patch/keys';
+import { ready as signingReady, signSync } from '../patch/signing';
 
 export interface TufKey {
   key: Key;

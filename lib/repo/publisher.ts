@@ -3,14 +3,14 @@
  * made with @tufjs/models over a directory any static HTTP server can serve.
  * Layout and custom fields: lib/repo/types.ts; user guide: docs/repository.md.
  *
- * Every change writes, in this order and each file atomically (lib/atomic.ts):
+ * Every change writes, in this order and each file atomically (lib/engine/atomic.ts):
  * the new patch file, N.targets.json, N.snapshot.json, and last
  * timestamp.json — the one file a client reads first, so it is the commit
  * point: a reader sees the repository before or after the change, and a
  * crash in between leaves only unreferenced new files.
  *
  * One process at a time changes a repository: every change holds the lock
- * on its directory (lib/lock.ts, DIR/lock) and re-reads the metadata under
+ * on its directory (lib/engine/lock.ts, DIR/lock) and re-reads the metadata under
  * it, so it builds on what the previous change committed; a second
  * publisher gets E_BUSY, or waits up to lockWaitMs. Reading (open,
  * patches, `repo serve`) takes no lock.
@@ -19,11 +19,11 @@ import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp, MetadataKind } from '@tufjs/models';
-import { copyFileAtomic, writeFileAtomic } from '../atomic';
-import { RevpatchError, toRevpatchError } from '../errors';
-import { encodePublicKey, encodeSecretKey, generateKeyPair } from '../keys';
-import { StateLock } from '../lock';
-import { PatchFile } from '../patch_file';
+import { copyFileAtomic, writeFileAtomic } from '../engine/atomic';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { encodePublicKey, encodeSecretKey, generateKeyPair } from '../patch/keys';
+import { StateLock } from '../engine/lock';
+import { PatchFile } from '../patch/patch_file';
 import { loadTufKey, readAnyPublicKey, signerOf, type TufKey } from './keys';
 import {
   DEFAULT_EXPIRY,

@@ -10,7 +10,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { RevpatchError } from '../errors';
+import { RevpatchError } from '../engine/errors';
 import { METADATA_DIR, TARGETS_DIR } from './publisher';
 
 export interface ServeOptions {

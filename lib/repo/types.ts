@@ -2,7 +2,7 @@
  * The repository API (DESIGN.md, "Trust"): what the publisher writes, what a
  * device reads back through TUF, and how patch files travel. The agent and
  * policy code build on these types only; lib/repo/publisher.ts,
- * lib/repo/client.ts, lib/download.ts and lib/stream_install.ts implement them.
+ * lib/repo/client.ts, lib/repo/download.ts and lib/device/stream_install.ts implement them.
  *
  * Layout of a repository directory (served as is by any static HTTP server):
  *
@@ -221,7 +221,7 @@ export interface PatchDownloadOptions extends Omit<DownloadOptions, 'expectedLen
  *   for (const p of await client.patches()) ...
  *   await client.download(p, file, { onProgress });
  *
- * Errors carry stable codes (lib/errors.ts): E_REPO_EXPIRED (freeze),
+ * Errors carry stable codes (lib/engine/errors.ts): E_REPO_EXPIRED (freeze),
  * E_REPO_ROLLBACK, E_REPO_SIGNATURE (unknown key, below threshold),
  * E_REPO_METADATA (bad or mixed metadata), E_TOO_LARGE (endless data),
  * E_SLOW_RETRIEVAL, E_NETWORK, E_HASH_MISMATCH, E_LENGTH_MISMATCH,

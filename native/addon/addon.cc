@@ -1,6 +1,6 @@
 // Node-API glue: argument checks on the main thread, engine calls on a
 // worker thread (worker.h), results as plain objects. No logic lives here;
-// lib/engine.ts is its only caller and validates first, this backstops.
+// lib/engine/engine.ts is its only caller and validates first, this backstops.
 #include <napi.h>
 
 #include <cmath>

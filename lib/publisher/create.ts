@@ -7,14 +7,14 @@
  * reports and checked against the same schema devices use; header and
  * manifest are signed; then header, manifest, signature and the payload are
  * written to another temporary file that is fsynced and renamed to `out`
- * (lib/atomic.ts). The payload temporary is removed whatever happens, and
+ * (lib/engine/atomic.ts). The payload temporary is removed whatever happens, and
  * `out` is either the complete new patch or untouched.
  */
 import { promises as fs } from 'node:fs';
-import * as engine from './engine';
-import { RevpatchError, toRevpatchError } from './errors';
-import { copyRange, temporaryPathBeside, writeAll, writeAtomic } from './atomic';
-import { readSecretKey } from './keys';
+import * as engine from '../engine/engine';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { copyRange, temporaryPathBeside, writeAll, writeAtomic } from '../engine/atomic';
+import { readSecretKey } from '../patch/keys';
 import {
   encodeManifest,
   ID_PATTERN,
@@ -31,8 +31,8 @@ import {
   SEVERITIES,
   type Manifest,
   type Severity,
-} from './manifest';
-import { encodeSignedHead } from './patch_file';
+} from '../patch/manifest';
+import { encodeSignedHead } from '../patch/patch_file';
 
 export const DEFAULT_BLOCK_SIZE = 4096;
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;

@@ -7,8 +7,8 @@
  * one, the manifest is parsed UNVERIFIED, and the result says so: signature
  * and payload are 'unchecked', and no payload byte is interpreted.
  */
-import * as engine from './engine';
-import type { PayloadStats } from './engine';
+import * as engine from '../engine/engine';
+import type { PayloadStats } from '../engine/engine';
 import { readPublicKey } from './keys';
 import type { Manifest } from './manifest';
 import { HEADER_SIZE, PatchFile, SIGNATURE_SIZE } from './patch_file';

@@ -9,7 +9,7 @@
  * the user the reason. Nothing here reads the disk, the network or the time.
  */
 import * as crypto from 'node:crypto';
-import { RevpatchError } from './errors';
+import { RevpatchError } from '../engine/errors';
 
 /** What a rule decided and why; `code` is stable, `reason` is for people. */
 export interface Decision<A extends string = string> {

@@ -23,8 +23,8 @@
  */
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import type { ApplyParams } from './engine';
-import { RevpatchError, toRevpatchError } from './errors';
+import type { ApplyParams } from '../engine/engine';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
 import { keyIdOf, type PublicKey } from './keys';
 import { MAX_MANIFEST_BYTES, parseManifest, type Manifest } from './manifest';
 import { ready as signingReady, signSync, SIGNATURE_BYTES, verifySync } from './signing';
@@ -122,7 +122,7 @@ export function decodeHeader(bytes: Uint8Array): PatchHeader {
 /**
  * Header || manifest || signature for a payload of `payloadLength` bytes:
  * everything of a patch file before its payload, signed with `secretKey`
- * (64-byte Ed25519, lib/keys.ts).
+ * (64-byte Ed25519, lib/patch/keys.ts).
  */
 export async function encodeSignedHead(
   manifestBytes: Uint8Array,

@@ -15,8 +15,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
-import { syncDirectory } from './atomic';
-import { toRevpatchError } from './errors';
+import { syncDirectory } from '../engine/atomic';
+import { toRevpatchError } from '../engine/errors';
 
 export const AGENT_LOG_FILE = 'agent.log';
 export const AUDIT_FILE = 'audit.ndjson';

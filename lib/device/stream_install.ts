@@ -27,13 +27,13 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Device, TRUST_FILE } from './device';
-import * as engine from './engine';
-import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
-import { readPublicKey } from './keys';
-import type { Manifest } from './manifest';
-import { decodeHeader, HEADER_SIZE, PatchFile } from './patch_file';
+import * as engine from '../engine/engine';
+import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
+import { readPublicKey } from '../patch/keys';
+import type { Manifest } from '../patch/manifest';
+import { decodeHeader, HEADER_SIZE, PatchFile } from '../patch/patch_file';
 import type { PatchRecord } from './record';
-import type { DownloadResult, PatchDownloadOptions, RepoPatch, StreamInstallOptions } from './repo/types';
+import type { DownloadResult, PatchDownloadOptions, RepoPatch, StreamInstallOptions } from '../repo/types';
 
 export const DOWNLOAD_DIR = 'downloads';
 
@@ -44,7 +44,7 @@ export interface PatchSource {
 
 /** Failures a later attempt can get past; after any other the partial download is deleted. */
 const RESUMABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_NETWORK', 'E_SLOW_RETRIEVAL', 'E_ABORTED', 'E_BUSY', 'E_NO_SPACE']);
-/** Download failures after which lib/download.ts has discarded the file's bytes. */
+/** Download failures after which lib/repo/download.ts has discarded the file's bytes. */
 const DISCARDED: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['E_HASH_MISMATCH', 'E_TOO_LARGE']);
 
 /** Path of a patch's download in the state directory. */

@@ -6,7 +6,7 @@
  * verify without yielding (PatchFile.open awaits `ready()`).
  */
 import type Sodium = require('libsodium-wrappers');
-import { RevpatchError } from './errors';
+import { RevpatchError } from '../engine/errors';
 
 // A plain require, made by ready(): libsodium-wrappers fills its exports
 // object only once `ready` resolves (so an interop copy of it would stay

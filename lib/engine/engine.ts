@@ -195,7 +195,7 @@ interface NodeGypBuild {
  */
 function load(): Addon {
   if (addon) return addon;
-  const root = path.resolve(__dirname, '..');
+  const root = path.resolve(__dirname, '..', '..');
   const target = `${process.platform}-${process.arch}`;
   let file: string | undefined;
   let failure: string;

@@ -25,9 +25,9 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { writeAll } from './atomic';
-import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
-import type { DownloadOptions, DownloadResult, TransportOptions } from './repo/types';
+import { writeAll } from '../engine/atomic';
+import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
+import type { DownloadOptions, DownloadResult, TransportOptions } from './types';
 
 const DEFAULTS = {
   retries: 5,

@@ -2,8 +2,8 @@
  * The background agent (DESIGN.md, "Lifecycle on a device"; docs/agent.md):
  * the part of a device's management software that keeps it patched by
  * itself. Each check refreshes the repository's TUF metadata, removes
- * recalled patches, picks the offered patches the policy (lib/policy.ts)
- * allows, stages each while it downloads (lib/stream_install.ts), and asks
+ * recalled patches, picks the offered patches the policy (lib/agent/policy.ts)
+ * allows, stages each while it downloads (lib/device/stream_install.ts), and asks
  * the host for the restart that activates them. After a restart it tells
  * the device the boot got as far as the health check, runs the host's check
  * and confirms.
@@ -24,13 +24,13 @@ import { EventEmitter } from 'node:events';
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Device } from './device';
-import * as engine from './engine';
-import { RevpatchError, toRevpatchError, type ErrorCode } from './errors';
-import { writeFileAtomic } from './atomic';
-import type { PatchRecord } from './record';
-import type { RepoPatch, RepositoryClientApi } from './repo/types';
-import { installFromDownload, pruneDownloads } from './stream_install';
+import { Device } from '../device/device';
+import * as engine from '../engine/engine';
+import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
+import { writeFileAtomic } from '../engine/atomic';
+import type { PatchRecord } from '../device/record';
+import type { RepoPatch, RepositoryClientApi } from '../repo/types';
+import { installFromDownload, pruneDownloads } from '../device/stream_install';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
@@ -150,7 +150,7 @@ export interface InstallContext {
 export type PatchInstaller = (context: InstallContext) => Promise<PatchRecord>;
 
 /**
- * The default installer: the streaming install (lib/stream_install.ts), which
+ * The default installer: the streaming install (lib/device/stream_install.ts), which
  * applies the patch while it downloads into STATE/downloads/, checks that the
  * signed manifest is the patch the signed metadata names, and keeps a partial
  * download for the next check only after a failure a retry can get past.

@@ -14,16 +14,16 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { Agent, type RestartAnswer } from './agent';
-import { Device } from './device';
-import { writeKeyPair } from './keys';
-import { createPatch } from './create';
-import { RevpatchError, toRevpatchError } from './errors';
-import { openAgentLog } from './log';
+import { Agent, type RestartAnswer } from '../agent/agent';
+import { Device } from '../device/device';
+import { writeKeyPair } from '../patch/keys';
+import { createPatch } from '../publisher/create';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { openAgentLog } from '../agent/log';
 import { progressBar, type ProgressBar } from './progress';
-import { Repository } from './repo/publisher';
-import { RepositoryClient } from './repo/client';
-import { serveRepository } from './repo/serve';
+import { Repository } from '../repo/publisher';
+import { RepositoryClient } from '../repo/client';
+import { serveRepository } from '../repo/serve';
 
 const BLOCK = 4096;
 const IMAGE_BYTES = 32 * 1024 * 1024;

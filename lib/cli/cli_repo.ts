@@ -1,18 +1,18 @@
 /**
  * `revpatch repo ...`: the publisher's commands (DESIGN.md, "Command line";
- * docs/repository.md). Errors propagate to lib/cli.ts's main, which prints
+ * docs/repository.md). Errors propagate to lib/cli/cli.ts's main, which prints
  * `error E_CODE: message` and exits 1. The commands that change a
  * repository hold its lock; the global `--wait SECONDS` lets them wait for
  * another publisher instead of failing with E_BUSY.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ROLE_NAMES, type ExpiryPeriods, type RoleName } from './repo/types';
+import { ROLE_NAMES, type ExpiryPeriods, type RoleName } from '../repo/types';
 
 // The publisher (@tufjs/models) and the server load when a repo command
-// runs, not with every revpatch command (lib/cli.ts).
+// runs, not with every revpatch command (lib/cli/cli.ts).
 /* eslint-disable @typescript-eslint/no-require-imports */
-const publisher = () => require('./repo/publisher') as typeof import('./repo/publisher');
-const server = () => require('./repo/serve') as typeof import('./repo/serve');
+const publisher = () => require('../repo/publisher') as typeof import('../repo/publisher');
+const server = () => require('../repo/serve') as typeof import('../repo/serve');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 function duration(value: string): number {

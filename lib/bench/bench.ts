@@ -20,8 +20,8 @@ import { existsSync, promises as fs, readFileSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Device } from './device';
-import { RevpatchError } from './errors';
+import { Device } from '../device/device';
+import { RevpatchError } from '../engine/errors';
 
 export const TIME_BINARY = '/usr/bin/time';
 /** bsdiff holds both files, a suffix array and its work space: about 17 times the old file's size. */
@@ -381,7 +381,7 @@ export interface BenchOptions {
 }
 
 export function revpatchCommand(): string[] {
-  return [process.execPath, path.resolve(__dirname, '..', 'bin', 'revpatch.js')];
+  return [process.execPath, path.resolve(__dirname, '..', '..', 'bin', 'revpatch.js')];
 }
 
 /** Thrown when revpatch itself fails during a benchmark: keeps the child's error code. */

@@ -12,20 +12,20 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { AgentHooks, AgentSettings, CheckReport, RestartAnswer } from './agent';
-import { Device } from './device';
-import { RevpatchError } from './errors';
-import type { LogLevel } from './log';
-import { parseTimeRange, type TimeRange } from './policy';
+import type { AgentHooks, AgentSettings, CheckReport, RestartAnswer } from '../agent/agent';
+import { Device } from '../device/device';
+import { RevpatchError } from '../engine/errors';
+import type { LogLevel } from '../agent/log';
+import { parseTimeRange, type TimeRange } from '../agent/policy';
 import { progressBar, type ProgressBar } from './progress';
 
 // The agent, its log (pino) and the repository client (tuf-js) load when
-// the command runs, not with every revpatch command (lib/cli.ts).
+// the command runs, not with every revpatch command (lib/cli/cli.ts).
 /* eslint-disable @typescript-eslint/no-require-imports */
 const agentModules = () => ({
-  ...(require('./agent') as typeof import('./agent')),
-  ...(require('./log') as typeof import('./log')),
-  ...(require('./repo/client') as typeof import('./repo/client')),
+  ...(require('../agent/agent') as typeof import('../agent/agent')),
+  ...(require('../agent/log') as typeof import('../agent/log')),
+  ...(require('../repo/client') as typeof import('../repo/client')),
 });
 /* eslint-enable @typescript-eslint/no-require-imports */
 

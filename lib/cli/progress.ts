@@ -4,7 +4,7 @@
  * is off, so scripts and logs never see escape codes.
  */
 import type * as CliProgress from 'cli-progress';
-import type { Progress } from './engine';
+import type { Progress } from '../engine/engine';
 
 export interface ProgressBar {
   update: Progress;

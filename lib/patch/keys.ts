@@ -18,8 +18,8 @@
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from './atomic';
-import { RevpatchError, toRevpatchError } from './errors';
+import { writeFileAtomic } from '../engine/atomic';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
 import { KEY_ID_PATTERN } from './manifest';
 import { derivePublicKey, generateSigningKeyPair, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES } from './signing';
 import { parseStrictJson } from './strict_json';

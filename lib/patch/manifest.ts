@@ -1,7 +1,7 @@
 /**
  * The patch manifest: what a patch is, what it applies to, what it makes and
  * how its payload is cut into hashed chunks. It is signed together with the
- * file header (lib/patch_file.ts), and carries the payload digest and every
+ * file header (lib/patch/patch_file.ts), and carries the payload digest and every
  * chunk digest, so the signature covers the whole patch.
  *
  * A manifest is accepted only if it parses with the strict JSON parser (no
@@ -10,8 +10,8 @@
  * express (`checkConsistency`). Every refusal is E_MANIFEST.
  */
 import type { ErrorObject } from 'ajv';
-import type { OperationStats, OperationType } from './engine';
-import { RevpatchError } from './errors';
+import type { OperationStats, OperationType } from '../engine/engine';
+import { RevpatchError } from '../engine/errors';
 import { validate as matchesSchema } from './manifest_validator';
 import { parseStrictJson } from './strict_json';
 
@@ -74,7 +74,7 @@ export interface Manifest {
   created: string;
   /** RFC 3339 date-time, or null for never. */
   expires: string | null;
-  /** The signing key's id (lib/keys.ts). */
+  /** The signing key's id (lib/patch/keys.ts). */
   keyId: string;
 }
 
@@ -186,7 +186,7 @@ function describe(errors: ErrorObject[] | null | undefined): string {
  * returns it typed, or throws E_MANIFEST naming the first problem.
  */
 export function validateManifest(value: unknown): Manifest {
-  // The schema compiled ahead of time (lib/manifest_validator.ts).
+  // The schema compiled ahead of time (lib/patch/manifest_validator.ts).
   const validate = matchesSchema as ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
   if (!validate(value)) {
     throw new RevpatchError('E_MANIFEST', `invalid manifest: ${describe(validate.errors)}`);

@@ -5,13 +5,13 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import * as path from 'node:path';
-import { Device } from './device';
-import { RevpatchError, toRevpatchError } from './errors';
-import { writeKeyPair } from './keys';
-import { createPatch } from './create';
-import { inspectPatch } from './inspect';
+import { Device } from '../device/device';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { writeKeyPair } from '../patch/keys';
+import { createPatch } from '../publisher/create';
+import { inspectPatch } from '../patch/inspect';
 import { progressBar } from './progress';
-import type { PatchRecord } from './record';
+import type { PatchRecord } from '../device/record';
 import { registerRepo } from './cli_repo';
 import { registerAgent } from './cli_agent';
 import { registerBench } from './cli_bench';

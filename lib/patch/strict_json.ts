@@ -15,7 +15,7 @@
  * Objects are returned as plain objects whose keys are own data properties
  * (a key named `__proto__` is an ordinary key, never a prototype change).
  */
-import { RevpatchError } from './errors';
+import { RevpatchError } from '../engine/errors';
 
 export interface StrictJsonOptions {
   /** Largest accepted input, in bytes of UTF-8. Default 4 MiB. */

@@ -1,6 +1,6 @@
 /**
  * `revpatch bench --from OLD --to NEW`: revpatch against bsdiff, zstd and
- * xdelta3 on the user's own images and hardware (lib/bench.ts does the
+ * xdelta3 on the user's own images and hardware (lib/bench/bench.ts does the
  * measuring). Works in a temporary directory that is removed afterwards,
  * whatever happens; OLD and NEW are only read.
  */
@@ -20,8 +20,8 @@ import {
   type PairResult,
   type StepResult,
   type ToolName,
-} from './bench';
-import { RevpatchError, toRevpatchError } from './errors';
+} from '../bench/bench';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
 
 interface BenchCommandOptions {
   from: string;

@@ -4,8 +4,8 @@
  * patches exist, in which state, and which layer file holds each, so a
  * transition is exactly one WriteCommitRecord.
  */
-import { RevpatchError } from './errors';
-import { parseStrictJson } from './strict_json';
+import { RevpatchError } from '../engine/errors';
+import { parseStrictJson } from '../patch/strict_json';
 
 export const PATCH_STATES = ['staged', 'trial', 'active', 'pending-removal', 'failed', 'removed'] as const;
 export type PatchState = (typeof PATCH_STATES)[number];

@@ -13,12 +13,12 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import * as engine from './engine';
-import { RevpatchError, toRevpatchError } from './errors';
-import { StateLock, LOCK_FILE } from './lock';
-import { readPublicKey } from './keys';
-import { PatchFile } from './patch_file';
-import { copyFileAtomic } from './atomic';
+import * as engine from '../engine/engine';
+import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { StateLock, LOCK_FILE } from '../engine/lock';
+import { readPublicKey } from '../patch/keys';
+import { PatchFile } from '../patch/patch_file';
+import { copyFileAtomic } from '../engine/atomic';
 import {
   DEFAULT_MAX_BOOT_ATTEMPTS,
   DEFAULT_MAX_EARLY_BOOTS,
