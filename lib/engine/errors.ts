@@ -73,6 +73,10 @@ export const ErrorCodes = {
   E_UNSAFE_TARGET: 'E_UNSAFE_TARGET',
   /** The caller aborted the operation. */
   E_ABORTED: 'E_ABORTED',
+  /** A fleet request's token is missing, unknown or revoked (HTTP 401). */
+  E_AUTH: 'E_AUTH',
+  /** A fleet request is not allowed: the token is of the other API, or the Host or Origin is not this server's (HTTP 403). */
+  E_FORBIDDEN: 'E_FORBIDDEN',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
