@@ -3,7 +3,7 @@ import { RevpatchError } from '../lib/engine/errors';
 import { FleetServer, type FleetOperator, type FleetServerOptions, type PatchStatusView } from '../lib/fleet/server';
 import { openStore } from '../lib/fleet/store';
 import { authenticate, hashToken, mintToken } from '../lib/fleet/tokens';
-import type { FleetStore } from '../lib/fleet/types';
+import type { FleetStore, PlanRecord } from '../lib/fleet/types';
 import { MAX_BATCH_REPORTS, type StoredReport } from '../lib/report/format';
 import { call, makeBatch, makeReport, postReports, type Answer } from './fleet_fixture';
 
@@ -320,19 +320,21 @@ t.test('close finishes the commit in flight, answers it, then stops', async (t) 
 /** An operator that records its calls and answers like the controller: status rows, E_UNKNOWN_PATCH, E_STATE. */
 function recordingOperator() {
   const calls: string[] = [];
-  const rows: PatchStatusView[] = [
-    { patch: 'fix-1', version: 1, state: 'halted', rollout: 5 },
-    { patch: 'fix-1', version: 2, state: 'rolling', rollout: 1 },
-    { patch: 'fix-2', version: 1, state: 'complete', rollout: 100 },
+  const rows: (PatchStatusView & { state: string; rollout: number })[] = [
+    { plan: { patch: 'fix-1', version: 1 }, state: 'halted', rollout: 5 },
+    { plan: { patch: 'fix-1', version: 2 }, state: 'rolling', rollout: 1 },
+    { plan: { patch: 'fix-2', version: 1 }, state: 'complete', rollout: 100 },
   ];
-  const act = (action: string) => async (id: string) => {
-    calls.push(`${action} ${id}`);
-    if (!rows.some((r) => r.patch === id)) throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for ${id}`);
+  const act = (action: string) => async (id: string, version?: number) => {
+    calls.push(`${action} ${id}${version === undefined ? '' : ` v${version}`}`);
+    if (!rows.some((r) => r.plan.patch === id && (version === undefined || r.plan.version === version))) {
+      throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for ${id}`);
+    }
     if (action === 'resume' && id === 'fix-2') throw new RevpatchError('E_STATE', 'fix-2 is complete');
     return { patch: id, action };
   };
   const operator: FleetOperator = {
-    status: () => rows,
+    status: async (patch?: string) => rows.filter((r) => patch === undefined || r.plan.patch === patch),
     halt: act('halt'),
     resume: act('resume'),
     recall: act('recall'),
@@ -350,7 +352,7 @@ t.test('the operator API shows status and acts, with an operator token only', as
   t.equal(list.status, 200);
   t.same(list.json, { patches: await operator.status() });
   const one = await call(url, '/v1/patches/fix-1', { headers: auth });
-  t.same(one.json, { patch: 'fix-1', version: 2, state: 'rolling', rollout: 1 }, 'the newest version');
+  t.same(one.json, { plan: { patch: 'fix-1', version: 2 }, state: 'rolling', rollout: 1 }, 'the newest version');
 
   for (const action of ['halt', 'resume', 'recall', 'advance']) {
     const a = await call(url, `/v1/patches/fix-1/${action}`, { method: 'POST', headers: auth });
@@ -358,7 +360,8 @@ t.test('the operator API shows status and acts, with an operator token only', as
     t.same(a.json, { patch: 'fix-1', action });
   }
   t.equal((await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: {} })).status, 200, 'an empty JSON object is fine');
-  t.same(calls, ['halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1']);
+  t.equal((await call(url, '/v1/patches/fix-1/recall', { method: 'POST', headers: auth, body: { version: 1 } })).status, 200, 'a version');
+  t.same(calls, ['halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1', 'recall fix-1 v1']);
 
   const revoked = 'rpo_' + 'E'.repeat(43);
   await store.addToken({ hash: hashToken(revoked), kind: 'operator', devices: 0, createdAt: NOW, revoked: true });
@@ -375,7 +378,12 @@ t.test('the operator API shows status and acts, with an operator token only', as
     ['a form body', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'a=1' }), 415, 'E_UNSUPPORTED'],
     ['a text body', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'text/plain' }, body: '{}' }), 415, 'E_UNSUPPORTED'],
     ['malformed JSON', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: '{' }), 400, 'E_INVALID_ARGUMENT'],
-    ['arguments', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { force: true } }), 400, 'E_INVALID_ARGUMENT'],
+    ['an unknown argument', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { force: true } }), 400, 'E_INVALID_ARGUMENT'],
+    ['a JSON array', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: [] }), 400, 'E_INVALID_ARGUMENT'],
+    ['version 0', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 0 } }), 400, 'E_INVALID_ARGUMENT'],
+    ['version 1.5', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 1.5 } }), 400, 'E_INVALID_ARGUMENT'],
+    ['version "2"', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: '2' } }), 400, 'E_INVALID_ARGUMENT'],
+    ['an unknown version', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 9 } }), 404, 'E_UNKNOWN_PATCH'],
     ['a body over the limit', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: ' '.repeat(17 * 1024) }), 413, 'E_TOO_LARGE'],
     ['an unknown patch', () => call(url, '/v1/patches/nope/halt', { method: 'POST', headers: auth }), 404, 'E_UNKNOWN_PATCH'],
     ['an unknown patch read', () => call(url, '/v1/patches/nope', { headers: auth }), 404, 'E_UNKNOWN_PATCH'],
@@ -396,19 +404,31 @@ t.test('the operator API shows status and acts, with an operator token only', as
     isError(t, a, status, code, what);
     t.notOk(a.headers['access-control-allow-origin'], `${what}: no CORS`);
   }
-  t.same(calls.slice(before), ['halt nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
+  t.same(calls.slice(before), ['halt fix-1 v9', 'halt nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
   const method = await call(url, '/v1/patches/fix-1/halt', { headers: auth });
   t.equal(method.headers.allow, 'POST');
 });
 
 t.test('without a controller the operator API reads plans from the store and refuses actions', async (t) => {
-  const { url, operator } = await world(t);
+  const { url, operator, device, store } = await world(t);
   const auth = { Authorization: `Bearer ${operator}` };
+  t.same((await call(url, '/v1/patches', { headers: auth })).json, { patches: [] });
+  isError(t, await call(url, '/v1/patches/fix-1', { headers: auth }), 404, 'E_UNKNOWN_PATCH', 'no plan');
+
+  const plan: PlanRecord = {
+    patch: 'fix-1', version: 1, stages: [1, 5, 25, 100], soakSeconds: 600, minReports: 50, maxFailurePct: 2, autoRecall: true,
+    state: 'rolling', stage: 0, rollout: 1, stageStartedAt: NOW, halted: false, revision: 0, createdAt: NOW, updatedAt: NOW,
+  };
+  await store.createPlan(plan);
+  await store.createPlan({ ...plan, patch: 'fix-0' });
+  await postReports(url, device, makeBatch(2));
   const list = await call(url, '/v1/patches', { headers: auth });
   t.equal(list.status, 200);
-  t.same(list.json, { patches: [] });
-  isError(t, await call(url, '/v1/patches/fix-1', { headers: auth }), 404, 'E_UNKNOWN_PATCH', 'no plan');
+  t.same(list.json.patches.map((p: PatchStatusView) => p.plan.patch), ['fix-0', 'fix-1']);
+  const one = await call(url, '/v1/patches/fix-1', { headers: auth });
+  t.match(one.json, { plan: { patch: 'fix-1', version: 1, state: 'rolling', rollout: 1 }, counts: { confirmed: 2 }, decisions: [] });
   isError(t, await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth }), 503, 'E_STATE', 'no controller');
+  t.match(await store.getPlan('fix-1', 1), { state: 'rolling', revision: 0 }, 'the plan is unchanged');
 });
 
 t.test('health answers without a token, and only GET', async (t) => {

@@ -9,8 +9,9 @@
  *                                 → 200 {accepted, duplicates}, once durable
  * Operator API (operator token)
  *   GET  /v1/patches              status of every planned patch
- *   GET  /v1/patches/:id          status of one patch (its newest version)
+ *   GET  /v1/patches/:id          status of one patch (its newest plan)
  *   POST /v1/patches/:id/halt|resume|recall|advance
+ *                                 body empty, {} or {"version": N}
  * Without auth
  *   GET  /v1/health
  *
@@ -32,7 +33,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
-import { ID_PATTERN } from '../patch/manifest';
+import { ID_PATTERN, MAX_VERSION } from '../patch/manifest';
 import { MAX_BATCH_BYTES, type StoredReport } from '../report/format';
 import { parseReportBatch } from './batch_schema';
 import { GroupCommitter } from './group_commit';
@@ -43,25 +44,25 @@ import type { FleetStore } from './types';
 export const OPERATOR_ACTIONS = ['halt', 'resume', 'recall', 'advance'] as const;
 export type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
 
-/** One patch version's status as the operator API shows it: JSON-able, naming its patch and version. */
+/** One patch version's status as the operator API shows it: JSON-able, with its plan (which names patch and version). */
 export interface PatchStatusView {
-  patch: string;
-  version: number;
-  [field: string]: unknown;
+  plan: { patch: string; version: number };
 }
 
 /**
  * What the operator API drives: the rollout controller satisfies it
- * (lib/fleet/controller.ts). Results are sent as JSON; a RevpatchError's
- * code becomes the HTTP status (E_UNKNOWN_PATCH 404, E_STATE 409, …).
+ * (RolloutController, lib/fleet/controller.ts). An action names a patch
+ * and, optionally, a version (default: the patch's newest plan). Results
+ * are sent as JSON; a RevpatchError's code becomes the HTTP status
+ * (E_UNKNOWN_PATCH 404, E_STATE 409, E_BUSY 503, …).
  */
 export interface FleetOperator {
-  /** Every planned patch version. */
-  status(): Promise<readonly PatchStatusView[]> | readonly PatchStatusView[];
-  halt(id: string): Promise<unknown>;
-  resume(id: string): Promise<unknown>;
-  recall(id: string): Promise<unknown>;
-  advance(id: string): Promise<unknown>;
+  /** Every plan, or those of `patch`. */
+  status(patch?: string): Promise<readonly PatchStatusView[]>;
+  halt(patch: string, version?: number): Promise<unknown>;
+  resume(patch: string, version?: number): Promise<unknown>;
+  recall(patch: string, version?: number): Promise<unknown>;
+  advance(patch: string, version?: number): Promise<unknown>;
 }
 
 /** Where the server writes what it refused or failed; a pino logger fits. */
@@ -355,42 +356,34 @@ export class FleetServer {
 
   private async getPatch(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
     await this.authenticate(req, 'operator');
-    const versions = (await this.statuses()).filter((s) => s.patch === id);
-    if (versions.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for patch ${id}`);
-    const newest = versions.reduce((a, b) => (b.version > a.version ? b : a));
-    this.send(res, 200, newest);
+    const versions = await this.statuses(id);
+    if (versions.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `${id} has no rollout plan`);
+    this.send(res, 200, versions.reduce((a, b) => (b.plan.version > a.plan.version ? b : a)));
   }
 
   private async act(req: http.IncomingMessage, res: http.ServerResponse, id: string, action: OperatorAction): Promise<void> {
     await this.authenticate(req, 'operator');
     requireJson(req, true);
-    const body = await readBody(req, MAX_OPERATOR_BODY_BYTES);
-    if (body.length > 0) {
-      let value: unknown;
-      try {
-        value = JSON.parse(body.toString('utf8'));
-      } catch {
-        throw new RevpatchError('E_INVALID_ARGUMENT', 'the body is not JSON');
-      }
-      if (value === null || typeof value !== 'object' || Array.isArray(value) || Object.keys(value).length > 0) {
-        throw new RevpatchError('E_INVALID_ARGUMENT', `${action} takes no arguments: send an empty body or {}`);
-      }
-    }
+    const version = parseActionBody(await readBody(req, MAX_OPERATOR_BODY_BYTES), action);
     const operator = this.options.operator;
     if (!operator) throw new HttpError(503, 'E_STATE', 'this server runs no rollout controller');
-    const result = await operator[action](id);
-    this.logger.info({ patch: id, action }, 'operator action');
+    const result = await operator[action](id, version);
+    this.logger.info({ patch: id, version, action }, 'operator action');
     this.send(res, 200, result === undefined ? { ok: true } : result);
   }
 
   /** The operator's view, or, without a controller, the plans as the store holds them. */
-  private async statuses(): Promise<readonly PatchStatusView[]> {
-    if (this.options.operator) return await this.options.operator.status();
+  private async statuses(patch?: string): Promise<readonly PatchStatusView[]> {
+    const operator = this.options.operator;
+    if (operator) {
+      const all = await operator.status(patch);
+      return patch === undefined ? all : all.filter((s) => s.plan.patch === patch);
+    }
     const store = this.options.store;
-    const plans = await store.listPlans();
+    const plans = (await store.listPlans()).filter((p) => patch === undefined || p.patch === patch);
     return Promise.all(
       plans.map(async (plan) => ({
-        ...plan,
+        plan,
         counts: await store.counts(plan.patch, plan.version),
         decisions: await store.decisions(plan.patch, plan.version),
       })),
@@ -431,6 +424,28 @@ export class FleetServer {
     const message = status === 500 ? 'internal error' : e.message;
     this.send(res, status, { error: { code: e.code, message } });
   }
+}
+
+/** The body of an operator action: empty, {} or {"version": N}; returns the version, if any. */
+function parseActionBody(body: Buffer, action: string): number | undefined {
+  if (body.length === 0) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new RevpatchError('E_INVALID_ARGUMENT', 'the body is not JSON');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new RevpatchError('E_INVALID_ARGUMENT', `the body of ${action} must be a JSON object`);
+  }
+  const { version, ...rest } = value as { version?: unknown };
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new RevpatchError('E_INVALID_ARGUMENT', `${action} takes only a version, not ${JSON.stringify(unknown[0].slice(0, 100))}`);
+  if (version === undefined) return undefined;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1 || version > MAX_VERSION) {
+    throw new RevpatchError('E_INVALID_ARGUMENT', `version must be an integer from 1 to ${MAX_VERSION}`);
+  }
+  return version;
 }
 
 /** Refuses a body that is not JSON (415); `emptyOk` lets a body-less request through. */
