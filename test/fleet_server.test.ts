@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { RevpatchError } from '../lib/engine/errors';
-import { FleetServer, type FleetOperator, type FleetServerOptions, type PatchStatusView } from '../lib/fleet/server';
+import { FleetServer, type FleetOperator, type FleetServerOptions } from '../lib/fleet/server';
 import { openStore } from '../lib/fleet/store';
 import { authenticate, hashToken, mintToken } from '../lib/fleet/tokens';
 import type { FleetStore, PlanRecord } from '../lib/fleet/types';
@@ -320,7 +320,7 @@ t.test('close finishes the commit in flight, answers it, then stops', async (t) 
 /** An operator that records its calls and answers like the controller: status rows, E_UNKNOWN_PATCH, E_STATE. */
 function recordingOperator() {
   const calls: string[] = [];
-  const rows: (PatchStatusView & { state: string; rollout: number })[] = [
+  const rows = [
     { plan: { patch: 'fix-1', version: 1 }, state: 'halted', rollout: 5 },
     { plan: { patch: 'fix-1', version: 2 }, state: 'rolling', rollout: 1 },
     { plan: { patch: 'fix-2', version: 1 }, state: 'complete', rollout: 100 },
@@ -334,7 +334,10 @@ function recordingOperator() {
     return { patch: id, action };
   };
   const operator: FleetOperator = {
-    status: async (patch?: string) => rows.filter((r) => patch === undefined || r.plan.patch === patch),
+    status: async (patch?: string) => {
+      calls.push(`status${patch === undefined ? '' : ` ${patch}`}`);
+      return rows.filter((r) => patch === undefined || r.plan.patch === patch);
+    },
     halt: act('halt'),
     resume: act('resume'),
     recall: act('recall'),
@@ -352,7 +355,7 @@ t.test('the operator API shows status and acts, with an operator token only', as
   t.equal(list.status, 200);
   t.same(list.json, { patches: await operator.status() });
   const one = await call(url, '/v1/patches/fix-1', { headers: auth });
-  t.same(one.json, { plan: { patch: 'fix-1', version: 2 }, state: 'rolling', rollout: 1 }, 'the newest version');
+  t.same(one.json, { patches: (await operator.status()).slice(0, 2) }, 'the plans of that patch');
 
   for (const action of ['halt', 'resume', 'recall', 'advance']) {
     const a = await call(url, `/v1/patches/fix-1/${action}`, { method: 'POST', headers: auth });
@@ -361,7 +364,7 @@ t.test('the operator API shows status and acts, with an operator token only', as
   }
   t.equal((await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: {} })).status, 200, 'an empty JSON object is fine');
   t.equal((await call(url, '/v1/patches/fix-1/recall', { method: 'POST', headers: auth, body: { version: 1 } })).status, 200, 'a version');
-  t.same(calls, ['halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1', 'recall fix-1 v1']);
+  t.same(calls, ['status', 'status', 'status fix-1', 'status', 'halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1', 'recall fix-1 v1']);
 
   const revoked = 'rpo_' + 'E'.repeat(43);
   await store.addToken({ hash: hashToken(revoked), kind: 'operator', devices: 0, createdAt: NOW, revoked: true });
@@ -404,7 +407,7 @@ t.test('the operator API shows status and acts, with an operator token only', as
     isError(t, a, status, code, what);
     t.notOk(a.headers['access-control-allow-origin'], `${what}: no CORS`);
   }
-  t.same(calls.slice(before), ['halt fix-1 v9', 'halt nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
+  t.same(calls.slice(before), ['halt fix-1 v9', 'halt nope', 'status nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
   const method = await call(url, '/v1/patches/fix-1/halt', { headers: auth });
   t.equal(method.headers.allow, 'POST');
 });
@@ -424,9 +427,10 @@ t.test('without a controller the operator API reads plans from the store and ref
   await postReports(url, device, makeBatch(2));
   const list = await call(url, '/v1/patches', { headers: auth });
   t.equal(list.status, 200);
-  t.same(list.json.patches.map((p: PatchStatusView) => p.plan.patch), ['fix-0', 'fix-1']);
+  t.same(list.json.patches.map((p: { plan: PlanRecord }) => p.plan.patch), ['fix-0', 'fix-1']);
   const one = await call(url, '/v1/patches/fix-1', { headers: auth });
-  t.match(one.json, { plan: { patch: 'fix-1', version: 1, state: 'rolling', rollout: 1 }, counts: { confirmed: 2 }, decisions: [] });
+  t.equal(one.json.patches.length, 1);
+  t.match(one.json.patches[0], { plan: { patch: 'fix-1', version: 1, state: 'rolling', rollout: 1 }, counts: { confirmed: 2 }, decisions: [] });
   isError(t, await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth }), 503, 'E_STATE', 'no controller');
   t.match(await store.getPlan('fix-1', 1), { state: 'rolling', revision: 0 }, 'the plan is unchanged');
 });

@@ -8,8 +8,8 @@
  *   POST /v1/reports              device token; body a ReportBatch
  *                                 → 200 {accepted, duplicates}, once durable
  * Operator API (operator token)
- *   GET  /v1/patches              status of every planned patch
- *   GET  /v1/patches/:id          status of one patch (its newest plan)
+ *   GET  /v1/patches              {patches: [status of every plan]}
+ *   GET  /v1/patches/:id          {patches: [status of each plan of one patch]}
  *   POST /v1/patches/:id/halt|resume|recall|advance
  *                                 body empty, {} or {"version": N}
  * Without auth
@@ -22,8 +22,8 @@
  * (lib/fleet/group_commit.ts). A failed commit answers 503: retry.
  *
  * Secure by default: it listens on loopback unless told otherwise; the Host
- * header must name this server (its listen host:port, localhost:port, or
- * one of `allowedHosts`), which defeats DNS rebinding; a present Origin must
+ * header must name this server (its listen host:port, a loopback name with
+ * its port, or one of `allowedHosts`), which defeats DNS rebinding; a present Origin must
  * name it too; authentication is a Bearer header only (no cookies, so no
  * ambient credential a foreign page could ride on, and no CORS headers, so
  * a browser never sends one cross-origin); request bodies are JSON or
@@ -44,21 +44,17 @@ import type { FleetStore } from './types';
 export const OPERATOR_ACTIONS = ['halt', 'resume', 'recall', 'advance'] as const;
 export type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
 
-/** One patch version's status as the operator API shows it: JSON-able, with its plan (which names patch and version). */
-export interface PatchStatusView {
-  plan: { patch: string; version: number };
-}
-
 /**
  * What the operator API drives: the rollout controller satisfies it
- * (RolloutController, lib/fleet/controller.ts). An action names a patch
- * and, optionally, a version (default: the patch's newest plan). Results
- * are sent as JSON; a RevpatchError's code becomes the HTTP status
+ * (RolloutController, lib/fleet/controller.ts). `status` returns one
+ * JSON-able entry per plan (patch version), only those of `patch` when it
+ * is given; the server sends them as they are. An action names a patch and,
+ * optionally, a version (default: the patch's newest plan). Results are
+ * sent as JSON; a RevpatchError's code becomes the HTTP status
  * (E_UNKNOWN_PATCH 404, E_STATE 409, E_BUSY 503, …).
  */
 export interface FleetOperator {
-  /** Every plan, or those of `patch`. */
-  status(patch?: string): Promise<readonly PatchStatusView[]>;
+  status(patch?: string): Promise<readonly object[]>;
   halt(patch: string, version?: number): Promise<unknown>;
   resume(patch: string, version?: number): Promise<unknown>;
   recall(patch: string, version?: number): Promise<unknown>;
@@ -186,9 +182,9 @@ export class FleetServer {
     this.clock = options.clock ?? Date.now;
     this.maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES;
     this.logger = options.logger ?? noLogger;
-    this.allowedHosts = new Set(
-      [`${this.host}:${this.port}`, `localhost:${this.port}`, ...(options.allowedHosts ?? [])].map((h) => h.toLowerCase()),
-    );
+    // Loopback names cannot be a rebinding page's (that needs a name of the attacker's), so they always pass.
+    const loopback = ['localhost', '127.0.0.1', '[::1]'].map((h) => `${h}:${this.port}`);
+    this.allowedHosts = new Set([`${this.host}:${this.port}`, ...loopback, ...(options.allowedHosts ?? [])].map((h) => h.toLowerCase()));
   }
 
   /** Listens and resolves once the server accepts connections. */
@@ -356,9 +352,9 @@ export class FleetServer {
 
   private async getPatch(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
     await this.authenticate(req, 'operator');
-    const versions = await this.statuses(id);
-    if (versions.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `${id} has no rollout plan`);
-    this.send(res, 200, versions.reduce((a, b) => (b.plan.version > a.plan.version ? b : a)));
+    const patches = await this.statuses(id);
+    if (patches.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `${id} has no rollout plan`);
+    this.send(res, 200, { patches });
   }
 
   private async act(req: http.IncomingMessage, res: http.ServerResponse, id: string, action: OperatorAction): Promise<void> {
@@ -373,12 +369,9 @@ export class FleetServer {
   }
 
   /** The operator's view, or, without a controller, the plans as the store holds them. */
-  private async statuses(patch?: string): Promise<readonly PatchStatusView[]> {
+  private async statuses(patch?: string): Promise<readonly object[]> {
     const operator = this.options.operator;
-    if (operator) {
-      const all = await operator.status(patch);
-      return patch === undefined ? all : all.filter((s) => s.plan.patch === patch);
-    }
+    if (operator) return await operator.status(patch);
     const store = this.options.store;
     const plans = (await store.listPlans()).filter((p) => patch === undefined || p.patch === patch);
     return Promise.all(
