@@ -193,7 +193,7 @@ t.test('a leader that dies between recording and publishing: the next leader pub
   const failed = await a.tick();
   await lock.release();
   t.equal(failed.leading, true);
-  t.same(failed.decisions, [], 'no decision reported as made');
+  t.same(failed.decisions.map((d) => [d.action, d.appliedAt]), [['advance', null]], 'recorded, not applied');
   t.same(failed.errors.map((e) => e.code), ['E_BUSY']);
   const pending = await storeA.unappliedDecisions();
   t.same(pending.map((d) => [d.action, d.toRollout]), [['advance', 50]], 'recorded with its numbers, not published');

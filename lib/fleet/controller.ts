@@ -94,7 +94,7 @@ export interface ActionResult {
 export interface TickResult {
   /** Whether this controller led the tick (else it did nothing). */
   leading: boolean;
-  /** Decisions recorded by this tick (holds included). */
+  /** Decisions recorded by this tick (holds included); `appliedAt` null for one whose publish failed (see errors). */
   decisions: DecisionRecord[];
   /** Unapplied decisions, left by an earlier publish that failed, that this tick published. */
   republished: DecisionRecord[];
@@ -189,12 +189,11 @@ export class RolloutController {
 
   /** Stops the timer, waits for the round in flight, and gives up leadership so another controller takes over at once. */
   async stop(): Promise<void> {
-    const wasRunning = this.running;
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (this.inFlight) await this.inFlight.catch(() => undefined);
-    if (wasRunning) await this.store.resign(this.owner).catch(() => undefined);
+    await this.store.resign(this.owner);
   }
 
   private async round(): Promise<TickResult> {
@@ -233,8 +232,7 @@ export class RolloutController {
     for (const plan of await this.store.listPlans()) {
       if (plan.state !== 'planned' && plan.state !== 'rolling') continue;
       try {
-        const decision = await this.decideOne(plan, enrolled, published);
-        if (decision) result.decisions.push(decision);
+        await this.decideOne(plan, enrolled, published, result);
       } catch (err) {
         fail(plan.patch, plan.version, err);
       }
@@ -242,8 +240,11 @@ export class RolloutController {
     return result;
   }
 
-  /** The rule for one plan, recorded and published; null when there was nothing new to record. */
-  private async decideOne(plan: PlanRecord, enrolled: number | null, published: RepoPatch[]): Promise<DecisionRecord | null> {
+  /**
+   * The rule for one plan, recorded (into `result.decisions`) and
+   * published; a failed publish throws after the decision is recorded.
+   */
+  private async decideOne(plan: PlanRecord, enrolled: number | null, published: RepoPatch[], result: TickResult): Promise<void> {
     const now = this.clock();
     const repoPatch = published.find((p) => p.id === plan.patch && p.version === plan.version);
     if (!repoPatch) throw new RevpatchError('E_UNKNOWN_PATCH', `${plan.patch} version ${plan.version} is not in the repository`);
@@ -263,21 +264,23 @@ export class RolloutController {
     }
     if (d.action === 'hold') {
       const last = (await this.store.decisions(plan.patch, plan.version)).at(-1);
-      if (last && last.action === 'hold' && last.code === d.code) return null;
+      if (last && last.action === 'hold' && last.code === d.code) return;
     }
     const recorded = await this.record(plan, d, 'controller', now);
-    if (!recorded) return null;
+    if (!recorded) return;
     this.log.info({ patch: plan.patch, version: plan.version, action: d.action, code: d.code }, d.reason);
-    if (d.action === 'hold') return recorded.decision;
+    if (d.action === 'hold') {
+      result.decisions.push(recorded.decision);
+      return;
+    }
     try {
       await this.publish(plan.patch, plan.version);
     } catch (err) {
       // Recorded: the next tick (of whoever leads) publishes it.
-      const e = toRevpatchError(err);
-      this.log.warn({ patch: plan.patch, version: plan.version, code: e.code, seq: recorded.decision.seq }, `decision recorded, publish failed: ${e.message}`);
-      throw e;
+      result.decisions.push(recorded.decision);
+      throw err;
     }
-    return (await this.store.decisions(plan.patch, plan.version)).find((x) => x.seq === recorded.decision.seq) ?? recorded.decision;
+    result.decisions.push(await this.current(recorded.decision));
   }
 
   // -------------------------------------------------------------- publish
