@@ -1,6 +1,11 @@
 import t, { type Test } from 'tap';
 import { RevpatchError } from '../lib/engine/errors';
 import { FleetServer, type FleetOperator, type FleetServerOptions } from '../lib/fleet/server';
+import * as path from 'node:path';
+import { RolloutController } from '../lib/fleet/controller';
+import { Repository } from '../lib/repo/publisher';
+import { addonBuilt } from './helpers';
+import { repoFixture } from './repo_fixture';
 import { openStore } from '../lib/fleet/store';
 import { authenticate, hashToken, mintToken } from '../lib/fleet/tokens';
 import type { FleetStore, PlanRecord } from '../lib/fleet/types';
@@ -317,6 +322,9 @@ t.test('close finishes the commit in flight, answers it, then stops', async (t) 
 
 // ----------------------------------------------------------- operator API
 
+/** The rollout controller is an operator (checked by the compiler). */
+export const controllerIsAnOperator = (controller: RolloutController): FleetOperator => controller;
+
 /** An operator that records its calls and answers like the controller: status rows, E_UNKNOWN_PATCH, E_STATE. */
 function recordingOperator() {
   const calls: string[] = [];
@@ -453,4 +461,31 @@ t.test('the server listens on loopback by default and refuses a bad start', asyn
   await t.rejects(FleetServer.start({ store: undefined as never }), { code: 'E_INVALID_ARGUMENT' });
   await t.rejects(FleetServer.start({ store, maxBatchBytes: 0 }), { code: 'E_INVALID_ARGUMENT' });
   await t.rejects(FleetServer.start({ store, port: server.port }), { code: 'EADDRINUSE' });
+});
+
+t.test('the operator API drives the rollout controller: a halt over HTTP is recorded and signed', { skip: addonBuilt() ? false : 'the addon is not built' }, async (t) => {
+  const f = await repoFixture(t);
+  await f.repo.publish(f.patch1);
+  const store = await openStore(`sqlite:${path.join(f.dir, 'fleet.db')}`);
+  const controller = new RolloutController({ store, repoDir: f.repoDir, lockWaitMs: 0 });
+  await controller.plan('fix-1', { stages: [10, 50, 100], soakSeconds: 60, minReports: 5, maxFailurePct: 20 });
+  const { url, operator, device } = await world(t, { operator: controller }, store);
+  const auth = { Authorization: `Bearer ${operator}` };
+
+  isError(t, await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { Authorization: `Bearer ${device}` } }), 403, 'E_FORBIDDEN', 'a device token');
+  t.match(await store.latestPlan('fix-1'), { state: 'rolling', halted: false }, 'a refused halt changes nothing');
+
+  const halted = await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth });
+  t.equal(halted.status, 200);
+  t.match(halted.json, { published: true, plan: { state: 'halted', halted: true }, decision: { action: 'halt', by: 'operator' } });
+  const signed = (await Repository.open(f.repoDir)).patches().find((p) => p.id === 'fix-1' && p.version === 1);
+  t.equal(signed?.halted, true, 'the repository carries the halt');
+
+  const status = await call(url, '/v1/patches/fix-1', { headers: auth });
+  t.equal(status.status, 200);
+  t.match(status.json.patches[0], { plan: { patch: 'fix-1', version: 1, state: 'halted' } });
+  t.same(status.json.patches[0].decisions.map((d: { action: string }) => d.action), ['start', 'halt']);
+  isError(t, await call(url, '/v1/patches/fix-1/advance', { method: 'POST', headers: auth }), 409, 'E_STATE', 'advancing a halted rollout');
+  isError(t, await call(url, '/v1/patches/fix-9/halt', { method: 'POST', headers: auth }), 404, 'E_UNKNOWN_PATCH', 'a patch without a plan');
+  t.match(await store.latestPlan('fix-1'), { state: 'halted' });
 });
