@@ -298,6 +298,29 @@ t.test('a failing commit answers 503 to each of its batches and stores nothing o
   t.equal(await base.reportCount(), 12);
 });
 
+t.test('batches beyond the queue bound are answered 503 E_BUSY and not stored while the store lags', async (t) => {
+  const base = await openStore('sqlite::memory:');
+  const { store, control } = instrumented(base);
+  const { url, device, server } = await world(t, { maxQueuedReports: 10 }, store);
+  let release!: () => void;
+  control.gate = new Promise<void>((r) => (release = r));
+  const first = postReports(url, device, makeBatch(4));
+  while (control.commits.length === 0) await new Promise((r) => setTimeout(r, 5));
+  const waiting = postReports(url, device, makeBatch(8));
+  while (server.queuedBatches < 1) await new Promise((r) => setTimeout(r, 5));
+  const refused = makeBatch(3);
+  const shed = await postReports(url, device, refused);
+  isError(t, shed, 503, 'E_BUSY', 'over the queue bound');
+  t.equal(shed.headers['retry-after'], '5');
+  control.gate = null;
+  release();
+  t.same((await first).json, { accepted: 4, duplicates: 0 });
+  t.same((await waiting).json, { accepted: 8, duplicates: 0 });
+  t.equal(await base.reportCount(), 12, 'nothing of the refused batch is stored');
+  t.same((await postReports(url, device, refused)).json, { accepted: 3, duplicates: 0 }, 'taken once the queue drained');
+  await t.rejects(FleetServer.start({ store, maxQueuedReports: 0 }), { code: 'E_INVALID_ARGUMENT' });
+});
+
 t.test('close finishes the commit in flight, answers it, then stops', async (t) => {
   const base = await openStore('sqlite::memory:');
   t.teardown(() => base.close());

@@ -82,6 +82,8 @@ export interface FleetServerOptions {
   allowedHosts?: readonly string[];
   /** Largest report batch body; default MAX_BATCH_BYTES. */
   maxBatchBytes?: number;
+  /** Reports that may wait for a commit; a batch beyond is answered 503 E_BUSY (retry later). Default MAX_QUEUED_REPORTS. */
+  maxQueuedReports?: number;
   logger?: FleetLogger;
   /** Most ms a request may take from its first byte; default 30 s. */
   requestTimeoutMs?: number;
@@ -89,6 +91,8 @@ export interface FleetServerOptions {
 
 /** Largest request header block. */
 export const MAX_HEADER_BYTES = 16 * 1024;
+/** Reports waiting for a commit at most (about 30 MB): beyond, the store is not keeping up and devices retry later. */
+export const MAX_QUEUED_REPORTS = 100_000;
 /** Largest body of an operator request. */
 export const MAX_OPERATOR_BODY_BYTES = 16 * 1024;
 
@@ -166,6 +170,7 @@ export class FleetServer {
   private readonly allowedHosts: Set<string>;
   private readonly clock: () => number;
   private readonly maxBatchBytes: number;
+  private readonly maxQueuedReports: number;
   private readonly logger: FleetLogger;
   private readonly active = new Set<Promise<void>>();
   private closing: Promise<void> | null = null;
@@ -181,6 +186,7 @@ export class FleetServer {
     this.committer = new GroupCommitter(options.store);
     this.clock = options.clock ?? Date.now;
     this.maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES;
+    this.maxQueuedReports = options.maxQueuedReports ?? MAX_QUEUED_REPORTS;
     this.logger = options.logger ?? noLogger;
     // Loopback names cannot be a rebinding page's (that needs a name of the attacker's), so they always pass.
     const loopback = ['localhost', '127.0.0.1', '[::1]'].map((h) => `${h}:${this.port}`);
@@ -195,6 +201,10 @@ export class FleetServer {
     const maxBatch = options.maxBatchBytes ?? MAX_BATCH_BYTES;
     if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) {
       throw new RevpatchError('E_INVALID_ARGUMENT', `maxBatchBytes must be a positive integer, not ${String(maxBatch)}`);
+    }
+    const maxQueued = options.maxQueuedReports ?? MAX_QUEUED_REPORTS;
+    if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', `maxQueuedReports must be a positive integer, not ${String(maxQueued)}`);
     }
     const requestTimeout = options.requestTimeoutMs ?? 30_000;
     const server = http.createServer({
@@ -330,6 +340,9 @@ export class FleetServer {
     requireJson(req, false);
     const body = await readBody(req, this.maxBatchBytes);
     const batch = parseReportBatch(body);
+    if (this.committer.queuedReports + batch.reports.length > this.maxQueuedReports) {
+      throw new HttpError(503, 'E_BUSY', 'the collector is not keeping up; retry later', { 'Retry-After': '5' });
+    }
     const receivedAt = this.clock();
     // The parsed reports are fresh objects holding exactly the schema's fields: stamp them in place.
     const stored = batch.reports as StoredReport[];
