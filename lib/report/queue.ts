@@ -15,9 +15,11 @@
  * - **Bounded in bytes.** The reports kept weigh at most `maxBytes`; when a
  *   new one does not fit, the oldest go (the newest say most about the
  *   patch now) and `dropped` counts them. The file itself also holds the
- *   lines acknowledged or dropped since the last compaction and is
- *   compacted once it passes 2 × maxBytes, so it stays below about
- *   2 × maxBytes.
+ *   lines acknowledged or dropped since the last compaction; it is
+ *   compacted in the background once it passes 1.5 × maxBytes and never
+ *   grows past 2 × maxBytes plus its header line: an append that would
+ *   take it further (a burst faster than compaction) stays in memory until
+ *   the compaction already under way writes it.
  * - **Crash-safe compaction.** After an acknowledged send (`remove`) the
  *   file is rewritten with what is left: temporary file, fsync, rename,
  *   fsync of the directory (lib/engine/atomic.ts). Reports appended while
@@ -177,6 +179,11 @@ export class ReportQueue {
     if (this.closed) throw new RevpatchError('E_STATE', 'the report queue is closed');
     const entry = this.push(report);
     if (!entry) return;
+    if (this.size + entry.line.length > 2 * this.maxBytes) {
+      // The compaction under way (or queued) writes it: it is live and newer than any snapshot taken.
+      this.compactSoon();
+      return;
+    }
     try {
       writeFully(this.fd, entry.line);
     } catch (err) {
@@ -257,7 +264,7 @@ export class ReportQueue {
   }
 
   private needsCompaction(): boolean {
-    return this.size > 2 * this.maxBytes;
+    return this.size > 1.5 * this.maxBytes;
   }
 
   private compactSoon(): void {
