@@ -206,6 +206,7 @@ if (!addonBuilt()) {
     const flushed = await agent.flushReports({ timeoutMs: 50 });
     t.equal(flushed?.remaining, 3);
     t.equal(flushed?.error, 'E_NETWORK');
+    await agent.close();
     const reporter = await Reporter.open(w.state);
     t.teardown(() => reporter?.close());
     t.same(

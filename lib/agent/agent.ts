@@ -262,6 +262,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly lockWaitMs: number;
   private readonly fixedDeviceId: string | undefined;
   private reporter: Reporter | null | undefined;
+  /** The agent opened the reporter itself (and closes it). */
+  private ownsReporter = false;
   private bootLimits: BootLimits | null = null;
   private state: AgentState | null = null;
   private reservedBytes = 0;
@@ -307,6 +309,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.reporter === undefined) {
       try {
         this.reporter = await Reporter.open(this.stateDir, { logger: this.log });
+        this.ownsReporter = this.reporter !== null;
       } catch (err) {
         const e = toRevpatchError(err);
         this.log.warn({ code: e.code, err: e.message }, 'reporting is set up but cannot start; not reporting');
@@ -325,6 +328,19 @@ export class Agent extends EventEmitter<AgentEvents> {
   async flushReports(options: { timeoutMs?: number } = {}): Promise<FlushResult | null> {
     const reporter = await this.openReporter();
     return reporter ? reporter.flush(options) : null;
+  }
+
+  /** Stops reporting and closes the reporter the agent opened itself (one it was given stays open). */
+  async close(): Promise<void> {
+    const reporter = this.reporter;
+    if (!reporter) return;
+    if (this.ownsReporter) {
+      this.reporter = undefined;
+      this.ownsReporter = false;
+      await reporter.close();
+    } else {
+      await reporter.stop();
+    }
   }
 
   // ------------------------------------------------------------ own state
