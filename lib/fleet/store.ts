@@ -15,8 +15,33 @@
 import * as path from 'node:path';
 import { RevpatchError } from '../engine/errors';
 import type { FleetStore } from './types';
-import { SqliteFleetStore } from './store_sqlite';
-import { PostgresFleetStore } from './store_postgres';
+
+/*
+ * The drivers are optional dependencies (package.json): a device that
+ * embeds revpatch never opens the fleet database and may have neither, so
+ * each backend loads when a URL names it, and a missing driver says what
+ * to install.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+function loadBackend<T>(load: () => T, driver: string, version: string): T {
+  try {
+    return load();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code === 'MODULE_NOT_FOUND' && String(e.message).includes(`'${driver}'`)) {
+      throw new RevpatchError(
+        'E_UNSUPPORTED',
+        `this installation has no ${driver} (an optional dependency that failed to build or was left out): npm install ${driver}@${version}`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+const sqliteBackend = () =>
+  loadBackend(() => require('./store_sqlite') as typeof import('./store_sqlite'), 'better-sqlite3', '12');
+const postgresBackend = () => loadBackend(() => require('./store_postgres') as typeof import('./store_postgres'), 'pg', '8');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** The fleet database when neither `--db` nor `$REVPATCH_FLEET_DB` names one. */
 export const DEFAULT_FLEET_DB = 'sqlite:./revpatch-fleet.db';
@@ -46,10 +71,10 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     const file = url.slice('sqlite:'.length);
     if (file === '') throw new RevpatchError('E_INVALID_ARGUMENT', `"${url}" names no file: use sqlite:PATH or sqlite::memory:`);
     const target = file === ':memory:' ? ':memory:' : path.resolve(file);
-    return SqliteFleetStore.open(target, { busyTimeoutMs: options.busyTimeoutMs });
+    return sqliteBackend().SqliteFleetStore.open(target, { busyTimeoutMs: options.busyTimeoutMs });
   }
   if (/^postgres(ql)?:\/\//i.test(url)) {
-    return PostgresFleetStore.open(url, { poolSize: options.poolSize });
+    return postgresBackend().PostgresFleetStore.open(url, { poolSize: options.poolSize });
   }
   throw new RevpatchError(
     'E_INVALID_ARGUMENT',
