@@ -135,7 +135,9 @@ t.test('a collector killed under load loses no acknowledged report and counts no
   function checkAcknowledgedAreStored(when: string): void {
     const conn = new Database(db);
     try {
-      const stored = new Set((conn.prepare('SELECT id FROM reports').pluck().all() as string[]));
+      // Ids are stored as the bytes their hex spells (lib/fleet/store_sqlite.ts, hexKey).
+      const rows = conn.prepare('SELECT id FROM reports').pluck().all() as Array<Buffer | string>;
+      const stored = new Set(rows.map((id) => (Buffer.isBuffer(id) ? id.toString('hex') : id)));
       const sentIds = new Set(sent.flatMap((b) => b.reports.map((r) => r.id)));
       let missing = 0;
       for (const b of acked) for (const r of b.reports) if (!stored.has(r.id)) missing++;
