@@ -92,7 +92,7 @@ if (!built) {
   t.skip('CLI not built (npx tsc -p tsconfig.json)', () => {});
 } else {
   t.test('every fleet command has --help and exits 0', async (t) => {
-    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance']) {
+    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance', 'simulate']) {
       const r = runCli(['fleet', cmd, '--help']);
       t.equal(r.code, 0, `fleet ${cmd} --help`);
       t.match(r.stdout, /Usage: revpatch fleet/);
@@ -221,6 +221,12 @@ if (!built) {
       ['enroll --devices many', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', 'many']],
       ['enroll --operator with --devices', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--operator', '--devices', '3']],
       ['status with an unknown flag', ['status', '--db', f.db, '--verbose']],
+      ['simulate --devices 0', ['simulate', '--devices', '0']],
+      ['simulate --fail 101', ['simulate', '--fail', '101']],
+      ['simulate --noise -1', ['simulate', '--noise', '-1']],
+      ['simulate --seed with nothing', ['simulate', '--seed', '']],
+      ['simulate --rule bogus', ['simulate', '--rule', 'bogus']],
+      ['simulate --stages 50,10', ['simulate', '--stages', '50,10']],
     ];
     for (const [what, args] of cases) expectUsage(t, await f.quick(...args), what);
     // The same through a process of its own.
@@ -291,6 +297,18 @@ if (!built) {
     expectError(t, await f.quick('enroll', '--db', 'sqlite:', '--out', path.join(f.dir, 'x.token')), 'E_INVALID_ARGUMENT');
     expectError(t, await f.quick('serve', '--repo', f.repoDir, '--db', 'redis://localhost', '--listen', '127.0.0.1:0'), 'E_INVALID_ARGUMENT');
     t.notOk(existsSync(path.join(f.dir, 'x.token')), 'no token file is left behind');
+  });
+
+  t.test('simulate runs a small fleet against the real service and reports in JSON', async (t) => {
+    const r = runCli(['fleet', 'simulate', '--devices', '2000', '--fail', '100', '--noise', '0', '--stages', '5,100', '--min-reports', '10', '--json']);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stderr, '', 'no progress line in a pipe');
+    const result = JSON.parse(r.stdout);
+    t.match(result, { devices: 2000, failPct: 100, halted: true, finalRollout: 5, stagesReached: [5] });
+    t.ok(result.installed > 0 && result.installed < 2000 * 0.2, `a patch failing everywhere stops in its first stage (${result.installed} installed)`);
+    t.ok(result.hurt > 0 && result.hurt <= result.installed, `hurt ${result.hurt} of ${result.installed}`);
+    t.ok(result.reportsIngested > 0, 'reports went through the collector');
+    t.ok(result.decisions.some((d: { action: string; code: string }) => d.action === 'halt' && d.code === 'failure-rate-above-threshold'));
   });
 
   t.test('serve listens on loopback, answers, and stops cleanly on SIGTERM', async (t) => {
