@@ -36,6 +36,7 @@ import {
   decimal,
   insideDirectory,
   isLoopback,
+  parseAllowHost,
   parseListen,
   parseStages,
   patchId,
@@ -54,8 +55,6 @@ const simulateModule = () => require('../bench/simulate') as typeof import('../b
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 type FleetServerInstance = Awaited<ReturnType<ReturnType<typeof serverModule>['FleetServer']['start']>>;
-
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 interface DbOptions {
   db?: string;
@@ -164,8 +163,13 @@ export function registerFleet(program: Command): void {
     .addOption(repoOption())
     .addOption(dbOption())
     .option('--listen <host:port>', `address to listen on (default ${DEFAULT_FLEET_HOST}:${DEFAULT_FLEET_PORT}; port 0: any free one)`, parseListen)
-    .option('--tick <seconds>', 'seconds between controller ticks (default 10)', decimal('--tick', 0, 3600, { minExclusive: true }), 10)
-    .option('--allow-host <name>', 'another name the Host header may give (e.g. the proxy in front: fleet.example or fleet.example:443); repeatable', collect, [])
+    .option('--tick <seconds>', 'seconds between controller ticks (default 10)', decimal('--tick', 0.1, 3600), 10)
+    .option(
+      '--allow-host <name>',
+      'another name the Host header may give (the proxy in front: fleet.example or fleet.example:443); repeatable',
+      (value: string, previous: string[]) => [...previous, parseAllowHost(value)],
+      [],
+    )
     .option('--json', 'print where it listens as JSON')
     .action(async (opts: RepoOptions & { listen?: ListenAddress; tick: number; allowHost: string[] }) => {
       const json = globalJson() || Boolean(opts.json);
@@ -176,7 +180,9 @@ export function registerFleet(program: Command): void {
       const store = await storeModule().openStore(url);
       const { RolloutController } = controllerModule();
       const logger = lineLogger();
-      const controller = new RolloutController({ store, repoDir: repository.dir, lockWaitMs: lockWaitMs(), logger });
+      // The lease outlives a few ticks, so a slow tick never hands leadership over by itself.
+      const leaseMs = Math.max(30_000, opts.tick * 3000);
+      const controller = new RolloutController({ store, repoDir: repository.dir, lockWaitMs: lockWaitMs(), logger, leaseMs });
       let server: FleetServerInstance | null = null;
       try {
         server = await serverModule()
@@ -262,7 +268,7 @@ export function registerFleet(program: Command): void {
 
   fleet
     .command('plan')
-    .description('give a published patch a rollout plan; the controller starts it at its next tick')
+    .description('give a published patch a rollout plan and start it: its first stage is recorded and published at once')
     .argument('<id>', 'patch id (its newest published version)', patchId)
     .addOption(repoOption())
     .option('--stages <list>', `rollout percentages, strictly increasing, in (0, 100] (default ${DEFAULT_STAGES.join(',')})`, parseStages)
