@@ -7,6 +7,10 @@
  * batch in it, and the store's transaction guarantees none of them was
  * stored, so each device simply retries.
  *
+ * If the store refuses the data itself (a constraint: E_INVALID_ARGUMENT,
+ * E_TOO_LARGE), each batch of the group is committed alone, so one bad
+ * batch fails only itself.
+ *
  * The first batch after an idle spell waits one turn of the event loop
  * (setImmediate), so that the batches parsed in the same I/O phase share
  * its commit even when the store works synchronously (better-sqlite3).
@@ -14,6 +18,9 @@
 import { RevpatchError, toRevpatchError } from '../engine/errors';
 import type { BatchAck, StoredReport } from '../report/format';
 import type { FleetStore } from './types';
+
+/** Codes of a store that refused the data itself (a constraint), not the moment: retrying the same batch cannot help. */
+const REFUSALS: ReadonlySet<string> = new Set(['E_INVALID_ARGUMENT', 'E_TOO_LARGE']);
 
 /** Reports in one commit at most; more wait for the next one. */
 export const MAX_GROUP_REPORTS = 20_000;
@@ -33,6 +40,7 @@ export interface CommitStats {
 
 export class GroupCommitter {
   private queue: Pending[] = [];
+  private queuedReportCount = 0;
   private busy = false;
   private idleWaiters: (() => void)[] = [];
   readonly stats: CommitStats = { commits: 0, batches: 0, reports: 0, failedCommits: 0 };
@@ -46,6 +54,7 @@ export class GroupCommitter {
   submit(reports: readonly StoredReport[]): Promise<BatchAck> {
     return new Promise<BatchAck>((resolve, reject) => {
       this.queue.push({ reports, resolve, reject });
+      this.queuedReportCount += reports.length;
       this.schedule();
     });
   }
@@ -53,6 +62,11 @@ export class GroupCommitter {
   /** Batches waiting for a commit (not counting the one in flight). */
   get queued(): number {
     return this.queue.length;
+  }
+
+  /** Reports waiting for a commit (not counting the one in flight). */
+  get queuedReports(): number {
+    return this.queuedReportCount;
   }
 
   /** Resolves when nothing is queued or in flight. */
@@ -70,20 +84,24 @@ export class GroupCommitter {
   private async commitNext(): Promise<void> {
     const group = this.takeGroup();
     try {
-      const acks = await this.store.insertReports(group.map((p) => p.reports));
-      if (acks.length !== group.length) {
-        throw new RevpatchError('E_UNKNOWN', `the store answered ${acks.length} batches of ${group.length}`);
-      }
-      this.stats.commits++;
-      this.stats.batches += group.length;
-      for (let i = 0; i < group.length; i++) {
-        this.stats.reports += acks[i].accepted;
-        group[i].resolve(acks[i]);
-      }
+      this.settle(group, await this.insert(group));
     } catch (err) {
       this.stats.failedCommits++;
       const error = toRevpatchError(err);
-      for (const p of group) p.reject(error);
+      if (group.length > 1 && REFUSALS.has(error.code)) {
+        // The store refused a report of one batch: commit each alone, so the
+        // others are not held hostage by it (and retried forever with it).
+        for (const p of group) {
+          try {
+            this.settle([p], await this.insert([p]));
+          } catch (each) {
+            this.stats.failedCommits++;
+            p.reject(toRevpatchError(each));
+          }
+        }
+      } else {
+        for (const p of group) p.reject(error);
+      }
     }
     if (this.queue.length > 0) {
       setImmediate(() => void this.commitNext());
@@ -95,6 +113,23 @@ export class GroupCommitter {
     for (const w of waiters) w();
   }
 
+  private async insert(group: readonly Pending[]): Promise<BatchAck[]> {
+    const acks = await this.store.insertReports(group.map((p) => p.reports));
+    if (acks.length !== group.length) {
+      throw new RevpatchError('E_UNKNOWN', `the store answered ${acks.length} batches of ${group.length}`);
+    }
+    return acks;
+  }
+
+  private settle(group: readonly Pending[], acks: readonly BatchAck[]): void {
+    this.stats.commits++;
+    this.stats.batches += group.length;
+    for (let i = 0; i < group.length; i++) {
+      this.stats.reports += acks[i].accepted;
+      group[i].resolve(acks[i]);
+    }
+  }
+
   private takeGroup(): Pending[] {
     let n = 0;
     let reports = 0;
@@ -102,6 +137,7 @@ export class GroupCommitter {
       reports += this.queue[n].reports.length;
       n++;
     }
+    this.queuedReportCount -= reports;
     return this.queue.splice(0, n);
   }
 }
