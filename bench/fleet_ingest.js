@@ -234,9 +234,14 @@ function loadGenerator() {
   child.once('exit', () => live.delete(child));
   return {
     pid: child.pid,
-    run(options) {
+    /** `onWindow` is called when the measured window starts (after warm-up). */
+    run(options, onWindow = () => undefined) {
       return new Promise((resolve, reject) => {
-        child.once('message', (m) => (m.ok ? resolve(m.result) : reject(new Error(m.error))));
+        child.on('message', (m) => {
+          if (m.event === 'window') onWindow();
+          else if (m.ok) resolve(m.result);
+          else reject(new Error(m.error));
+        });
         child.once('exit', (code) => reject(new Error(`load generator exited with ${code}`)));
         child.send({ cmd: 'run', options: { batchSize: BATCH, patch: PATCH, version: VERSION, ...options } });
       });
@@ -294,8 +299,10 @@ async function sqliteClosed(concurrency, ms) {
     const token = await prepareDb(db);
     const c = await startCollector(db);
     const gen = loadGenerator();
-    const meter = cpuMeter({ collector: () => procCpu(c.pid), generator: () => procCpu(gen.pid) });
-    const r = await gen.run({ mode: 'closed', urls: [c.url], token, concurrency, warmupMs: WARMUP_MS, durationMs: ms });
+    let meter = null;
+    const r = await gen.run({ mode: 'closed', urls: [c.url], token, concurrency, warmupMs: WARMUP_MS, durationMs: ms }, () => {
+      meter = cpuMeter({ collector: () => procCpu(c.pid), generator: () => procCpu(gen.pid) });
+    });
     r.cpu = meter();
     await stopCollector(c);
     return r;
@@ -311,8 +318,10 @@ async function sqliteOpen(rate, ms) {
     const token = await prepareDb(db);
     const c = await startCollector(db);
     const gen = loadGenerator();
-    const meter = cpuMeter({ collector: () => procCpu(c.pid), generator: () => procCpu(gen.pid) });
-    const r = await gen.run({ mode: 'open', urls: [c.url], token, rate, durationMs: ms });
+    let meter = null;
+    const r = await gen.run({ mode: 'open', urls: [c.url], token, rate, durationMs: ms }, () => {
+      meter = cpuMeter({ collector: () => procCpu(c.pid), generator: () => procCpu(gen.pid) });
+    });
     r.cpu = meter();
     await stopCollector(c);
     return r;
@@ -368,12 +377,14 @@ async function postgresIngest(pg) {
   try {
     const run = async (concurrency, ms) => {
       const gen = loadGenerator();
-      const meter = cpuMeter({
-        collectors: () => collectors.reduce((s, c) => s + procCpu(c.pid), 0),
-        postgres: () => treeCpu(pg.pid()),
-        generator: () => procCpu(gen.pid),
+      let meter = null;
+      const r = await gen.run({ mode: 'closed', urls: collectors.map((c) => c.url), token, concurrency, warmupMs: WARMUP_MS, durationMs: ms }, () => {
+        meter = cpuMeter({
+          collectors: () => collectors.reduce((s, c) => s + procCpu(c.pid), 0),
+          postgres: () => treeCpu(pg.pid()),
+          generator: () => procCpu(gen.pid),
+        });
       });
-      const r = await gen.run({ mode: 'closed', urls: collectors.map((c) => c.url), token, concurrency, warmupMs: WARMUP_MS, durationMs: ms });
       r.cpu = meter();
       return r;
     };
