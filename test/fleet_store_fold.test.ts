@@ -4,7 +4,7 @@
  * FOLD_REPORTS reports wait, counts folds the rest first. Whatever the
  * folds' boundaries, counts must equal what every stored report says.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { openStore } from '../lib/fleet/store';
@@ -32,7 +32,7 @@ function report(over: Partial<StoredReport> = {}): StoredReport {
 }
 const device = (n: number): string => n.toString(16).padStart(64, '0');
 
-async function fileStore(t: Parameters<Parameters<typeof t.test>[1]>[0]): Promise<{ store: FleetStore; file: string }> {
+async function fileStore(t: Test): Promise<{ store: FleetStore; file: string }> {
   const file = path.join(await tempDir(t, 'revpatch-fold-'), 'fleet.db');
   const store = await openStore(`sqlite:${file}`);
   t.teardown(() => store.close());
