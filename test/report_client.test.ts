@@ -204,7 +204,7 @@ t.test('the report queue', async (t) => {
     const before = q.fileBytes;
     await q.remove(q.peek(6).map((e) => e.seq));
     t.ok(q.fileBytes < before, 'the file shrank');
-    t.same((await fs.readdir(dir)).sort(), [QUEUE_FILE], 'no temporary file is left');
+    t.same((await fs.readdir(dir)).filter((n) => n.startsWith('.')), [], 'no temporary file is left');
     q.append(report('after'));
     await q.close();
     const again = await ReportQueue.open(dir);
@@ -214,6 +214,15 @@ t.test('the report queue', async (t) => {
       ['p-6', 'p-7', 'p-8', 'p-9', 'after'],
       'an append after a compaction lands in the new file',
     );
+  });
+
+  t.test('has one owner at a time', async (t) => {
+    const dir = await tempDir(t);
+    const q = await ReportQueue.open(dir);
+    await t.rejects(ReportQueue.open(dir), { code: 'E_BUSY' });
+    await q.close();
+    const again = await ReportQueue.open(dir);
+    await again.close();
   });
 
   t.test('refuses a bound too small to hold a report', async (t) => {
@@ -303,6 +312,18 @@ t.test('the reporter', async (t) => {
     const queue = await ReportQueue.open(dir);
     t.teardown(() => queue.close());
     t.same(queue.peek(10).map((e) => e.report.outcome), ['trial'], 'and it is still on disk');
+  });
+
+  t.test('flush returns by its deadline while a background send hangs', async (t) => {
+    const collector = await startCollector(t);
+    collector.answer = () => 'hang';
+    const { reporter } = await makeReporter(t, collector.url, { timeoutMs: 600_000 });
+    reporter.start();
+    reporter.record({ patch: 'fix-1', version: 1, outcome: 'staged' });
+    await collector.received(1);
+    const result = await reporter.flush({ timeoutMs: 100 });
+    t.same(result, { sent: 0, remaining: 1, error: 'E_ABORTED' });
+    await reporter.stop();
   });
 
   t.test('record never throws: a report that cannot be queued is logged and lost', async (t) => {
