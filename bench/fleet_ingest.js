@@ -417,6 +417,24 @@ function summariseProfile(profile) {
   return { sampledSeconds: round(total / 1e6, 2), share };
 }
 
+/** The journal mode a store-made SQLite file is left in (read back from the file). */
+async function sqliteJournalMode() {
+  const dir = tempDir('journal');
+  try {
+    const file = path.join(dir, 'fleet.db');
+    await prepareDb(`sqlite:${file}`);
+    const Database = require('better-sqlite3');
+    const conn = new Database(file, { readonly: true });
+    try {
+      return String(conn.pragma('journal_mode', { simple: true }));
+    } finally {
+      conn.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function sqliteIngest() {
   const sat = await saturation('sqlite', sqliteClosed);
   if (!QUICK) {
@@ -595,6 +613,17 @@ const fmtUs = (us) => (us === null || us === undefined ? 'n/a' : `${us.toFixed(1
 
 const fmtInt = (n) => (n === null || n === undefined ? 'n/a' : Math.round(n).toLocaleString('en-US'));
 
+/** `ext4 on /dev/vda` for the temp directory, from `df`. */
+function tmpFilesystem() {
+  try {
+    const [, line] = execFileSync('df', ['-T', os.tmpdir()], { encoding: 'utf8' }).trim().split('\n');
+    const [dev, type] = line.split(/\s+/);
+    return `${type} on ${dev}`;
+  } catch {
+    return null;
+  }
+}
+
 function machineInfo() {
   const cpus = os.cpus();
   return {
@@ -604,6 +633,7 @@ function machineInfo() {
     kernel: os.release(),
     node: process.version,
     tmp: os.tmpdir(),
+    tmpFs: tmpFilesystem(),
     postgres: pgBin(),
   };
 }
@@ -645,7 +675,7 @@ function render(r) {
   L.push('');
   L.push('- Every part runs in processes of its own: the collector (`bench/fleet_collector.js`: `openStore` + `FleetServer.start` on 127.0.0.1, no controller), the load generator (`bench/fleet_load.js`), PostgreSQL. Reports are shaped as the device client makes them: random 128-bit ids, a random 256-bit pseudonym per simulated device, three reports per device (staged, trial, confirmed), ~250 bytes of JSON each; a batch is one `POST /v1/reports` of 100, with a device token, over a keep-alive `http.Agent`.');
   L.push(`- Saturation: closed loop, N requests always in flight; N swept over ${SWEEP.join(', ')} for ${SWEEP_MS / 1000} s each, then the best N measured ${RUNS} times for ${RUN_MS / 1000} s after ${WARMUP_MS / 1000} s of warm-up, each on a fresh database; a report counts when its batch was acknowledged (200: stored durably) inside the window.`);
-  L.push('- SQLite: a new file in the temp directory (ext4 on the VM disk) per run, opened by `openStore(\'sqlite:PATH\')` with the store\'s own settings (see the store for its journal and synchronous modes: acknowledged means durable).');
+  L.push(`- SQLite: a new file in the temp directory (${r.machine.tmpFs || 'the VM disk'}) per run, opened by \`openStore('sqlite:PATH')\` with the store's own settings (lib/fleet/store_sqlite.ts: journal ${r.sqliteJournal || 'n/a'}, synchronous=FULL, so each group commit fsyncs the WAL before any of its batches is answered).`);
   L.push('- Latency: open loop at half the median saturated rate: batches sent at fixed times whatever the answers, each latency taken from when the batch was due, so queueing in the server or the sender is counted.');
   L.push('- PostgreSQL: a throwaway cluster (Debian PostgreSQL 15, `initdb` as `nobody` in a temp dir, fsync and synchronous_commit on), two collector processes on it, the generator alternating between them.');
   L.push(`- SIGKILL: 16 workers each send a batch and retry it with the same ids (20–50 ms apart) until a collector acknowledges it; the collector is SIGKILLed ${KILLS} times ${KILL_GAP[0] / 1000}–${KILL_GAP[1] / 1000} s apart and restarted on its port; then every stored id is read from the database and compared with the acknowledged ones, and \`counts()\` with the distinct devices stored.`);
@@ -681,11 +711,11 @@ function render(r) {
   if (k && (k.sqlite || k.postgres)) {
     L.push('### SIGKILL runs');
     L.push('');
-    L.push('| store | kills | acknowledged | retried batches | stored | stored, not acknowledged | lost | counted twice | counts().confirmed / devices stored |');
-    L.push('|---|---|---|---|---|---|---|---|---|');
+    L.push('| store | kills | acknowledged | retried batches | reports a retry found stored already | stored | stored, not acknowledged | lost | counted twice | counts().confirmed / devices stored |');
+    L.push('|---|---|---|---|---|---|---|---|---|---|');
     for (const [label, t] of [['SQLite', k.sqlite], ['PostgreSQL x2', k.postgres]]) {
       if (!t) continue;
-      L.push(`| ${label} | ${t.kills.length} | ${fmtInt(t.acknowledged)} | ${fmtInt(t.load.retriedBatches)} | ${fmtInt(t.storedDistinct)} | ${fmtInt(t.storedNotAcknowledged)} | ${t.lost} | ${t.countedTwice} | ${fmtInt(t.confirmedCounted)} / ${fmtInt(t.confirmedDevicesStored)} |`);
+      L.push(`| ${label} | ${t.kills.length} | ${fmtInt(t.acknowledged)} | ${fmtInt(t.load.retriedBatches)} | ${fmtInt(t.load.duplicatesAcked)} | ${fmtInt(t.storedDistinct)} | ${fmtInt(t.storedNotAcknowledged)} | ${t.lost} | ${t.countedTwice} | ${fmtInt(t.confirmedCounted)} / ${fmtInt(t.confirmedDevicesStored)} |`);
     }
     L.push('');
   }
@@ -756,6 +786,7 @@ async function main() {
   log(`fleet ingest benchmark${QUICK ? ' (quick)' : ''}: ${RUNS} runs per figure; load average ${r.load.start}`);
 
   if (ONLY.length < PARTS.length) note(`only ${ONLY.join(', ')} measured in this run (BENCH_ONLY)`);
+  r.sqliteJournal = await attempt('reading the SQLite journal mode', sqliteJournalMode);
   r.sqlite = wanted('sqlite') ? await attempt('SQLite ingest', sqliteIngest) : null;
   const pg = wanted('postgres') ? await attempt('starting PostgreSQL', startPostgres) : null;
   if (pg) {
