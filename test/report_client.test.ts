@@ -7,7 +7,8 @@ import { CONFIG_FILE, REPORT_DIR, SECRET_FILE, configureReporting, readReportCon
 import { REPORT_FORMAT, type DeviceReport } from '../lib/report/format';
 import { QUEUE_FILE, ReportQueue } from '../lib/report/queue';
 import { Reporter } from '../lib/report/reporter';
-import { ROOT, tempDir } from './helpers';
+import { spawn } from 'node:child_process';
+import { ROOT, exited, tempDir } from './helpers';
 import { startCollector } from './report_collector_stub';
 
 const SECRET_A = Buffer.alloc(32, 0xa1);
@@ -214,6 +215,43 @@ t.test('the report queue', async (t) => {
       ['p-6', 'p-7', 'p-8', 'p-9', 'after'],
       'an append after a compaction lands in the new file',
     );
+  });
+
+  t.test('killed with SIGKILL while appending and compacting, it reopens whole and bounded', async (t) => {
+    const dir = await tempDir(t);
+    const maxBytes = 8192;
+    // A child appends reports and acknowledges every other batch, so compactions run all the time.
+    const script = `
+      const { ReportQueue } = require(${JSON.stringify(path.join(ROOT, 'dist', 'report', 'queue.js'))});
+      const { newReport, pseudonymOf } = require(${JSON.stringify(path.join(ROOT, 'dist', 'report', 'client.js'))});
+      (async () => {
+        const q = await ReportQueue.open(${JSON.stringify(dir)}, { maxBytes: ${maxBytes} });
+        const secret = Buffer.alloc(32, 7);
+        for (let i = 0; ; i++) {
+          q.append(newReport({ patch: 'p-' + i, version: 1, outcome: 'staged', pseudonym: pseudonymOf(secret, 'p-' + i) }));
+          if (i === 50) process.stdout.write('running\\n');
+          if (i % 20 === 0) await q.remove(q.peek(5).map((e) => e.seq));
+          if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+        }
+      })();`;
+    for (let round = 0; round < 3; round++) {
+      const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`the appending child exited early (${code})`)));
+      });
+      await new Promise((r) => setTimeout(r, 50 + 100 * round));
+      child.kill('SIGKILL');
+      await exited(child);
+      const q = await ReportQueue.open(dir, { maxBytes });
+      const reports = q.peek(10_000).map((e) => e.report);
+      t.ok(reports.length > 0, `round ${round}: ${reports.length} reports survive`);
+      t.ok(q.bytes <= maxBytes, `round ${round}: within the bound`);
+      const numbers = reports.map((r) => Number(r.patch.slice(2)));
+      t.same(numbers, [...numbers].sort((a, b) => a - b), `round ${round}: in order`);
+      t.same((await fs.readdir(dir)).filter((n) => n.startsWith('.')), [], `round ${round}: no temporary file is left`);
+      await q.close();
+    }
   });
 
   t.test('has one owner at a time', async (t) => {

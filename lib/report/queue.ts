@@ -26,6 +26,7 @@
  *   the temporary file was written follow in the same tick as the rename.
  *   A crash before the rename leaves the old file, whose reports are sent
  *   again and stored once by the collector (each has its own id).
+ *   Its temporary file, if a crash left one, is deleted at the next open.
  * - **Torn tails.** After a crash the last line may be cut short; open
  *   ignores it and truncates the file to the last whole line, so the next
  *   append starts a line of its own. A whole line that is not a report
@@ -146,6 +147,7 @@ export class ReportQueue {
     try {
       await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       lock = await StateLock.acquire(path.dirname(file));
+      await removeStaleTemporaries(file);
       const data = await fs.readFile(file).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return null;
         throw err;
@@ -341,6 +343,14 @@ export class ReportQueue {
       throw toRevpatchError(err);
     }
     await syncDirectory(path.dirname(this.file));
+  }
+}
+
+/** Temporary files of compactions a crash interrupted (the lock is ours, so none is in use). */
+async function removeStaleTemporaries(file: string): Promise<void> {
+  const prefix = `.${path.basename(file)}.`;
+  for (const name of await fs.readdir(path.dirname(file))) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp')) await fs.rm(path.join(path.dirname(file), name), { force: true });
   }
 }
 
