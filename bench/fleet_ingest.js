@@ -78,7 +78,6 @@ const WARMUP_MS = QUICK ? 300 : 1000;
 const RUN_MS = QUICK ? 1000 : 5000;
 const OPEN_MS = QUICK ? 2000 : 10_000;
 const OPEN_RUNS = QUICK ? 1 : Math.min(RUNS, 3);
-const PG_RUNS = QUICK ? 1 : Math.min(RUNS, 3);
 const KILLS = QUICK ? 2 : 5;
 /** Load between kills, ms (uniform in this range; seeded). */
 const KILL_GAP = QUICK ? [300, 600] : [700, 2000];
@@ -149,9 +148,20 @@ function procCpu(pid) {
   }
 }
 
-/** CPU seconds of a process and all its children now (PostgreSQL's backends). */
+/**
+ * CPU seconds of a process and its children now (PostgreSQL's backends):
+ * its own time, what its exited children left in its cutime/cstime, and
+ * the time of those still running.
+ */
 function treeCpu(root) {
   let total = procCpu(root);
+  try {
+    const stat = fs.readFileSync(`/proc/${root}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    total += (Number(f[13]) + Number(f[14])) / TICK;
+  } catch {
+    // gone
+  }
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
@@ -668,7 +678,7 @@ function render(r) {
     L.push(`| reports lost after SIGKILL (${label}) | 0 lost; 0 counted twice | **${t.lost} lost, ${t.countedTwice} counted twice** of ${fmtInt(t.acknowledged)} acknowledged; ${t.kills.length} kills | ${ok ? 'yes' : '**no**'} |`);
   }
   if (d) {
-    L.push(`| device-side cost | ≤ ${TARGET_RECORD_MS} ms per transition; queue bounded in bytes | **${d.summary}** | ${d.met ? 'yes' : '**no**'} |`);
+    L.push(`| device-side cost | ≤ ${TARGET_RECORD_MS} ms per transition; queue bounded in bytes | **${d.summary}** | ${d.verdict} |`);
   } else L.push('| device-side cost | | not measured (see notes) | |');
   L.push('');
   L.push('### How');
@@ -766,6 +776,16 @@ function analyse(r) {
       );
     }
   }
+  const d = r.device;
+  if (d && d.record.maxUs > TARGET_RECORD_MS * 1000) {
+    const c = d.record.control;
+    const w = d.record.writeControl;
+    out.push(
+      `Device side, **not every call is under ${TARGET_RECORD_MS} ms**: record() p99.9 ${fmtMs(d.record.p999Us / 1000)}, max ${fmtMs(d.record.maxUs / 1000)}. ` +
+        `The same loop timing CPU work only: p99.9 ${fmtMs(c.p999Us / 1000)}, max ${fmtMs(c.maxUs / 1000)} (the machine's own preemption); timing one write(2) of a report-sized line only: p99.9 ${fmtMs(w.p999Us / 1000)}, max ${fmtMs(w.maxUs / 1000)}. ` +
+        `So on this shared VM pure CPU work and a bare write(2) stall for tens of milliseconds too, and record()'s tail is at least partly the machine's; what is record()'s own is that it makes its write(2) on the transition's path (ReportQueue.append, so that a crash of the process loses no report), and a write(2) can stall.`,
+    );
+  }
   const p = r.postgres;
   if (p && s) {
     out.push(
@@ -833,4 +853,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { render };
+module.exports = { render, analyse };
