@@ -26,11 +26,12 @@
  * runs rather than row by row: pseudonyms are random, so a row-by-row
  * upsert dirties about one index page per report and every commit writes
  * them all to the WAL, which halved the ingest rate. `insertReports` folds
- * once FOLD_REPORTS reports wait (in its own transaction, so a fold is
- * durable with the reports it covers); `counts` first folds whatever
- * waits, so it always counts every stored report. `outcomes_folded` marks
- * the last report (rowid) folded; rowids only grow, since reports are
- * never deleted.
+ * once FOLD_REPORTS reports wait, in the transaction of the group that
+ * tips it over, so a fold commits or rolls back with reports; `counts`
+ * (a write transaction for this reason) first folds whatever waits, so it
+ * always counts every stored report. `outcomes_folded` marks the last
+ * report (rowid) folded; rowids only grow, since reports are never
+ * deleted.
  *
  * Insert cost is mostly the two random-order indexes every new report
  * enters (its id; its device's outcome). Ids and pseudonyms, hex on the
