@@ -57,8 +57,8 @@ const SCENARIOS = [
 const HAWKBIT_SEEDS = 1;
 /**
  * The controller ticks (and devices re-read the repository) every 5
- * simulated minutes: rollouts move over hours, and each tick costs a TUF
- * refresh and a controller round of real time.
+ * simulated minutes, simulateFleet's default, so `revpatch fleet simulate
+ * --fail 5 --seed 1` repeats a row of the table.
  */
 const TICK_SECONDS = 300;
 

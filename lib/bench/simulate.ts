@@ -89,7 +89,11 @@ export interface SimulateOptions {
   rule?: SimulationRule;
   /** Simulated seconds at most (default 14 days). */
   maxSimSeconds?: number;
-  /** Simulated seconds between controller ticks and repository reads while the rollout runs (default 60). */
+  /**
+   * Simulated seconds between controller ticks and repository reads while
+   * the rollout runs (default 300: rollouts move over hours, and each tick
+   * costs a TUF refresh and a controller round of real time).
+   */
   tickSeconds?: number;
   /** The same once the rollout is decided (halted, recalled, complete) and the run waits for devices to settle (default 900). */
   settleTickSeconds?: number;
@@ -211,7 +215,7 @@ const DEFAULTS = {
   seed: 1 as number | string,
   rule: 'revpatch' as SimulationRule,
   maxSimSeconds: 14 * 86400,
-  tickSeconds: 60,
+  tickSeconds: 300,
   settleTickSeconds: 900,
   checkJitterPct: 25,
   batchSize: 100,
