@@ -19,6 +19,13 @@
  * <state>/agent/state.json. It is advisory: losing it re-reports a
  * transition or restarts the deferral count, never changes what is
  * installed. The commit record stays the one truth.
+ *
+ * When the device reports to a fleet service (`revpatch init --report`),
+ * each transition that matters also becomes a report (lib/agent/outcomes.ts)
+ * queued right after the agent audits it, past the commit point. Queuing
+ * is synchronous and never throws; sending is the reporter's background
+ * work (lib/report/reporter.ts), so a collector that is down or hangs never
+ * delays a transition.
  */
 import { EventEmitter } from 'node:events';
 import * as crypto from 'node:crypto';
@@ -31,6 +38,8 @@ import { writeFileAtomic } from '../engine/atomic';
 import type { PatchRecord } from '../device/record';
 import type { RepoPatch, RepositoryClientApi } from '../repo/types';
 import { installFromDownload, pruneDownloads } from '../device/stream_install';
+import { Reporter, type FlushResult, type RecordFields } from '../report/reporter';
+import { outcomeOf, type BootLimits } from './outcomes';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
@@ -223,6 +232,11 @@ export interface AgentOptions {
   audit?: AuditTrail;
   /** How long a device transition waits for another process's lock (default 60 s). */
   lockWaitMs?: number;
+  /**
+   * Where outcomes are reported. Default: the state directory's reporter if
+   * `init --report` set one up; null: no reporting.
+   */
+  reporter?: Reporter | null;
 }
 
 const keyOf = (p: PatchRecord) => `${p.id}@${p.installedAt}`;
@@ -247,6 +261,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly audit: AuditTrail;
   private readonly lockWaitMs: number;
   private readonly fixedDeviceId: string | undefined;
+  private reporter: Reporter | null | undefined;
+  private bootLimits: BootLimits | null = null;
   private state: AgentState | null = null;
   private reservedBytes = 0;
   /** The transition in flight, which run() waits for before it returns. */
@@ -263,6 +279,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
     this.lockWaitMs = options.lockWaitMs ?? 60_000;
     this.fixedDeviceId = options.deviceId;
+    this.reporter = options.reporter;
     const s = this.settings;
     if (!(s.pollIntervalMs >= 1000) || !(s.jitter >= 0 && s.jitter < 1) || !(s.marginBytes >= 0)) {
       throw new RevpatchError('E_INVALID_ARGUMENT', 'poll interval must be ≥ 1 s, jitter in [0, 1), margin ≥ 0');
@@ -277,8 +294,37 @@ export class Agent extends EventEmitter<AgentEvents> {
     return path.join(this.stateDir, AGENT_DIR);
   }
 
-  private openDevice(): Promise<Device> {
-    return Device.open(this.stateDir, { lockWaitMs: this.lockWaitMs });
+  private async openDevice(): Promise<Device> {
+    const device = await Device.open(this.stateDir, { lockWaitMs: this.lockWaitMs });
+    this.bootLimits = { maxBootAttempts: device.config.maxBootAttempts, maxEarlyBoots: device.config.maxEarlyBoots };
+    return device;
+  }
+
+  // ------------------------------------------------------------ reporting
+
+  /** Opens the state directory's reporter once, before the first transition; a damaged setup only disables reporting. */
+  private async openReporter(): Promise<Reporter | null> {
+    if (this.reporter === undefined) {
+      try {
+        this.reporter = await Reporter.open(this.stateDir, { logger: this.log });
+      } catch (err) {
+        const e = toRevpatchError(err);
+        this.log.warn({ code: e.code, err: e.message }, 'reporting is set up but cannot start; not reporting');
+        this.reporter = null;
+      }
+    }
+    return this.reporter;
+  }
+
+  /** Queues a report (never throws, never waits). */
+  private report(fields: RecordFields | null): void {
+    if (fields && this.reporter) this.reporter.record(fields);
+  }
+
+  /** Sends queued reports for at most `timeoutMs` (for `agent --once`); null when not reporting. Never throws. */
+  async flushReports(options: { timeoutMs?: number } = {}): Promise<FlushResult | null> {
+    const reporter = await this.openReporter();
+    return reporter ? reporter.flush(options) : null;
   }
 
   // ------------------------------------------------------------ own state
@@ -339,6 +385,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const before = state.known[key] ?? null;
       if (before === p.state) continue;
       await this.record({ event: auditEvent(before, p.state), patch: p.id, version: p.version, from: before, to: p.state, reason: p.reason });
+      if (this.bootLimits) this.report(outcomeOf(before, p, patches, this.bootLimits));
       if (p.state === 'failed' && before !== null) {
         rolledBack.push(p.id);
         this.emit('rolled-back', { id: p.id, version: p.version, reason: p.reason });
@@ -369,6 +416,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * patch back.
    */
   async startup(): Promise<StartupReport> {
+    await this.openReporter();
     return this.transition(async () => {
       let device = await this.openDevice();
       const report: StartupReport = { activated: [], rolledBack: [], healthy: null };
@@ -526,6 +574,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const before = state.known[keyOf(p)] ?? null;
       if (before === p.state) continue;
       await this.record({ event: 'recalled', patch: p.id, version: p.version, from: before, to: p.state, reason: p.reason });
+      if (before !== 'pending-removal') this.report({ patch: p.id, version: p.version, outcome: 'recalled', code: 'recall', bootAttempts: p.bootAttempts });
       state.known[keyOf(p)] = p.state;
       report.recalled.push(p.id);
       this.emit('recalled', { id: p.id, version: p.version, state: p.state, reason: decision.reason });
@@ -577,6 +626,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       state.known[keyOf(record)] = record.state;
       await this.saveState();
       await this.record({ event: 'staged', patch: record.id, version: record.version, from: null, to: record.state, target: patch.target });
+      this.report({ patch: record.id, version: record.version, outcome: 'staged', bootAttempts: record.bootAttempts });
       report.staged.push(record.id);
       this.emit('staged', { id: record.id, version: record.version });
       return true;
@@ -586,6 +636,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.fail(e, patch.id);
       report.refused.push({ id: patch.id, code: e.code, message: e.message });
       await this.record({ event: 'refused', patch: patch.id, version: patch.version, code: e.code, reason: e.message });
+      this.report({ patch: patch.id, version: patch.version, outcome: 'refused', code: e.code });
       return false;
     } finally {
       this.reservedBytes -= space.reserveBytes;
@@ -650,6 +701,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   async run(signal: AbortSignal): Promise<void> {
     this.log.info({ settings: this.settings }, 'agent started');
+    (await this.openReporter())?.start();
     while (!signal.aborted) {
       try {
         const report = await this.checkOnce({ signal });
@@ -661,6 +713,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       await sleep(this.nextDelayMs(), signal);
     }
     await this.busy;
+    if (this.reporter) {
+      await this.reporter.stop();
+      await this.reporter.queue.sync().catch(() => undefined);
+    }
     this.log.info('agent stopped');
   }
 }

@@ -15,6 +15,7 @@ import type { PatchRecord } from '../device/record';
 import { registerRepo } from './cli_repo';
 import { registerAgent } from './cli_agent';
 import { registerBench } from './cli_bench';
+import { readReportingInput, writeReportConfig } from '../report/config';
 
 interface GlobalOptions {
   state?: string;
@@ -174,8 +175,13 @@ export function buildProgram(): Command {
     .option('--max-boot-attempts <n>', 'unconfirmed boots before a trial patch is rolled back', integer('--max-boot-attempts', 1, 100))
     .option('--max-early-boots <n>', 'boots ending before the health check that a trial patch survives', integer('--max-early-boots', 1, 100))
     .option('--live <img>', 'keep an exported image of the booted view here, refreshed at boot')
+    .option('--report <url>', 'fleet service to report outcomes to (with --report-token)')
+    .option('--report-token <file>', 'file holding the enrollment token (revpatch fleet enroll; with --report)')
     .action(async (opts) => {
       if (Boolean(opts.repo) !== Boolean(opts.root)) throw new UsageError('--repo and --root go together');
+      if (Boolean(opts.report) !== Boolean(opts.reportToken)) throw new UsageError('--report and --report-token go together');
+      // Checked before the device is set up, so bad input leaves no state behind.
+      const reporting = opts.report ? await readReportingInput({ url: opts.report, tokenFile: opts.reportToken }) : null;
       const device = await Device.init(stateDir(globals()), {
         ...openOptions(globals()),
         maxEarlyBoots: opts.maxEarlyBoots,
@@ -186,9 +192,12 @@ export function buildProgram(): Command {
         liveImage: opts.live ?? null,
         repository: opts.repo ? { url: opts.repo, root: path.resolve(opts.root) } : null,
       });
+      if (reporting) await writeReportConfig(device.stateDir, reporting);
       const c = device.config;
-      print(globals(), { stateDir: device.stateDir, ...c }, () =>
-        `device set up in ${device.stateDir}\n  volume ${c.volume} (${c.baseSize} bytes)\n  base digest ${c.baseDigest}`,
+      const report = reporting ? { url: reporting.url } : null;
+      print(globals(), { stateDir: device.stateDir, ...c, report }, () =>
+        `device set up in ${device.stateDir}\n  volume ${c.volume} (${c.baseSize} bytes)\n  base digest ${c.baseDigest}` +
+        (report ? `\n  reports to ${report.url}` : ''),
       );
     });
 

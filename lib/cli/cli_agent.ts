@@ -8,6 +8,11 @@
  * and `--restart-command` (run to restart; exit 75, EX_TEMPFAIL, = the user
  * deferred). Without a restart command the agent only reports that a
  * restart is required.
+ *
+ * A device set up with `init --report` reports outcomes to its fleet
+ * service; `--once` then sends what it can for at most REPORT_FLUSH_MS
+ * before it exits. A collector that is down only leaves the reports queued
+ * for the next run: it never changes the exit status.
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
@@ -49,6 +54,9 @@ interface AgentCliOptions {
   restartCommand?: string;
   logLevel: LogLevel;
 }
+
+/** How long `agent --once` waits for the fleet service before leaving reports queued. */
+export const REPORT_FLUSH_MS = 5000;
 
 /** Exit status of a restart command that means "the user put it off". */
 export const EXIT_DEFERRED = 75;
@@ -179,7 +187,13 @@ export function registerAgent(program: Command): void {
       };
       try {
         if (opts.once) {
-          const report = await agent.checkOnce();
+          let report: CheckReport;
+          try {
+            report = await agent.checkOnce();
+          } finally {
+            const flushed = await agent.flushReports({ timeoutMs: REPORT_FLUSH_MS });
+            if (flushed && flushed.remaining > 0) log.logger.info({ ...flushed }, 'reports left queued for the next run');
+          }
           stopBars();
           process.stdout.write(globals.json ? `${JSON.stringify(report, null, 2)}\n` : `${reportText(report)}\n`);
           const first = report.refused[0];
