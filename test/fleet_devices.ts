@@ -18,6 +18,8 @@ import { Agent, type AgentOptions, type CheckReport, type StartupReport } from '
 import { Device } from '../lib/device/device';
 import type { PatchRecord } from '../lib/device/record';
 import { RepositoryClient } from '../lib/repo/client';
+import { configureReporting } from '../lib/report/config';
+import { Reporter } from '../lib/report/reporter';
 import { FAST_TRANSPORT } from './agent_fixture';
 
 export interface FleetDeviceOptions {
@@ -30,7 +32,8 @@ export interface FleetDeviceOptions {
   repoUrl: string;
   rootPath: string;
   maxBootAttempts: number;
-  /** Extra agent options (the report client, once configured). */
+  /** The fleet service this device reports to (`revpatch init --report URL --report-token FILE`). */
+  report?: { url: string; tokenFile: string };
   agent?: Partial<AgentOptions>;
 }
 
@@ -47,6 +50,7 @@ export class FleetDevice {
   readonly breaksOn = new Set<string>();
   private restartWanted = false;
   agent!: Agent;
+  reporter: Reporter | null = null;
 
   private constructor(readonly options: FleetDeviceOptions) {}
 
@@ -66,6 +70,7 @@ export class FleetDevice {
       maxBootAttempts: options.maxBootAttempts,
       repository: { url: options.repoUrl, root: options.rootPath },
     });
+    if (options.report) await configureReporting(options.stateDir, options.report);
     const device = new FleetDevice(options);
     await device.makeAgent();
     return device;
@@ -78,10 +83,15 @@ export class FleetDevice {
       rootPath: this.options.rootPath,
       transport: { ...FAST_TRANSPORT, retries: 3, connectTimeoutMs: 20_000, readTimeoutMs: 20_000 },
     });
+    await this.close();
+    // The background sender runs as on a device; the test also flushes.
+    this.reporter = await Reporter.open(this.stateDir, { backoff: { baseMs: 200, maxMs: 2000 } });
+    this.reporter?.start();
     this.agent = new Agent({
       stateDir: this.stateDir,
       client,
       deviceId: this.id,
+      reporter: this.reporter ?? undefined,
       lockWaitMs: 30_000,
       ...this.options.agent,
       ...extra,
@@ -95,6 +105,22 @@ export class FleetDevice {
         ...extra.hooks,
       },
     });
+  }
+
+  /**
+   * Sends every queued report (the background sender would, in its own
+   * time); fails if any remain, so a round's outcomes are all at the
+   * collector before the test waits for the controller.
+   */
+  async flushReports(): Promise<void> {
+    if (!this.reporter) return;
+    const result = await this.reporter.flush({ timeoutMs: 30_000 });
+    if (result.remaining > 0) throw new Error(`${this.id}: ${result.remaining} reports not sent (${result.error})`);
+  }
+
+  async close(): Promise<void> {
+    await this.reporter?.stop();
+    await this.reporter?.queue.close();
   }
 
   /** The host's health check: fails while the booted view is one this device breaks on. */
