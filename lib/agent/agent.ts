@@ -44,6 +44,7 @@ import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
 import {
   autoInstallDecision,
   compatibilityDecision,
+  haltDecision,
   estimateLayerBytes,
   recallDecision,
   restartDecision,
@@ -585,6 +586,11 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Applies the remaining rules to a patch that fits, and stages it. Returns whether it did. */
   private async offer(device: Device, patch: RepoPatch, report: CheckReport, signal?: AbortSignal): Promise<boolean> {
+    const halt = haltDecision(patch, device.list());
+    if (halt.action !== 'continue') {
+      this.skip(report, patch, halt.code, halt.reason);
+      return false;
+    }
     const auto = autoInstallDecision(this.settings);
     if (auto.action === 'notify') {
       report.available.push(patch.id);

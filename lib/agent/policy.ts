@@ -237,6 +237,25 @@ export function compatibilityDecision(
 }
 
 // ---------------------------------------------------------------------------
+// Halt: the vendor stopped the rollout (the signed `halted` target flag).
+
+/**
+ * A halted patch is taken by no device that does not hold it yet; a device
+ * that holds it (staged, trial, active) keeps it, as in Google Play's halt.
+ * Unlike a recall, a halt removes nothing. The agent asks before the
+ * rollout rule, for patches the device does not hold.
+ */
+export function haltDecision(
+  offered: { id: string; version: number; halted: boolean },
+  installed: readonly InstalledPatch[],
+): Decision<'continue' | 'skip' | 'keep'> {
+  if (!offered.halted) return decide('continue', 'not-halted', `${offered.id} is not halted`);
+  const held = installed.find((p) => p.id === offered.id && p.state !== 'removed' && p.state !== 'failed');
+  if (held) return decide('keep', 'halted-kept', `${offered.id} is halted; the device holds it (${held.state}) and keeps it`);
+  return decide('skip', 'halted', `${offered.id} v${offered.version} is halted by the vendor: not taken`);
+}
+
+// ---------------------------------------------------------------------------
 // Staged rollout.
 
 export const ROLLOUT_BUCKETS = 10000;

@@ -15,7 +15,7 @@
  */
 import Ajv, { type ErrorObject } from 'ajv';
 import { RevpatchError } from '../engine/errors';
-import { ID_PATTERN, MAX_VERSION, isDateTime } from '../patch/manifest';
+import { ID_PATTERN, MAX_VERSION } from '../patch/manifest';
 import { MAX_BATCH_REPORTS, OUTCOMES, REPORT_FORMAT, type ReportBatch } from '../report/format';
 
 /** Longest `code` (a stable error code, a rollback reason, 'user' or 'recall'). */
@@ -97,9 +97,33 @@ export function checkReportBatch(value: unknown): ReportBatch {
   }
   const batch = value as ReportBatch;
   for (let i = 0; i < batch.reports.length; i++) {
-    if (!isDateTime(batch.reports[i].time)) {
+    if (!isCalendarTime(batch.reports[i].time)) {
       throw new RevpatchError('E_INVALID_ARGUMENT', `invalid report batch: /reports/${i}/time is not a date-time`);
     }
   }
   return batch;
+}
+
+const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/**
+ * The calendar check of a time the schema found shaped like RFC 3339
+ * (YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)): month, day (February 29 only in a
+ * leap year), hour, minute, second (no leap second) and offset in range.
+ * Reads the digits in place: it runs for every report of every batch.
+ */
+export function isCalendarTime(s: string): boolean {
+  const num = (at: number, len: number): number => {
+    let n = 0;
+    for (let i = at; i < at + len; i++) n = n * 10 + (s.charCodeAt(i) - 48);
+    return n;
+  };
+  const year = num(0, 4);
+  const month = num(5, 2);
+  const day = num(8, 2);
+  if (month < 1 || month > 12 || day < 1 || day > DAYS_IN_MONTH[month - 1]) return false;
+  if (month === 2 && day === 29 && !(year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0))) return false;
+  if (num(11, 2) > 23 || num(14, 2) > 59 || num(17, 2) > 59) return false;
+  const zone = s.charCodeAt(s.length - 1) === 90 || s.charCodeAt(s.length - 1) === 122 ? -1 : s.length - 6;
+  return zone < 0 || (num(zone + 1, 2) <= 23 && num(zone + 4, 2) <= 59);
 }

@@ -334,18 +334,9 @@ export class FleetServer {
     const body = await readBody(req, this.maxBatchBytes);
     const batch = parseReportBatch(body);
     const receivedAt = this.clock();
-    const stored: StoredReport[] = batch.reports.map((r) => ({
-      id: r.id,
-      patch: r.patch,
-      version: r.version,
-      outcome: r.outcome,
-      code: r.code,
-      bootAttempts: r.bootAttempts,
-      agentVersion: r.agentVersion,
-      time: r.time,
-      pseudonym: r.pseudonym,
-      receivedAt,
-    }));
+    // The parsed reports are fresh objects holding exactly the schema's fields: stamp them in place.
+    const stored = batch.reports as StoredReport[];
+    for (const r of stored) r.receivedAt = receivedAt;
     let ack;
     try {
       ack = await this.committer.submit(stored);

@@ -63,7 +63,7 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
     name: 'reports, device outcomes, plans, decisions, tokens',
     sql: `
       CREATE TABLE reports (
-        id text PRIMARY KEY,
+        id text NOT NULL PRIMARY KEY,
         patch text NOT NULL,
         version bigint NOT NULL,
         outcome text NOT NULL CHECK (outcome IN (${quoted(OUTCOMES)})),

@@ -13,10 +13,11 @@
  * The WAL is checkpointed less often than SQLite's default (see `open`).
  *
  * Group commit. `insertReports` stores several batches in one transaction,
- * so one fsync covers all of them; a report is stored once per id (INSERT
- * OR IGNORE), and each batch learns how many of its reports were new. If
- * any report breaks a constraint, the whole group is rolled back and
- * nothing of it is stored: the server validates batches before grouping.
+ * so one fsync covers all of them; a report is stored once per id (ON
+ * CONFLICT DO NOTHING), and each batch learns how many of its reports were
+ * new. If any report breaks a constraint, the whole group is rolled back
+ * and nothing of it is stored: the server validates batches before
+ * grouping them.
  *
  * Counting. Besides the raw reports, `device_outcomes` keeps one row per
  * (patch, version, outcome, device pseudonym) with the first time it was
@@ -33,6 +34,8 @@
  * length of one transaction (microseconds to an fsync). That is the price of
  * an embedded database without a thread pool; PostgreSQL has none of it.
  */
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { RevpatchError, type ErrorCode } from '../engine/errors';
 import { OUTCOMES, ZERO_COUNTS, type BatchAck, type OutcomeCounts, type StoredReport } from '../report/format';
@@ -63,7 +66,7 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
     name: 'reports, device outcomes, plans, decisions, tokens, leader lease',
     sql: `
       CREATE TABLE reports (
-        id TEXT PRIMARY KEY,
+        id TEXT NOT NULL PRIMARY KEY,
         patch TEXT NOT NULL,
         version INTEGER NOT NULL,
         outcome TEXT NOT NULL CHECK (outcome IN (${quoted(OUTCOMES)})),
@@ -122,7 +125,7 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX decisions_unapplied ON decisions (seq) WHERE applied_at IS NULL;
 
       CREATE TABLE tokens (
-        hash TEXT PRIMARY KEY,
+        hash TEXT NOT NULL PRIMARY KEY,
         kind TEXT NOT NULL CHECK (kind IN ('device', 'operator')),
         devices INTEGER NOT NULL CHECK (devices >= 0),
         created_at INTEGER NOT NULL,
@@ -147,9 +150,11 @@ const SQL = {
   appliedVersion: `SELECT coalesce(max(version), 0) AS v FROM schema_migrations`,
   recordMigration: `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
 
-  insertReport: `INSERT OR IGNORE INTO reports
+  // ON CONFLICT, not OR IGNORE: OR IGNORE would also skip rows that break a CHECK or NOT NULL.
+  insertReport: `INSERT INTO reports
     (id, patch, version, outcome, code, boot_attempts, agent_version, device_time, pseudonym, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING`,
   // Keeps the earliest receive time should reports arrive out of order.
   insertDeviceOutcome: `INSERT INTO device_outcomes (patch, version, outcome, pseudonym, first_received_at)
     VALUES (?, ?, ?, ?, ?)
@@ -282,6 +287,9 @@ export class SqliteFleetStore implements FleetStore {
 
   /** Opens (creating if need be) the database at `file` (or ':memory:') and brings its schema up to date. */
   static open(file: string, options: SqliteStoreOptions = {}): SqliteFleetStore {
+    if (file !== ':memory:' && !existsSync(path.dirname(file))) {
+      throw new RevpatchError('E_NOT_FOUND', `fleet database ${file}: the directory ${path.dirname(file)} does not exist`);
+    }
     let db: Database.Database | undefined;
     try {
       db = new Database(file);

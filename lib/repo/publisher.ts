@@ -30,6 +30,7 @@ import {
   ROLE_NAMES,
   type ExpiryPeriods,
   type PatchCustom,
+  type PatchUpdate,
   type PublishOptions,
   type PublishResult,
   type RepoInitOptions,
@@ -262,7 +263,8 @@ export class Repository {
    * Adds a signed patch file (verified with the repository's publisher key)
    * as target `patches/<id>-v<version>.rvp`, then refreshes targets,
    * snapshot and timestamp. Publishing the identical file again only updates
-   * its rollout; another file under the same id and version is E_EXISTS.
+   * its rollout (a halted patch stays halted); another file under the same
+   * id and version is E_EXISTS.
    */
   async publish(file: string, options: PublishOptions = {}): Promise<PublishResult> {
     const rollout = options.rollout ?? 100;
@@ -282,6 +284,7 @@ export class Repository {
         version: manifest.version,
         rollout,
         recalled: false,
+        halted: false,
         severity: manifest.severity,
         title: manifest.title,
         size: patch.fileSize,
@@ -302,6 +305,7 @@ export class Repository {
       if (existing && (existing.custom.revpatch as PatchCustom | undefined)?.recalled) {
         throw new RevpatchError('E_STATE', `${name} was recalled; publish a new version instead`);
       }
+      if (existing) custom.halted = (existing.custom.revpatch as PatchCustom | undefined)?.halted === true;
       // Consistent snapshots: the file is stored under its hash, never overwritten.
       const stored = path.join(this.dir, TARGETS_DIR, hashPrefixed(name, sha256));
       if (!(await exists(stored))) await copyFileAtomic(file, stored, { overwrite: false, mode: 0o644 });
@@ -340,6 +344,62 @@ export class Repository {
       await this.commitTargets(await loadRoleKeys(this.dir, this.config));
       return hits.map((t) => repoPatchOf(this.targets.signed.targets[t.path]));
     });
+  }
+
+  /**
+   * Changes the signed rollout, halted and recalled flags of one published
+   * patch version (the fleet controller's and operator's hand), then
+   * re-signs targets, snapshot and timestamp, under the lock like every
+   * change. `change` may be a function of the patch as currently published,
+   * called under the lock, so a caller can compute the change from state
+   * that must not move meanwhile. A change that changes nothing writes
+   * nothing. E_UNKNOWN_PATCH if the version is not published; E_STATE if it
+   * was recalled (a recall is final) and the change would alter it;
+   * E_INVALID_ARGUMENT for a bad value, before anything is read.
+   */
+  async update(
+    id: string,
+    version: number,
+    change: PatchUpdate | ((current: RepoPatch) => PatchUpdate | Promise<PatchUpdate>),
+  ): Promise<RepoPatch> {
+    if (typeof id !== 'string' || !Number.isSafeInteger(version) || version < 0) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', `${String(id)} version ${String(version)} is not a patch version`);
+    }
+    if (typeof change !== 'function') checkUpdate(change);
+    return this.mutate(async () => {
+      const name = patchTargetName(id, version);
+      const target = isSafePatchTarget(name) ? this.targets.signed.targets[name] : undefined;
+      if (!target) throw new RevpatchError('E_UNKNOWN_PATCH', `the repository has no patch ${id} version ${version}`);
+      const current = repoPatchOf(target);
+      const wanted = typeof change === 'function' ? await change(current) : change;
+      checkUpdate(wanted);
+      const next = {
+        rollout: wanted.rollout ?? current.rollout,
+        halted: wanted.halted ?? current.halted,
+        recalled: wanted.recalled ?? current.recalled,
+      };
+      if (next.rollout === current.rollout && next.halted === current.halted && next.recalled === current.recalled) return current;
+      if (current.recalled) throw new RevpatchError('E_STATE', `${id} version ${version} was recalled; it cannot change`);
+      const custom: PatchCustom = { ...(target.custom.revpatch as PatchCustom), ...next, publishedAt: this.now().toISOString() };
+      this.targets.signed.targets[name] = new TargetFile({
+        path: target.path,
+        length: target.length,
+        hashes: target.hashes,
+        unrecognizedFields: { custom: { revpatch: custom } as never },
+      });
+      await this.commitTargets(await loadRoleKeys(this.dir, this.config));
+      return repoPatchOf(this.targets.signed.targets[name]);
+    });
+  }
+
+  /** Sets the rollout percentage of a published patch version (see update). */
+  async setRollout(id: string, version: number, rollout: number): Promise<RepoPatch> {
+    return this.update(id, version, { rollout });
+  }
+
+  /** Sets or clears the halted flag of a published patch version (see update). */
+  async setHalted(id: string, version: number, halted: boolean): Promise<RepoPatch> {
+    return this.update(id, version, { halted });
   }
 
   /** Re-signs snapshot and timestamp with fresh expiry (run more often than the timestamp expires). */
@@ -439,6 +499,16 @@ export class Repository {
   }
 }
 
+function checkUpdate(change: PatchUpdate): void {
+  if (typeof change !== 'object' || change === null) throw new RevpatchError('E_INVALID_ARGUMENT', 'a patch update must be an object');
+  const { rollout, halted, recalled } = change;
+  if (rollout !== undefined && (typeof rollout !== 'number' || !Number.isFinite(rollout) || rollout < 0 || rollout > 100)) {
+    throw new RevpatchError('E_INVALID_ARGUMENT', `rollout must be a percentage from 0 to 100, not ${String(rollout)}`);
+  }
+  if (halted !== undefined && typeof halted !== 'boolean') throw new RevpatchError('E_INVALID_ARGUMENT', 'halted must be true or false');
+  if (recalled !== undefined && recalled !== true) throw new RevpatchError('E_INVALID_ARGUMENT', 'recalled can only be set, never cleared');
+}
+
 function hashPrefixed(name: string, sha256: string): string {
   const dir = path.posix.dirname(name);
   return path.join(dir, `${sha256}.${path.posix.basename(name)}`);
@@ -492,6 +562,7 @@ export function repoPatchOf(target: TargetFile): RepoPatch {
   if (p.parent !== null && typeof p.parent !== 'string') bad('bad parent');
   if (typeof p.rollout !== 'number' || !(p.rollout >= 0 && p.rollout <= 100)) bad('bad rollout');
   if (typeof p.recalled !== 'boolean') bad('bad recalled flag');
+  if (p.halted !== undefined && typeof p.halted !== 'boolean') bad('bad halted flag');
   if (p.size !== target.length) bad(`custom size ${p.size} is not the target length ${target.length}`);
   const sha256 = target.hashes.sha256;
   if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) bad('no sha256 hash');
@@ -501,6 +572,7 @@ export function repoPatchOf(target: TargetFile): RepoPatch {
     version: p.version,
     rollout: p.rollout,
     recalled: p.recalled,
+    halted: p.halted === true,
     severity: String(p.severity ?? ''),
     title: String(p.title ?? ''),
     size: p.size,

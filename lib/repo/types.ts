@@ -45,6 +45,12 @@ export interface PatchCustom {
   /** Percentage of devices (0..100) that should take the patch; see policy. */
   rollout: number;
   recalled: boolean;
+  /**
+   * Halted (the fleet controller or an operator stopped the rollout): no
+   * device that does not hold the patch takes it; devices that hold it keep
+   * it. Metadata written before the flag existed reads as false.
+   */
+  halted: boolean;
   severity: string;
   title: string;
   /** Length of the patch file in bytes (also the TUF target length). */
@@ -93,6 +99,18 @@ export interface PublishOptions {
   /** 0..100, default 100. */
   rollout?: number;
   now?: () => Date;
+}
+
+/**
+ * A change to a published patch's signed flags (Repository.update): what is
+ * given changes, the rest stays. A recalled patch cannot change any more.
+ */
+export interface PatchUpdate {
+  /** 0..100. */
+  rollout?: number;
+  halted?: boolean;
+  /** Only true: a recall is not undone. */
+  recalled?: boolean;
 }
 
 export interface PublishResult {
