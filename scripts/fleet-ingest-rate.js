@@ -68,7 +68,7 @@ function post(agent, url, token, body) {
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'revpatch-ingest-'));
-  const child = spawn(process.execPath, [...(process.env.FLEET_SERVER_NODE_ARGS ? process.env.FLEET_SERVER_NODE_ARGS.split(' ') : []), path.join(__dirname, '..', 'test', 'fixtures', 'fleet_server_child.js'), path.join(dir, 'fleet.db')], {
+  const child = spawn(process.execPath, [...(process.env.FLEET_SERVER_NODE_ARGS ? process.env.FLEET_SERVER_NODE_ARGS.split(' ') : []), path.join(__dirname, '..', 'test', 'fixtures', 'fleet_server_child.js'), process.env.FLEET_INGEST_DB || path.join(dir, 'fleet.db')], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = createInterface({ input: child.stdout });
@@ -79,6 +79,7 @@ async function main() {
   await Promise.all(Array.from({ length: CONCURRENCY }, () => post(agent, url, token, batchBody())));
 
   const latencies = [];
+  const cpuBefore = process.cpuUsage();
   let reports = 0;
   let failures = 0;
   const start = process.hrtime.bigint();
@@ -103,6 +104,7 @@ async function main() {
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const generatorCpu = process.cpuUsage(cpuBefore);
   agent.destroy();
 
   child.kill('SIGTERM');
@@ -112,7 +114,9 @@ async function main() {
 
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
-  const { commits } = JSON.parse(closing);
+  const { commits, cpu } = JSON.parse(closing);
+  const total = reports + CONCURRENCY * BATCH; // with the warm-up
+  const perReport = (usage) => +((usage.user + usage.system) / total).toFixed(2);
   const result = {
     batch: BATCH,
     concurrency: CONCURRENCY,
@@ -124,6 +128,10 @@ async function main() {
     latencyMs: { p50: +pct(50).toFixed(1), p90: +pct(90).toFixed(1), p99: +pct(99).toFixed(1), max: +latencies[latencies.length - 1].toFixed(1) },
     commits: commits.commits,
     batchesPerCommit: +(commits.batches / commits.commits).toFixed(1),
+    // CPU time per report (µs), independent of what else runs on the machine:
+    // 1e6 / (server + generator) is the rate two free cores could reach.
+    serverCpuUsPerReport: perReport(cpu),
+    generatorCpuUsPerReport: +((generatorCpu.user + generatorCpu.system) / reports).toFixed(2),
     cores: os.cpus().length,
     loadAverage: os.loadavg().map((l) => +l.toFixed(1)),
   };

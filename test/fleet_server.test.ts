@@ -1,9 +1,14 @@
 import t, { type Test } from 'tap';
 import { RevpatchError } from '../lib/engine/errors';
-import { FleetServer, type FleetOperator, type FleetServerOptions, type PatchStatusView } from '../lib/fleet/server';
+import { FleetServer, type FleetOperator, type FleetServerOptions } from '../lib/fleet/server';
+import * as path from 'node:path';
+import { RolloutController } from '../lib/fleet/controller';
+import { Repository } from '../lib/repo/publisher';
+import { addonBuilt } from './helpers';
+import { repoFixture } from './repo_fixture';
 import { openStore } from '../lib/fleet/store';
 import { authenticate, hashToken, mintToken } from '../lib/fleet/tokens';
-import type { FleetStore } from '../lib/fleet/types';
+import type { FleetStore, PlanRecord } from '../lib/fleet/types';
 import { MAX_BATCH_REPORTS, type StoredReport } from '../lib/report/format';
 import { call, makeBatch, makeReport, postReports, type Answer } from './fleet_fixture';
 
@@ -293,6 +298,29 @@ t.test('a failing commit answers 503 to each of its batches and stores nothing o
   t.equal(await base.reportCount(), 12);
 });
 
+t.test('batches beyond the queue bound are answered 503 E_BUSY and not stored while the store lags', async (t) => {
+  const base = await openStore('sqlite::memory:');
+  const { store, control } = instrumented(base);
+  const { url, device, server } = await world(t, { maxQueuedReports: 10 }, store);
+  let release!: () => void;
+  control.gate = new Promise<void>((r) => (release = r));
+  const first = postReports(url, device, makeBatch(4));
+  while (control.commits.length === 0) await new Promise((r) => setTimeout(r, 5));
+  const waiting = postReports(url, device, makeBatch(8));
+  while (server.queuedBatches < 1) await new Promise((r) => setTimeout(r, 5));
+  const refused = makeBatch(3);
+  const shed = await postReports(url, device, refused);
+  isError(t, shed, 503, 'E_BUSY', 'over the queue bound');
+  t.equal(shed.headers['retry-after'], '5');
+  control.gate = null;
+  release();
+  t.same((await first).json, { accepted: 4, duplicates: 0 });
+  t.same((await waiting).json, { accepted: 8, duplicates: 0 });
+  t.equal(await base.reportCount(), 12, 'nothing of the refused batch is stored');
+  t.same((await postReports(url, device, refused)).json, { accepted: 3, duplicates: 0 }, 'taken once the queue drained');
+  await t.rejects(FleetServer.start({ store, maxQueuedReports: 0 }), { code: 'E_INVALID_ARGUMENT' });
+});
+
 t.test('close finishes the commit in flight, answers it, then stops', async (t) => {
   const base = await openStore('sqlite::memory:');
   t.teardown(() => base.close());
@@ -317,22 +345,30 @@ t.test('close finishes the commit in flight, answers it, then stops', async (t) 
 
 // ----------------------------------------------------------- operator API
 
+/** The rollout controller is an operator (checked by the compiler). */
+export const controllerIsAnOperator = (controller: RolloutController): FleetOperator => controller;
+
 /** An operator that records its calls and answers like the controller: status rows, E_UNKNOWN_PATCH, E_STATE. */
 function recordingOperator() {
   const calls: string[] = [];
-  const rows: PatchStatusView[] = [
-    { patch: 'fix-1', version: 1, state: 'halted', rollout: 5 },
-    { patch: 'fix-1', version: 2, state: 'rolling', rollout: 1 },
-    { patch: 'fix-2', version: 1, state: 'complete', rollout: 100 },
+  const rows = [
+    { plan: { patch: 'fix-1', version: 1 }, state: 'halted', rollout: 5 },
+    { plan: { patch: 'fix-1', version: 2 }, state: 'rolling', rollout: 1 },
+    { plan: { patch: 'fix-2', version: 1 }, state: 'complete', rollout: 100 },
   ];
-  const act = (action: string) => async (id: string) => {
-    calls.push(`${action} ${id}`);
-    if (!rows.some((r) => r.patch === id)) throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for ${id}`);
+  const act = (action: string) => async (id: string, version?: number) => {
+    calls.push(`${action} ${id}${version === undefined ? '' : ` v${version}`}`);
+    if (!rows.some((r) => r.plan.patch === id && (version === undefined || r.plan.version === version))) {
+      throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for ${id}`);
+    }
     if (action === 'resume' && id === 'fix-2') throw new RevpatchError('E_STATE', 'fix-2 is complete');
     return { patch: id, action };
   };
   const operator: FleetOperator = {
-    status: () => rows,
+    status: async (patch?: string) => {
+      calls.push(`status${patch === undefined ? '' : ` ${patch}`}`);
+      return rows.filter((r) => patch === undefined || r.plan.patch === patch);
+    },
     halt: act('halt'),
     resume: act('resume'),
     recall: act('recall'),
@@ -350,7 +386,7 @@ t.test('the operator API shows status and acts, with an operator token only', as
   t.equal(list.status, 200);
   t.same(list.json, { patches: await operator.status() });
   const one = await call(url, '/v1/patches/fix-1', { headers: auth });
-  t.same(one.json, { patch: 'fix-1', version: 2, state: 'rolling', rollout: 1 }, 'the newest version');
+  t.same(one.json, { patches: (await operator.status()).slice(0, 2) }, 'the plans of that patch');
 
   for (const action of ['halt', 'resume', 'recall', 'advance']) {
     const a = await call(url, `/v1/patches/fix-1/${action}`, { method: 'POST', headers: auth });
@@ -358,7 +394,8 @@ t.test('the operator API shows status and acts, with an operator token only', as
     t.same(a.json, { patch: 'fix-1', action });
   }
   t.equal((await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: {} })).status, 200, 'an empty JSON object is fine');
-  t.same(calls, ['halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1']);
+  t.equal((await call(url, '/v1/patches/fix-1/recall', { method: 'POST', headers: auth, body: { version: 1 } })).status, 200, 'a version');
+  t.same(calls, ['status', 'status', 'status fix-1', 'status', 'halt fix-1', 'resume fix-1', 'recall fix-1', 'advance fix-1', 'halt fix-1', 'recall fix-1 v1']);
 
   const revoked = 'rpo_' + 'E'.repeat(43);
   await store.addToken({ hash: hashToken(revoked), kind: 'operator', devices: 0, createdAt: NOW, revoked: true });
@@ -375,7 +412,12 @@ t.test('the operator API shows status and acts, with an operator token only', as
     ['a form body', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'a=1' }), 415, 'E_UNSUPPORTED'],
     ['a text body', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'text/plain' }, body: '{}' }), 415, 'E_UNSUPPORTED'],
     ['malformed JSON', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: '{' }), 400, 'E_INVALID_ARGUMENT'],
-    ['arguments', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { force: true } }), 400, 'E_INVALID_ARGUMENT'],
+    ['an unknown argument', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { force: true } }), 400, 'E_INVALID_ARGUMENT'],
+    ['a JSON array', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: [] }), 400, 'E_INVALID_ARGUMENT'],
+    ['version 0', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 0 } }), 400, 'E_INVALID_ARGUMENT'],
+    ['version 1.5', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 1.5 } }), 400, 'E_INVALID_ARGUMENT'],
+    ['version "2"', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: '2' } }), 400, 'E_INVALID_ARGUMENT'],
+    ['an unknown version', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth, body: { version: 9 } }), 404, 'E_UNKNOWN_PATCH'],
     ['a body over the limit', () => call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: ' '.repeat(17 * 1024) }), 413, 'E_TOO_LARGE'],
     ['an unknown patch', () => call(url, '/v1/patches/nope/halt', { method: 'POST', headers: auth }), 404, 'E_UNKNOWN_PATCH'],
     ['an unknown patch read', () => call(url, '/v1/patches/nope', { headers: auth }), 404, 'E_UNKNOWN_PATCH'],
@@ -396,19 +438,32 @@ t.test('the operator API shows status and acts, with an operator token only', as
     isError(t, a, status, code, what);
     t.notOk(a.headers['access-control-allow-origin'], `${what}: no CORS`);
   }
-  t.same(calls.slice(before), ['halt nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
+  t.same(calls.slice(before), ['halt fix-1 v9', 'halt nope', 'status nope', 'resume fix-2'], 'only authenticated well-formed requests reached the operator');
   const method = await call(url, '/v1/patches/fix-1/halt', { headers: auth });
   t.equal(method.headers.allow, 'POST');
 });
 
 t.test('without a controller the operator API reads plans from the store and refuses actions', async (t) => {
-  const { url, operator } = await world(t);
+  const { url, operator, device, store } = await world(t);
   const auth = { Authorization: `Bearer ${operator}` };
+  t.same((await call(url, '/v1/patches', { headers: auth })).json, { patches: [] });
+  isError(t, await call(url, '/v1/patches/fix-1', { headers: auth }), 404, 'E_UNKNOWN_PATCH', 'no plan');
+
+  const plan: PlanRecord = {
+    patch: 'fix-1', version: 1, stages: [1, 5, 25, 100], soakSeconds: 600, minReports: 50, maxFailurePct: 2, autoRecall: true,
+    state: 'rolling', stage: 0, rollout: 1, stageStartedAt: NOW, halted: false, revision: 0, createdAt: NOW, updatedAt: NOW,
+  };
+  await store.createPlan(plan);
+  await store.createPlan({ ...plan, patch: 'fix-0' });
+  await postReports(url, device, makeBatch(2));
   const list = await call(url, '/v1/patches', { headers: auth });
   t.equal(list.status, 200);
-  t.same(list.json, { patches: [] });
-  isError(t, await call(url, '/v1/patches/fix-1', { headers: auth }), 404, 'E_UNKNOWN_PATCH', 'no plan');
+  t.same(list.json.patches.map((p: { plan: PlanRecord }) => p.plan.patch), ['fix-0', 'fix-1']);
+  const one = await call(url, '/v1/patches/fix-1', { headers: auth });
+  t.equal(one.json.patches.length, 1);
+  t.match(one.json.patches[0], { plan: { patch: 'fix-1', version: 1, state: 'rolling', rollout: 1 }, counts: { confirmed: 2 }, decisions: [] });
   isError(t, await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth }), 503, 'E_STATE', 'no controller');
+  t.match(await store.getPlan('fix-1', 1), { state: 'rolling', revision: 0 }, 'the plan is unchanged');
 });
 
 t.test('health answers without a token, and only GET', async (t) => {
@@ -429,4 +484,31 @@ t.test('the server listens on loopback by default and refuses a bad start', asyn
   await t.rejects(FleetServer.start({ store: undefined as never }), { code: 'E_INVALID_ARGUMENT' });
   await t.rejects(FleetServer.start({ store, maxBatchBytes: 0 }), { code: 'E_INVALID_ARGUMENT' });
   await t.rejects(FleetServer.start({ store, port: server.port }), { code: 'EADDRINUSE' });
+});
+
+t.test('the operator API drives the rollout controller: a halt over HTTP is recorded and signed', { skip: addonBuilt() ? false : 'the addon is not built' }, async (t) => {
+  const f = await repoFixture(t);
+  await f.repo.publish(f.patch1);
+  const store = await openStore(`sqlite:${path.join(f.dir, 'fleet.db')}`);
+  const controller = new RolloutController({ store, repoDir: f.repoDir, lockWaitMs: 0 });
+  await controller.plan('fix-1', { stages: [10, 50, 100], soakSeconds: 60, minReports: 5, maxFailurePct: 20 });
+  const { url, operator, device } = await world(t, { operator: controller }, store);
+  const auth = { Authorization: `Bearer ${operator}` };
+
+  isError(t, await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: { Authorization: `Bearer ${device}` } }), 403, 'E_FORBIDDEN', 'a device token');
+  t.match(await store.latestPlan('fix-1'), { state: 'rolling', halted: false }, 'a refused halt changes nothing');
+
+  const halted = await call(url, '/v1/patches/fix-1/halt', { method: 'POST', headers: auth });
+  t.equal(halted.status, 200);
+  t.match(halted.json, { published: true, plan: { state: 'halted', halted: true }, decision: { action: 'halt', by: 'operator' } });
+  const signed = (await Repository.open(f.repoDir)).patches().find((p) => p.id === 'fix-1' && p.version === 1);
+  t.equal(signed?.halted, true, 'the repository carries the halt');
+
+  const status = await call(url, '/v1/patches/fix-1', { headers: auth });
+  t.equal(status.status, 200);
+  t.match(status.json.patches[0], { plan: { patch: 'fix-1', version: 1, state: 'halted' } });
+  t.same(status.json.patches[0].decisions.map((d: { action: string }) => d.action), ['start', 'halt']);
+  isError(t, await call(url, '/v1/patches/fix-1/advance', { method: 'POST', headers: auth }), 409, 'E_STATE', 'advancing a halted rollout');
+  isError(t, await call(url, '/v1/patches/fix-9/halt', { method: 'POST', headers: auth }), 404, 'E_UNKNOWN_PATCH', 'a patch without a plan');
+  t.match(await store.latestPlan('fix-1'), { state: 'halted' });
 });

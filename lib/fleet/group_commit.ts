@@ -33,6 +33,7 @@ export interface CommitStats {
 
 export class GroupCommitter {
   private queue: Pending[] = [];
+  private queuedReportCount = 0;
   private busy = false;
   private idleWaiters: (() => void)[] = [];
   readonly stats: CommitStats = { commits: 0, batches: 0, reports: 0, failedCommits: 0 };
@@ -46,6 +47,7 @@ export class GroupCommitter {
   submit(reports: readonly StoredReport[]): Promise<BatchAck> {
     return new Promise<BatchAck>((resolve, reject) => {
       this.queue.push({ reports, resolve, reject });
+      this.queuedReportCount += reports.length;
       this.schedule();
     });
   }
@@ -53,6 +55,11 @@ export class GroupCommitter {
   /** Batches waiting for a commit (not counting the one in flight). */
   get queued(): number {
     return this.queue.length;
+  }
+
+  /** Reports waiting for a commit (not counting the one in flight). */
+  get queuedReports(): number {
+    return this.queuedReportCount;
   }
 
   /** Resolves when nothing is queued or in flight. */
@@ -102,6 +109,7 @@ export class GroupCommitter {
       reports += this.queue[n].reports.length;
       n++;
     }
+    this.queuedReportCount -= reports;
     return this.queue.splice(0, n);
   }
 }

@@ -8,9 +8,10 @@
  *   POST /v1/reports              device token; body a ReportBatch
  *                                 → 200 {accepted, duplicates}, once durable
  * Operator API (operator token)
- *   GET  /v1/patches              status of every planned patch
- *   GET  /v1/patches/:id          status of one patch (its newest version)
+ *   GET  /v1/patches              {patches: [status of every plan]}
+ *   GET  /v1/patches/:id          {patches: [status of each plan of one patch]}
  *   POST /v1/patches/:id/halt|resume|recall|advance
+ *                                 body empty, {} or {"version": N}
  * Without auth
  *   GET  /v1/health
  *
@@ -21,8 +22,8 @@
  * (lib/fleet/group_commit.ts). A failed commit answers 503: retry.
  *
  * Secure by default: it listens on loopback unless told otherwise; the Host
- * header must name this server (its listen host:port, localhost:port, or
- * one of `allowedHosts`), which defeats DNS rebinding; a present Origin must
+ * header must name this server (its listen host:port, a loopback name with
+ * its port, or one of `allowedHosts`), which defeats DNS rebinding; a present Origin must
  * name it too; authentication is a Bearer header only (no cookies, so no
  * ambient credential a foreign page could ride on, and no CORS headers, so
  * a browser never sends one cross-origin); request bodies are JSON or
@@ -32,7 +33,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { RevpatchError, toRevpatchError, type ErrorCode } from '../engine/errors';
-import { ID_PATTERN } from '../patch/manifest';
+import { ID_PATTERN, MAX_VERSION } from '../patch/manifest';
 import { MAX_BATCH_BYTES, type StoredReport } from '../report/format';
 import { parseReportBatch } from './batch_schema';
 import { GroupCommitter } from './group_commit';
@@ -43,25 +44,21 @@ import type { FleetStore } from './types';
 export const OPERATOR_ACTIONS = ['halt', 'resume', 'recall', 'advance'] as const;
 export type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
 
-/** One patch version's status as the operator API shows it: JSON-able, naming its patch and version. */
-export interface PatchStatusView {
-  patch: string;
-  version: number;
-  [field: string]: unknown;
-}
-
 /**
  * What the operator API drives: the rollout controller satisfies it
- * (lib/fleet/controller.ts). Results are sent as JSON; a RevpatchError's
- * code becomes the HTTP status (E_UNKNOWN_PATCH 404, E_STATE 409, …).
+ * (RolloutController, lib/fleet/controller.ts). `status` returns one
+ * JSON-able entry per plan (patch version), only those of `patch` when it
+ * is given; the server sends them as they are. An action names a patch and,
+ * optionally, a version (default: the patch's newest plan). Results are
+ * sent as JSON; a RevpatchError's code becomes the HTTP status
+ * (E_UNKNOWN_PATCH 404, E_STATE 409, E_BUSY 503, …).
  */
 export interface FleetOperator {
-  /** Every planned patch version. */
-  status(): Promise<readonly PatchStatusView[]> | readonly PatchStatusView[];
-  halt(id: string): Promise<unknown>;
-  resume(id: string): Promise<unknown>;
-  recall(id: string): Promise<unknown>;
-  advance(id: string): Promise<unknown>;
+  status(patch?: string): Promise<readonly object[]>;
+  halt(patch: string, version?: number): Promise<unknown>;
+  resume(patch: string, version?: number): Promise<unknown>;
+  recall(patch: string, version?: number): Promise<unknown>;
+  advance(patch: string, version?: number): Promise<unknown>;
 }
 
 /** Where the server writes what it refused or failed; a pino logger fits. */
@@ -85,6 +82,8 @@ export interface FleetServerOptions {
   allowedHosts?: readonly string[];
   /** Largest report batch body; default MAX_BATCH_BYTES. */
   maxBatchBytes?: number;
+  /** Reports that may wait for a commit; a batch beyond is answered 503 E_BUSY (retry later). Default MAX_QUEUED_REPORTS. */
+  maxQueuedReports?: number;
   logger?: FleetLogger;
   /** Most ms a request may take from its first byte; default 30 s. */
   requestTimeoutMs?: number;
@@ -92,6 +91,8 @@ export interface FleetServerOptions {
 
 /** Largest request header block. */
 export const MAX_HEADER_BYTES = 16 * 1024;
+/** Reports waiting for a commit at most (about 30 MB): beyond, the store is not keeping up and devices retry later. */
+export const MAX_QUEUED_REPORTS = 100_000;
 /** Largest body of an operator request. */
 export const MAX_OPERATOR_BODY_BYTES = 16 * 1024;
 
@@ -169,6 +170,7 @@ export class FleetServer {
   private readonly allowedHosts: Set<string>;
   private readonly clock: () => number;
   private readonly maxBatchBytes: number;
+  private readonly maxQueuedReports: number;
   private readonly logger: FleetLogger;
   private readonly active = new Set<Promise<void>>();
   private closing: Promise<void> | null = null;
@@ -184,10 +186,11 @@ export class FleetServer {
     this.committer = new GroupCommitter(options.store);
     this.clock = options.clock ?? Date.now;
     this.maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES;
+    this.maxQueuedReports = options.maxQueuedReports ?? MAX_QUEUED_REPORTS;
     this.logger = options.logger ?? noLogger;
-    this.allowedHosts = new Set(
-      [`${this.host}:${this.port}`, `localhost:${this.port}`, ...(options.allowedHosts ?? [])].map((h) => h.toLowerCase()),
-    );
+    // Loopback names cannot be a rebinding page's (that needs a name of the attacker's), so they always pass.
+    const loopback = ['localhost', '127.0.0.1', '[::1]'].map((h) => `${h}:${this.port}`);
+    this.allowedHosts = new Set([`${this.host}:${this.port}`, ...loopback, ...(options.allowedHosts ?? [])].map((h) => h.toLowerCase()));
   }
 
   /** Listens and resolves once the server accepts connections. */
@@ -198,6 +201,10 @@ export class FleetServer {
     const maxBatch = options.maxBatchBytes ?? MAX_BATCH_BYTES;
     if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) {
       throw new RevpatchError('E_INVALID_ARGUMENT', `maxBatchBytes must be a positive integer, not ${String(maxBatch)}`);
+    }
+    const maxQueued = options.maxQueuedReports ?? MAX_QUEUED_REPORTS;
+    if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', `maxQueuedReports must be a positive integer, not ${String(maxQueued)}`);
     }
     const requestTimeout = options.requestTimeoutMs ?? 30_000;
     const server = http.createServer({
@@ -333,6 +340,9 @@ export class FleetServer {
     requireJson(req, false);
     const body = await readBody(req, this.maxBatchBytes);
     const batch = parseReportBatch(body);
+    if (this.committer.queuedReports + batch.reports.length > this.maxQueuedReports) {
+      throw new HttpError(503, 'E_BUSY', 'the collector is not keeping up; retry later', { 'Retry-After': '5' });
+    }
     const receivedAt = this.clock();
     // The parsed reports are fresh objects holding exactly the schema's fields: stamp them in place.
     const stored = batch.reports as StoredReport[];
@@ -355,42 +365,31 @@ export class FleetServer {
 
   private async getPatch(req: http.IncomingMessage, res: http.ServerResponse, id: string): Promise<void> {
     await this.authenticate(req, 'operator');
-    const versions = (await this.statuses()).filter((s) => s.patch === id);
-    if (versions.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `no plan for patch ${id}`);
-    const newest = versions.reduce((a, b) => (b.version > a.version ? b : a));
-    this.send(res, 200, newest);
+    const patches = await this.statuses(id);
+    if (patches.length === 0) throw new RevpatchError('E_UNKNOWN_PATCH', `${id} has no rollout plan`);
+    this.send(res, 200, { patches });
   }
 
   private async act(req: http.IncomingMessage, res: http.ServerResponse, id: string, action: OperatorAction): Promise<void> {
     await this.authenticate(req, 'operator');
     requireJson(req, true);
-    const body = await readBody(req, MAX_OPERATOR_BODY_BYTES);
-    if (body.length > 0) {
-      let value: unknown;
-      try {
-        value = JSON.parse(body.toString('utf8'));
-      } catch {
-        throw new RevpatchError('E_INVALID_ARGUMENT', 'the body is not JSON');
-      }
-      if (value === null || typeof value !== 'object' || Array.isArray(value) || Object.keys(value).length > 0) {
-        throw new RevpatchError('E_INVALID_ARGUMENT', `${action} takes no arguments: send an empty body or {}`);
-      }
-    }
+    const version = parseActionBody(await readBody(req, MAX_OPERATOR_BODY_BYTES), action);
     const operator = this.options.operator;
     if (!operator) throw new HttpError(503, 'E_STATE', 'this server runs no rollout controller');
-    const result = await operator[action](id);
-    this.logger.info({ patch: id, action }, 'operator action');
+    const result = await operator[action](id, version);
+    this.logger.info({ patch: id, version, action }, 'operator action');
     this.send(res, 200, result === undefined ? { ok: true } : result);
   }
 
   /** The operator's view, or, without a controller, the plans as the store holds them. */
-  private async statuses(): Promise<readonly PatchStatusView[]> {
-    if (this.options.operator) return await this.options.operator.status();
+  private async statuses(patch?: string): Promise<readonly object[]> {
+    const operator = this.options.operator;
+    if (operator) return await operator.status(patch);
     const store = this.options.store;
-    const plans = await store.listPlans();
+    const plans = (await store.listPlans()).filter((p) => patch === undefined || p.patch === patch);
     return Promise.all(
       plans.map(async (plan) => ({
-        ...plan,
+        plan,
         counts: await store.counts(plan.patch, plan.version),
         decisions: await store.decisions(plan.patch, plan.version),
       })),
@@ -431,6 +430,28 @@ export class FleetServer {
     const message = status === 500 ? 'internal error' : e.message;
     this.send(res, status, { error: { code: e.code, message } });
   }
+}
+
+/** The body of an operator action: empty, {} or {"version": N}; returns the version, if any. */
+function parseActionBody(body: Buffer, action: string): number | undefined {
+  if (body.length === 0) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new RevpatchError('E_INVALID_ARGUMENT', 'the body is not JSON');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new RevpatchError('E_INVALID_ARGUMENT', `the body of ${action} must be a JSON object`);
+  }
+  const { version, ...rest } = value as { version?: unknown };
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new RevpatchError('E_INVALID_ARGUMENT', `${action} takes only a version, not ${JSON.stringify(unknown[0].slice(0, 100))}`);
+  if (version === undefined) return undefined;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1 || version > MAX_VERSION) {
+    throw new RevpatchError('E_INVALID_ARGUMENT', `version must be an integer from 1 to ${MAX_VERSION}`);
+  }
+  return version;
 }
 
 /** Refuses a body that is not JSON (415); `emptyOk` lets a body-less request through. */
