@@ -93,6 +93,9 @@ const nginxMissing = spawnSync('nginx', ['-v']).error ? 'nginx is not installed 
 
 t.test('a patch that breaks a third of the fleet is halted and recalled in its first stages, every device returns to the base, and a fixed version 2 reaches 100 %', { skip: nginxMissing }, async (t) => {
   const dir = await tempDir(t, 'revpatch-fleet-e2e-');
+  // Where the time goes, for whoever reads the output; never asserted.
+  const started = Date.now();
+  const phase = (name: string) => t.comment(`${name} at ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
   // ------------------------------------------------ images, keys, patches
   const baseBytes = stampedImage(BLOCKS, 'base');
@@ -236,6 +239,7 @@ t.test('a patch that breaks a third of the fleet is halted and recalled in its f
   };
   const holders = new Set<string>();
 
+  phase('20 devices set up');
   // ------------------------------------------- the bad patch and its halt
   mustSucceed(await fleetCli(['repo', 'publish', repoDir, bad.path, '--rollout', '0', '--wait', '30']), 'repo publish');
   mustSucceed(
@@ -284,6 +288,7 @@ t.test('a patch that breaks a third of the fleet is halted and recalled in its f
   const heldHealthy = devices.filter((d, i) => holders.has(d.id) && !BROKEN.has(i));
   t.ok(heldBroken.length >= 3, `${heldBroken.length} broken devices took it and rolled it back`);
 
+  phase('bad patch halted and recalled');
   // -------------------------- every device's next check and restart: base
   await round();
   for (const [i, d] of devices.entries()) {
@@ -306,6 +311,7 @@ t.test('a patch that breaks a third of the fleet is halted and recalled in its f
   const servedBad = (await nginx.served()).filter((p) => p.endsWith(`${BAD_ID}-v1.rvp`));
   t.equal(servedBad.length, holders.size, 'every device that took it downloaded it from nginx, once');
 
+  phase('every device back on the base');
   // ------------------------------------------- the fixed version 2, to 100 %
   mustSucceed(await fleetCli(['repo', 'publish', repoDir, fixed.path, '--rollout', '0', '--wait', '30']), 'repo publish v2');
   mustSucceed(
@@ -324,6 +330,7 @@ t.test('a patch that breaks a third of the fleet is halted and recalled in its f
   };
   const complete = await drive(FIXED_ID, async (status) => status.state === 'complete' && (await everyoneOnFixed()));
 
+  phase('fixed version 2 complete on every device');
   t.equal(complete.rollout, 100, 'the fixed version 2 is published at 100 %');
   t.notOk(complete.halted, 'and never halted');
   t.same(
