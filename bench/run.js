@@ -12,6 +12,10 @@
  *
  * Data lives in bench/.cache (downloaded packages, images, volumes); the
  * scratch directory inside it is emptied at the start and the end.
+ *
+ * The fleet steps (bench/fleet.js: `npm run bench:fleet`, run after this
+ * one by `npm run bench`) own marked sections of RESULTS.md; rewriting the
+ * file keeps them as they are (writeResultsFile).
  */
 const fs = require('node:fs');
 const fsp = fs.promises;
@@ -25,6 +29,7 @@ const B = require(path.join(ROOT, 'dist', 'bench', 'bench.js'));
 const { Device } = require(path.join(ROOT, 'dist', 'index.js'));
 const { makeVolumePair, makeSmallChange, keystream } = require('./volumes.js');
 const { lineChart } = require('./svg.js');
+const { readSection, replaceSection } = require('./sections.js');
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const RUNS = Number(process.env.BENCH_RUNS || (QUICK ? 1 : 5));
@@ -742,10 +747,26 @@ async function main() {
   r.commandsUsed = Object.fromEntries(commandsUsed);
   fs.writeFileSync(path.join(__dirname, 'results.json'), `${JSON.stringify(r, null, 1)}\n`);
   fs.writeFileSync(path.join(__dirname, 'install-time.svg'), plot(r));
-  fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), writeResults(r));
+  writeResultsFile(writeResults(r));
   fs.rmSync(WORK, { recursive: true, force: true });
   log(`done in ${(r.elapsed / 60).toFixed(1)} min: bench/RESULTS.md, bench/install-time.svg, bench/results.json`);
   for (const t of r.targets) log(`  ${t.ok === null ? 'n/a ' : t.ok ? 'MET ' : 'MISS'} ${t.target}: ${t.measured}`);
+}
+
+/**
+ * Writes RESULTS.md with `text`, carrying over every section another step
+ * owns (`<!-- NAME:begin -->` … `<!-- NAME:end -->`, bench/sections.js)
+ * from the file as it was.
+ */
+function writeResultsFile(text) {
+  const file = path.join(__dirname, 'RESULTS.md');
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  let out = text;
+  for (const m of old.matchAll(/<!-- ([a-z][a-z0-9-]*):begin -->/g)) {
+    const body = readSection(old, m[1]);
+    if (body !== null && readSection(out, m[1]) === null) out = replaceSection(out, m[1], body);
+  }
+  fs.writeFileSync(file, out);
 }
 
 /** `node bench/run.js --render`: RESULTS.md and the plot again from results.json (after a change to the report only). */
@@ -755,7 +776,7 @@ function render() {
   for (const [k, v] of Object.entries(r.commandsUsed ?? {})) commandsUsed.set(k, v);
   r.targets = evaluateTargets(r);
   fs.writeFileSync(path.join(__dirname, 'install-time.svg'), plot(r));
-  fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), writeResults(r));
+  writeResultsFile(writeResults(r));
 }
 
 if (process.argv.includes('--render')) render();

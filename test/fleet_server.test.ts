@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { RevpatchError } from '../lib/engine/errors';
 import { FleetServer, type FleetOperator, type FleetServerOptions } from '../lib/fleet/server';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { RolloutController } from '../lib/fleet/controller';
 import { Repository } from '../lib/repo/publisher';
@@ -235,6 +236,25 @@ t.test('headers over the limit are refused', async (t) => {
   const { url, device, store } = await world(t);
   const a = await postReports(url, device, makeBatch(1), { headers: { 'X-Padding': 'x'.repeat(20 * 1024) } });
   t.equal(a.status, 431);
+  t.equal(await store.reportCount(), 0);
+});
+
+t.test('a request that sends its body too slowly is cut off and stores nothing', async (t) => {
+  const { server, device, store } = await world(t, { requestTimeoutMs: 300 });
+  const body = JSON.stringify(makeBatch(2));
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(server.port, '127.0.0.1', () => {
+      socket.write(
+        `POST /v1/reports HTTP/1.1\r\nHost: ${server.host}:${server.port}\r\nAuthorization: Bearer ${device}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 20)}`,
+      );
+    });
+    let got = '';
+    socket.on('data', (d) => (got += d.toString()));
+    socket.on('close', () => resolve(got));
+    socket.on('error', reject);
+  });
+  t.match(answer, /^HTTP\/1\.1 408 /, 'answered 408');
   t.equal(await store.reportCount(), 0);
 });
 

@@ -224,6 +224,25 @@ for (const b of BACKENDS) {
       t.same(await store.counts('p', 1), { ...ZERO_COUNTS, confirmed: 1, failed: 1 });
     });
 
+    t.test('ids and pseudonyms are compared exactly, hex or not', async (t) => {
+      const { store } = await fresh(t, b);
+      const hex = 'ab'.repeat(16);
+      t.same(
+        await store.insertReports([
+          [
+            report({ id: hex, pseudonym: 'ab'.repeat(32) }),
+            report({ id: hex.toUpperCase(), pseudonym: 'AB'.repeat(32) }),
+            report({ id: 'r-1', pseudonym: 'device one' }),
+            report({ id: 'r-1', pseudonym: 'device two' }),
+            report({ id: 'R-1', pseudonym: 'abc' }),
+          ],
+        ]),
+        [{ accepted: 4, duplicates: 1 }],
+      );
+      t.same(await store.counts('p', 1), { ...ZERO_COUNTS, confirmed: 4 }, 'ab… and AB… are two devices, as are device one and abc');
+      t.same(await store.insertReports([[report({ id: hex }), report({ id: 'R-1' })]]), [{ accepted: 0, duplicates: 2 }]);
+    });
+
     t.test('since counts only devices whose verdict was first received at or after it', async (t) => {
       const { store } = await fresh(t, b);
       await store.insertReports([

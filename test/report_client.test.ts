@@ -7,7 +7,8 @@ import { CONFIG_FILE, REPORT_DIR, SECRET_FILE, configureReporting, readReportCon
 import { REPORT_FORMAT, type DeviceReport } from '../lib/report/format';
 import { QUEUE_FILE, ReportQueue } from '../lib/report/queue';
 import { Reporter } from '../lib/report/reporter';
-import { ROOT, tempDir } from './helpers';
+import { spawn } from 'node:child_process';
+import { ROOT, exited, tempDir } from './helpers';
 import { startCollector } from './report_collector_stub';
 
 const SECRET_A = Buffer.alloc(32, 0xa1);
@@ -204,7 +205,7 @@ t.test('the report queue', async (t) => {
     const before = q.fileBytes;
     await q.remove(q.peek(6).map((e) => e.seq));
     t.ok(q.fileBytes < before, 'the file shrank');
-    t.same((await fs.readdir(dir)).sort(), [QUEUE_FILE], 'no temporary file is left');
+    t.same((await fs.readdir(dir)).filter((n) => n.startsWith('.')), [], 'no temporary file is left');
     q.append(report('after'));
     await q.close();
     const again = await ReportQueue.open(dir);
@@ -214,6 +215,52 @@ t.test('the report queue', async (t) => {
       ['p-6', 'p-7', 'p-8', 'p-9', 'after'],
       'an append after a compaction lands in the new file',
     );
+  });
+
+  t.test('killed with SIGKILL while appending and compacting, it reopens whole and bounded', async (t) => {
+    const dir = await tempDir(t);
+    const maxBytes = 8192;
+    // A child appends reports and acknowledges every other batch, so compactions run all the time.
+    const script = `
+      const { ReportQueue } = require(${JSON.stringify(path.join(ROOT, 'dist', 'report', 'queue.js'))});
+      const { newReport, pseudonymOf } = require(${JSON.stringify(path.join(ROOT, 'dist', 'report', 'client.js'))});
+      (async () => {
+        const q = await ReportQueue.open(${JSON.stringify(dir)}, { maxBytes: ${maxBytes} });
+        const secret = Buffer.alloc(32, 7);
+        for (let i = 0; ; i++) {
+          q.append(newReport({ patch: 'p-' + i, version: 1, outcome: 'staged', pseudonym: pseudonymOf(secret, 'p-' + i) }));
+          if (i === 50) process.stdout.write('running\\n');
+          if (i % 20 === 0) await q.remove(q.peek(5).map((e) => e.seq));
+          if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+        }
+      })();`;
+    for (let round = 0; round < 3; round++) {
+      const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`the appending child exited early (${code})`)));
+      });
+      await new Promise((r) => setTimeout(r, 50 + 100 * round));
+      child.kill('SIGKILL');
+      await exited(child);
+      const q = await ReportQueue.open(dir, { maxBytes });
+      const reports = q.peek(10_000).map((e) => e.report);
+      t.ok(reports.length > 0, `round ${round}: ${reports.length} reports survive`);
+      t.ok(q.bytes <= maxBytes, `round ${round}: within the bound`);
+      const numbers = reports.map((r) => Number(r.patch.slice(2)));
+      t.same(numbers, [...numbers].sort((a, b) => a - b), `round ${round}: in order`);
+      t.same((await fs.readdir(dir)).filter((n) => n.startsWith('.')), [], `round ${round}: no temporary file is left`);
+      await q.close();
+    }
+  });
+
+  t.test('has one owner at a time', async (t) => {
+    const dir = await tempDir(t);
+    const q = await ReportQueue.open(dir);
+    await t.rejects(ReportQueue.open(dir), { code: 'E_BUSY' });
+    await q.close();
+    const again = await ReportQueue.open(dir);
+    await again.close();
   });
 
   t.test('refuses a bound too small to hold a report', async (t) => {
@@ -303,6 +350,18 @@ t.test('the reporter', async (t) => {
     const queue = await ReportQueue.open(dir);
     t.teardown(() => queue.close());
     t.same(queue.peek(10).map((e) => e.report.outcome), ['trial'], 'and it is still on disk');
+  });
+
+  t.test('flush returns by its deadline while a background send hangs', async (t) => {
+    const collector = await startCollector(t);
+    collector.answer = () => 'hang';
+    const { reporter } = await makeReporter(t, collector.url, { timeoutMs: 600_000 });
+    reporter.start();
+    reporter.record({ patch: 'fix-1', version: 1, outcome: 'staged' });
+    await collector.received(1);
+    const result = await reporter.flush({ timeoutMs: 100 });
+    t.same(result, { sent: 0, remaining: 1, error: 'E_ABORTED' });
+    await reporter.stop();
   });
 
   t.test('record never throws: a report that cannot be queued is logged and lost', async (t) => {

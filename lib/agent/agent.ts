@@ -263,6 +263,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly lockWaitMs: number;
   private readonly fixedDeviceId: string | undefined;
   private reporter: Reporter | null | undefined;
+  /** The open of the state directory's reporter, once started. */
+  private reporterOpening: Promise<Reporter | null> | null = null;
+  /** Reports made while the reporter was still opening. */
+  private early: RecordFields[] = [];
+  /** The agent opened the reporter itself (and closes it). */
+  private ownsReporter = false;
   private bootLimits: BootLimits | null = null;
   private state: AgentState | null = null;
   private reservedBytes = 0;
@@ -303,29 +309,56 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   // ------------------------------------------------------------ reporting
 
-  /** Opens the state directory's reporter once, before the first transition; a damaged setup only disables reporting. */
-  private async openReporter(): Promise<Reporter | null> {
-    if (this.reporter === undefined) {
+  /**
+   * Opens the state directory's reporter once. The first startup starts
+   * this without waiting for it, so not even the first transition pays for
+   * the open; reports made meanwhile wait in memory. A damaged setup only
+   * disables reporting.
+   */
+  private openReporter(): Promise<Reporter | null> {
+    if (this.reporter !== undefined) return Promise.resolve(this.reporter);
+    this.reporterOpening ??= (async () => {
+      let reporter: Reporter | null = null;
       try {
-        this.reporter = await Reporter.open(this.stateDir, { logger: this.log });
+        reporter = await Reporter.open(this.stateDir, { logger: this.log });
       } catch (err) {
         const e = toRevpatchError(err);
         this.log.warn({ code: e.code, err: e.message }, 'reporting is set up but cannot start; not reporting');
-        this.reporter = null;
       }
-    }
-    return this.reporter;
+      this.reporter = reporter;
+      this.ownsReporter = reporter !== null;
+      this.reporterOpening = null;
+      for (const fields of this.early.splice(0)) reporter?.record(fields);
+      return reporter;
+    })();
+    return this.reporterOpening;
   }
 
   /** Queues a report (never throws, never waits). */
   private report(fields: RecordFields | null): void {
-    if (fields && this.reporter) this.reporter.record(fields);
+    if (!fields) return;
+    if (this.reporter) this.reporter.record(fields);
+    else if (this.reporter === undefined && this.early.length < 1000) this.early.push(fields);
   }
 
   /** Sends queued reports for at most `timeoutMs` (for `agent --once`); null when not reporting. Never throws. */
   async flushReports(options: { timeoutMs?: number } = {}): Promise<FlushResult | null> {
     const reporter = await this.openReporter();
     return reporter ? reporter.flush(options) : null;
+  }
+
+  /** Stops reporting and closes the reporter the agent opened itself (one it was given stays open). */
+  async close(): Promise<void> {
+    await this.reporterOpening;
+    const reporter = this.reporter;
+    if (!reporter) return;
+    if (this.ownsReporter) {
+      this.reporter = undefined;
+      this.ownsReporter = false;
+      await reporter.close();
+    } else {
+      await reporter.stop();
+    }
   }
 
   // ------------------------------------------------------------ own state
@@ -417,7 +450,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * patch back.
    */
   async startup(): Promise<StartupReport> {
-    await this.openReporter();
+    void this.openReporter();
     return this.transition(async () => {
       let device = await this.openDevice();
       const report: StartupReport = { activated: [], rolledBack: [], healthy: null };

@@ -16,6 +16,7 @@ import { registerRepo } from './cli_repo';
 import { registerAgent } from './cli_agent';
 import { registerBench } from './cli_bench';
 import { readReportingInput, writeReportConfig } from '../report/config';
+import { registerFleet } from './cli_fleet';
 
 interface GlobalOptions {
   state?: string;
@@ -313,6 +314,7 @@ export function buildProgram(): Command {
   registerRepo(program);
   registerAgent(program);
   registerBench(program);
+  registerFleet(program);
   return program;
 }
 

@@ -215,6 +215,7 @@ export function registerAgent(program: Command): void {
         }
       } finally {
         stopBars();
+        await agent.close();
         await log.close();
       }
     });

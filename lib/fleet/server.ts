@@ -212,6 +212,8 @@ export class FleetServer {
       requestTimeout,
       headersTimeout: Math.min(10_000, requestTimeout),
       keepAliveTimeout: 5_000,
+      // How often the timeouts above are checked (Node's default, 30 s, would let a slow request live twice as long).
+      connectionsCheckingInterval: Math.min(1_000, requestTimeout),
     });
     server.maxHeadersCount = 64;
     await new Promise<void>((resolve, reject) => {

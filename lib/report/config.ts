@@ -9,13 +9,16 @@
  * Setting reporting up validates everything before it writes anything, and
  * writes atomically: a new report directory is built under a temporary name
  * and renamed into place; an existing one keeps its secret (pseudonyms stay
- * stable) and has its config replaced atomically.
+ * stable) and has its config replaced atomically. A new directory comes
+ * with an empty queue, so the agent's first open does not pay for its
+ * creation.
  */
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { syncDirectory, writeFileAtomic } from '../engine/atomic';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { ReportQueue } from './queue';
 
 export const REPORT_DIR = 'report';
 export const CONFIG_FILE = 'config.json';
@@ -102,6 +105,8 @@ export async function writeReportConfig(stateDir: string, config: ReportConfig):
       await fs.chmod(temp, 0o700);
       await writeFileAtomic(path.join(temp, SECRET_FILE), crypto.randomBytes(SECRET_BYTES), { mode: 0o600 });
       await writeFileAtomic(path.join(temp, CONFIG_FILE), json, { mode: 0o600 });
+      // An empty queue now, so the agent's first open has no file to create and fsync.
+      await (await ReportQueue.open(temp)).close();
       // A report directory without a secret (a queue left over) is replaced whole.
       await fs.rm(dir, { recursive: true, force: true });
       await fs.rename(temp, dir);

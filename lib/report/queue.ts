@@ -26,11 +26,15 @@
  *   the temporary file was written follow in the same tick as the rename.
  *   A crash before the rename leaves the old file, whose reports are sent
  *   again and stored once by the collector (each has its own id).
+ *   Its temporary file, if a crash left one, is deleted at the next open.
  * - **Torn tails.** After a crash the last line may be cut short; open
  *   ignores it and truncates the file to the last whole line, so the next
  *   append starts a line of its own. A whole line that is not a report
  *   (bit rot) is skipped and counted as dropped, and the file is rewritten
  *   without it.
+ * - **One owner.** The queue holds STATE/report/lock (lib/engine/lock.ts)
+ *   while it is open, since a compaction by one owner would discard what
+ *   another appended; a second open fails with E_BUSY.
  * - **Counted drops survive restarts**: `dropped` (the bound) and
  *   `rejected` (batches the collector refused for good) live in the header.
  *   Reports dropped from memory but not yet compacted away are still in the
@@ -41,6 +45,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { syncDirectory, syncFile, temporaryPathBeside, writeAll } from '../engine/atomic';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
+import { StateLock } from '../engine/lock';
 import { OUTCOMES, type DeviceReport } from './format';
 
 export const QUEUE_FILE = 'queue.ndjson';
@@ -105,6 +110,7 @@ export class ReportQueue {
   private nextSeq = 0;
   private counters: QueueCounters;
   private fd: number;
+  private readonly lock: StateLock;
   private unsynced = false;
   private closed = false;
   /** Compactions and syncs run one at a time, in order. */
@@ -112,37 +118,56 @@ export class ReportQueue {
   private compactionQueued = false;
   private readonly onError: (err: RevpatchError) => void;
 
-  private constructor(file: string, maxBytes: number, fd: number, counters: QueueCounters, onError: (err: RevpatchError) => void) {
+  private constructor(
+    file: string,
+    maxBytes: number,
+    fd: number,
+    lock: StateLock,
+    counters: QueueCounters,
+    onError: (err: RevpatchError) => void,
+  ) {
     this.file = file;
+    this.lock = lock;
     this.maxBytes = maxBytes;
     this.fd = fd;
     this.counters = counters;
     this.onError = onError;
   }
 
-  /** Opens (or creates) the queue in `dir`, ignoring a torn last line. */
+  /** Opens (or creates) the queue in `dir`, ignoring a torn last line; E_BUSY if another owner has it open. */
   static async open(dir: string, options: QueueOptions = {}): Promise<ReportQueue> {
     const maxBytes = options.maxBytes ?? DEFAULT_QUEUE_BYTES;
     if (!Number.isSafeInteger(maxBytes) || maxBytes < MIN_QUEUE_BYTES) {
       throw new RevpatchError('E_INVALID_ARGUMENT', `the report queue bound must be an integer of at least ${MIN_QUEUE_BYTES} bytes`);
     }
     const file = path.join(path.resolve(dir), QUEUE_FILE);
+    let lock: StateLock | undefined;
+    let fd: number | undefined;
+    let queue: ReportQueue | undefined;
     try {
       await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      lock = await StateLock.acquire(path.dirname(file));
+      await removeStaleTemporaries(file);
       const data = await fs.readFile(file).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return null;
         throw err;
       });
       const loaded = data ? parseQueue(data) : { counters: { dropped: 0, rejected: 0 }, reports: [], validBytes: 0, rewrite: true };
       if (data && loaded.validBytes < data.length && !loaded.rewrite) await fs.truncate(file, loaded.validBytes);
-      const fd = openSync(file, 'a', 0o600);
-      const queue = new ReportQueue(file, maxBytes, fd, { ...loaded.counters }, options.onError ?? (() => undefined));
+      fd = openSync(file, 'a', 0o600);
+      queue = new ReportQueue(file, maxBytes, fd, lock, { ...loaded.counters }, options.onError ?? (() => undefined));
       queue.size = data ? loaded.validBytes : 0;
       for (const report of loaded.reports) queue.push(report);
       const droppedNow = queue.counters.dropped !== loaded.counters.dropped;
       if (loaded.rewrite || droppedNow || queue.needsCompaction()) await queue.compact();
       return queue;
     } catch (err) {
+      if (queue) {
+        await queue.close().catch(() => undefined);
+      } else {
+        if (fd !== undefined) closeSync(fd);
+        await lock?.release().catch(() => undefined);
+      }
       throw toRevpatchError(err);
     }
   }
@@ -242,6 +267,7 @@ export class ReportQueue {
     if (this.closed) return;
     this.closed = true;
     closeSync(this.fd);
+    await this.lock.release();
   }
 
   // ------------------------------------------------------------ internals
@@ -317,6 +343,14 @@ export class ReportQueue {
       throw toRevpatchError(err);
     }
     await syncDirectory(path.dirname(this.file));
+  }
+}
+
+/** Temporary files of compactions a crash interrupted (the lock is ours, so none is in use). */
+async function removeStaleTemporaries(file: string): Promise<void> {
+  const prefix = `.${path.basename(file)}.`;
+  for (const name of await fs.readdir(path.dirname(file))) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp')) await fs.rm(path.join(path.dirname(file), name), { force: true });
   }
 }
 

@@ -202,10 +202,12 @@ export class Reporter {
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const before = this.sentCount;
     let error: string | null = null;
+    const aborted = untilAborted(deadline.signal);
     try {
       let failures = 0;
       while (!deadline.signal.aborted) {
-        const round = await this.exclusive(() => this.sendRound(deadline.signal));
+        // A send of the background loop may be in flight: wait for it no longer than the deadline.
+        const round = await Promise.race([this.exclusive(() => this.sendRound(deadline.signal)), aborted]);
         if (round === 'empty') break;
         if (round === 'retry') {
           failures += 1;
@@ -325,6 +327,13 @@ export class Reporter {
       this.log.warn({ code: e.code, err: e.message }, 'report queue compaction failed');
     }
   }
+}
+
+function untilAborted(signal: AbortSignal): Promise<'aborted'> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve('aborted');
+    else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
+  });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

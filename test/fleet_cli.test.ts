@@ -1,0 +1,338 @@
+/**
+ * `revpatch fleet …` through the real command line: the operator's story
+ * on a temporary repository and SQLite file, spawned as bin/revpatch.js on
+ * dist/ like any user's shell; and bad input to every command and flag: a
+ * usage error exits 2 before anything is opened, a refused request exits 1
+ * with its stable code, and neither changes the database or the
+ * repository. The long lists of bad input run the same `main(argv)` in
+ * this process (a process start per case costs seconds on a busy machine);
+ * a few of each kind are also spawned, so the two paths are seen to agree.
+ */
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { promises as fs, existsSync } from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { addonBuilt, CLI, CliResult, ROOT, runCli, snapshot } from './helpers';
+import { repoFixture } from './repo_fixture';
+import { Repository } from '../lib/repo/publisher';
+import { isLoopback, parseListen, parseStages } from '../lib/cli/fleet_args';
+import { main } from '../lib/cli/cli';
+
+/** `main(argv)` in this process, its output captured: the CLI without the process start. */
+async function inProcess(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const saved = { out: process.stdout.write, err: process.stderr.write, env: { ...process.env } };
+  process.stdout.write = ((chunk: string | Uint8Array) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => err.push(String(chunk)) > 0) as typeof process.stderr.write;
+  Object.assign(process.env, env);
+  try {
+    const code = await main(args);
+    return { code, stdout: out.join(''), stderr: err.join('') };
+  } finally {
+    process.stdout.write = saved.out;
+    process.stderr.write = saved.err;
+    for (const k of Object.keys(env)) {
+      if (saved.env[k] === undefined) delete process.env[k];
+      else process.env[k] = saved.env[k];
+    }
+  }
+}
+
+const built = addonBuilt() && existsSync(path.join(ROOT, 'dist', 'cli', 'cli_fleet.js'));
+
+const expectError = (t: Test, r: CliResult, code: string) => {
+  t.equal(r.code, 1, `exit 1 (${r.stderr.trim()})`);
+  t.match(r.stderr, new RegExp(`^error ${code}: .+`, 'm'), `stderr says error ${code}`);
+};
+
+const expectUsage = (t: Test, r: CliResult, what: string) => {
+  t.equal(r.code, 2, `${what}: exit 2 (${r.stderr.trim().split('\n')[0]})`);
+  t.notMatch(r.stderr, /^error E_/m, `${what}: a usage error, not a failure`);
+};
+
+/** A repository with fix-1 v1 published at rollout 0, and a database path beside it. */
+async function fleetFixture(t: Test) {
+  const f = await repoFixture(t);
+  await f.repo.publish(f.patch1, { rollout: 0 });
+  const dbFile = path.join(f.dir, 'fleet.db');
+  const db = `sqlite:${dbFile}`;
+  /** Spawned, as a user runs it. */
+  const fleet = (...args: string[]) => runCli(['fleet', ...args]);
+  /** In this process (see the header). */
+  const quick = (...args: string[]) => inProcess(['fleet', ...args]);
+  const status = async () => {
+    const r = await quick('status', '--db', db, '--json');
+    if (r.code !== 0) throw new Error(`fleet status failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Array<Record<string, any>>;
+  };
+  const published = async () => (await Repository.open(f.repoDir)).patches().find((p) => p.id === 'fix-1')!;
+  return { ...f, dbFile, db, fleet, quick, status, published };
+}
+
+t.test('the values fleet flags take are checked at the edge', async (t) => {
+  t.same(parseStages('1,5,25,100'), [1, 5, 25, 100]);
+  t.same(parseStages('0.5, 2.25,100'), [0.5, 2.25, 100]);
+  for (const bad of ['5,1', '0,200', '0,5', '1,1', '1,,5', '', 'a,b', '-1,5', '1,101', '0.001']) {
+    t.throws(() => parseStages(bad), { code: 'commander.invalidArgument' }, `stages ${JSON.stringify(bad)}`);
+  }
+  t.same(parseListen('127.0.0.1:8470'), { host: '127.0.0.1', port: 8470 });
+  t.same(parseListen('[::1]:0'), { host: '::1', port: 0 });
+  t.same(parseListen(':9000'), { host: '127.0.0.1', port: 9000 });
+  t.same(parseListen('fleet.example:443'), { host: 'fleet.example', port: 443 });
+  for (const bad of ['127.0.0.1', '127.0.0.1:', 'host:port', '1.2.3.4:70000', '300.1.1.1:80', '[nope]:80', 'a b:80', '::1:80']) {
+    t.throws(() => parseListen(bad), { code: 'commander.invalidArgument' }, `listen ${JSON.stringify(bad)}`);
+  }
+  t.ok(isLoopback('127.0.0.1') && isLoopback('::1') && isLoopback('localhost'));
+  t.notOk(isLoopback('0.0.0.0') || isLoopback('10.0.0.1'));
+});
+
+if (!built) {
+  t.skip('CLI not built (npx tsc -p tsconfig.json)', () => {});
+} else {
+  t.test('every fleet command has --help and exits 0', async (t) => {
+    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance']) {
+      const r = runCli(['fleet', cmd, '--help']);
+      t.equal(r.code, 0, `fleet ${cmd} --help`);
+      t.match(r.stdout, /Usage: revpatch fleet/);
+    }
+  });
+
+  t.test('enroll, plan, status, advance, halt, resume and recall on one rollout', async (t) => {
+    const f = await fleetFixture(t);
+    const devToken = path.join(f.dir, 'devices.token');
+    const opToken = path.join(f.dir, 'operator.token');
+
+    let r = f.fleet('enroll', '--db', f.db, '--out', devToken, '--devices', '20');
+    t.equal(r.code, 0, r.stderr);
+    t.equal((await fs.stat(devToken)).mode & 0o777, 0o600, 'the token file is 0600');
+    t.match(await fs.readFile(devToken, 'utf8'), /^rpd_[A-Za-z0-9_-]{43}\n$/, 'a device token');
+    r = f.fleet('enroll', '--db', f.db, '--out', opToken, '--operator', '--json');
+    t.equal(r.code, 0, r.stderr);
+    t.match(JSON.parse(r.stdout), { kind: 'operator', out: opToken });
+    t.match(await fs.readFile(opToken, 'utf8'), /^rpo_[A-Za-z0-9_-]{43}\n$/, 'an operator token');
+
+    t.same(await f.status(), [], 'no plan yet');
+    const elsewhere = path.join(f.dir, 'elsewhere.db');
+    expectError(t, await f.quick('status', '--db', `sqlite:${elsewhere}`), 'E_NOT_FOUND');
+    expectError(t, await f.quick('halt', 'fix-1', '--repo', f.repoDir, '--db', `sqlite:${elsewhere}`), 'E_NOT_FOUND');
+    t.notOk(existsSync(elsewhere), 'status and halt create no database');
+    r = f.fleet('plan', 'fix-1', '--repo', f.repoDir, '--db', f.db, '--stages', '1,5,25,100', '--soak', '60', '--min-reports', '5', '--max-failure', '10', '--auto-recall');
+    t.equal(r.code, 0, r.stderr);
+    let [entry] = await f.status();
+    t.match(entry, {
+      id: 'fix-1',
+      version: 1,
+      state: 'rolling',
+      stage: 1,
+      stages: [1, 5, 25, 100],
+      rollout: 1,
+      halted: false,
+      counts: { staged: 0, confirmed: 0, failed: 0 },
+      failureRate: 0,
+      plan: { soakSeconds: 60, minReports: 5, maxFailurePct: 10, autoRecall: true },
+      enrolledDevices: 20,
+      next: { action: 'hold', code: 'soaking' },
+    });
+    t.equal((await f.published()).rollout, 1, 'the plan publishes its first stage at once');
+    expectError(t, await f.quick('plan', 'fix-1', '--repo', f.repoDir, '--db', f.db, '--stages', '10,100'), 'E_EXISTS');
+
+    r = f.fleet('advance', 'fix-1', '--repo', f.repoDir, '--db', f.db);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /fix-1 v1: advance 1% → 5%/);
+    [entry] = await f.status();
+    t.match(entry, { state: 'rolling', stage: 2, rollout: 5 });
+    t.equal((await f.published()).rollout, 5, 'the repository publishes the second stage');
+
+    r = f.fleet('halt', 'fix-1', '--repo', f.repoDir, '--db', f.db);
+    t.equal(r.code, 0, r.stderr);
+    [entry] = await f.status();
+    t.match(entry, { state: 'halted', halted: true });
+    t.equal((await f.published()).halted, true, 'the signed halted flag is set');
+    expectError(t, await f.quick('halt', 'fix-1', '--repo', f.repoDir, '--db', f.db), 'E_STATE');
+
+    r = f.fleet('resume', 'fix-1', '--repo', f.repoDir, '--db', f.db);
+    t.equal(r.code, 0, r.stderr);
+    [entry] = await f.status();
+    t.match(entry, { state: 'rolling', halted: false, rollout: 5 });
+    t.equal((await f.published()).halted, false, 'the halted flag is lifted');
+    expectError(t, await f.quick('resume', 'fix-1', '--repo', f.repoDir, '--db', f.db), 'E_STATE');
+
+    r = f.fleet('recall', 'fix-1', '--repo', f.repoDir, '--db', f.db);
+    t.equal(r.code, 0, r.stderr);
+    [entry] = await f.status();
+    t.equal(entry.state, 'recalled');
+    t.equal((await f.published()).recalled, true, 'the repository recalls it');
+
+    const actions = entry.decisions.map((d: { action: string }) => d.action);
+    t.same(actions, ['start', 'advance', 'halt', 'resume', 'recall'], 'every operator action is a recorded decision');
+    t.ok(entry.decisions.every((d: { by: string; reason: string }) => d.by === 'operator' && d.reason.length > 0));
+
+    r = f.fleet('status', '--db', f.db);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /fix-1 v1\s+RECALLED/);
+    t.match(r.stdout, /halt +5% → 5% +operator +operator-halt/);
+    r = await f.quick('status', 'fix-1', '--db', f.db, '--json');
+    t.equal(JSON.parse(r.stdout).length, 1);
+    expectError(t, await f.quick('status', 'fix-9', '--db', f.db), 'E_UNKNOWN_PATCH');
+  });
+
+  t.test('REVPATCH_FLEET_DB names the database when --db is not given', async (t) => {
+    const f = await fleetFixture(t);
+    const r = runCli(['fleet', 'enroll', '--out', path.join(f.dir, 't')], { REVPATCH_FLEET_DB: f.db });
+    t.equal(r.code, 0, r.stderr);
+    t.ok(existsSync(f.dbFile), 'the database is the one the variable names');
+  });
+
+  t.test('malformed flags are usage errors that open nothing', async (t) => {
+    const f = await fleetFixture(t);
+    const before = await snapshot(f.repoDir);
+    const repo = ['--repo', f.repoDir, '--db', f.db];
+    const cases: Array<[string, string[]]> = [
+      ['plan without --repo', ['plan', 'fix-1', '--db', f.db, '--stages', '1,100']],
+      ['plan --stages 5,1', ['plan', 'fix-1', ...repo, '--stages', '5,1']],
+      ['plan --stages 0,200', ['plan', 'fix-1', ...repo, '--stages', '0,200']],
+      ['plan --stages 1,1', ['plan', 'fix-1', ...repo, '--stages', '1,1']],
+      ['plan --stages ten', ['plan', 'fix-1', ...repo, '--stages', 'ten']],
+      ['plan --soak -5', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--soak', '-5']],
+      ['plan --soak 1h', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--soak', '1h']],
+      ['plan --min-reports 0', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--min-reports', '0']],
+      ['plan --min-reports 2.5', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--min-reports', '2.5']],
+      ['plan --max-failure 150', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--max-failure', '150']],
+      ['plan --max-failure 100', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--max-failure', '100']],
+      ['plan --stages with 21 stages', ['plan', 'fix-1', ...repo, '--stages', Array.from({ length: 21 }, (_, i) => i + 1).join(',')]],
+      ['plan --max-failure x', ['plan', 'fix-1', ...repo, '--stages', '1,100', '--max-failure', 'x']],
+      ['plan with a malformed id', ['plan', '../fix-1', ...repo, '--stages', '1,100']],
+      ['plan without an id', ['plan', ...repo, '--stages', '1,100']],
+      ['halt without --repo', ['halt', 'fix-1', '--db', f.db]],
+      ['resume without --repo', ['resume', 'fix-1', '--db', f.db]],
+      ['recall without --repo', ['recall', 'fix-1', '--db', f.db]],
+      ['advance without --repo', ['advance', 'fix-1', '--db', f.db]],
+      ['halt with a malformed id', ['halt', 'fix 1', ...repo]],
+      ['serve without --repo', ['serve', '--db', f.db]],
+      ['serve --listen without a port', ['serve', ...repo, '--listen', '127.0.0.1']],
+      ['serve --listen with a port too large', ['serve', ...repo, '--listen', '127.0.0.1:70000']],
+      ['serve --listen with a bad host', ['serve', ...repo, '--listen', 'not a host:80']],
+      ['serve --tick 0', ['serve', ...repo, '--tick', '0']],
+      ['serve --tick soon', ['serve', ...repo, '--tick', 'soon']],
+      ['enroll without --out', ['enroll', '--db', f.db]],
+      ['enroll --devices 0', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', '0']],
+      ['enroll --devices many', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', 'many']],
+      ['enroll --operator with --devices', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--operator', '--devices', '3']],
+      ['status with an unknown flag', ['status', '--db', f.db, '--verbose']],
+    ];
+    for (const [what, args] of cases) expectUsage(t, await f.quick(...args), what);
+    // The same through a process of its own.
+    expectUsage(t, f.fleet('plan', 'fix-1', ...repo, '--stages', '5,1'), 'spawned plan --stages 5,1');
+    expectUsage(t, f.fleet('serve', ...repo, '--listen', 'nowhere'), 'spawned serve --listen nowhere');
+    t.notOk(existsSync(f.dbFile), 'no database was created');
+    t.notOk(existsSync(path.join(f.dir, 'x.token')), 'no token file was written');
+    t.same(await snapshot(f.repoDir), before, 'the repository is unchanged');
+  });
+
+  t.test('refused requests exit 1 with their code and change nothing', async (t) => {
+    const f = await fleetFixture(t);
+    const opToken = path.join(f.dir, 'operator.token');
+    t.equal(f.fleet('enroll', '--db', f.db, '--out', opToken, '--operator').code, 0);
+    t.equal(f.fleet('plan', 'fix-1', '--repo', f.repoDir, '--db', f.db, '--stages', '10,100').code, 0);
+    const repoBefore = await snapshot(f.repoDir);
+    // What the store holds (the rule's view of the stage moves with the clock).
+    const stored = async () => (await f.status()).map(({ current, next, ...rest }) => rest);
+    const statusBefore = await stored();
+    const tokenBefore = await fs.readFile(opToken, 'utf8');
+    const dbBefore = await fs.readFile(f.dbFile);
+
+    expectError(t, f.fleet('plan', 'fix-9', '--repo', f.repoDir, '--db', f.db, '--stages', '1,100'), 'E_UNKNOWN_PATCH');
+    expectError(t, await f.quick('plan', 'fix-1', '--repo', f.repoDir, '--db', f.db, '--stages', '1,100', '--version', '7'), 'E_UNKNOWN_PATCH');
+    for (const action of ['halt', 'resume', 'recall', 'advance']) {
+      expectError(t, await f.quick(action, 'fix-9', '--repo', f.repoDir, '--db', f.db), 'E_UNKNOWN_PATCH');
+    }
+    expectError(t, await f.quick('resume', 'fix-1', '--repo', f.repoDir, '--db', f.db), 'E_STATE');
+    expectError(t, await f.quick('halt', 'fix-1', '--repo', path.join(f.dir, 'no-repo'), '--db', f.db), 'E_NOT_FOUND');
+    expectError(t, await f.quick('enroll', '--db', f.db, '--out', opToken), 'E_EXISTS');
+    t.equal(await fs.readFile(opToken, 'utf8'), tokenBefore, 'the existing token file is untouched');
+
+    t.same(await stored(), statusBefore, 'the rollout is unchanged');
+    t.same(await snapshot(f.repoDir), repoBefore, 'the repository is unchanged');
+    t.ok((await fs.readFile(f.dbFile)).equals(dbBefore), 'the database file is unchanged');
+  });
+
+  t.test('a database inside the repository directory is refused before it is created', async (t) => {
+    const f = await fleetFixture(t);
+    const before = await snapshot(f.repoDir);
+    const inside = `sqlite:${path.join(f.repoDir, 'fleet.db')}`;
+    const nested = `sqlite:${path.join(f.repoDir, 'metadata', 'x', 'fleet.db')}`;
+    for (const db of [inside, nested]) {
+      expectError(t, await f.quick('serve', '--repo', f.repoDir, '--db', db, '--listen', '127.0.0.1:0'), 'E_INVALID_ARGUMENT');
+      expectError(t, await f.quick('plan', 'fix-1', '--repo', f.repoDir, '--db', db, '--stages', '1,100'), 'E_INVALID_ARGUMENT');
+      expectError(t, await f.quick('halt', 'fix-1', '--repo', f.repoDir, '--db', db), 'E_INVALID_ARGUMENT');
+    }
+    // The default database, relative to a working directory that is the repository.
+    const r = await new Promise<CliResult>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'fleet', 'plan', 'fix-1', '--repo', '.', '--stages', '1,100'], {
+        cwd: f.repoDir,
+        env: { ...process.env, REVPATCH_FLEET_DB: '' },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    expectError(t, r, 'E_INVALID_ARGUMENT');
+    t.same(await snapshot(f.repoDir), before, 'no database file appeared in the repository');
+  });
+
+  t.test('an unknown database scheme is refused', async (t) => {
+    const f = await fleetFixture(t);
+    expectError(t, await f.quick('status', '--db', 'mysql://localhost/fleet'), 'E_INVALID_ARGUMENT');
+    expectError(t, await f.quick('plan', 'fix-1', '--repo', f.repoDir, '--db', 'fleet.db', '--stages', '1,100'), 'E_INVALID_ARGUMENT');
+    expectError(t, await f.quick('enroll', '--db', 'sqlite:', '--out', path.join(f.dir, 'x.token')), 'E_INVALID_ARGUMENT');
+    expectError(t, await f.quick('serve', '--repo', f.repoDir, '--db', 'redis://localhost', '--listen', '127.0.0.1:0'), 'E_INVALID_ARGUMENT');
+    t.notOk(existsSync(path.join(f.dir, 'x.token')), 'no token file is left behind');
+  });
+
+  t.test('serve listens on loopback, answers, and stops cleanly on SIGTERM', async (t) => {
+    const f = await fleetFixture(t);
+    const child = spawn(process.execPath, [CLI, 'fleet', 'serve', '--repo', f.repoDir, '--db', f.db, '--listen', '127.0.0.1:0', '--tick', '0.2', '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const info = await new Promise<{ url: string }>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+        try {
+          resolve(JSON.parse(out));
+        } catch {
+          // not all of it yet
+        }
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+    });
+    t.match(info.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'loopback');
+    const health = await new Promise<number>((resolve, reject) =>
+      http.get(`${info.url}/v1/health`, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject),
+    );
+    t.equal(health, 200, 'GET /v1/health');
+    child.kill('SIGTERM');
+    t.equal(await exit, 0, `exit 0 after SIGTERM (${stderr.trim()})`);
+  });
+
+  t.test('serve reports a port already taken with a code', async (t) => {
+    const f = await fleetFixture(t);
+    const blocker = http.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const port = (blocker.address() as { port: number }).port;
+    const r = await f.quick('serve', '--repo', f.repoDir, '--db', f.db, '--listen', `127.0.0.1:${port}`);
+    t.equal(r.code, 1, r.stderr);
+    t.match(r.stderr, /^error E_BUSY: .*in use/m);
+  });
+}
