@@ -16,3 +16,8 @@ export { AuditTrail, openAgentLog } from './agent/log';
 export { RepositoryClient } from './repo/client';
 export { installFromDownload, checkManifestMatches } from './device/stream_install';
 export * as testing from './engine/testing';
+export { Reporter } from './report/reporter';
+export type { ReporterOptions, ReporterStats, FlushResult, RecordFields } from './report/reporter';
+export { configureReporting } from './report/config';
+export { pseudonymOf, newReport, postBatch } from './report/client';
+export type { DeviceReport, ReportBatch, BatchAck, Outcome } from './report/format';
