@@ -10,12 +10,13 @@ import { StateLock } from '../lib/engine/lock';
 import { Repository } from '../lib/repo/publisher';
 import type { Outcome, StoredReport } from '../lib/report/format';
 import { rejectsWith, repoFixture } from './repo_fixture';
+import { POSTGRES_MISSING, postgresBin, startPostgres } from './fixtures/postgres';
 
 /** A repository with fix-1 v1 published at 100% (the `repo publish` default), a SQLite store and a clock. */
-async function world(t: Tap) {
+async function world(t: Tap, dbUrl?: string) {
   const f = await repoFixture(t);
   await f.repo.publish(f.patch1);
-  const url = `sqlite:${path.join(f.dir, 'fleet.db')}`;
+  const url = dbUrl ?? `sqlite:${path.join(f.dir, 'fleet.db')}`;
   const stores: FleetStore[] = [];
   const store = async () => {
     const s = await openStore(url);
@@ -370,4 +371,36 @@ t.test('the hawkBit rule advances on installs alone', async (t) => {
   const res = await c.tick();
   t.same(res.decisions.map((d) => [d.action, d.code]), [['advance', 'hawkbit-success-threshold']], 'five rollbacks in a group of ten go unseen');
   t.equal((await w.published()).rollout, 50);
+});
+
+t.test('on PostgreSQL: the leader dies between recording and publishing, another takes over without a lease and publishes it once', { skip: postgresBin() ? false : POSTGRES_MISSING }, async (t) => {
+  const pg = await startPostgres(t);
+  if (!pg) throw new Error(POSTGRES_MISSING);
+  const w = await world(t, pg.url);
+  const storeA = await w.store();
+  const storeB = await w.store();
+  const a = w.controller({ store: storeA, owner: 'a' });
+  const b = w.controller({ store: storeB, owner: 'b' });
+  await a.plan('fix-1', SMALL);
+  t.equal((await a.tick()).leading, true);
+  t.equal((await b.tick()).leading, false, 'one leader');
+  await w.report('confirmed', 5);
+  w.clock.now += 61_000;
+  const lock = await StateLock.acquire(w.f.repoDir);
+  const failed = await a.tick();
+  await lock.release();
+  t.same(failed.errors.map((e) => e.code), ['E_BUSY']);
+  t.same((await storeB.unappliedDecisions()).map((d) => d.action), ['advance']);
+  await storeA.close(); // the leader's process ends: its session and advisory lock with it
+  // The server drops the lock when it has processed the disconnect: B leads then, with no lease to wait out.
+  let taken = await b.tick();
+  for (let i = 0; i < 100 && !taken.leading; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    taken = await b.tick();
+  }
+  t.equal(taken.leading, true, 'B leads once the dead leader’s session is gone');
+  t.same(taken.republished.map((d) => d.action), ['advance']);
+  t.equal((await w.published()).rollout, 50);
+  t.equal((await storeB.decisions('fix-1', 1)).filter((d) => d.action === 'advance').length, 1);
+  t.same(await storeB.unappliedDecisions(), []);
 });

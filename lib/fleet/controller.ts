@@ -116,8 +116,9 @@ export interface PatchStatus {
 
 type Rule = (input: RolloutInput) => RolloutDecision;
 
-const OPERATOR_ACTIONS = ['halt', 'resume', 'recall', 'advance'] as const;
-type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
+/** The operator's actions besides plan. */
+export const OPERATOR_ACTIONS = ['halt', 'resume', 'recall', 'advance'] as const;
+export type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
 
 /** Attempts of an operator action whose compare-and-set lost to a concurrent decision. */
 const CAS_ATTEMPTS = 8;

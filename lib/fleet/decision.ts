@@ -70,7 +70,7 @@
  */
 import { RevpatchError } from '../engine/errors';
 import type { OutcomeCounts } from '../report/format';
-import type { DecisionAction, DecisionInputs, PlanRecord, RolloutPlan, RolloutState } from './types';
+import type { DecisionAction, DecisionInputs, PlanRecord, RolloutPlan } from './types';
 
 /** One-sided 99.5% confidence for the halt rule. */
 export const HALT_Z = 2.576;
@@ -326,7 +326,7 @@ export function hawkbitDecision(input: RolloutInput): RolloutDecision {
       action: 'halt',
       code: 'hawkbit-error-threshold',
       reason: `hawkBit rule: ${errors} install errors in a group of ${group} (≥ 50%): paused`,
-      next: { ...current(plan), state: 'halted' as RolloutState, halted: true },
+      next: { ...current(plan), state: 'halted', halted: true },
       inputs,
     };
   }
