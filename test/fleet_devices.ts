@@ -118,9 +118,11 @@ export class FleetDevice {
     if (result.remaining > 0) throw new Error(`${this.id}: ${result.remaining} reports not sent (${result.error})`);
   }
 
+  /** Stops the agent's reporting and closes the report queue (it has one owner at a time). */
   async close(): Promise<void> {
-    await this.reporter?.stop();
-    await this.reporter?.queue.close();
+    await this.agent?.close();
+    await this.reporter?.close();
+    this.reporter = null;
   }
 
   /** The host's health check: fails while the booted view is one this device breaks on. */

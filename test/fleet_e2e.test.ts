@@ -346,7 +346,7 @@ t.test('a patch that breaks a third of the fleet is halted and recalled in its f
   }
   const operatorView = await jsonRequest(`${service.url}/v1/patches/${BAD_ID}`, { token: operatorToken });
   t.equal(operatorView.status, 200, 'the operator API shows the bad patch to an operator token');
-  t.match(operatorView.body, { patches: [{ plan: { patch: BAD_ID, state: 'recalled', halted: true } }] }, 'halted and recalled');
+  t.match(operatorView.body, { patches: [{ id: BAD_ID, version: 1, state: 'recalled', halted: true }] }, 'halted and recalled');
   t.equal((await jsonRequest(`${service.url}/v1/patches/${BAD_ID}`, { token: deviceToken })).status, 403, 'and not to a device token');
   const badAtEnd = (await statusOf(BAD_ID))!;
   t.equal(badAtEnd.state, 'recalled', 'the bad patch stays recalled');
