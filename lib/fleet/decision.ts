@@ -84,7 +84,7 @@ export const DEFAULT_MAX_FAILURE_PCT = 2;
 
 /** The options of `revpatch fleet plan` when none are given. */
 export const DEFAULT_PLAN: Readonly<Omit<RolloutPlan, 'patch' | 'version'>> = {
-  stages: DEFAULT_STAGES as number[],
+  stages: [...DEFAULT_STAGES],
   soakSeconds: DEFAULT_SOAK_SECONDS,
   minReports: DEFAULT_MIN_REPORTS,
   maxFailurePct: DEFAULT_MAX_FAILURE_PCT,
