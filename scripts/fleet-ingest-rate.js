@@ -8,6 +8,12 @@
 //
 //   npx tsc -p tsconfig.json && node scripts/fleet-ingest-rate.js \
 //     [--seconds 10] [--concurrency 32] [--batch 100] [--rate REPORTS_PER_S]
+//
+// FLEET_INGEST_DB=:memory: runs the collector on an in-memory SQLite (to
+// tell the store's share from the server's); FLEET_SERVER_NODE_ARGS passes
+// node flags to the collector (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// On a machine shared with other work the rate varies with the load; the
+// CPU time per report it prints does much less.
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');

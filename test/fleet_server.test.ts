@@ -39,6 +39,8 @@ function isError(t: Test, answer: Answer, status: number, code: string, what: st
 function instrumented(store: FleetStore) {
   const control = {
     failures: 0,
+    /** A report with this agentVersion makes the store refuse its commit, as a constraint would. */
+    poison: null as string | null,
     gate: null as Promise<void> | null,
     commits: [] as number[],
   };
@@ -49,6 +51,9 @@ function instrumented(store: FleetStore) {
     if (control.failures > 0) {
       control.failures--;
       throw new RevpatchError('E_IO', 'disk I/O error (injected)');
+    }
+    if (batches.some((b) => b.some((r) => r.agentVersion === control.poison))) {
+      throw new RevpatchError('E_INVALID_ARGUMENT', 'CHECK constraint failed (injected)');
     }
     return store.insertReports(batches);
   };
@@ -316,6 +321,30 @@ t.test('a failing commit answers 503 to each of its batches and stores nothing o
   const retried = await Promise.all(batches.map((b) => postReports(url, device, b)));
   t.same(retried.map((a) => a.json), [3, 4, 5].map((n) => ({ accepted: n, duplicates: 0 })), 'a retry is stored in full');
   t.equal(await base.reportCount(), 12);
+});
+
+t.test('a batch the store refuses fails alone; the batches committed with it are stored', async (t) => {
+  const base = await openStore('sqlite::memory:');
+  const { store, control } = instrumented(base);
+  const { url, device, server } = await world(t, {}, store);
+  control.poison = '9.9.9-poison';
+  let release!: () => void;
+  control.gate = new Promise<void>((r) => (release = r));
+  const first = postReports(url, device, makeBatch(2));
+  while (control.commits.length === 0) await new Promise((r) => setTimeout(r, 5));
+  const good = [makeBatch(3), makeBatch(4)];
+  const poisoned = { format: 1, reports: [makeReport(), makeReport({ agentVersion: '9.9.9-poison' })] };
+  const answers = [postReports(url, device, good[0]), postReports(url, device, poisoned), postReports(url, device, good[1])];
+  while (server.queuedBatches < 3) await new Promise((r) => setTimeout(r, 5));
+  control.gate = null;
+  release();
+  t.same((await first).json, { accepted: 2, duplicates: 0 });
+  const [a, p, b] = await Promise.all(answers);
+  t.same(a.json, { accepted: 3, duplicates: 0 });
+  t.same(b.json, { accepted: 4, duplicates: 0 });
+  isError(t, p, 400, 'E_INVALID_ARGUMENT', 'the refused batch');
+  t.same(control.commits, [1, 3, 1, 1, 1], 'the group of three failed, then each batch went alone');
+  t.equal(await base.reportCount(), 9, 'nothing of the refused batch is stored');
 });
 
 t.test('batches beyond the queue bound are answered 503 E_BUSY and not stored while the store lags', async (t) => {

@@ -7,6 +7,10 @@
  * batch in it, and the store's transaction guarantees none of them was
  * stored, so each device simply retries.
  *
+ * If the store refuses the data itself (a constraint: E_INVALID_ARGUMENT,
+ * E_TOO_LARGE), each batch of the group is committed alone, so one bad
+ * batch fails only itself.
+ *
  * The first batch after an idle spell waits one turn of the event loop
  * (setImmediate), so that the batches parsed in the same I/O phase share
  * its commit even when the store works synchronously (better-sqlite3).
@@ -14,6 +18,9 @@
 import { RevpatchError, toRevpatchError } from '../engine/errors';
 import type { BatchAck, StoredReport } from '../report/format';
 import type { FleetStore } from './types';
+
+/** Codes of a store that refused the data itself (a constraint), not the moment: retrying the same batch cannot help. */
+const REFUSALS: ReadonlySet<string> = new Set(['E_INVALID_ARGUMENT', 'E_TOO_LARGE']);
 
 /** Reports in one commit at most; more wait for the next one. */
 export const MAX_GROUP_REPORTS = 20_000;
@@ -77,20 +84,24 @@ export class GroupCommitter {
   private async commitNext(): Promise<void> {
     const group = this.takeGroup();
     try {
-      const acks = await this.store.insertReports(group.map((p) => p.reports));
-      if (acks.length !== group.length) {
-        throw new RevpatchError('E_UNKNOWN', `the store answered ${acks.length} batches of ${group.length}`);
-      }
-      this.stats.commits++;
-      this.stats.batches += group.length;
-      for (let i = 0; i < group.length; i++) {
-        this.stats.reports += acks[i].accepted;
-        group[i].resolve(acks[i]);
-      }
+      this.settle(group, await this.insert(group));
     } catch (err) {
       this.stats.failedCommits++;
       const error = toRevpatchError(err);
-      for (const p of group) p.reject(error);
+      if (group.length > 1 && REFUSALS.has(error.code)) {
+        // The store refused a report of one batch: commit each alone, so the
+        // others are not held hostage by it (and retried forever with it).
+        for (const p of group) {
+          try {
+            this.settle([p], await this.insert([p]));
+          } catch (each) {
+            this.stats.failedCommits++;
+            p.reject(toRevpatchError(each));
+          }
+        }
+      } else {
+        for (const p of group) p.reject(error);
+      }
     }
     if (this.queue.length > 0) {
       setImmediate(() => void this.commitNext());
@@ -100,6 +111,23 @@ export class GroupCommitter {
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();
+  }
+
+  private async insert(group: readonly Pending[]): Promise<BatchAck[]> {
+    const acks = await this.store.insertReports(group.map((p) => p.reports));
+    if (acks.length !== group.length) {
+      throw new RevpatchError('E_UNKNOWN', `the store answered ${acks.length} batches of ${group.length}`);
+    }
+    return acks;
+  }
+
+  private settle(group: readonly Pending[], acks: readonly BatchAck[]): void {
+    this.stats.commits++;
+    this.stats.batches += group.length;
+    for (let i = 0; i < group.length; i++) {
+      this.stats.reports += acks[i].accepted;
+      group[i].resolve(acks[i]);
+    }
   }
 
   private takeGroup(): Pending[] {

@@ -354,7 +354,11 @@ export class FleetServer {
       ack = await this.committer.submit(stored);
     } catch (err) {
       const e = toRevpatchError(err);
-      this.logger.error({ err: e, code: e.code, reports: stored.length }, 'report commit failed');
+      if (e.code === 'E_INVALID_ARGUMENT' || e.code === 'E_TOO_LARGE') {
+        this.logger.warn({ code: e.code, reports: stored.length }, `the store refused a batch: ${e.message}`);
+        throw new RevpatchError(e.code, `the batch was refused: ${e.message}`);
+      }
+      this.logger.error({ code: e.code, reports: stored.length }, `report commit failed: ${e.message}`);
       throw new HttpError(503, e.code, `the reports could not be stored (${e.code}); retry`, { 'Retry-After': '1' });
     }
     this.send(res, 200, { accepted: ack.accepted, duplicates: ack.duplicates });
