@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { addonBuilt, CLI, CliResult, ROOT, runCli, snapshot } from './helpers';
 import { repoFixture } from './repo_fixture';
 import { Repository } from '../lib/repo/publisher';
+import { newReport } from '../lib/report/client';
 import { isLoopback, parseListen, parseStages } from '../lib/cli/fleet_args';
 import { main } from '../lib/cli/cli';
 
@@ -92,7 +93,7 @@ if (!built) {
   t.skip('CLI not built (npx tsc -p tsconfig.json)', () => {});
 } else {
   t.test('every fleet command has --help and exits 0', async (t) => {
-    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance']) {
+    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance', 'simulate']) {
       const r = runCli(['fleet', cmd, '--help']);
       t.equal(r.code, 0, `fleet ${cmd} --help`);
       t.match(r.stdout, /Usage: revpatch fleet/);
@@ -216,11 +217,20 @@ if (!built) {
       ['serve --listen with a bad host', ['serve', ...repo, '--listen', 'not a host:80']],
       ['serve --tick 0', ['serve', ...repo, '--tick', '0']],
       ['serve --tick soon', ['serve', ...repo, '--tick', 'soon']],
+      ['serve --tick 0.01', ['serve', ...repo, '--tick', '0.01']],
+      ['serve --allow-host with a path', ['serve', ...repo, '--allow-host', 'fleet.example/x']],
+      ['serve --allow-host with a port too large', ['serve', ...repo, '--allow-host', 'fleet.example:99999']],
       ['enroll without --out', ['enroll', '--db', f.db]],
       ['enroll --devices 0', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', '0']],
       ['enroll --devices many', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', 'many']],
       ['enroll --operator with --devices', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--operator', '--devices', '3']],
       ['status with an unknown flag', ['status', '--db', f.db, '--verbose']],
+      ['simulate --devices 0', ['simulate', '--devices', '0']],
+      ['simulate --fail 101', ['simulate', '--fail', '101']],
+      ['simulate --noise -1', ['simulate', '--noise', '-1']],
+      ['simulate --seed with nothing', ['simulate', '--seed', '']],
+      ['simulate --rule bogus', ['simulate', '--rule', 'bogus']],
+      ['simulate --stages 50,10', ['simulate', '--stages', '50,10']],
     ];
     for (const [what, args] of cases) expectUsage(t, await f.quick(...args), what);
     // The same through a process of its own.
@@ -293,14 +303,37 @@ if (!built) {
     t.notOk(existsSync(path.join(f.dir, 'x.token')), 'no token file is left behind');
   });
 
-  t.test('serve listens on loopback, answers, and stops cleanly on SIGTERM', async (t) => {
+  t.test('simulate runs a small fleet against the real service and reports in JSON', async (t) => {
+    const r = runCli(['fleet', 'simulate', '--devices', '2000', '--fail', '100', '--noise', '0', '--stages', '5,100', '--min-reports', '10', '--json']);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stderr, '', 'no progress line in a pipe');
+    const result = JSON.parse(r.stdout);
+    t.match(result, { devices: 2000, failPct: 100, halted: true, finalRollout: 5, stagesReached: [5] });
+    t.ok(result.installed > 0 && result.installed < 2000 * 0.2, `a patch failing everywhere stops in its first stage (${result.installed} installed)`);
+    t.ok(result.hurt > 0 && result.hurt <= result.installed, `hurt ${result.hurt} of ${result.installed}`);
+    t.ok(result.reportsIngested > 0, 'reports went through the collector');
+    t.ok(result.decisions.some((d: { action: string; code: string }) => d.action === 'halt' && d.code === 'failure-rate-above-threshold'));
+  });
+
+  t.test('serve takes reports, answers operators, and stops cleanly on SIGTERM', async (t) => {
     const f = await fleetFixture(t);
+    const devFile = path.join(f.dir, 'devices.token');
+    const opFile = path.join(f.dir, 'operator.token');
+    t.equal((await f.quick('enroll', '--db', f.db, '--out', devFile, '--devices', '10')).code, 0);
+    t.equal((await f.quick('enroll', '--db', f.db, '--out', opFile, '--operator')).code, 0);
+    t.equal((await f.quick('plan', 'fix-1', '--repo', f.repoDir, '--db', f.db, '--stages', '10,100')).code, 0);
+    const devToken = (await fs.readFile(devFile, 'utf8')).trim();
+    const opToken = (await fs.readFile(opFile, 'utf8')).trim();
+
     const child = spawn(process.execPath, [CLI, 'fleet', 'serve', '--repo', f.repoDir, '--db', f.db, '--listen', '127.0.0.1:0', '--tick', '0.2', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
     const info = await new Promise<{ url: string }>((resolve, reject) => {
       let out = '';
       child.stdout.on('data', (d) => {
@@ -314,15 +347,46 @@ if (!built) {
       child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
     });
     t.match(info.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'loopback');
-    const health = await new Promise<number>((resolve, reject) =>
-      http.get(`${info.url}/v1/health`, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', reject),
-    );
-    t.equal(health, 200, 'GET /v1/health');
+    const request = (method: string, route: string, token: string | null, body?: unknown) =>
+      new Promise<{ status: number; json: any }>((resolve, reject) => {
+        const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+        const req = http.request(
+          `${info.url}${route}`,
+          {
+            method,
+            headers: {
+              ...(token ? { Authorization: `Bearer ${token}` } : {}),
+              ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}),
+            },
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c) => chunks.push(c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
+          },
+        );
+        req.on('error', reject);
+        req.end(data);
+      });
+
+    t.equal((await request('GET', '/v1/health', null)).status, 200, 'GET /v1/health');
+    const report = newReport({ patch: 'fix-1', version: 1, outcome: 'staged', pseudonym: 'a'.repeat(64) });
+    const ack = await request('POST', '/v1/reports', devToken, { format: 1, reports: [report] });
+    t.same(ack, { status: 200, json: { accepted: 1, duplicates: 0 } }, 'a device token posts a report');
+    const listed = await request('GET', '/v1/patches', opToken);
+    t.equal(listed.status, 200);
+    t.match(listed.json.patches, [{ id: 'fix-1', version: 1, state: 'rolling', rollout: 10, counts: { staged: 1 } }], 'the operator API lists fleet status entries');
+    t.match(await request('GET', '/v1/patches', devToken), { status: 403, json: { error: { code: 'E_FORBIDDEN' } } }, 'a device token cannot read');
+    t.match(await request('POST', '/v1/patches/fix-1/halt', devToken), { status: 403, json: { error: { code: 'E_FORBIDDEN' } } }, 'nor halt');
+    const halted = await request('POST', '/v1/patches/fix-1/halt', opToken);
+    t.match(halted, { status: 200, json: { published: true, decision: { action: 'halt', by: 'operator' } } }, 'an operator halts');
+    t.equal((await f.published()).halted, true, 'the repository carries the halt');
+
     child.kill('SIGTERM');
-    t.equal(await exit, 0, `exit 0 after SIGTERM (${stderr.trim()})`);
+    t.equal(await exit, 0, 'exit 0 after SIGTERM');
+    t.notMatch(stderr, /\berror\b/, 'the service logged no error');
+    const [entry] = await f.status();
+    t.match(entry, { state: 'halted', counts: { staged: 1 } }, 'what the service stored is there after it stopped');
   });
 
   t.test('serve reports a port already taken with a code', async (t) => {

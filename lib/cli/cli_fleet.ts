@@ -4,7 +4,7 @@
  * controller and the operator API in one process; `enroll` mints tokens;
  * `plan`, `halt`, `resume`, `recall` and `advance` are the operator's hand
  * on the controller; `status` shows what it decided and why; `simulate`
- * (to come) runs a simulated fleet against the real collector and controller.
+ * runs a simulated fleet against the real collector and controller.
  *
  * Every flag is checked before anything is opened (lib/cli/fleet_args.ts):
  * a malformed one is a usage error, exit 2, and changes nothing. Failures
@@ -16,7 +16,7 @@
  * (E_INVALID_ARGUMENT): a web server publishes that directory as it is, and
  * the database holds token hashes and every report.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { isErrorCode, RevpatchError, toRevpatchError } from '../engine/errors';
@@ -36,6 +36,7 @@ import {
   decimal,
   insideDirectory,
   isLoopback,
+  parseAllowHost,
   parseListen,
   parseStages,
   patchId,
@@ -50,11 +51,10 @@ const controllerModule = () => require('../fleet/controller') as typeof import('
 const serverModule = () => require('../fleet/server') as typeof import('../fleet/server');
 const tokensModule = () => require('../fleet/tokens') as typeof import('../fleet/tokens');
 const publisherModule = () => require('../repo/publisher') as typeof import('../repo/publisher');
+const simulateModule = () => require('../bench/simulate') as typeof import('../bench/simulate');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 type FleetServerInstance = Awaited<ReturnType<ReturnType<typeof serverModule>['FleetServer']['start']>>;
-
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 interface DbOptions {
   db?: string;
@@ -163,8 +163,13 @@ export function registerFleet(program: Command): void {
     .addOption(repoOption())
     .addOption(dbOption())
     .option('--listen <host:port>', `address to listen on (default ${DEFAULT_FLEET_HOST}:${DEFAULT_FLEET_PORT}; port 0: any free one)`, parseListen)
-    .option('--tick <seconds>', 'seconds between controller ticks (default 10)', decimal('--tick', 0, 3600, { minExclusive: true }), 10)
-    .option('--allow-host <name>', 'another name the Host header may give (e.g. the proxy in front: fleet.example or fleet.example:443); repeatable', collect, [])
+    .option('--tick <seconds>', 'seconds between controller ticks (default 10)', decimal('--tick', 0.1, 3600), 10)
+    .option(
+      '--allow-host <name>',
+      'another name the Host header may give (the proxy in front: fleet.example or fleet.example:443); repeatable',
+      (value: string, previous: string[]) => [...previous, parseAllowHost(value)],
+      [],
+    )
     .option('--json', 'print where it listens as JSON')
     .action(async (opts: RepoOptions & { listen?: ListenAddress; tick: number; allowHost: string[] }) => {
       const json = globalJson() || Boolean(opts.json);
@@ -175,7 +180,9 @@ export function registerFleet(program: Command): void {
       const store = await storeModule().openStore(url);
       const { RolloutController } = controllerModule();
       const logger = lineLogger();
-      const controller = new RolloutController({ store, repoDir: repository.dir, lockWaitMs: lockWaitMs(), logger });
+      // The lease outlives a few ticks, so a slow tick never hands leadership over by itself.
+      const leaseMs = Math.max(30_000, opts.tick * 3000);
+      const controller = new RolloutController({ store, repoDir: repository.dir, lockWaitMs: lockWaitMs(), logger, leaseMs });
       let server: FleetServerInstance | null = null;
       try {
         server = await serverModule()
@@ -261,7 +268,7 @@ export function registerFleet(program: Command): void {
 
   fleet
     .command('plan')
-    .description('give a published patch a rollout plan; the controller starts it at its next tick')
+    .description('give a published patch a rollout plan and start it: its first stage is recorded and published at once')
     .argument('<id>', 'patch id (its newest published version)', patchId)
     .addOption(repoOption())
     .option('--stages <list>', `rollout percentages, strictly increasing, in (0, 100] (default ${DEFAULT_STAGES.join(',')})`, parseStages)
@@ -345,4 +352,89 @@ export function registerFleet(program: Command): void {
         print(json, result, () => decisionLine(result.decision));
       });
   }
+
+  fleet
+    .command('simulate')
+    .description('a simulated fleet against the real collector and controller over loopback, on a simulated clock')
+    .option('--devices <n>', 'simulated devices (default 100000)', whole('--devices', 1, 10_000_000))
+    .option('--fail <pct>', 'percent of devices whose health check the patch breaks (default 0)', decimal('--fail', 0, 100))
+    .option('--noise <pct>', 'percent of devices that fail for unrelated reasons (default 0.5)', decimal('--noise', 0, 100))
+    .option('--seed <s>', 'random seed: a whole number or a word (default 1)', seedArg)
+    .option('--stages <list>', `the plan's rollout percentages (default ${DEFAULT_STAGES.join(',')})`, parseStages)
+    .option('--soak <seconds>', `simulated seconds each stage runs (default ${DEFAULT_SOAK_SECONDS})`, whole('--soak', 0, MAX_SOAK_SECONDS))
+    .option('--min-reports <n>', `verdicts a stage needs (default ${DEFAULT_MIN_REPORTS})`, whole('--min-reports', 1, MAX_MIN_REPORTS))
+    .option('--max-failure <pct>', `halt threshold, percent (default ${DEFAULT_MAX_FAILURE_PCT})`, decimal('--max-failure', 0, 100, { maxExclusive: true }))
+    .option('--auto-recall', 'a halt also recalls the patch')
+    .addOption(new Option('--rule <rule>', "the controller's rule, or Eclipse hawkBit's default thresholds for comparison").choices(['revpatch', 'hawkbit']).default('revpatch'))
+    .option('--json', 'machine-readable output')
+    .action(
+      async (opts: {
+        devices?: number;
+        fail?: number;
+        noise?: number;
+        seed?: number | string;
+        stages?: number[];
+        soak?: number;
+        minReports?: number;
+        maxFailure?: number;
+        autoRecall?: boolean;
+        rule: 'revpatch' | 'hawkbit';
+        json?: boolean;
+      }) => {
+        const json = globalJson() || Boolean(opts.json);
+        // Where the run stands, on a terminal only (never in --json or a pipe).
+        const progress = !json && Boolean(process.stderr.isTTY);
+        const result = await simulateModule().simulateFleet({
+          devices: opts.devices,
+          failPct: opts.fail,
+          noisePct: opts.noise,
+          seed: opts.seed,
+          stages: opts.stages,
+          soakSeconds: opts.soak,
+          minReports: opts.minReports,
+          maxFailurePct: opts.maxFailure,
+          autoRecall: opts.autoRecall,
+          rule: opts.rule,
+          onTick: progress
+            ? (p) => {
+                const line = `simulated ${duration(Math.round(p.simulatedSeconds))}: ${p.state} at ${p.rollout}%, ${p.installed} installed, ${p.reportsSent} reports`;
+                process.stderr.write(`\r${line.padEnd(78)}`);
+              }
+            : undefined,
+        });
+        if (progress) process.stderr.write(`\r${''.padEnd(78)}\r`);
+        print(json, result, () => simulationText(result));
+      },
+    );
+}
+
+function seedArg(value: string): number | string {
+  if (/^\d{1,15}$/.test(value)) return Number(value);
+  if (value.length === 0 || value.length > 200) throw new InvalidArgumentError('--seed must be a whole number or a word of at most 200 characters');
+  return value;
+}
+
+type SimulationResult = Awaited<ReturnType<ReturnType<typeof simulateModule>['simulateFleet']>>;
+
+const duration = (seconds: number | null) => {
+  if (seconds === null) return 'never';
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${(seconds / 60).toFixed(1)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+};
+
+export function simulationText(r: SimulationResult): string {
+  const share = (n: number) => `${n} (${((100 * n) / r.devices).toFixed(3)}% of the fleet)`;
+  const lines = [
+    `simulated ${r.devices} devices, patch breaks ${r.failPct}%, background failures ${r.noisePct}%, seed ${r.seed}, rule ${r.rule}`,
+    `  plan: stages ${r.plan.stages.join(', ')}%, soak ${r.plan.soakSeconds} s, ${r.plan.minReports} verdicts a stage, halt above ${r.plan.maxFailurePct}%${r.plan.autoRecall ? ', auto-recall' : ''}`,
+    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%; stages reached ${r.stagesReached.join(' → ') || 'none'}`,
+    `  installed ${share(r.installed)}; hurt ${share(r.hurt)}`,
+    `  booted ${r.booted}, confirmed ${r.confirmed}, rolled back ${r.rolledBack} (unrelated ${r.noiseFailures}), removed by recall ${r.recalledOnDevices}`,
+    `  time to halt ${duration(r.timeToHaltSeconds)}, to complete ${duration(r.timeToCompleteSeconds)} (simulated; ${duration(r.simulatedSeconds)} in all${r.timedOut ? ', stopped at the time limit' : ''})`,
+    `  reports ingested ${r.reportsIngested} in ${r.batches} batches; ${r.ticks} controller ticks; ${r.wallSeconds.toFixed(1)} s of real time`,
+    '  decisions:',
+    ...r.decisions.filter((d) => d.action !== 'hold').map((d) => `    +${duration(d.atSeconds).padEnd(9)} ${d.action.padEnd(8)} ${d.fromRollout}% → ${d.toRollout}%: ${d.reason}`),
+  ];
+  return lines.join('\n');
 }

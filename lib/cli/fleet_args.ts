@@ -45,6 +45,17 @@ export function parseListen(value: string): ListenAddress {
   return { host, port };
 }
 
+/** A name the Host header may carry besides the listen address: `name`, `name:port` or `[IPv6]:port`. */
+export function parseAllowHost(value: string): string {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(value);
+  const host = m?.[1] ?? '';
+  const okHost = host.startsWith('[') ? host.includes(':') : IPV4.test(host) || (HOSTNAME.test(host) && !/^[\d.]+$/.test(host));
+  if (!m || !okHost || (m[2] !== undefined && Number(m[2]) > 65535)) {
+    throw new InvalidArgumentError(`--allow-host: ${JSON.stringify(value)} is not NAME or NAME:PORT`);
+  }
+  return value.toLowerCase();
+}
+
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);

@@ -10,6 +10,11 @@
  * restart, health check, confirm; then the vendor recalls fix-2 and the
  * next restart removes it. Each step is printed; the exported image is
  * compared with the expected one after each restart.
+ *
+ * Then the vendor's side (lib/cli/walkthrough_fleet.ts): a fleet service in
+ * this process with its SQLite database in the run directory, a bad patch
+ * (fix-3) planned in stages, simulated devices reporting, and the rollout
+ * controller halting and recalling it; `fleet status` is printed at the end.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -24,6 +29,7 @@ import { progressBar, type ProgressBar } from './progress';
 import { Repository } from '../repo/publisher';
 import { RepositoryClient } from '../repo/client';
 import { serveRepository } from '../repo/serve';
+import { runFleetWalkthrough } from './walkthrough_fleet';
 
 const BLOCK = 4096;
 const IMAGE_BYTES = 32 * 1024 * 1024;
@@ -71,12 +77,47 @@ export function sampleSecondFix(fixed: Buffer): Buffer {
   return image;
 }
 
+/** fix-3, over fix-1: the bad patch of the fleet part (a version string changed, say). */
+export function sampleBadFix(fixed: Buffer): Buffer {
+  const image = Buffer.from(fixed);
+  image.write('version 99.0 (incompatible) ', 16 * 1024 * 1024 + 40);
+  stream('fix-3', 2 * BLOCK).copy(image, 900 * BLOCK);
+  return image;
+}
+
 interface Template {
   dir: string;
   base: string;
   images: Record<'fix-1' | 'fix-2', string>;
   pub: string;
   repo: string;
+  /** The bad patch of the fleet part, signed, not in the repository. */
+  badPatch: string;
+}
+
+/** Made once beside the template (also in templates made before the fleet part existed). */
+async function ensureBadPatch(t: Template): Promise<void> {
+  const ready = await fs.stat(t.badPatch).then(
+    () => true,
+    () => false,
+  );
+  if (ready) return;
+  const image = path.join(t.dir, 'fix-3.img');
+  await fs.writeFile(image, sampleBadFix(await fs.readFile(t.images['fix-1'])));
+  const tmp = `${t.badPatch}.tmp`;
+  await fs.rm(tmp, { force: true });
+  await createPatch({
+    from: t.images['fix-1'],
+    to: image,
+    keyPath: path.join(t.dir, 'keys', 'revpatch.key'),
+    id: 'fix-3',
+    parent: 'fix-1',
+    out: tmp,
+    title: 'Third sample fix (bad: breaks the health check)',
+    severity: 'high',
+  });
+  await fs.rename(tmp, t.badPatch);
+  await fs.rm(image, { force: true });
 }
 
 /** Made once: images, key, patches and the repository. */
@@ -87,6 +128,7 @@ async function ensureTemplate(dir: string, log: (line: string) => void): Promise
     images: { 'fix-1': path.join(dir, 'fix-1.img'), 'fix-2': path.join(dir, 'fix-2.img') },
     pub: path.join(dir, 'keys', 'revpatch.pub'),
     repo: path.join(dir, 'repo'),
+    badPatch: path.join(dir, 'fix-3.rvp'),
   };
   const ready = await fs.stat(path.join(dir, 'READY')).then(
     () => true,
@@ -94,9 +136,10 @@ async function ensureTemplate(dir: string, log: (line: string) => void): Promise
   );
   if (ready) {
     log(`sample repository: ${t.repo} (made earlier; delete ${dir} to make it again)`);
+    await ensureBadPatch(t);
     return t;
   }
-  log('first run: making sample images, a publisher key, two patches and a repository');
+  log('first run: making sample images, a publisher key, two patches and a repository, and a bad third patch for the fleet part');
   await fs.rm(dir, { recursive: true, force: true });
   await fs.mkdir(dir, { recursive: true });
   const base = sampleBase();
@@ -120,6 +163,7 @@ async function ensureTemplate(dir: string, log: (line: string) => void): Promise
   const repo = await Repository.init(t.repo, { publisherKey: keys.publicKeyPath });
   await repo.publish(files['fix-1']);
   await repo.publish(files['fix-2']);
+  await ensureBadPatch(t);
   await fs.writeFile(path.join(dir, 'READY'), 'ok\n');
   return t;
 }
@@ -225,7 +269,12 @@ export async function runWalkthrough(workDir: string, log: (line: string) => voi
 
     const listing = (await Device.open(stateDir)).list();
     say('device', listing.map((p) => `${p.id} ${p.state}${p.reason ? ` (${p.reason})` : ''}`).join(', '));
-    say('done', `logs: ${path.join(stateDir, 'agent.log')}, audit trail: ${path.join(stateDir, 'audit.ndjson')}`);
+    say('device', `logs: ${path.join(stateDir, 'agent.log')}, audit trail: ${path.join(stateDir, 'audit.ndjson')}`);
+
+    log('');
+    say('fleet', 'the vendor\'s side: device reports and a rollout controller that halts a bad patch');
+    await runFleetWalkthrough({ runDir: run, repoDir, vendor, repoServer: server, badPatch: template.badPatch, say, log });
+    say('done', 'see docs/fleet.md for the fleet service, and revpatch fleet --help');
   } finally {
     await logFile.close();
     await server.close();
