@@ -352,6 +352,16 @@ t.test('a patch that breaks 8 of 20 devices is halted and recalled in its first 
   t.equal(operatorView.status, 200, 'the operator API shows the bad patch to an operator token');
   t.match(operatorView.body, { patches: [{ id: BAD_ID, version: 1, state: 'recalled', halted: true }] }, 'halted and recalled');
   t.equal((await jsonRequest(`${service.url}/v1/patches/${BAD_ID}`, { token: deviceToken })).status, 403, 'and not to a device token');
+  // Recall is final: not even an operator resumes it.
+  const resume = await fleetCli(['fleet', 'resume', BAD_ID, '--repo', repoDir, '--db', db]);
+  t.equal(resume.code, 1, 'a recalled rollout cannot be resumed');
+  t.match(resume.stderr, /^error E_STATE: /m, 'with a stable code');
+  // Nothing the collector stored names a device: reports carry a pseudonym per patch.
+  const stored = Buffer.concat(
+    await Promise.all(['fleet.db', 'fleet.db-wal'].map((name) => fs.readFile(path.join(dir, name)).catch(() => Buffer.alloc(0)))),
+  );
+  t.not(stored.indexOf(BAD_ID), -1, 'the database files hold the reports in plain text (the patch id is there)');
+  t.equal(stored.indexOf('fleet-device-'), -1, 'and no device id anywhere');
   const badAtEnd = (await statusOf(BAD_ID))!;
   t.equal(badAtEnd.state, 'recalled', 'the bad patch stays recalled');
   t.same(badAtEnd.counts, afterRecall.counts, 'and its counts did not move');
