@@ -13,6 +13,12 @@
  * restart every device runs the base image again. A fixed version 2 under
  * a new id then rolls out by itself to 100 % and every device confirms it.
  *
+ * Around the story, what must not work does not: a report under a forged
+ * token is refused and not counted, a device token cannot act as an
+ * operator, a recalled rollout cannot be resumed, and the collector's
+ * database holds no device id. Version 2 has a new patch id because a
+ * device never takes again a patch id it once held.
+ *
  * The test plays the hosts: for each device a check, then every restart
  * the agent asks for (boot, then startup with the health check). It waits
  * for the controller by polling `fleet status --json` against deadlines,
@@ -342,7 +348,16 @@ t.test('a patch that breaks 8 of 20 devices is halted and recalled in its first 
     { confirmed: DEVICES, failed: 0 },
     'every device confirmed version 2 after its restart, none failed',
   );
-  t.ok(complete.decisions.some((d) => d.action === 'complete'), 'the completion is a recorded decision');
+  t.same(
+    complete.decisions.filter((d) => d.action !== 'hold').map((d) => [d.action, d.toRollout]),
+    [['start', STAGES[0]], ['advance', STAGES[1]], ['advance', STAGES[2]], ['complete', STAGES[2]]],
+    'it went through every stage, one decision each, and completed',
+  );
+  t.same(
+    { staged: complete.counts.staged, trial: complete.counts.trial },
+    { staged: DEVICES, trial: DEVICES },
+    'every device reported staging it and booting it',
+  );
   for (const d of devices) {
     t.equal(await d.bootedDigest(), fixed.manifest.target.digest, `${d.id} runs version 2's view`);
     const record = (await d.patches()).filter((p) => p.id === FIXED_ID);
