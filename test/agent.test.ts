@@ -507,16 +507,16 @@ if (!addonBuilt()) {
       /exported image equals fix-1 again: yes/,
       /report collector on http:\/\/127\.0\.0\.1:\d+, rollout controller in this process; database .*fleet\.db/,
       /published fix-3 v1 at rollout 0%/,
-      /start 0% → 20%: rollout starts at stage 1 of 3/,
-      /round 1: repository says 20%; [1-9]\d* staged/,
-      /recall 20% → 20%: \d+ failed of \d+ verdicts in stage 1: .*halted and recalled \(auto-recall\)/,
-      /repository says 20% \(recalled, halted\)/,
-      /fix-3 halted and recalled at 20%: \d+ of 40 devices ever took it, none holds it now/,
+      /start 0% → 10%: rollout starts at stage 1 of 3/,
+      /round 1: repository says 10%; [1-9]\d* staged/,
+      /recall 10% → 10%: \d+ failed of \d+ verdicts in stage 1: .*halted and recalled \(auto-recall\)/,
+      /repository says 10% \(recalled, halted\)/,
+      /fix-3 halted and recalled at 10%: \d+ of 100 devices ever took it, none holds it now/,
       /fix-3 v1 {2}RECALLED {2}stage 1\/3/,
     ]) {
       t.match(text, step);
     }
-    t.notMatch(text, /advance 20% → 50%/, 'the bad patch never reaches the second stage');
+    t.notMatch(text, /advance 10% → 50%/, 'the bad patch never reaches the second stage');
     const again: string[] = [];
     await runWalkthrough(dir, (line) => again.push(line));
     t.match(again.join('\n'), /made earlier/, 'a second run reuses the sample repository');

@@ -64,6 +64,7 @@ t.test('a patch that fails on every device is halted within its first stage', as
   const r = await simulateFleet({ ...SMALL, failPct: 100, noisePct: 0, seed: 7 });
   t.equal(r.halted, true, 'the controller halted it');
   t.equal(r.timedOut, false, 'the run settled');
+  t.equal(r.stalled, false);
   t.same(r.stagesReached, [1], 'it never left the first stage');
   t.equal(r.finalRollout, 1);
   const halt = r.decisions.find((d) => d.action === 'halt');
@@ -120,6 +121,20 @@ t.test('the same seed gives the same run; another seed another fleet', async (t)
   t.same(outcome(b), outcome(a));
   const c = await simulateFleet({ ...options, seed: 'another' });
   t.not(c.breakingDevices === a.breakingDevices && c.events === a.events, true, 'a different seed draws a different fleet');
+});
+
+t.test('a fleet too small for the plan stops where the rollout stalls instead of running to the time limit', async (t) => {
+  // Stage 1 % of 1,000 devices is about 10 devices: never the 400 verdicts the default plan wants.
+  const r = await simulateFleet({ devices: 1000, failPct: 0, noisePct: 0, seed: 5, tickSeconds: 300 });
+  t.equal(r.stalled, true);
+  t.equal(r.timedOut, false);
+  t.equal(r.state, 'rolling');
+  t.same(r.stagesReached, [1]);
+  t.equal(r.confirmed, r.installed, 'every device in the stage has its verdict');
+  t.ok(r.simulatedSeconds < 3 * 86400, `stopped after ${r.simulatedSeconds} simulated seconds`);
+  const last = r.decisions.at(-1)!;
+  t.equal(last.action, 'hold');
+  t.equal(last.code, 'awaiting-reports', 'the last decision says why it waits');
 });
 
 t.test('bad options are refused with E_INVALID_ARGUMENT before anything starts', async (t) => {

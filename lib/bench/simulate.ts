@@ -30,7 +30,10 @@
  * complete, and every device that took the patch has reached a verdict
  * (complete: every device has checked since); the ticks are then
  * `settleTickSeconds` apart, as the controller has nothing left to decide
- * — or at the decision itself with `settle: false`, or at `maxSimSeconds`.
+ * — or at the decision itself with `settle: false`; or when the rollout
+ * has stalled (`stalled`: it holds, every device has checked and reported
+ * since the last change and the stage has soaked, so nothing can change);
+ * or at `maxSimSeconds`.
  *
  * The repository and the client's state live in memory (/dev/shm) where
  * the system has it: every tick re-reads and re-signs metadata with fsyncs
@@ -184,6 +187,12 @@ export interface SimulationResult {
   /** Simulated seconds the run covered, and whether it stopped at maxSimSeconds before settling. */
   simulatedSeconds: number;
   timedOut: boolean;
+  /**
+   * The rollout can go no further: it holds at a stage whose devices have
+   * all reported, soaked, and nothing new can come (e.g. a fleet too small
+   * for the plan's minReports at that stage); the run ended there.
+   */
+  stalled: boolean;
   ticks: number;
   events: number;
   /** Real seconds: the whole run, and the part spent in the simulated loop. */
@@ -463,12 +472,20 @@ export async function simulateFleet(options: SimulateOptions = {}): Promise<Simu
     let ticks = 0;
     let completedAt: number | null = null;
     let timedOut = false;
+    let stalled = false;
+    let viewKey = '';
+    let viewSince = start;
     for (;;) {
       await flush(true);
       await controller.tick();
       ticks += 1;
       await client.refresh();
       const view = viewOf(await client.patches());
+      const key = view ? `${view.rollout}/${view.halted}/${view.recalled}` : '';
+      if (key !== viewKey) {
+        viewKey = key;
+        viewSince = now;
+      }
       plan = await store.getPlan(PATCH_ID, 1);
       if (!plan) throw new RevpatchError('E_STATE', 'the simulated patch lost its plan');
       if (plan.state === 'complete' && completedAt === null) completedAt = now;
@@ -479,6 +496,17 @@ export async function simulateFleet(options: SimulateOptions = {}): Promise<Simu
         ((plan.state === 'halted' || plan.state === 'recalled') && model.counts.inTransition === 0 && (plan.state !== 'recalled' || model.activeDevices() === 0)) ||
         (plan.state === 'complete' && completedAt !== null && now - completedAt >= checkWindow && model.counts.inTransition === 0);
       if (settled) break;
+      // Nothing can change any more: every device has checked since the
+      // view last changed, every one that took the patch has its verdict
+      // (all sent), and the stage has soaked, so the rule sees the same
+      // numbers for ever (a fleet too small for the plan's minReports).
+      stalled =
+        plan.state === 'rolling' &&
+        now - viewSince >= checkWindow &&
+        model.counts.inTransition === 0 &&
+        plan.stageStartedAt !== null &&
+        now - plan.stageStartedAt >= plan.soakSeconds * 1000;
+      if (stalled) break;
       if (now >= end) {
         timedOut = true;
         break;
@@ -541,6 +569,7 @@ export async function simulateFleet(options: SimulateOptions = {}): Promise<Simu
       decisions,
       simulatedSeconds: Math.round((now - start) / 1000),
       timedOut,
+      stalled,
       ticks,
       events: c.events,
       wallSeconds: (performance.now() - wallStart) / 1000,

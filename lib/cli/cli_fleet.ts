@@ -428,7 +428,8 @@ export function simulationText(r: SimulationResult): string {
   const lines = [
     `simulated ${r.devices} devices, patch breaks ${r.failPct}%, background failures ${r.noisePct}%, seed ${r.seed}, rule ${r.rule}`,
     `  plan: stages ${r.plan.stages.join(', ')}%, soak ${r.plan.soakSeconds} s, ${r.plan.minReports} verdicts a stage, halt above ${r.plan.maxFailurePct}%${r.plan.autoRecall ? ', auto-recall' : ''}`,
-    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%; stages reached ${r.stagesReached.join(' → ') || 'none'}`,
+    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%; stages reached ${r.stagesReached.join(' → ') || 'none'}` +
+      (r.stalled ? ' (stalled: the stage can get no more verdicts; a smaller --min-reports or a larger stage would move it)' : ''),
     `  installed ${share(r.installed)}; hurt ${share(r.hurt)}`,
     `  booted ${r.booted}, confirmed ${r.confirmed}, rolled back ${r.rolledBack} (unrelated ${r.noiseFailures}), removed by recall ${r.recalledOnDevices}`,
     `  time to halt ${duration(r.timeToHaltSeconds)}, to complete ${duration(r.timeToCompleteSeconds)} (simulated; ${duration(r.simulatedSeconds)} in all${r.timedOut ? ', stopped at the time limit' : ''})`,

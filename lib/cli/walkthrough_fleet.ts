@@ -50,10 +50,10 @@ export interface FleetWalkthroughOptions {
 }
 
 const PATCH = 'fix-3';
-const DEVICES = 40;
+const DEVICES = 100;
 /** Share of devices whose health check the bad patch breaks. */
 const BREAKS = 0.75;
-const PLAN = { stages: [20, 50, 100], soakSeconds: 0, minReports: 5, maxFailurePct: 5, autoRecall: true };
+const PLAN = { stages: [10, 50, 100], soakSeconds: 0, minReports: 5, maxFailurePct: 5, autoRecall: true };
 const MAX_ROUNDS = 20;
 
 type Phase = 'waiting' | 'staged' | 'active' | 'rolled-back' | 'removed';
