@@ -33,7 +33,8 @@ if (!addonBuilt()) {
 
   t.test('a second writer gets E_BUSY promptly and changes nothing', async (t) => {
     const { state, patch } = await setup(t);
-    const holder = await holdLock(state, 3000);
+    // The holder keeps the lock far longer than a loaded machine takes to start the CLI.
+    const holder = await holdLock(state, 60_000);
     t.teardown(() => holder.kill('SIGKILL'));
     const before = await snapshot(state);
     delete before['lock'];
@@ -41,7 +42,7 @@ if (!addonBuilt()) {
     const r = runCli(['--state', state, 'install', patch]);
     t.equal(r.code, 1);
     t.match(r.stderr, /^error E_BUSY: another revpatch process \(pid \d+\)/m);
-    t.ok(Date.now() - started < 2500, 'promptly, without waiting for the holder');
+    t.ok(Date.now() - started < 30_000, 'promptly, without waiting for the holder');
     const after = await snapshot(state);
     delete after['lock'];
     t.same(after, before, 'state unchanged');
