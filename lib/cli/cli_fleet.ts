@@ -2,7 +2,7 @@
  * `revpatch fleet …` (DESIGN.md, "Fleet"; docs/fleet.md): the vendor's side
  * of the report loop. `serve` runs the report collector, the rollout
  * controller and the operator API in one process; `enroll` mints tokens;
- * `plan`, `halt`, `resume`, `recall` and `advance` are the operator's hand
+ * `revoke` retires one; `plan`, `halt`, `resume`, `recall` and `advance` are the operator's hand
  * on the controller; `status` shows what it decided and why; `simulate`
  * runs a simulated fleet against the real collector and controller.
  *
@@ -251,19 +251,56 @@ export function registerFleet(program: Command): void {
       try {
         const kind = opts.operator ? 'operator' : 'device';
         const devices = opts.operator ? 0 : (opts.devices ?? 1);
-        const token = await withStore(url, (store) => tokensModule().mintToken(store, kind, { devices, now: Date.now() }));
+        const { mintToken, hashToken } = tokensModule();
+        const token = await withStore(url, (store) => mintToken(store, kind, { devices, now: Date.now() }));
         await handle.writeFile(`${token}\n`);
         await handle.sync();
         written = true;
-        print(json, { out, kind, devices }, () =>
-          kind === 'operator'
-            ? `operator token written to ${out} (mode 0600): it opens the operator API; keep it secret`
-            : `enrollment token for ${devices} device${devices === 1 ? '' : 's'} written to ${out} (mode 0600); devices use it with revpatch init --report URL --report-token FILE`,
+        // The hash, never the token: it names the token for fleet revoke once the file is gone.
+        const hash = hashToken(token);
+        print(json, { file: out, kind, devices, hash }, () =>
+          [
+            kind === 'operator'
+              ? `operator token written to ${out} (mode 0600): it opens the operator API; keep it secret`
+              : `enrollment token for ${devices} device${devices === 1 ? '' : 's'} written to ${out} (mode 0600); devices use it with revpatch init --report URL --report-token FILE`,
+            `  token hash ${hash} (revpatch fleet revoke --token-hash ${hash} retires it)`,
+          ].join('\n'),
         );
       } finally {
         await handle.close();
         if (!written) await fs.rm(out, { force: true });
       }
+    });
+
+  fleet
+    .command('revoke')
+    .description('revoke a device or operator token: its next request is refused (E_AUTH, HTTP 401)')
+    .addOption(new Option('--token-file <file>', 'the file holding the token (as fleet enroll wrote it)').conflicts('tokenHash'))
+    .addOption(new Option('--token-hash <hex>', 'the token\'s SHA-256 as fleet enroll printed it (64 hex digits)').argParser(tokenHashArg))
+    .addOption(dbOption())
+    .option('--json', 'machine-readable output')
+    .action(async (opts: DbOptions & { tokenFile?: string; tokenHash?: string }, command: Command) => {
+      const json = globalJson() || Boolean(opts.json);
+      // A usage error (exit 2, the message on stderr), before anything is opened.
+      if (opts.tokenFile === undefined && opts.tokenHash === undefined) command.error('error: fleet revoke needs --token-file FILE or --token-hash HEX');
+      const { hashToken } = tokensModule();
+      const hash = opts.tokenHash ?? hashToken(await readAnyToken(opts.tokenFile as string));
+      const result = await withStore(
+        dbUrl(opts),
+        async (store) => {
+          const revoked = await store.revokeToken(hash);
+          const record = await store.findToken(hash);
+          if (record === null) throw new RevpatchError('E_NOT_FOUND', `no token with hash ${hash} is enrolled in this fleet database`);
+          if (!revoked) throw new RevpatchError('E_STATE', `the ${record.kind} token ${hash} is already revoked`);
+          return { hash, kind: record.kind, devices: record.devices, revoked: true, enrolledDevices: await store.enrolledDevices() };
+        },
+        { existing: true },
+      );
+      print(json, result, () =>
+        result.kind === 'operator'
+          ? `revoked operator token ${hash}: the operator API refuses it from now on`
+          : `revoked enrollment token ${hash} (${result.devices} device${result.devices === 1 ? '' : 's'}): its reports are refused from now on; enrolled devices now ${result.enrolledDevices}`,
+      );
     });
 
   fleet
@@ -406,6 +443,31 @@ export function registerFleet(program: Command): void {
         print(json, result, () => simulationText(result));
       },
     );
+}
+
+function tokenHashArg(value: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(value)) throw new InvalidArgumentError('--token-hash must be 64 hex digits (the SHA-256 fleet enroll printed)');
+  return value.toLowerCase();
+}
+
+/** A token file holds one token and a newline; anything bigger is not one. */
+const MAX_TOKEN_FILE_BYTES = 1024;
+
+/** The device or operator token in `file`: E_NOT_FOUND if it is missing, E_KEY if it does not hold one token. */
+async function readAnyToken(file: string): Promise<string> {
+  let data: Buffer;
+  try {
+    const stat = await fs.stat(file);
+    if (!stat.isFile() || stat.size > MAX_TOKEN_FILE_BYTES) throw new RevpatchError('E_KEY', `${file} is not a token file`);
+    data = await fs.readFile(file);
+  } catch (err) {
+    const e = toRevpatchError(err);
+    if (e.code === 'E_NOT_FOUND') throw new RevpatchError('E_NOT_FOUND', `token file ${file} does not exist`, { cause: err });
+    throw e;
+  }
+  const token = data.toString('utf8').trim();
+  if (!tokensModule().isWellFormedToken(token)) throw new RevpatchError('E_KEY', `${file} does not hold a fleet token (rpd_… or rpo_…)`);
+  return token;
 }
 
 function seedArg(value: string): number | string {
