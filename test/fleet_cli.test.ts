@@ -20,6 +20,7 @@ import { Repository } from '../lib/repo/publisher';
 import { newReport } from '../lib/report/client';
 import { isLoopback, parseListen, parseStages } from '../lib/cli/fleet_args';
 import { main } from '../lib/cli/cli';
+import { simulationText } from '../lib/cli/cli_fleet';
 
 /** `main(argv)` in this process, its output captured: the CLI without the process start. */
 async function inProcess(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
@@ -368,6 +369,18 @@ if (!built) {
     t.ok(result.hurt > 0 && result.hurt <= result.installed, `hurt ${result.hurt} of ${result.installed}`);
     t.ok(result.reportsIngested > 0, 'reports went through the collector');
     t.ok(result.decisions.some((d: { action: string; code: string }) => d.action === 'halt' && d.code === 'failure-rate-above-threshold'));
+    t.equal(result.stalled, false);
+    t.notMatch(simulationText(result), /stalled|hint:/, 'a halted run gives no stall hint');
+  });
+
+  t.test('simulate says when the fleet is too small for the plan and what would move it', async (t) => {
+    // 5% of 100 devices can never give the 50 verdicts a stage needs.
+    const r = runCli(['fleet', 'simulate', '--devices', '100', '--noise', '0', '--stages', '5,100', '--min-reports', '50', '--soak', '60']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /outcome: ROLLING at 5% \(stalled\)/);
+    const hints = r.stdout.split('\n').filter((line) => line.includes('hint:'));
+    t.equal(hints.length, 1, 'one hint line');
+    t.match(hints[0], /the 5% stage of 100 devices cannot give the 50 verdicts it needs; use a larger first stage \(--stages\) or a lower --min-reports/);
   });
 
   t.test('serve takes reports, answers operators, and stops cleanly on SIGTERM', async (t) => {

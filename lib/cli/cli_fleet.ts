@@ -485,13 +485,26 @@ const duration = (seconds: number | null) => {
   return `${(seconds / 3600).toFixed(1)} h`;
 };
 
+/**
+ * Why a stalled run stopped, and what moves it: every device of the stage
+ * has reported and the stage still has fewer verdicts than the plan asks,
+ * so the fleet is too small for the plan at that stage.
+ */
+function stalledHint(r: SimulationResult): string {
+  const first = r.finalRollout === r.plan.stages[0];
+  return (
+    `  hint: the fleet is too small for the plan: the ${r.finalRollout}% stage of ${r.devices} devices cannot give the ${r.plan.minReports} verdicts it needs; ` +
+    `use a larger ${first ? 'first ' : ''}stage (--stages) or a lower --min-reports`
+  );
+}
+
 export function simulationText(r: SimulationResult): string {
   const share = (n: number) => `${n} (${((100 * n) / r.devices).toFixed(3)}% of the fleet)`;
   const lines = [
     `simulated ${r.devices} devices, patch breaks ${r.failPct}%, background failures ${r.noisePct}%, seed ${r.seed}, rule ${r.rule}`,
     `  plan: stages ${r.plan.stages.join(', ')}%, soak ${r.plan.soakSeconds} s, ${r.plan.minReports} verdicts a stage, halt above ${r.plan.maxFailurePct}%${r.plan.autoRecall ? ', auto-recall' : ''}`,
-    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%; stages reached ${r.stagesReached.join(' → ') || 'none'}` +
-      (r.stalled ? ' (stalled: the stage can get no more verdicts; a smaller --min-reports or a larger stage would move it)' : ''),
+    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%${r.stalled ? ' (stalled)' : ''}; stages reached ${r.stagesReached.join(' → ') || 'none'}`,
+    ...(r.stalled ? [stalledHint(r)] : []),
     `  installed ${share(r.installed)}; hurt ${share(r.hurt)}`,
     `  booted ${r.booted}, confirmed ${r.confirmed}, rolled back ${r.rolledBack} (unrelated ${r.noiseFailures}), removed by recall ${r.recalledOnDevices}`,
     `  time to halt ${duration(r.timeToHaltSeconds)}, to complete ${duration(r.timeToCompleteSeconds)} (simulated; ${duration(r.simulatedSeconds)} in all${r.timedOut ? ', stopped at the time limit' : ''})`,
