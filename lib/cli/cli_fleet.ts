@@ -29,6 +29,7 @@ import {
   MAX_SOAK_SECONDS,
 } from '../fleet/decision';
 import type { FleetStore } from '../fleet/types';
+import { readTokenFile } from '../report/config';
 import { fleetStatus, statusText } from './fleet_status';
 import {
   DEFAULT_FLEET_HOST,
@@ -450,22 +451,11 @@ function tokenHashArg(value: string): string {
   return value.toLowerCase();
 }
 
-/** A token file holds one token and a newline; anything bigger is not one. */
-const MAX_TOKEN_FILE_BYTES = 1024;
-
-/** The device or operator token in `file`: E_NOT_FOUND if it is missing, E_KEY if it does not hold one token. */
+/** The device or operator token in `file`: E_NOT_FOUND if it is missing, E_KEY if it does not hold one fleet token. */
 async function readAnyToken(file: string): Promise<string> {
-  let data: Buffer;
-  try {
-    const stat = await fs.stat(file);
-    if (!stat.isFile() || stat.size > MAX_TOKEN_FILE_BYTES) throw new RevpatchError('E_KEY', `${file} is not a token file`);
-    data = await fs.readFile(file);
-  } catch (err) {
-    const e = toRevpatchError(err);
-    if (e.code === 'E_NOT_FOUND') throw new RevpatchError('E_NOT_FOUND', `token file ${file} does not exist`, { cause: err });
-    throw e;
-  }
-  const token = data.toString('utf8').trim();
+  const token = await readTokenFile(file).catch((err: RevpatchError) => {
+    throw err.code === 'E_KEY' ? new RevpatchError('E_KEY', `${file} does not hold a fleet token (rpd_… or rpo_…)`, { cause: err }) : err;
+  });
   if (!tokensModule().isWellFormedToken(token)) throw new RevpatchError('E_KEY', `${file} does not hold a fleet token (rpd_… or rpo_…)`);
   return token;
 }
