@@ -7,6 +7,8 @@ import { AGENT_DIR, AGENT_STATE_FILE, type Agent, type AgentOptions } from '../l
 import { configureReporting, CONFIG_FILE, REPORT_DIR } from '../lib/report/config';
 import type { DeviceReport } from '../lib/report/format';
 import { Reporter } from '../lib/report/reporter';
+import { newReport } from '../lib/report/client';
+import { MIN_QUEUE_BYTES, QUEUE_FILE, readQueueStats, ReportQueue } from '../lib/report/queue';
 import { writeKeyPair } from '../lib/patch/keys';
 import { spawn } from 'node:child_process';
 import { addonBuilt, CLI, runCli, stampedImage, tempDir, type CliResult } from './helpers';
@@ -276,6 +278,56 @@ if (!addonBuilt()) {
       const file = path.join(i.state, REPORT_DIR, CONFIG_FILE);
       t.same(JSON.parse(await fs.readFile(file, 'utf8')), { format: 1, url: 'http://127.0.0.1:9', token: TOKEN });
       t.equal((await fs.stat(file)).mode & 0o777, 0o600);
+    });
+
+    t.test('status shows the report queue while an agent holds it, and changes nothing', async (t) => {
+      const i = await inputs(t);
+      t.equal(runCli(['--state', i.state, 'init', '--volume', i.volume, '--trust', i.pub, '--report', 'http://127.0.0.1:9/', '--report-token', i.token]).code, 0);
+      const status = () => {
+        const r = runCli(['--state', i.state, 'status', '--json']);
+        if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);
+        return JSON.parse(r.stdout).reports;
+      };
+      t.same(status(), { url: 'http://127.0.0.1:9', queued: 0, queuedBytes: 0, dropped: 0, rejected: 0 }, 'a fresh queue');
+
+      // The queue open, as a running agent holds it: status must not need its lock.
+      const dir = path.join(i.state, REPORT_DIR);
+      const report = () => newReport({ patch: 'fix-1', version: 1, outcome: 'staged', pseudonym: 'a'.repeat(64) });
+      let queue = await ReportQueue.open(dir);
+      t.teardown(() => queue.close());
+      for (let n = 0; n < 3; n++) queue.append(report());
+      await queue.remove([queue.peek(1)[0].seq], { rejected: true });
+      queue.append(report());
+      await queue.sync();
+      const file = path.join(dir, QUEUE_FILE);
+      const before = await fs.readFile(file);
+      t.same(status(), { url: 'http://127.0.0.1:9', queued: 3, queuedBytes: queue.bytes, dropped: 0, rejected: 1 }, 'queued and rejected, the agent still running');
+      const text = runCli(['--state', i.state, 'status']);
+      t.equal(text.code, 0, text.stderr);
+      t.match(text.stdout, new RegExp(`^reports +to http://127\\.0\\.0\\.1:9: 3 queued \\(${queue.bytes} bytes\\), 0 dropped, 1 rejected$`, 'm'));
+      t.ok((await fs.readFile(file)).equals(before), 'the queue file is untouched');
+      queue.append(report());
+      t.equal(queue.length, 4, 'the owner keeps its queue');
+      await queue.close();
+
+      // Drops the owner made in memory, before a compaction wrote them down, are counted as a reopen would.
+      queue = await ReportQueue.open(dir, { maxBytes: MIN_QUEUE_BYTES });
+      while (queue.dropped === 0) queue.append(report());
+      t.ok(queue.fileBytes <= 1.5 * MIN_QUEUE_BYTES, 'not yet compacted (the precondition of this check)');
+      t.same(await readQueueStats(dir, { maxBytes: MIN_QUEUE_BYTES }), { queued: queue.length, queuedBytes: queue.bytes, dropped: queue.dropped, rejected: 1 });
+      await queue.compact();
+      t.match(status(), { queued: queue.length, dropped: queue.dropped, rejected: 1 }, 'once compacted, status agrees with the default bound too');
+      await queue.close();
+    });
+
+    t.test('status says when the device does not report', async (t) => {
+      const i = await inputs(t);
+      t.equal(runCli(['--state', i.state, 'init', '--volume', i.volume, '--trust', i.pub]).code, 0);
+      const r = runCli(['--state', i.state, 'status', '--json']);
+      t.equal(r.code, 0, r.stderr);
+      t.equal(JSON.parse(r.stdout).reports, null);
+      t.match(runCli(['--state', i.state, 'status']).stdout, /^reports +not configured$/m);
+      t.same(await readQueueStats(path.join(i.state, REPORT_DIR)), { queued: 0, queuedBytes: 0, dropped: 0, rejected: 0 }, 'no queue file reads as empty');
     });
 
     t.test('bad input exits non-zero with a code and leaves no state', async (t) => {

@@ -10,6 +10,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs, existsSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -19,6 +20,7 @@ import { Repository } from '../lib/repo/publisher';
 import { newReport } from '../lib/report/client';
 import { isLoopback, parseListen, parseStages } from '../lib/cli/fleet_args';
 import { main } from '../lib/cli/cli';
+import { simulationText } from '../lib/cli/cli_fleet';
 
 /** `main(argv)` in this process, its output captured: the CLI without the process start. */
 async function inProcess(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
@@ -93,7 +95,7 @@ if (!built) {
   t.skip('CLI not built (npx tsc -p tsconfig.json)', () => {});
 } else {
   t.test('every fleet command has --help and exits 0', async (t) => {
-    for (const cmd of ['serve', 'enroll', 'plan', 'status', 'halt', 'resume', 'recall', 'advance', 'simulate']) {
+    for (const cmd of ['serve', 'enroll', 'revoke', 'plan', 'status', 'halt', 'resume', 'recall', 'advance', 'simulate']) {
       const r = runCli(['fleet', cmd, '--help']);
       t.equal(r.code, 0, `fleet ${cmd} --help`);
       t.match(r.stdout, /Usage: revpatch fleet/);
@@ -111,7 +113,7 @@ if (!built) {
     t.match(await fs.readFile(devToken, 'utf8'), /^rpd_[A-Za-z0-9_-]{43}\n$/, 'a device token');
     r = f.fleet('enroll', '--db', f.db, '--out', opToken, '--operator', '--json');
     t.equal(r.code, 0, r.stderr);
-    t.match(JSON.parse(r.stdout), { kind: 'operator', out: opToken });
+    t.match(JSON.parse(r.stdout), { kind: 'operator', file: opToken, devices: 0 });
     t.match(await fs.readFile(opToken, 'utf8'), /^rpo_[A-Za-z0-9_-]{43}\n$/, 'an operator token');
 
     t.same(await f.status(), [], 'no plan yet');
@@ -225,6 +227,12 @@ if (!built) {
       ['enroll --devices many', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--devices', 'many']],
       ['enroll --operator with --devices', ['enroll', '--db', f.db, '--out', path.join(f.dir, 'x.token'), '--operator', '--devices', '3']],
       ['status with an unknown flag', ['status', '--db', f.db, '--verbose']],
+      ['revoke with neither --token-file nor --token-hash', ['revoke', '--db', f.db]],
+      ['revoke with both', ['revoke', '--db', f.db, '--token-file', path.join(f.dir, 'x.token'), '--token-hash', 'a'.repeat(64)]],
+      ['revoke --token-hash too short', ['revoke', '--db', f.db, '--token-hash', 'a'.repeat(63)]],
+      ['revoke --token-hash not hex', ['revoke', '--db', f.db, '--token-hash', 'g'.repeat(64)]],
+      ['revoke --token-hash given a token', ['revoke', '--db', f.db, '--token-hash', `rpd_${'a'.repeat(43)}`]],
+      ['revoke --token-file without a value', ['revoke', '--db', f.db, '--token-file']],
       ['simulate --devices 0', ['simulate', '--devices', '0']],
       ['simulate --fail 101', ['simulate', '--fail', '101']],
       ['simulate --noise -1', ['simulate', '--noise', '-1']],
@@ -236,6 +244,9 @@ if (!built) {
     // The same through a process of its own.
     expectUsage(t, f.fleet('plan', 'fix-1', ...repo, '--stages', '5,1'), 'spawned plan --stages 5,1');
     expectUsage(t, f.fleet('serve', ...repo, '--listen', 'nowhere'), 'spawned serve --listen nowhere');
+    const spawned = f.fleet('revoke', '--db', f.db);
+    expectUsage(t, spawned, 'spawned revoke with no token');
+    t.match(spawned.stderr, /--token-file FILE or --token-hash HEX/, 'the usage error says what is missing');
     t.notOk(existsSync(f.dbFile), 'no database was created');
     t.notOk(existsSync(path.join(f.dir, 'x.token')), 'no token file was written');
     t.same(await snapshot(f.repoDir), before, 'the repository is unchanged');
@@ -266,6 +277,51 @@ if (!built) {
     t.same(await stored(), statusBefore, 'the rollout is unchanged');
     t.same(await snapshot(f.repoDir), repoBefore, 'the repository is unchanged');
     t.ok((await fs.readFile(f.dbFile)).equals(dbBefore), 'the database file is unchanged');
+  });
+
+  t.test('enroll prints the hash, never the token, and revoke retires a token once', async (t) => {
+    const f = await fleetFixture(t);
+    const devFile = path.join(f.dir, 'devices.token');
+    const opFile = path.join(f.dir, 'operator.token');
+    let r = f.fleet('enroll', '--db', f.db, '--out', devFile, '--devices', '20');
+    t.equal(r.code, 0, r.stderr);
+    const devToken = (await fs.readFile(devFile, 'utf8')).trim();
+    const devHash = createHash('sha256').update(devToken).digest('hex');
+    t.match(r.stdout, new RegExp(`token hash ${devHash}\\b`), 'the text names the token by its hash');
+    t.notOk(r.stdout.includes(devToken) || r.stderr.includes(devToken), 'the token itself is not printed');
+    r = await f.quick('enroll', '--db', f.db, '--out', opFile, '--operator', '--json');
+    t.equal(r.code, 0, r.stderr);
+    const opToken = (await fs.readFile(opFile, 'utf8')).trim();
+    const opHash = createHash('sha256').update(opToken).digest('hex');
+    t.same(JSON.parse(r.stdout), { file: opFile, kind: 'operator', devices: 0, hash: opHash }, 'enroll --json');
+    t.notOk(r.stdout.includes(opToken), 'nor in JSON');
+    t.equal((await f.status()).length, 0);
+
+    // Refused: nothing changes.
+    const dbBefore = await fs.readFile(f.dbFile);
+    expectError(t, await f.quick('revoke', '--db', f.db, '--token-hash', 'b'.repeat(64)), 'E_NOT_FOUND');
+    expectError(t, f.fleet('revoke', '--db', f.db, '--token-hash', 'B'.repeat(64)), 'E_NOT_FOUND');
+    expectError(t, await f.quick('revoke', '--db', f.db, '--token-file', path.join(f.dir, 'missing.token')), 'E_NOT_FOUND');
+    await fs.writeFile(path.join(f.dir, 'not.token'), 'not a token\n');
+    expectError(t, await f.quick('revoke', '--db', f.db, '--token-file', path.join(f.dir, 'not.token')), 'E_KEY');
+    expectError(t, await f.quick('revoke', '--db', `sqlite:${path.join(f.dir, 'elsewhere.db')}`, '--token-hash', devHash), 'E_NOT_FOUND');
+    t.notOk(existsSync(path.join(f.dir, 'elsewhere.db')), 'revoke creates no database');
+    t.ok((await fs.readFile(f.dbFile)).equals(dbBefore), 'the database file is unchanged');
+
+    // By file: the text says what it revoked and what is left enrolled.
+    r = f.fleet('revoke', '--db', f.db, '--token-file', devFile);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, new RegExp(`revoked enrollment token ${devHash} \\(20 devices\\).*enrolled devices now 0`));
+    expectError(t, await f.quick('revoke', '--db', f.db, '--token-file', devFile), 'E_STATE');
+    expectError(t, await f.quick('revoke', '--db', f.db, '--token-hash', devHash.toUpperCase()), 'E_STATE');
+
+    // By hash, as enroll printed it.
+    r = await f.quick('revoke', '--db', f.db, '--token-hash', opHash, '--json');
+    t.equal(r.code, 0, r.stderr);
+    t.same(JSON.parse(r.stdout), { hash: opHash, kind: 'operator', devices: 0, revoked: true, enrolledDevices: 0 });
+    const again = f.fleet('revoke', '--db', f.db, '--token-hash', opHash);
+    expectError(t, again, 'E_STATE');
+    t.match(again.stderr, /already revoked/);
   });
 
   t.test('a database inside the repository directory is refused before it is created', async (t) => {
@@ -313,6 +369,18 @@ if (!built) {
     t.ok(result.hurt > 0 && result.hurt <= result.installed, `hurt ${result.hurt} of ${result.installed}`);
     t.ok(result.reportsIngested > 0, 'reports went through the collector');
     t.ok(result.decisions.some((d: { action: string; code: string }) => d.action === 'halt' && d.code === 'failure-rate-above-threshold'));
+    t.equal(result.stalled, false);
+    t.notMatch(simulationText(result), /\(stalled\)|hint:/, 'a halted run gives no stall hint');
+  });
+
+  t.test('simulate says when the fleet is too small for the plan and what would move it', async (t) => {
+    // 5% of 100 devices can never give the 50 verdicts a stage needs.
+    const r = runCli(['fleet', 'simulate', '--devices', '100', '--noise', '0', '--stages', '5,100', '--min-reports', '50', '--soak', '60']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /outcome: ROLLING at 5% \(stalled\)/);
+    const hints = r.stdout.split('\n').filter((line) => line.includes('hint:'));
+    t.equal(hints.length, 1, 'one hint line');
+    t.match(hints[0], /the 5% stage of 100 devices cannot give the 50 verdicts it needs; use a larger first stage \(--stages\) or a lower --min-reports/);
   });
 
   t.test('serve takes reports, answers operators, and stops cleanly on SIGTERM', async (t) => {
@@ -382,11 +450,21 @@ if (!built) {
     t.match(halted, { status: 200, json: { published: true, decision: { action: 'halt', by: 'operator' } } }, 'an operator halts');
     t.equal((await f.published()).halted, true, 'the repository carries the halt');
 
+    // Revoked while the service runs: the next request of either token is refused and stores nothing.
+    t.equal((await f.quick('revoke', '--db', f.db, '--token-file', devFile)).code, 0, 'revoke the device token');
+    const late = newReport({ patch: 'fix-1', version: 1, outcome: 'rolled-back', pseudonym: 'b'.repeat(64) });
+    t.match(await request('POST', '/v1/reports', devToken, { format: 1, reports: [late] }), { status: 401, json: { error: { code: 'E_AUTH' } } }, 'a revoked device token gets 401 E_AUTH');
+    t.match(await request('POST', '/v1/reports', devToken, { format: 1, reports: [report] }), { status: 401, json: { error: { code: 'E_AUTH' } } }, 'even for a retried batch');
+    const opHash = createHash('sha256').update(opToken).digest('hex');
+    t.equal((await f.quick('revoke', '--db', f.db, '--token-hash', opHash)).code, 0, 'revoke the operator token');
+    t.match(await request('GET', '/v1/patches', opToken), { status: 401, json: { error: { code: 'E_AUTH' } } }, 'a revoked operator token gets 401 E_AUTH');
+
     child.kill('SIGTERM');
     t.equal(await exit, 0, 'exit 0 after SIGTERM');
     t.notMatch(stderr, /\berror\b/, 'the service logged no error');
     const [entry] = await f.status();
-    t.match(entry, { state: 'halted', counts: { staged: 1 } }, 'what the service stored is there after it stopped');
+    t.match(entry, { state: 'halted', counts: { staged: 1, failed: 0 } }, 'what the service stored is there after it stopped, and only that');
+    t.equal(entry.enrolledDevices, null, 'the revoked devices no longer count (none enrolled)');
   });
 
   t.test('serve reports a port already taken with a code', async (t) => {

@@ -327,6 +327,27 @@ for (const b of BACKENDS) {
       t.same(await store.findToken(device1.hash), device1);
     });
 
+    t.test('a revoked token is revoked once and leaves the enrolled devices', async (t) => {
+      const { store } = await fresh(t, b);
+      const device = token({ hash: '1'.repeat(64), devices: 10 });
+      const other = token({ hash: '2'.repeat(64), devices: 5 });
+      const operator = token({ hash: '4'.repeat(64), kind: 'operator', devices: 0 });
+      for (const k of [device, other, operator]) await store.addToken(k);
+      t.equal(await store.enrolledDevices(), 15);
+      t.equal(await store.revokeToken(device.hash), true, 'the first revocation revokes');
+      t.same(await store.findToken(device.hash), { ...device, revoked: true }, 'the record stays, marked revoked');
+      t.equal(await store.enrolledDevices(), 5, 'its devices no longer count');
+      t.equal(await store.revokeToken(device.hash), false, 'a second revocation changes nothing');
+      t.equal(await store.revokeToken('5'.repeat(64)), false, 'an unknown hash');
+      t.equal(await store.findToken('5'.repeat(64)), null, 'an unknown hash is not created');
+      t.same(await store.findToken(other.hash), other, 'other tokens are untouched');
+      t.equal(await store.revokeToken(operator.hash), true, 'operator tokens are revoked the same way');
+      t.equal((await store.findToken(operator.hash))?.revoked, true);
+      t.equal(await store.enrolledDevices(), 5);
+      await rejectsWith(t, store.addToken({ ...device, revoked: false }), 'E_EXISTS', 'a revoked hash cannot be enrolled again');
+      t.equal((await store.findToken(device.hash))?.revoked, true, 'and stays revoked');
+    });
+
     t.test('plans are stored whole, one live plan per patch version', async (t) => {
       const { store } = await fresh(t, b);
       t.equal(await store.getPlan('p', 1), null);
@@ -487,6 +508,7 @@ for (const b of BACKENDS) {
       await store.close();
       await rejectsWith(t, store.reportCount(), 'E_STATE', 'reportCount after close');
       await rejectsWith(t, store.insertReports([[report()]]), 'E_STATE', 'insertReports after close');
+      await rejectsWith(t, store.revokeToken('1'.repeat(64)), 'E_STATE', 'revokeToken after close');
       await store.close();
     });
 

@@ -15,7 +15,8 @@ import type { PatchRecord } from '../device/record';
 import { registerRepo } from './cli_repo';
 import { registerAgent } from './cli_agent';
 import { registerBench } from './cli_bench';
-import { readReportingInput, writeReportConfig } from '../report/config';
+import { readReportConfig, readReportingInput, reportDir, writeReportConfig } from '../report/config';
+import { readQueueStats, type QueueSnapshot } from '../report/queue';
 import { registerFleet } from './cli_fleet';
 
 interface GlobalOptions {
@@ -68,6 +69,19 @@ function listJson(patches: PatchRecord[]) {
     targetDigest: p.targetDigest,
     reason: p.reason ?? null,
   }));
+}
+
+/**
+ * The report queue's counters for `status`, or null when the device does
+ * not report. Read from the queue file without its lock (readQueueStats):
+ * a running agent owns the queue, and status must neither fail with
+ * E_BUSY nor take it over. What only the agent's memory holds (reports
+ * sent since it started, the last send error) is not shown.
+ */
+async function reportStatus(stateDir: string): Promise<({ url: string } & QueueSnapshot) | null> {
+  const config = await readReportConfig(stateDir);
+  if (!config) return null;
+  return { url: config.url, ...(await readQueueStats(reportDir(stateDir))) };
 }
 
 export function buildProgram(): Command {
@@ -279,13 +293,17 @@ export function buildProgram(): Command {
           return;
         }
         const status = await device.status();
-        print(options, { ...status, patches: listJson(status.patches) }, () =>
+        const reports = await reportStatus(device.stateDir);
+        print(options, { ...status, patches: listJson(status.patches), reports }, () =>
           [
             `state ${status.stateDir} (generation ${status.generation}, ${status.boots} boots)`,
             `volume ${status.volume}`,
             `base        ${status.baseDigest}`,
             `booted view ${status.bootedDigest}`,
             `next boot   ${status.nextBootDigest}${status.restartRequired ? '  (restart required)' : ''}`,
+            reports
+              ? `reports     to ${reports.url}: ${reports.queued} queued (${reports.queuedBytes} bytes), ${reports.dropped} dropped, ${reports.rejected} rejected`
+              : 'reports     not configured',
             ...status.patches.map((p) => `  ${patchLine(p)}`),
           ].join('\n'),
         );

@@ -2,7 +2,7 @@
  * `revpatch fleet …` (DESIGN.md, "Fleet"; docs/fleet.md): the vendor's side
  * of the report loop. `serve` runs the report collector, the rollout
  * controller and the operator API in one process; `enroll` mints tokens;
- * `plan`, `halt`, `resume`, `recall` and `advance` are the operator's hand
+ * `revoke` retires one; `plan`, `halt`, `resume`, `recall` and `advance` are the operator's hand
  * on the controller; `status` shows what it decided and why; `simulate`
  * runs a simulated fleet against the real collector and controller.
  *
@@ -29,6 +29,7 @@ import {
   MAX_SOAK_SECONDS,
 } from '../fleet/decision';
 import type { FleetStore } from '../fleet/types';
+import { readTokenFile } from '../report/config';
 import { fleetStatus, statusText } from './fleet_status';
 import {
   DEFAULT_FLEET_HOST,
@@ -251,19 +252,56 @@ export function registerFleet(program: Command): void {
       try {
         const kind = opts.operator ? 'operator' : 'device';
         const devices = opts.operator ? 0 : (opts.devices ?? 1);
-        const token = await withStore(url, (store) => tokensModule().mintToken(store, kind, { devices, now: Date.now() }));
+        const { mintToken, hashToken } = tokensModule();
+        const token = await withStore(url, (store) => mintToken(store, kind, { devices, now: Date.now() }));
         await handle.writeFile(`${token}\n`);
         await handle.sync();
         written = true;
-        print(json, { out, kind, devices }, () =>
-          kind === 'operator'
-            ? `operator token written to ${out} (mode 0600): it opens the operator API; keep it secret`
-            : `enrollment token for ${devices} device${devices === 1 ? '' : 's'} written to ${out} (mode 0600); devices use it with revpatch init --report URL --report-token FILE`,
+        // The hash, never the token: it names the token for fleet revoke once the file is gone.
+        const hash = hashToken(token);
+        print(json, { file: out, kind, devices, hash }, () =>
+          [
+            kind === 'operator'
+              ? `operator token written to ${out} (mode 0600): it opens the operator API; keep it secret`
+              : `enrollment token for ${devices} device${devices === 1 ? '' : 's'} written to ${out} (mode 0600); devices use it with revpatch init --report URL --report-token FILE`,
+            `  token hash ${hash} (revpatch fleet revoke --token-hash ${hash} retires it)`,
+          ].join('\n'),
         );
       } finally {
         await handle.close();
         if (!written) await fs.rm(out, { force: true });
       }
+    });
+
+  fleet
+    .command('revoke')
+    .description('revoke a device or operator token: its next request is refused (E_AUTH, HTTP 401)')
+    .addOption(new Option('--token-file <file>', 'the file holding the token (as fleet enroll wrote it)').conflicts('tokenHash'))
+    .addOption(new Option('--token-hash <hex>', 'the token\'s SHA-256 as fleet enroll printed it (64 hex digits)').argParser(tokenHashArg))
+    .addOption(dbOption())
+    .option('--json', 'machine-readable output')
+    .action(async (opts: DbOptions & { tokenFile?: string; tokenHash?: string }, command: Command) => {
+      const json = globalJson() || Boolean(opts.json);
+      // A usage error (exit 2, the message on stderr), before anything is opened.
+      if (opts.tokenFile === undefined && opts.tokenHash === undefined) command.error('error: fleet revoke needs --token-file FILE or --token-hash HEX');
+      const { hashToken } = tokensModule();
+      const hash = opts.tokenHash ?? hashToken(await readAnyToken(opts.tokenFile as string));
+      const result = await withStore(
+        dbUrl(opts),
+        async (store) => {
+          const revoked = await store.revokeToken(hash);
+          const record = await store.findToken(hash);
+          if (record === null) throw new RevpatchError('E_NOT_FOUND', `no token with hash ${hash} is enrolled in this fleet database`);
+          if (!revoked) throw new RevpatchError('E_STATE', `the ${record.kind} token ${hash} is already revoked`);
+          return { hash, kind: record.kind, devices: record.devices, revoked: true, enrolledDevices: await store.enrolledDevices() };
+        },
+        { existing: true },
+      );
+      print(json, result, () =>
+        result.kind === 'operator'
+          ? `revoked operator token ${hash}: the operator API refuses it from now on`
+          : `revoked enrollment token ${hash} (${result.devices} device${result.devices === 1 ? '' : 's'}): its reports are refused from now on; enrolled devices now ${result.enrolledDevices}`,
+      );
     });
 
   fleet
@@ -408,6 +446,20 @@ export function registerFleet(program: Command): void {
     );
 }
 
+function tokenHashArg(value: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(value)) throw new InvalidArgumentError('--token-hash must be 64 hex digits (the SHA-256 fleet enroll printed)');
+  return value.toLowerCase();
+}
+
+/** The device or operator token in `file`: E_NOT_FOUND if it is missing, E_KEY if it does not hold one fleet token. */
+async function readAnyToken(file: string): Promise<string> {
+  const token = await readTokenFile(file).catch((err: RevpatchError) => {
+    throw err.code === 'E_KEY' ? new RevpatchError('E_KEY', `${file} does not hold a fleet token (rpd_… or rpo_…)`, { cause: err }) : err;
+  });
+  if (!tokensModule().isWellFormedToken(token)) throw new RevpatchError('E_KEY', `${file} does not hold a fleet token (rpd_… or rpo_…)`);
+  return token;
+}
+
 function seedArg(value: string): number | string {
   if (/^\d{1,15}$/.test(value)) return Number(value);
   if (value.length === 0 || value.length > 200) throw new InvalidArgumentError('--seed must be a whole number or a word of at most 200 characters');
@@ -423,13 +475,26 @@ const duration = (seconds: number | null) => {
   return `${(seconds / 3600).toFixed(1)} h`;
 };
 
+/**
+ * Why a stalled run stopped, and what moves it: every device of the stage
+ * has reported and the stage still has fewer verdicts than the plan asks,
+ * so the fleet is too small for the plan at that stage.
+ */
+function stalledHint(r: SimulationResult): string {
+  const first = r.finalRollout === r.plan.stages[0];
+  return (
+    `  hint: the fleet is too small for the plan: the ${r.finalRollout}% stage of ${r.devices} devices cannot give the ${r.plan.minReports} verdicts it needs; ` +
+    `use a larger ${first ? 'first ' : ''}stage (--stages) or a lower --min-reports`
+  );
+}
+
 export function simulationText(r: SimulationResult): string {
   const share = (n: number) => `${n} (${((100 * n) / r.devices).toFixed(3)}% of the fleet)`;
   const lines = [
     `simulated ${r.devices} devices, patch breaks ${r.failPct}%, background failures ${r.noisePct}%, seed ${r.seed}, rule ${r.rule}`,
     `  plan: stages ${r.plan.stages.join(', ')}%, soak ${r.plan.soakSeconds} s, ${r.plan.minReports} verdicts a stage, halt above ${r.plan.maxFailurePct}%${r.plan.autoRecall ? ', auto-recall' : ''}`,
-    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%; stages reached ${r.stagesReached.join(' → ') || 'none'}` +
-      (r.stalled ? ' (stalled: the stage can get no more verdicts; a smaller --min-reports or a larger stage would move it)' : ''),
+    `  outcome: ${r.state.toUpperCase()} at ${r.finalRollout}%${r.stalled ? ' (stalled)' : ''}; stages reached ${r.stagesReached.join(' → ') || 'none'}`,
+    ...(r.stalled ? [stalledHint(r)] : []),
     `  installed ${share(r.installed)}; hurt ${share(r.hurt)}`,
     `  booted ${r.booted}, confirmed ${r.confirmed}, rolled back ${r.rolledBack} (unrelated ${r.noiseFailures}), removed by recall ${r.recalledOnDevices}`,
     `  time to halt ${duration(r.timeToHaltSeconds)}, to complete ${duration(r.timeToCompleteSeconds)} (simulated; ${duration(r.simulatedSeconds)} in all${r.timedOut ? ', stopped at the time limit' : ''})`,

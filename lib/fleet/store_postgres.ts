@@ -172,6 +172,7 @@ const SQL = {
   addToken: `INSERT INTO tokens (hash, kind, devices, created_at, revoked) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (hash) DO NOTHING RETURNING hash`,
   findToken: `SELECT * FROM tokens WHERE hash = $1`,
+  revokeToken: `UPDATE tokens SET revoked = true WHERE hash = $1 AND NOT revoked`,
   enrolledDevices: `SELECT coalesce(sum(devices), 0) AS n FROM tokens WHERE kind = 'device' AND NOT revoked`,
 
   // Replaces a finished plan only; its revision count continues, so a
@@ -418,6 +419,10 @@ export class PostgresFleetStore implements FleetStore {
   async findToken(hash: string): Promise<TokenRecord | null> {
     const rows = await this.one('findToken', SQL.findToken, [hash]);
     return rows.length ? tokenFromRow(rows[0]) : null;
+  }
+
+  async revokeToken(hash: string): Promise<boolean> {
+    return (await this.tx('revokeToken', (c) => c.query(SQL.revokeToken, [hash]))).rowCount === 1;
   }
 
   async enrolledDevices(): Promise<number> {

@@ -212,6 +212,7 @@ const SQL = {
 
   addToken: `INSERT INTO tokens (hash, kind, devices, created_at, revoked) VALUES (?, ?, ?, ?, ?)`,
   findToken: `SELECT * FROM tokens WHERE hash = ?`,
+  revokeToken: `UPDATE tokens SET revoked = 1 WHERE hash = ? AND revoked = 0`,
   enrolledDevices: `SELECT coalesce(sum(devices), 0) AS n FROM tokens WHERE kind = 'device' AND revoked = 0`,
 
   // Replaces a finished plan only; its revision count continues, so a
@@ -448,6 +449,10 @@ export class SqliteFleetStore implements FleetStore {
       const row = this.sql.findToken.get(hash) as Row | undefined;
       return row ? tokenFromRow(row) : null;
     }, false);
+  }
+
+  revokeToken(hash: string): Promise<boolean> {
+    return this.run('revokeToken', () => this.sql.revokeToken.run(hash).changes === 1, true);
   }
 
   enrolledDevices(): Promise<number> {

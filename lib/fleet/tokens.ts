@@ -32,6 +32,11 @@ export interface MintOptions {
   now: number;
 }
 
+/** Whether `token` has the shape of a token of either kind (says nothing of whether it is stored). */
+export function isWellFormedToken(token: string): boolean {
+  return TOKEN_SHAPE.test(token);
+}
+
 /** Hex SHA-256 of a token: the only form in which a token is stored. */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');

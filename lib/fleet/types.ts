@@ -129,6 +129,13 @@ export interface FleetStore {
 
   addToken(token: TokenRecord): Promise<void>;
   findToken(hash: string): Promise<TokenRecord | null>;
+  /**
+   * Marks the token with this hash revoked: its next request is E_AUTH and
+   * its devices leave `enrolledDevices`. True if the token was stored and
+   * not yet revoked; false (changing nothing) if it is unknown or already
+   * revoked. A revocation is never undone; a device gets a new token.
+   */
+  revokeToken(hash: string): Promise<boolean>;
   /** Sum of `devices` over unrevoked device tokens. */
   enrolledDevices(): Promise<number>;
 

@@ -346,6 +346,56 @@ export class ReportQueue {
   }
 }
 
+/** What a queue holds, as `readQueueStats` sees it from outside. */
+export interface QueueSnapshot {
+  /** Reports waiting. */
+  queued: number;
+  queuedBytes: number;
+  /** Dropped to keep the bound (persisted). */
+  dropped: number;
+  /** Refused for good by the collector (persisted). */
+  rejected: number;
+}
+
+/**
+ * The counters of the queue in `dir`, read without its lock and without
+ * writing anything, so that a command can show them while an agent owns
+ * the queue (ReportQueue.open would fail with E_BUSY, or take the queue
+ * from under an agent about to start). Safe because the owner only ever
+ * appends whole lines and replaces the file by rename: the read sees the
+ * old file or the new one, at worst with a line still being appended,
+ * which is ignored as a torn tail. The bound (`maxBytes`, the owner's) is
+ * applied as a reopen would, so reports dropped from the owner's memory
+ * but not yet compacted away count as dropped, not queued. A queue never
+ * opened reads as empty.
+ */
+export async function readQueueStats(dir: string, options: { maxBytes?: number } = {}): Promise<QueueSnapshot> {
+  const maxBytes = options.maxBytes ?? DEFAULT_QUEUE_BYTES;
+  const data = await fs.readFile(path.join(path.resolve(dir), QUEUE_FILE)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw toRevpatchError(err);
+  });
+  if (!data) return { queued: 0, queuedBytes: 0, dropped: 0, rejected: 0 };
+  const loaded = parseQueue(data);
+  let dropped = loaded.counters.dropped;
+  const sizes: number[] = [];
+  let bytes = 0;
+  for (const report of loaded.reports) {
+    const size = Buffer.byteLength(`${JSON.stringify(report)}\n`, 'utf8');
+    if (size > maxBytes) {
+      dropped += 1;
+      continue;
+    }
+    sizes.push(size);
+    bytes += size;
+    while (bytes > maxBytes) {
+      bytes -= sizes.shift()!;
+      dropped += 1;
+    }
+  }
+  return { queued: sizes.length, queuedBytes: bytes, dropped, rejected: loaded.counters.rejected };
+}
+
 /** Temporary files of compactions a crash interrupted (the lock is ours, so none is in use). */
 async function removeStaleTemporaries(file: string): Promise<void> {
   const prefix = `.${path.basename(file)}.`;
