@@ -1,5 +1,6 @@
-// The binary delta of DIFF operations, and the Brotli helpers the payload
-// uses (REPLACE_BROTLI data and the three delta streams).
+// The binary delta of DIFF operations and its decoder, and the Brotli
+// helper the device uses (REPLACE_BROTLI data and the three delta streams).
+// The encoder, which only the publisher runs, is generator/diff_encoder.h.
 //
 // Delta format, version 3 (bsdiff-like; docs/on-disk-format.md):
 //   u8  magic[4]        "RPDF"
@@ -41,16 +42,6 @@
 // straight into the target buffer and the control stream through a small
 // buffer, so its memory is the target plus Brotli's windows.
 //
-// The encoder (publisher side) is bsdiff's: a suffix array of the old data
-// (suffix_array.h) gives, at each new position, the longest exact match;
-// a match is taken when it beats the current alignment by more than 8 bytes,
-// and the stretch between two taken matches is split into a forward
-// extension of the previous one and a backward extension of the next where
-// more than half of the bytes agree, so a few changed bytes (a shifted
-// address, a bumped constant) stay inside one add as a mostly-zero diff.
-// Streams are compressed with Brotli at quality 11 with a window fit to
-// them (up to 16 MiB). DeltaMatcher keeps the suffix array so one source
-// serves many targets.
 #ifndef REVPATCH_ENGINE_DIFF_H_
 #define REVPATCH_ENGINE_DIFF_H_
 
@@ -63,6 +54,7 @@
 
 namespace revpatch {
 
+constexpr uint8_t kDiffMagic[4] = {'R', 'P', 'D', 'F'};
 constexpr uint32_t kDiffFormatVersion = 3;
 // What the generator writes when it predicts no references (most data);
 // version 3 is written only where it is smaller.
@@ -73,22 +65,6 @@ constexpr size_t kPredictedHeaderSize = 48;   // version 3
 // each, plus the equivalences), so their number is capped.
 constexpr size_t kMaxPredictedRecords = size_t{1} << 18;
 
-// Brotli quality and largest window of everything the generator writes
-// (BrotliCompress uses a smaller window for a smaller input). 24 bits is
-// the largest window every Brotli decoder accepts without opting in.
-constexpr int kBrotliQuality = 11;
-constexpr int kBrotliWindowBits = 24;
-
-// One-shot compression of `size` bytes into `out` (replaced).
-Status BrotliCompress(const uint8_t* data, size_t size, int quality,
-                      std::vector<uint8_t>* out);
-
-// Decodes a whole Brotli stream that must produce exactly `out_size` bytes
-// and end exactly at `in_size`; kCorrupt otherwise. Never writes past
-// `out_size`.
-Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
-                             size_t out_size);
-
 // One record of a delta before serialization: add `add_length` bytes from
 // old[old_start..] (old_start is ignored when add_length is 0), then copy
 // `copy_length` bytes of new data.
@@ -98,51 +74,11 @@ struct DeltaRecord {
   uint64_t copy_length = 0;
 };
 
-// The match finder over one old buffer (borrowed; must outlive it).
-class DeltaMatcher {
- public:
-  // Builds the suffix array (4 bytes per old byte; kTooLarge past 4 GiB)
-  // and a Bloom filter of old's 8-byte windows (2 bytes per old byte) that
-  // lets probes with no possible match skip the search.
-  Status Init(const uint8_t* old_data, size_t old_size);
-  // The records that turn old into new, covering all of new in order.
-  void Match(const uint8_t* new_data, size_t new_size,
-             std::vector<DeltaRecord>* records) const;
-  size_t old_size() const { return old_size_; }
-
- private:
-  size_t Search(const uint8_t* needle, size_t length, size_t* position) const;
-  // False when no match of 8 bytes or more can start at `needle`.
-  bool MayMatch(const uint8_t* needle, size_t length) const;
-
-  const uint8_t* old_ = nullptr;
-  size_t old_size_ = 0;
-  std::vector<uint32_t> sa_;
-  std::vector<uint32_t> buckets_;  // by first two bytes, 65537 slots
-  std::vector<uint64_t> grams_;    // bit set of old's 8-byte windows
-  int grams_bits_ = 0;
-};
-
-// Serializes `records` (which must cover new exactly, adds inside old) as a
-// delta, compressing its three streams: version 3 when `references` has
-// spans (the buffers laid out in their views by `layout`, null for the
-// views themselves), else version 2. kTooLarge past kMaxPredictedRecords
-// records with references.
-Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
-                  size_t new_size, const std::vector<DeltaRecord>& records,
-                  std::vector<uint8_t>* out, const ReferenceInfo* references = nullptr,
-                  const DeltaLayout* layout = nullptr);
-
-// Writes a delta that turns `old_data` into `new_data` into `out` (replaced).
-Status EncodeDiff(const uint8_t* old_data, size_t old_size,
-                  const uint8_t* new_data, size_t new_size,
-                  std::vector<uint8_t>* out);
-inline Status EncodeDiff(const std::vector<uint8_t>& old_data,
-                         const std::vector<uint8_t>& new_data,
-                         std::vector<uint8_t>* out) {
-  return EncodeDiff(old_data.data(), old_data.size(), new_data.data(),
-                    new_data.size(), out);
-}
+// Decodes a whole Brotli stream that must produce exactly `out_size` bytes
+// and end exactly at `in_size`; kCorrupt otherwise. Never writes past
+// `out_size`.
+Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
+                             size_t out_size);
 
 // Applies `delta` to `old_data`, producing exactly `out_size` bytes in
 // `out`. Fully bounds-checked against all three sizes. `layout` places the

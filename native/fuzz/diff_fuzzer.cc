@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "diff.h"
+#include "diff_encoder.h"
 #include "fuzz_input.h"
 #include "fuzz_support.h"
 #include "fuzz_targets.h"

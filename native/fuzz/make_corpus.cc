@@ -23,6 +23,7 @@
 
 #include "commit_record.h"
 #include "diff.h"
+#include "diff_encoder.h"
 #include "fuzz_input.h"
 #include "fuzz_support.h"
 #include "generator.h"

@@ -18,7 +18,7 @@
 #include "../engine/checkpoint.h"
 #include "../engine/file_io.h"
 #include "../engine/layer_file.h"
-#include "../engine/generator.h"
+#include "../engine/generator/generator.h"
 #include "../engine/merkle.h"
 #include "../engine/operation.h"
 #include "../engine/payload_reader.h"

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "../engine/generator/diff_encoder.h"
 #include "../engine/little_endian.h"
 #include "testing.h"
 

@@ -9,7 +9,7 @@
 #include <set>
 #include <vector>
 
-#include "../engine/diff.h"
+#include "../engine/generator/diff_encoder.h"
 #include "../engine/sha256.h"
 #include "testing.h"
 

@@ -1,6 +1,6 @@
 // The generator: which operation each kind of change becomes, the payload
 // framing it reports (chunk digests, stats) and its refusals.
-#include "../engine/generator.h"
+#include "../engine/generator/generator.h"
 
 #include <fcntl.h>
 #include <unistd.h>

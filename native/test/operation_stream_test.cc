@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "../engine/generator.h"
+#include "../engine/generator/generator.h"
 #include "../engine/merkle.h"
 #include "../engine/sha256.h"
 #include "testing.h"

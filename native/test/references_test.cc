@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../engine/diff.h"
+#include "../engine/generator/diff_encoder.h"
 #include "../engine/little_endian.h"
 #include "testing.h"
 

@@ -1,7 +1,7 @@
 // The suffix array against a naive sort of the suffixes, on random,
 // small-alphabet and highly repetitive inputs (the shapes that exercise the
 // recursion of SA-IS), and the refusal of inputs too large for 32 bits.
-#include "../engine/suffix_array.h"
+#include "../engine/generator/suffix_array.h"
 
 #include <algorithm>
 #include <cstdint>

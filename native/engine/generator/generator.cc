@@ -8,7 +8,7 @@
 
 #include "block_io.h"
 #include "buffered_writer.h"
-#include "diff.h"
+#include "diff_encoder.h"
 #include "file_io.h"
 #include "merkle.h"
 #include "operation.h"

@@ -1,0 +1,380 @@
+#include "diff_encoder.h"
+
+#include <brotli/encode.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "little_endian.h"
+#include "references.h"
+#include "suffix_array.h"
+
+namespace revpatch {
+namespace {
+
+// A match must beat the current alignment by this many bytes to be taken.
+constexpr size_t kMatchMargin = 8;
+// Longest match one probe measures; longer ones continue at the next probe,
+// so a long repeat costs linear time instead of quadratic.
+constexpr size_t kMaxProbe = 4096;
+// A probe whose first kGram bytes occur nowhere in old cannot match more
+// than kGram - 1 bytes, never enough to be taken: it skips the search.
+constexpr size_t kGram = 8;
+static_assert(kGram <= kMatchMargin + 1, "a skipped probe must be one that cannot win");
+
+void PutVarint(uint64_t v, std::vector<uint8_t>* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<uint8_t>(v));
+}
+
+size_t MatchLength(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len) {
+  size_t n = std::min(std::min(a_len, b_len), kMaxProbe), k = 0;
+  while (k + 8 <= n) {
+    uint64_t x, y;
+    std::memcpy(&x, a + k, 8);
+    std::memcpy(&y, b + k, 8);
+    if (x != y) return k + static_cast<size_t>(__builtin_ctzll(x ^ y) >> 3);
+    k += 8;
+  }
+  while (k < n && a[k] == b[k]) ++k;
+  return k;
+}
+
+// Two independent hashes of the 8 bytes at p, `bits` wide.
+void GramHashes(const uint8_t* p, int bits, uint64_t* h1, uint64_t* h2) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  *h1 = (v * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+  *h2 = ((v ^ (v >> 29)) * 0xC2B2AE3D27D4EB4Full) >> (64 - bits);
+}
+
+// Compresses with one encoder instance so the window can be fit to the
+// input and the size given as a hint.
+Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out);
+
+// Incompressible data (already compressed files, encrypted blocks) costs
+// quality 11 seconds per megabyte for nothing: a quality-1 pass, at
+// hundreds of megabytes a second, finds it, and its output is kept.
+constexpr size_t kProbeMinSize = 64 << 10;
+Status Compress(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out) {
+  if (quality > 1 && size >= kProbeMinSize) {
+    REVPATCH_RETURN_IF_ERROR(CompressAt(data, size, 1, out));
+    if (out->size() >= size - size / 64) return Status::Ok();
+  }
+  return CompressAt(data, size, quality, out);
+}
+
+Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uint8_t>* out) {
+  size_t bound = BrotliEncoderMaxCompressedSize(size);
+  if (bound == 0) return Status(ErrorCode::kTooLarge, "brotli: input too large");
+  try {
+    out->resize(bound);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "brotli: out of memory");
+  }
+  // A window larger than the input buys nothing and costs the encoder (and
+  // later the decoder) memory and set-up time.
+  int lgwin = BROTLI_MIN_WINDOW_BITS;
+  while (lgwin < kBrotliWindowBits && (size_t{1} << lgwin) - 16 < size) ++lgwin;
+  BrotliEncoderState* state = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
+  if (state == nullptr) return Status(ErrorCode::kTooLarge, "brotli: out of memory");
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, static_cast<uint32_t>(quality));
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, static_cast<uint32_t>(lgwin));
+  BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT,
+                            static_cast<uint32_t>(std::min<size_t>(size, 1u << 30)));
+  size_t avail_in = size, avail_out = bound;
+  const uint8_t* next_in = data;
+  uint8_t* next_out = out->data();
+  bool ok = BrotliEncoderCompressStream(state, BROTLI_OPERATION_FINISH, &avail_in, &next_in,
+                                        &avail_out, &next_out, nullptr) &&
+            BrotliEncoderIsFinished(state);
+  BrotliEncoderDestroyInstance(state);
+  if (!ok) return Status(ErrorCode::kIo, "brotli: compression failed");
+  out->resize(bound - avail_out);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status BrotliCompress(const uint8_t* data, size_t size, int quality,
+                      std::vector<uint8_t>* out) {
+  return Compress(data, size, quality, out);
+}
+
+Status DeltaMatcher::Init(const uint8_t* old_data, size_t old_size) {
+  old_ = old_data;
+  old_size_ = old_size;
+  REVPATCH_RETURN_IF_ERROR(BuildSuffixArray(old_data, old_size, &sa_));
+  // buckets_[k] is the first suffix array slot whose suffix starts with the
+  // two bytes k or more (a one-byte suffix counts as its byte then 0).
+  buckets_.assign(65537, 0);
+  for (size_t i = 0; i < old_size; ++i) {
+    const uint32_t at = sa_[i];
+    const uint32_t key = uint32_t{old_data[at]} << 8 | (at + 1 < old_size ? old_data[at + 1] : 0);
+    ++buckets_[key + 1];
+  }
+  for (size_t k = 1; k < buckets_.size(); ++k) buckets_[k] += buckets_[k - 1];
+  // Every 8-byte window of old, hashed twice into a bit set of about 16
+  // bits per byte (a Bloom filter: about 1.5% false positives).
+  grams_bits_ = 16;
+  while (grams_bits_ < 32 && (uint64_t{1} << grams_bits_) < uint64_t{16} * old_size) ++grams_bits_;
+  try {
+    grams_.assign((size_t{1} << grams_bits_) / 64, 0);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "delta: out of memory");
+  }
+  for (size_t i = 0; i + kGram <= old_size; ++i) {
+    uint64_t h1, h2;
+    GramHashes(old_data + i, grams_bits_, &h1, &h2);
+    grams_[h1 >> 6] |= uint64_t{1} << (h1 & 63);
+    grams_[h2 >> 6] |= uint64_t{1} << (h2 & 63);
+  }
+  return Status::Ok();
+}
+
+bool DeltaMatcher::MayMatch(const uint8_t* needle, size_t length) const {
+  if (length < kGram) return true;
+  uint64_t h1, h2;
+  GramHashes(needle, grams_bits_, &h1, &h2);
+  return ((grams_[h1 >> 6] >> (h1 & 63)) & (grams_[h2 >> 6] >> (h2 & 63)) & 1) != 0;
+}
+
+// The old suffix sharing the longest prefix with `needle` (bsdiff's binary
+// search over the suffix array).
+size_t DeltaMatcher::Search(const uint8_t* needle, size_t length, size_t* position) const {
+  if (old_size_ == 0) {
+    *position = 0;
+    return 0;
+  }
+  size_t lo = 0, hi = old_size_ - 1;
+  if (length >= 2) {
+    // Narrow to the suffixes sharing the first two bytes, when there are
+    // any; the binary search then skips the levels a random probe misses
+    // the cache on.
+    const uint32_t key = uint32_t{needle[0]} << 8 | needle[1];
+    if (buckets_[key + 1] > buckets_[key]) {
+      lo = buckets_[key];
+      hi = buckets_[key + 1] - 1;
+    }
+  }
+  while (hi - lo >= 2) {
+    size_t mid = lo + (hi - lo) / 2;
+    size_t at = sa_[mid];
+    size_t n = std::min(std::min(old_size_ - at, length), kMaxProbe);
+    if (std::memcmp(old_ + at, needle, n) < 0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  size_t x = MatchLength(old_ + sa_[lo], old_size_ - sa_[lo], needle, length);
+  size_t y = MatchLength(old_ + sa_[hi], old_size_ - sa_[hi], needle, length);
+  if (x > y) {
+    *position = sa_[lo];
+    return x;
+  }
+  *position = sa_[hi];
+  return y;
+}
+
+void DeltaMatcher::Match(const uint8_t* new_data, size_t new_size,
+                         std::vector<DeltaRecord>* records) const {
+  records->clear();
+  const uint8_t* old_data = old_;
+  const size_t old_size = old_size_;
+  size_t scan = 0, len = 0, pos = 0;
+  size_t last_scan = 0, last_pos = 0;
+  int64_t last_offset = 0;  // old minus new position of the last match
+  auto aligned_equal = [&](size_t at) {
+    int64_t o = static_cast<int64_t>(at) + last_offset;
+    return o >= 0 && static_cast<uint64_t>(o) < old_size &&
+           old_data[static_cast<size_t>(o)] == new_data[at];
+  };
+  while (scan < new_size) {
+    // old_score counts the bytes of [scan, scsc) that the last match's
+    // alignment predicts; a match is taken when it beats that by a margin.
+    int64_t old_score = 0;
+    scan += len;
+    size_t scsc = scan;
+    for (; scan < new_size; ++scan) {
+      if (scsc < scan) {
+        scsc = scan;
+        old_score = 0;
+      }
+      len = MayMatch(new_data + scan, new_size - scan) ? Search(new_data + scan, new_size - scan, &pos)
+                                                         : 0;
+      for (; scsc < scan + len; ++scsc) {
+        if (aligned_equal(scsc)) ++old_score;
+      }
+      const int64_t n = static_cast<int64_t>(len);
+      if ((n == old_score && n != 0) || n > old_score + static_cast<int64_t>(kMatchMargin)) break;
+      if (scsc > scan && aligned_equal(scan)) --old_score;
+    }
+    if (static_cast<int64_t>(len) == old_score && scan != new_size) continue;
+
+    // Forward extension of the last match: the prefix where matches
+    // outnumber mismatches the most.
+    size_t lenf = 0;
+    {
+      int64_t s = 0, best = 0;
+      for (size_t i = 0; last_scan + i < scan && last_pos + i < old_size;) {
+        if (old_data[last_pos + i] == new_data[last_scan + i]) ++s;
+        ++i;
+        if (s * 2 - static_cast<int64_t>(i) > best * 2 - static_cast<int64_t>(lenf)) {
+          best = s;
+          lenf = i;
+        }
+      }
+    }
+    // Backward extension of the new match.
+    size_t lenb = 0;
+    if (scan < new_size) {
+      int64_t s = 0, best = 0;
+      for (size_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
+        if (old_data[pos - i] == new_data[scan - i]) ++s;
+        if (s * 2 - static_cast<int64_t>(i) > best * 2 - static_cast<int64_t>(lenb)) {
+          best = s;
+          lenb = i;
+        }
+      }
+    }
+    // Where the two overlap, split at the best point.
+    if (last_scan + lenf > scan - lenb) {
+      size_t overlap = (last_scan + lenf) - (scan - lenb);
+      int64_t s = 0, best = 0;
+      size_t lens = 0;
+      for (size_t i = 0; i < overlap; ++i) {
+        if (new_data[last_scan + lenf - overlap + i] == old_data[last_pos + lenf - overlap + i]) {
+          ++s;
+        }
+        if (new_data[scan - lenb + i] == old_data[pos - lenb + i]) --s;
+        if (s > best) {
+          best = s;
+          lens = i + 1;
+        }
+      }
+      lenf += lens - overlap;
+      lenb -= lens;
+    }
+    DeltaRecord r;
+    r.old_start = last_pos;
+    r.add_length = lenf;
+    r.copy_length = (scan - lenb) - (last_scan + lenf);
+    if (r.add_length + r.copy_length > 0) records->push_back(r);
+    last_scan = scan - lenb;
+    last_pos = pos - lenb;
+    last_offset = static_cast<int64_t>(pos) - static_cast<int64_t>(scan);
+  }
+}
+
+Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
+                  size_t new_size, const std::vector<DeltaRecord>& records,
+                  std::vector<uint8_t>* out, const ReferenceInfo* references,
+                  const DeltaLayout* layout) {
+  const bool predicted = references != nullptr && !references->empty();
+  if (predicted && records.size() > kMaxPredictedRecords) {
+    return Status(ErrorCode::kTooLarge, "delta: too many records to predict references");
+  }
+  std::vector<uint8_t> control, diff, extra, pred, reference_part;
+  try {
+    if (predicted) {
+      // The bytes each add starts from, as the decoder will predict them.
+      pred.assign(new_size, 0);
+      std::vector<Equivalence> adds;
+      uint64_t new_pos = 0;
+      for (const DeltaRecord& r : records) {
+        if (r.add_length > 0) {
+          if (r.old_start > old_size || r.add_length > old_size - r.old_start ||
+              r.add_length > new_size - new_pos) {
+            return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+          }
+          std::memcpy(pred.data() + new_pos, old_data + r.old_start, r.add_length);
+          adds.push_back({r.old_start, new_pos, r.add_length});
+        }
+        new_pos += r.add_length + r.copy_length;
+        if (new_pos > new_size) {
+          return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+        }
+      }
+      REVPATCH_RETURN_IF_ERROR(PredictReferences(*references, layout ? *layout : DeltaLayout{},
+                                                 old_data, old_size, adds, pred.data(),
+                                                 pred.size()));
+      EncodeReferenceInfo(*references, &reference_part);
+    }
+    control.reserve(records.size() * 4);
+    uint64_t add_total = 0;
+    for (const DeltaRecord& r : records) add_total += r.add_length;
+    extra.reserve(new_size - static_cast<size_t>(std::min<uint64_t>(add_total, new_size)));
+    uint64_t old_pos = 0, new_pos = 0, zeros = 0;
+    for (const DeltaRecord& r : records) {
+      const uint64_t start = r.add_length > 0 ? r.old_start : old_pos;
+      if (start + r.add_length > old_size || new_pos + r.add_length + r.copy_length > new_size ||
+          r.add_length + r.copy_length == 0) {
+        return Status(ErrorCode::kInvalidArgument, "delta: record outside the data");
+      }
+      const int64_t seek = static_cast<int64_t>(start - old_pos);
+      PutVarint((static_cast<uint64_t>(seek) << 1) ^ static_cast<uint64_t>(seek >> 63),
+                &control);
+      PutVarint(r.add_length, &control);
+      PutVarint(r.copy_length, &control);
+      const uint8_t* o = predicted ? pred.data() + new_pos : old_data + start;
+      const uint8_t* n = new_data + new_pos;
+      for (uint64_t k = 0; k < r.add_length; ++k) {
+        const uint8_t d = static_cast<uint8_t>(n[k] - o[k]);
+        if (d == 0) {
+          ++zeros;
+        } else {
+          PutVarint(zeros, &diff);
+          diff.push_back(d);
+          zeros = 0;
+        }
+      }
+      extra.insert(extra.end(), n + r.add_length, n + r.add_length + r.copy_length);
+      old_pos = start + r.add_length;
+      new_pos += r.add_length + r.copy_length;
+    }
+    if (new_pos != new_size) {
+      return Status(ErrorCode::kInvalidArgument, "delta: records do not cover the data");
+    }
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kTooLarge, "delta: out of memory");
+  }
+  // The diff stream is the largest; the other two compress alongside it.
+  std::vector<uint8_t> streams[3];
+  Status side;
+  std::thread helper([&] {
+    side = Compress(control.data(), control.size(), kBrotliQuality, &streams[0]);
+    if (side.ok()) side = Compress(extra.data(), extra.size(), kBrotliQuality, &streams[2]);
+  });
+  Status main = Compress(diff.data(), diff.size(), kBrotliQuality, &streams[1]);
+  helper.join();
+  REVPATCH_RETURN_IF_ERROR(main);
+  REVPATCH_RETURN_IF_ERROR(side);
+  const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
+  out->assign(header, 0);
+  std::memcpy(out->data(), kDiffMagic, 4);
+  PutU32(out->data() + 4, predicted ? kDiffFormatVersion : kPlainDiffFormatVersion);
+  PutU64(out->data() + 8, new_size);
+  for (int s = 0; s < 3; ++s) PutU64(out->data() + 16 + 8 * s, streams[s].size());
+  if (predicted) PutU64(out->data() + 40, reference_part.size());
+  for (int s = 0; s < 3; ++s) out->insert(out->end(), streams[s].begin(), streams[s].end());
+  out->insert(out->end(), reference_part.begin(), reference_part.end());
+  return Status::Ok();
+}
+
+Status EncodeDiff(const uint8_t* old_data, size_t old_size,
+                  const uint8_t* new_data, size_t new_size,
+                  std::vector<uint8_t>* out) {
+  DeltaMatcher matcher;
+  REVPATCH_RETURN_IF_ERROR(matcher.Init(old_data, old_size));
+  std::vector<DeltaRecord> records;
+  matcher.Match(new_data, new_size, &records);
+  return WriteDelta(old_data, old_size, new_data, new_size, records, out);
+}
+
+}  // namespace revpatch
