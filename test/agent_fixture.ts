@@ -6,9 +6,7 @@
  * device set up to trust the repository's first root.
  */
 import * as http from 'node:http';
-import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { spawn, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Device } from '../lib/device/device';
@@ -20,6 +18,7 @@ import type { RepositoryClientOptions } from '../lib/repo/types';
 import { Agent, type AgentOptions } from '../lib/agent/agent';
 import { AGENT_LOG_FILE, AUDIT_FILE } from '../lib/agent/log';
 import { BLOCK, snapshot, stampedImage, tempDir } from './helpers';
+import { startRepositoryNginx } from './fixtures/nginx';
 
 export const BLOCKS = 128;
 
@@ -195,57 +194,12 @@ export async function exported(world: World): Promise<Buffer> {
   return data;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 /**
- * A real nginx on 127.0.0.1 serving `root` as static files; a string saying
+ * A real nginx on 127.0.0.1 serving the repository in `root` (its metadata/
+ * and targets/; test/fixtures/nginx.ts); a string saying
  * why if it cannot start (not installed: apt-get install -y nginx-light).
  */
 export async function startNginx(t: { teardown(fn: () => unknown): void }, root: string): Promise<{ url: string } | string> {
-  const probe = spawnSync('nginx', ['-v'], { encoding: 'utf8' });
-  if (probe.error) return 'nginx is not installed (apt-get install -y nginx-light)';
-  const dir = await tempDir(t, 'revpatch-agent-nginx-');
-  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await fs.mkdir(path.join(dir, d));
-  const port = await freePort();
-  const conf = [
-    'daemon off;',
-    process.getuid?.() === 0 ? 'user root;' : '',
-    'worker_processes 1;',
-    `pid ${dir}/nginx.pid;`,
-    `error_log ${dir}/error.log warn;`,
-    'events { worker_connections 64; }',
-    'http {',
-    '  access_log off;',
-    `  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;`,
-    `  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;`,
-    '  default_type application/octet-stream;',
-    `  server { listen 127.0.0.1:${port}; root ${root}; }`,
-    '}',
-  ].join('\n');
-  await fs.writeFile(path.join(dir, 'nginx.conf'), conf);
-  const child = spawn('nginx', ['-p', dir, '-e', `${dir}/error.log`, '-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
-  child.on('error', () => undefined);
-  t.teardown(() => {
-    child.kill('SIGTERM');
-  });
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && child.exitCode === null) {
-    const up = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (up) return { url: `http://127.0.0.1:${port}` };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const log = await fs.readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
-  return `nginx did not start: ${log.trim().split('\n').pop() ?? 'no log'}`;
+  const nginx = await startRepositoryNginx(t, root);
+  return typeof nginx === 'string' ? nginx : { url: nginx.url };
 }
