@@ -179,6 +179,29 @@ if (!built) {
     t.ok(audit.some((l) => l.source === 'verify' && l.layer === layers[0]));
   });
 
+  t.test('an open view serves parallel reads, each verified, and refuses reads once closed', async (t) => {
+    const s = await activeDevice(t);
+    await flipByte(s.volume, 40 * BLOCK + 1);
+    const device = await Device.open(s.state);
+    const view = await engine.openView(device.bootedView());
+    const reads = [];
+    for (let i = 0; i < 64; i++) reads.push(view.read(i * BLOCK, BLOCK).then((b) => ({ i, b }), (e) => ({ i, e })));
+    for (const r of await Promise.all(reads)) {
+      if (r.i === 40) {
+        t.match((r as { e: unknown }).e, { code: 'E_CORRUPT' }, 'the changed block fails');
+        t.match(engine.corruptReadsOf((r as { e: unknown }).e), [{ block: 40, layer: -1 }]);
+      } else {
+        t.ok((r as { b: Buffer }).b.equals(s.next.subarray(r.i * BLOCK, (r.i + 1) * BLOCK)), `block ${r.i}`);
+      }
+    }
+    const unchecked = await engine.openView(device.bootedView(), { verify: false });
+    t.equal((await unchecked.read(40 * BLOCK, BLOCK)).length, BLOCK, 'unverified, it would be served');
+    unchecked.close();
+    view.close();
+    await t.rejects(view.read(0, BLOCK), { code: 'E_INVALID_ARGUMENT' });
+    await t.rejects(engine.openView({ base: s.volume, baseTree: path.join(s.state, 'missing.tree'), layers: [] }), { code: 'E_NOT_FOUND' });
+  });
+
   t.test('a record without a fingerprint gets one at its next boot', async (t) => {
     const s = await activeDevice(t);
     const file = path.join(s.state, 'commit.rec');

@@ -188,8 +188,23 @@ export interface FaultStatus {
   failAt: number;
 }
 
+/** A view opened once for many reads (openView). */
+export interface OpenView {
+  /** As readView, on the view opened once; concurrent reads run in parallel. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Reads in flight finish; later reads fail with E_INVALID_ARGUMENT. */
+  close(): void;
+}
+
+interface ViewHandle {
+  open(view: ViewSpec, verify: boolean): Promise<void>;
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): void;
+}
+
 interface Addon {
   Feed: new () => Feed;
+  ViewHandle: new () => ViewHandle;
   hashImage(file: string, blockSize: number, treePath: string): Promise<ImageDigest>;
   viewInfo(view: ViewSpec): Promise<ViewInfo>;
   readView(view: ViewSpec, offset: number, length: number, verify?: boolean): Promise<Buffer>;
@@ -310,6 +325,19 @@ export const readView = (
   length: number,
   options: { verify?: boolean } = {},
 ): Promise<Buffer> => call((a) => a.readView(view, offset, length, options.verify ?? true));
+/**
+ * Opens a view for many reads (native/addon/view_handle.h): the layers'
+ * indexes are read once and the base tree's checked groups stay cached, as
+ * for a long-lived reader. Reads verify unless `verify: false`.
+ */
+export async function openView(view: ViewSpec, options: { verify?: boolean } = {}): Promise<OpenView> {
+  const handle = callSync((a) => new a.ViewHandle());
+  await call(() => handle.open(view, options.verify ?? true));
+  return {
+    read: (offset, length) => call(() => handle.read(offset, length)),
+    close: () => callSync(() => handle.close()),
+  };
+}
 /**
  * The scrub: every block of the view read and checked, without stopping at
  * a bad one; progress is in blocks. Lists the first `maxListed` bad blocks.

@@ -23,6 +23,7 @@
 #include "scrub.h"
 #include "sha256.h"
 #include "view.h"
+#include "view_handle.h"
 #include "worker.h"
 
 namespace revpatch_addon {
@@ -639,6 +640,7 @@ void ArmFaultPlanFromEnvironment() {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ArmFaultPlanFromEnvironment();
   RegisterFeed(env, exports);
+  RegisterViewHandle(env, exports);
   exports.Set("hashImage", Napi::Function::New(env, HashImage, "hashImage"));
   exports.Set("viewInfo", Napi::Function::New(env, ViewInfo, "viewInfo"));
   exports.Set("readView", Napi::Function::New(env, ReadView, "readView"));
