@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "verified_tree.h"
@@ -13,6 +15,28 @@ namespace {
 
 constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
 constexpr size_t kReadBytesChunk = size_t{1} << 20;
+// A run at least this large is hashed on two threads: the calling one and
+// a helper that takes the first half. Hashing (about 2 GB/s a core with
+// SHA-NI) is what a verified read waits for; a page-cache read is several
+// times faster.
+constexpr size_t kParallelHashBytes = size_t{2} << 20;
+
+// LeafHashes of `count` blocks, split over two threads when the run is
+// large and a second thread can be had.
+void HashRun(const uint8_t* data, size_t count, uint32_t block_size, Digest* out) {
+  if (count * size_t{block_size} >= kParallelHashBytes && count >= 4) {
+    const size_t half = (count / 2) & ~size_t{1};  // even: pairs stay whole
+    try {
+      std::thread helper([=] { LeafHashes(data, half, block_size, out); });
+      LeafHashes(data + half * size_t{block_size}, count - half, block_size, out + half);
+      helper.join();
+      return;
+    } catch (const std::system_error&) {
+      // No thread to be had: hash it all here.
+    }
+  }
+  LeafHashes(data, count, block_size, out);
+}
 
 }  // namespace
 
@@ -109,7 +133,7 @@ struct View::Impl {
       LayerReader& l = *layers[layer];
       for (size_t i = 0; i < count; ++i) scratch->expected[i] = l.EntryLeaf(pos + i);
     }
-    LeafHashes(data, count, block_size, scratch->computed.data());
+    HashRun(data, count, block_size, scratch->computed.data());
     for (size_t i = 0; i < count; ++i) {
       if (scratch->computed[i] == scratch->expected[i]) continue;
       CorruptRead r{b + i, layer,
@@ -275,6 +299,13 @@ Status View::ReadBytes(uint64_t offset, uint64_t size, uint8_t* out) {
     const uint64_t first = pos / bs;
     const uint64_t skip = pos % bs;
     const uint64_t want = avail - done;
+    if (skip == 0 && want >= bs) {
+      // Whole blocks go straight to the caller's buffer, a chunk at a time.
+      const uint64_t blocks = std::min<uint64_t>(chunk_blocks, want / bs);
+      REVPATCH_RETURN_IF_ERROR(ReadBlocks(first, blocks, out + done));
+      done += blocks * bs;
+      continue;
+    }
     const uint64_t blocks =
         std::min<uint64_t>(chunk_blocks, BlockCount(skip + want, im.block_size));
     buf.resize(static_cast<size_t>(blocks * bs));
