@@ -161,6 +161,17 @@ if (!built) {
     t.equal(s.cli('boot').code, 0);
   });
 
+  t.test('a base that changed size: boot and verify both refuse with E_BASE_CHANGED', async (t) => {
+    const s = await activeDevice(t);
+    await fs.appendFile(s.volume, Buffer.alloc(BLOCK, 1));
+    const before = await snapshot(s.state);
+    expectError(t, s.cli('boot'), 'E_BASE_CHANGED');
+    const r = s.cli('verify');
+    expectError(t, r, 'E_BASE_CHANGED');
+    t.match(r.stderr, /put the original base back, or set the device up again with `revpatch init`/);
+    t.same(await snapshot(s.state), before, 'nothing recorded');
+  });
+
   t.test('a changed layer block fails reads naming the layer, and verify counts it', async (t) => {
     const s = await activeDevice(t);
     const layers = (await fs.readdir(path.join(s.state, 'layers'))).filter((n) => n.endsWith('.layer'));
