@@ -86,7 +86,9 @@ if (!built) {
     t.equal((await fs.stat(s.volume, { bigint: true })).mtimeNs, mtimeBefore, 'the mtime was put back: only ctime tells');
     t.equal((await fs.stat(s.volume)).size, s.base.length, 'same size');
 
-    // boot: refused before anything is committed.
+    // boot: refused before anything is committed or collected (a stray
+    // layer no record names, which a boot would delete, stays).
+    await fs.writeFile(path.join(s.state, 'layers', 'stray.layer'), 'unsealed');
     const before = await snapshot(s.state);
     const refused = s.cli('boot');
     expectError(t, refused, 'E_BASE_CHANGED');

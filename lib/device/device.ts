@@ -263,12 +263,14 @@ export class Device {
    * re-reads the record (another process may have committed since open),
    * collects garbage, then runs the transition.
    */
-  private async mutate<T>(fn: () => Promise<T>): Promise<T> {
+  private async mutate<T>(fn: () => Promise<T>, precheck?: () => Promise<void>): Promise<T> {
     const lock = await StateLock.acquire(this.stateDir, this.lockWaitMs);
     try {
       const state = await engine.readCommitRecord(this.file(COMMIT_FILE));
       this.record = decodeRecord(state.body);
       this.generation = state.generation;
+      // A refusal that must leave every file as it was comes before the collection.
+      await precheck?.();
       await this.collectGarbage();
       return await fn();
     } finally {
@@ -449,8 +451,11 @@ export class Device {
    * deletes the layers no record names and refreshes the live image.
    */
   async boot(): Promise<BootReport> {
+    let fingerprint: BaseFingerprint;
+    const precheck = async () => {
+      fingerprint = await this.checkBaseUnchanged();
+    };
     return this.mutate(async () => {
-      const fingerprint = await this.checkBaseUnchanged();
       const next = this.cloneRecord();
       next.device.baseFingerprint ??= fingerprint;
       const report: BootReport = {
@@ -513,7 +518,7 @@ export class Device {
         report.liveImage = next.device.liveImage;
       }
       return report;
-    });
+    }, precheck);
   }
 
   /**
