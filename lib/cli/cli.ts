@@ -18,6 +18,7 @@ import { registerBench } from './cli_bench';
 import { readReportConfig, readReportingInput, reportDir, writeReportConfig } from '../report/config';
 import { readQueueStats, type QueueSnapshot } from '../report/queue';
 import { registerFleet } from './cli_fleet';
+import { registerVerify } from './cli_verify';
 
 interface GlobalOptions {
   state?: string;
@@ -299,6 +300,12 @@ export function buildProgram(): Command {
             `state ${status.stateDir} (generation ${status.generation}, ${status.boots} boots)`,
             `volume ${status.volume}`,
             `base        ${status.baseDigest}`,
+            ...(status.baseChanges.length
+              ? [
+                  `            base volume changed since it was recorded (${status.baseChanges.join(', ')}): ` +
+                    'the digests here are the record\'s, not checked against its bytes; run `revpatch verify`',
+                ]
+              : []),
             `booted view ${status.bootedDigest}`,
             `next boot   ${status.nextBootDigest}${status.restartRequired ? '  (restart required)' : ''}`,
             reports
@@ -322,7 +329,10 @@ export function buildProgram(): Command {
         const result = await device.export(opts.out, { mode: opts.mode, onProgress: bar.update });
         bar.stop();
         print(globals(), { out: path.resolve(opts.out), ...result }, () =>
-          `wrote ${path.resolve(opts.out)} (${result.size} bytes, ${result.reflinked ? `base reflinked, ${result.bytesWritten} bytes written` : 'copied'})`,
+          `wrote ${path.resolve(opts.out)} (${result.size} bytes, ${result.reflinked ? `base reflinked, ${result.bytesWritten} bytes written` : 'copied, every block checked'})` +
+          (result.baseVerified
+            ? ''
+            : '\n  the base was cloned, not read: its blocks were not checked against the tree; run `revpatch verify` to check them'),
         );
       } finally {
         bar.stop();
@@ -330,6 +340,7 @@ export function buildProgram(): Command {
     });
 
   registerRepo(program);
+  registerVerify(program);
   registerAgent(program);
   registerBench(program);
   registerFleet(program);
