@@ -19,6 +19,7 @@ import { readReportConfig, readReportingInput, reportDir, writeReportConfig } fr
 import { readQueueStats, type QueueSnapshot } from '../report/queue';
 import { registerFleet } from './cli_fleet';
 import { registerServeView } from './cli_serve_view';
+import { registerVerify } from './cli_verify';
 
 interface GlobalOptions {
   state?: string;
@@ -300,6 +301,12 @@ export function buildProgram(): Command {
             `state ${status.stateDir} (generation ${status.generation}, ${status.boots} boots)`,
             `volume ${status.volume}`,
             `base        ${status.baseDigest}`,
+            ...(status.baseChanges.length
+              ? [
+                  `            base volume changed since it was recorded (${status.baseChanges.join(', ')}): ` +
+                    'the digests here are the record\'s, not checked against its bytes; run `revpatch verify`',
+                ]
+              : []),
             `booted view ${status.bootedDigest}`,
             `next boot   ${status.nextBootDigest}${status.restartRequired ? '  (restart required)' : ''}`,
             reports
@@ -323,7 +330,10 @@ export function buildProgram(): Command {
         const result = await device.export(opts.out, { mode: opts.mode, onProgress: bar.update });
         bar.stop();
         print(globals(), { out: path.resolve(opts.out), ...result }, () =>
-          `wrote ${path.resolve(opts.out)} (${result.size} bytes, ${result.reflinked ? `base reflinked, ${result.bytesWritten} bytes written` : 'copied'})`,
+          `wrote ${path.resolve(opts.out)} (${result.size} bytes, ${result.reflinked ? `base reflinked, ${result.bytesWritten} bytes written` : 'copied, every block checked'})` +
+          (result.baseVerified
+            ? ''
+            : '\n  the base was cloned, not read: its blocks were not checked against the tree; run `revpatch verify` to check them'),
         );
       } finally {
         bar.stop();
@@ -331,6 +341,7 @@ export function buildProgram(): Command {
     });
 
   registerRepo(program);
+  registerVerify(program);
   registerAgent(program);
   registerBench(program);
   registerFleet(program);

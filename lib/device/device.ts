@@ -20,10 +20,13 @@ import { assertNotServed } from './serve_lease';
 import { readPublicKey } from '../patch/keys';
 import { PatchFile } from '../patch/patch_file';
 import { copyFileAtomic } from '../engine/atomic';
+import { AuditTrail } from './audit';
+import { fingerprintChanges, takeFingerprint } from './base_fingerprint';
 import {
   DEFAULT_MAX_BOOT_ATTEMPTS,
   DEFAULT_MAX_EARLY_BOOTS,
   BOOTED_STATES,
+  BaseFingerprint,
   NEXT_BOOT_STATES,
   DeviceConfig,
   DeviceRecord,
@@ -77,12 +80,46 @@ export interface DeviceStatus {
   volume: string;
   blockSize: number;
   baseDigest: string;
+  /**
+   * What differs in the base volume's fingerprint since init or the last
+   * clean verify ([] if nothing): when not empty the digests below are the
+   * record's, not checked against the base's bytes, and boot refuses with
+   * E_BASE_CHANGED until `revpatch verify` passes.
+   */
+  baseChanges: string[];
   bootedDigest: string;
   nextBootDigest: string;
   restartRequired: boolean;
   boots: number;
   generation: number;
   patches: PatchRecord[];
+}
+
+/** Where a corrupt read was found, as the audit trail names it. */
+export type CorruptReadSource = 'read' | 'export' | 'verify';
+
+/** A bad block as the device reports it: the layer by file name, null for the base. */
+export interface BadBlock {
+  block: number;
+  layer: string | null;
+  detail: string;
+}
+
+export interface VerifyReport {
+  /** Every block checked matched its leaf hash. */
+  ok: boolean;
+  /** Blocks checked (the booted view's, plus the base's when it had changed). */
+  blocks: number;
+  bad: number;
+  baseBad: number;
+  layerBad: number;
+  /** The first bad blocks (at most maxListed). */
+  badBlocks: BadBlock[];
+  viewDigest: string;
+  /** The base's fingerprint differed from the record's ([] if not). */
+  baseChanges: string[];
+  /** The current fingerprint was recorded, so boot proceeds again. */
+  fingerprintRecorded: boolean;
 }
 
 function now(): string {
@@ -176,12 +213,16 @@ export class Device {
     const lock = await StateLock.acquire(dir, options.lockWaitMs ?? 0);
     try {
       await fs.mkdir(path.join(dir, LAYER_DIR), { recursive: true });
+      // Taken before hashing: a change during the hash moves it, so the
+      // first boot refuses rather than trust a tree of other bytes.
+      const baseFingerprint = await takeFingerprint(volume);
       const base = await engine.buildBaseTree(volume, blockSize, path.join(dir, BASE_TREE_FILE));
       await copyFileAtomic(options.trust, path.join(dir, TRUST_FILE));
       const record: DeviceRecord = {
         format: 1,
         device: {
           volume,
+          baseFingerprint,
           blockSize,
           baseSize: base.size,
           baseDigest: base.digest,
@@ -413,7 +454,9 @@ export class Device {
       // A running export serves the booted view: boot would change it under
       // its clients (docs/serve-view.md). E_BUSY, nothing committed.
       await assertNotServed(this.stateDir);
+      const fingerprint = await this.checkBaseUnchanged();
       const next = this.cloneRecord();
+      next.device.baseFingerprint ??= fingerprint;
       const report: BootReport = {
         activated: [],
         removed: [],
@@ -470,7 +513,7 @@ export class Device {
       const view = this.bootedView();
       report.viewDigest = (await engine.viewInfo(view)).digest;
       if (next.device.liveImage) {
-        await engine.exportView(view, next.device.liveImage, 'auto');
+        await this.audited('export', view, () => engine.exportView(view, next.device.liveImage as string, 'auto'));
         report.liveImage = next.device.liveImage;
       }
       return report;
@@ -554,11 +597,13 @@ export class Device {
   async status(): Promise<DeviceStatus> {
     const booted = await engine.viewInfo(this.bootedView());
     const nextBoot = await engine.viewInfo(this.nextBootView());
+    const recorded = this.config.baseFingerprint;
     return {
       stateDir: this.stateDir,
       volume: this.config.volume,
       blockSize: this.config.blockSize,
       baseDigest: this.config.baseDigest,
+      baseChanges: recorded ? fingerprintChanges(recorded, await takeFingerprint(this.config.volume)) : [],
       bootedDigest: booted.digest,
       nextBootDigest: nextBoot.digest,
       restartRequired: this.record.patches.some((p) => p.state === 'staged' || p.state === 'pending-removal'),
@@ -568,9 +613,145 @@ export class Device {
     };
   }
 
-  /** Writes the booted view out as a complete image. */
-  async export(out: string, options: { mode?: engine.ExportMode; onProgress?: engine.Progress } = {}) {
-    return engine.exportView(this.bootedView(), path.resolve(out), options.mode ?? 'auto', options.onProgress);
+  /**
+   * Writes the booted view out as a complete image, every block it reads
+   * checked (E_CORRUPT, with a `corrupt-read` audit line, on a bad one; the
+   * old image, if any, is left as it was). A reflink export does not read
+   * the base: `baseVerified` is then false.
+   */
+  async export(
+    out: string,
+    options: { mode?: engine.ExportMode; onProgress?: engine.Progress } = {},
+  ): Promise<engine.ExportResult> {
+    const view = this.bootedView();
+    return this.audited('export', view, () =>
+      engine.exportView(view, path.resolve(out), options.mode ?? 'auto', options.onProgress),
+    );
+  }
+
+  /** Bytes of the booted view, every block checked (E_CORRUPT and an audit line on a bad one). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const view = this.bootedView();
+    return this.audited('read', view, () => engine.readView(view, offset, length));
+  }
+
+  /**
+   * The scrub (`revpatch verify`): every block of the booted view checked
+   * against the tree, not stopping at a bad one. If the base's fingerprint
+   * changed since it was recorded, the whole base is checked too, and when
+   * everything is clean the current fingerprint is recorded (under the
+   * lock, and only if the base did not change while it was read), so that
+   * boot proceeds again. Bad blocks are listed and written to the audit
+   * trail; the report says so, it does not throw.
+   */
+  async verify(options: { onProgress?: engine.Progress; maxListed?: number } = {}): Promise<VerifyReport> {
+    const maxListed = options.maxListed ?? 100;
+    const before = await takeFingerprint(this.config.volume);
+    const recorded = this.config.baseFingerprint;
+    const baseChanges = recorded ? fingerprintChanges(recorded, before) : [];
+    const view = this.bootedView();
+    const info = await engine.viewInfo(view);
+    const bs = info.blockSize;
+    const viewBlocks = Math.ceil(info.size / bs);
+    const baseView: engine.ViewSpec = { ...view, layers: [] };
+    const baseBlocks = baseChanges.length > 0 ? Math.ceil(this.config.baseSize / bs) : 0;
+    const total = (viewBlocks + baseBlocks) * bs;
+    const first = await engine.scrubView(view, maxListed, (done) => options.onProgress?.(done * bs, total));
+    const bad = first.badBlocks.map((r) => this.badBlock(view, r));
+    let { baseBad, layerBad } = first;
+    if (baseBlocks > 0) {
+      const base = await engine.scrubView(baseView, maxListed, (done) =>
+        options.onProgress?.((viewBlocks + done) * bs, total),
+      );
+      // A base block the booted view reads was found bad already.
+      const seen = new Set(bad.filter((b) => b.layer === null).map((b) => b.block));
+      const fresh = base.badBlocks.filter((r) => !seen.has(r.block));
+      bad.push(...fresh.map((r) => this.badBlock(baseView, r)));
+      baseBad = Math.max(baseBad, base.baseBad);
+    }
+    bad.sort((a, b) => a.block - b.block);
+    const badBlocks = bad.slice(0, maxListed);
+    const report: VerifyReport = {
+      ok: baseBad + layerBad === 0,
+      blocks: viewBlocks + baseBlocks,
+      bad: baseBad + layerBad,
+      baseBad,
+      layerBad,
+      badBlocks,
+      viewDigest: info.digest,
+      baseChanges,
+      fingerprintRecorded: false,
+    };
+    if (!report.ok) {
+      await this.auditCorrupt('verify', badBlocks);
+      return report;
+    }
+    if (baseChanges.length > 0 || !recorded) {
+      await this.mutate(async () => {
+        const current = await takeFingerprint(this.config.volume);
+        if (fingerprintChanges(before, current).length > 0) {
+          throw new RevpatchError(
+            'E_BASE_CHANGED',
+            `the base volume ${this.config.volume} changed while it was verified; run \`revpatch verify\` again`,
+          );
+        }
+        const next = this.cloneRecord();
+        next.device.baseFingerprint = current;
+        await this.commit(next);
+      });
+      report.fingerprintRecorded = true;
+    }
+    return report;
+  }
+
+  /**
+   * E_BASE_CHANGED unless the base's fingerprint is the recorded one; the
+   * current fingerprint otherwise (for a record that has none yet).
+   */
+  private async checkBaseUnchanged(): Promise<BaseFingerprint> {
+    const current = await takeFingerprint(this.config.volume);
+    const recorded = this.config.baseFingerprint;
+    const changes = recorded ? fingerprintChanges(recorded, current) : [];
+    if (changes.length > 0) {
+      throw new RevpatchError(
+        'E_BASE_CHANGED',
+        `the base volume ${this.config.volume} changed since it was recorded (${changes.join(', ')}); ` +
+          'nothing was booted. Run `revpatch verify` to check every block against the tree ' +
+          '(if all match, it records the base and boot proceeds), or set the device up again with `revpatch init`',
+      );
+    }
+    return current;
+  }
+
+  private badBlock(view: engine.ViewSpec, r: engine.CorruptRead): BadBlock {
+    return { block: r.block, layer: r.layer < 0 ? null : path.basename(view.layers[r.layer]), detail: r.detail };
+  }
+
+  /** One `corrupt-read` line per block; a trail that cannot be written is said in the error, not hidden. */
+  private async auditCorrupt(source: CorruptReadSource, blocks: BadBlock[]): Promise<string | null> {
+    const trail = AuditTrail.forState(this.stateDir);
+    try {
+      for (const b of blocks) {
+        await trail.append({ event: 'corrupt-read', source, block: b.block, layer: b.layer, detail: b.detail });
+      }
+      return null;
+    } catch (err) {
+      return toRevpatchError(err).message;
+    }
+  }
+
+  /** Runs a read of `view`; an E_CORRUPT from it is written to the audit trail first. */
+  private async audited<T>(source: CorruptReadSource, view: engine.ViewSpec, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = toRevpatchError(err);
+      if (e.code !== 'E_CORRUPT') throw e;
+      const reads = engine.corruptReadsOf(e).map((r) => this.badBlock(view, r));
+      const failed = await this.auditCorrupt(source, reads);
+      if (failed === null) throw e;
+      throw new RevpatchError('E_CORRUPT', `${e.message} (audit trail not written: ${failed})`, { cause: e });
+    }
   }
 }
 

@@ -42,9 +42,29 @@ export interface PatchRecord {
   reason?: string;
 }
 
+/**
+ * What `stat` says of the base volume, recorded at init (lib/device/
+ * base_fingerprint.ts): cheap to compare at every boot, so a base changed
+ * in place is noticed before a view is booted on it. Times are whole
+ * nanoseconds since the epoch, as decimal strings (beyond 2^53).
+ */
+export interface BaseFingerprint {
+  size: number;
+  dev: string;
+  ino: string;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
 export interface DeviceConfig {
   /** Absolute path of the base volume; never written. */
   volume: string;
+  /**
+   * The base's fingerprint when the record last agreed with it (init, or a
+   * clean `revpatch verify`). Absent in records written before it existed:
+   * the next boot records one.
+   */
+  baseFingerprint?: BaseFingerprint;
   blockSize: number;
   baseSize: number;
   baseDigest: string;

@@ -112,8 +112,47 @@ export type ExportMode = 'auto' | 'copy' | 'reflink';
 
 export interface ExportResult {
   reflinked: boolean;
+  /**
+   * Every base block in the image was read and checked against the base
+   * tree. False for a reflink export: the clone shares the base's blocks
+   * without reading them (a scrub, `revpatch verify`, checks them).
+   */
+  baseVerified: boolean;
   bytesWritten: number;
   size: number;
+}
+
+/**
+ * A block that failed its hash check: `layer` is the index of the layer it
+ * came from (0 = bottom of the view's layers), -1 for the base.
+ */
+export interface CorruptRead {
+  block: number;
+  layer: number;
+  detail: string;
+}
+
+export interface ScrubResult {
+  /** Blocks checked: the view's block count. */
+  blocks: number;
+  bad: number;
+  baseBad: number;
+  layerBad: number;
+  /** The first bad blocks, by block number (at most maxListed). */
+  badBlocks: CorruptRead[];
+}
+
+/**
+ * The blocks behind an E_CORRUPT from readView or exportView (the first
+ * few), or [] for any other error.
+ */
+export function corruptReadsOf(err: unknown): CorruptRead[] {
+  const reads = (err as { corruptReads?: unknown } | null)?.corruptReads;
+  if (!Array.isArray(reads)) {
+    const cause = (err as { cause?: unknown } | null)?.cause;
+    return cause && cause !== err ? corruptReadsOf(cause) : [];
+  }
+  return reads as CorruptRead[];
 }
 
 export interface LayerInfo {
@@ -149,11 +188,27 @@ export interface FaultStatus {
   failAt: number;
 }
 
+/** A view opened once for many reads (openView). */
+export interface OpenView {
+  /** As readView, on the view opened once; concurrent reads run in parallel. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Reads in flight finish; later reads fail with E_INVALID_ARGUMENT. */
+  close(): void;
+}
+
+interface ViewHandle {
+  open(view: ViewSpec, verify: boolean): Promise<void>;
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): void;
+}
+
 interface Addon {
   Feed: new () => Feed;
+  ViewHandle: new () => ViewHandle;
   hashImage(file: string, blockSize: number, treePath: string): Promise<ImageDigest>;
   viewInfo(view: ViewSpec): Promise<ViewInfo>;
-  readView(view: ViewSpec, offset: number, length: number): Promise<Buffer>;
+  readView(view: ViewSpec, offset: number, length: number, verify?: boolean): Promise<Buffer>;
+  scrubView(view: ViewSpec, maxListed: number, progress?: Progress): Promise<ScrubResult>;
   applyPatch(view: ViewSpec, params: ApplyParams, progress?: Progress): Promise<ApplyResult>;
   scanPayload(params: ApplyParams): Promise<PayloadStats>;
   generatePayload(
@@ -258,8 +313,37 @@ export const hashImage = (file: string, blockSize: number): Promise<ImageDigest>
 export const buildBaseTree = (file: string, blockSize: number, treePath: string): Promise<ImageDigest> =>
   call((a) => a.hashImage(file, blockSize, treePath));
 export const viewInfo = (view: ViewSpec): Promise<ViewInfo> => call((a) => a.viewInfo(view));
-export const readView = (view: ViewSpec, offset: number, length: number): Promise<Buffer> =>
-  call((a) => a.readView(view, offset, length));
+/**
+ * Bytes of the view, every block checked against its leaf hash: a block
+ * that differs fails the read with E_CORRUPT (see corruptReadsOf), never
+ * returns. `verify: false` is for benchmarks and tools that check the bytes
+ * another way.
+ */
+export const readView = (
+  view: ViewSpec,
+  offset: number,
+  length: number,
+  options: { verify?: boolean } = {},
+): Promise<Buffer> => call((a) => a.readView(view, offset, length, options.verify ?? true));
+/**
+ * Opens a view for many reads (native/addon/view_handle.h): the layers'
+ * indexes are read once and the base tree's checked groups stay cached, as
+ * for a long-lived reader. Reads verify unless `verify: false`.
+ */
+export async function openView(view: ViewSpec, options: { verify?: boolean } = {}): Promise<OpenView> {
+  const handle = callSync((a) => new a.ViewHandle());
+  await call(() => handle.open(view, options.verify ?? true));
+  return {
+    read: (offset, length) => call(() => handle.read(offset, length)),
+    close: () => callSync(() => handle.close()),
+  };
+}
+/**
+ * The scrub: every block of the view read and checked, without stopping at
+ * a bad one; progress is in blocks. Lists the first `maxListed` bad blocks.
+ */
+export const scrubView = (view: ViewSpec, maxListed = 100, progress?: Progress): Promise<ScrubResult> =>
+  call((a) => a.scrubView(view, maxListed, progress));
 export const applyPatch = (view: ViewSpec, params: ApplyParams, progress?: Progress): Promise<ApplyResult> =>
   call((a) => a.applyPatch(view, params, progress));
 /** A new feed for a streaming apply (ApplyParams.feed). */

@@ -51,6 +51,12 @@ export const ErrorCodes = {
   E_KEY: 'E_KEY',
   /** Another process is changing the same state directory. */
   E_BUSY: 'E_BUSY',
+  /**
+   * The base volume is not the file `init` recorded (size, inode, modification
+   * or change time differ): `boot` refuses until `revpatch verify` finds every
+   * block intact (and records it) or the device is set up again with `init`.
+   */
+  E_BASE_CHANGED: 'E_BASE_CHANGED',
   /** The native addon could not be loaded. */
   E_ADDON: 'E_ADDON',
   /** An error the engine did not classify. */

@@ -20,8 +20,10 @@
 #include "generator.h"
 #include "layer_file.h"
 #include "merkle.h"
+#include "scrub.h"
 #include "sha256.h"
 #include "view.h"
+#include "view_handle.h"
 #include "worker.h"
 
 namespace revpatch_addon {
@@ -92,6 +94,49 @@ ViewSpec GetViewSpec(Napi::Env env, Napi::Value value) {
   }
   return spec;
 }
+
+// The corrupt reads a call's view reported (the first few), handed to
+// JavaScript on the rejected Error as `corruptReads: [{block, layer,
+// detail}]` (layer: index from the bottom, -1 for the base), so the library
+// can write the audit trail with names it knows.
+class CorruptReads {
+ public:
+  static constexpr size_t kMaxKept = 16;
+
+  void Watch(revpatch::View* view) {
+    view->SetCorruptionHandler([this](const revpatch::CorruptRead& r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reads_.size() < kMaxKept) reads_.push_back(r);
+    });
+  }
+
+  static Napi::Object ToObject(Napi::Env env, const revpatch::CorruptRead& r) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("block", Napi::Number::New(env, static_cast<double>(r.block)));
+    o.Set("layer", Napi::Number::New(env, r.layer));
+    o.Set("detail", Napi::String::New(env, r.detail));
+    return o;
+  }
+
+  static Napi::Array ToArray(Napi::Env env, const std::vector<revpatch::CorruptRead>& reads) {
+    Napi::Array array = Napi::Array::New(env, reads.size());
+    for (size_t i = 0; i < reads.size(); ++i) {
+      array.Set(static_cast<uint32_t>(i), ToObject(env, reads[i]));
+    }
+    return array;
+  }
+
+  PromiseWorker::Decorate Decorator(std::shared_ptr<CorruptReads> self) {
+    return [self](Napi::Env env, Napi::Error& error) {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (!self->reads_.empty()) error.Set("corruptReads", ToArray(env, self->reads_));
+    };
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<revpatch::CorruptRead> reads_;
+};
 
 uint32_t GetBlockSize(Napi::Env env, Napi::Value value) {
   uint64_t block_size = GetUint(env, value, "blockSize");
@@ -212,19 +257,28 @@ Napi::Value ViewInfo(const Napi::CallbackInfo& info) {
       });
 }
 
-// readView(view, offset, length) -> Buffer (the bytes are handed over, not copied)
+// readView(view, offset, length, verify = true) -> Buffer (the bytes are
+// handed over, not copied)
 Napi::Value ReadView(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ViewSpec spec = GetViewSpec(env, Arg(info, 0));
   uint64_t offset = GetUint(env, Arg(info, 1), "offset");
   uint64_t length = GetUint(env, Arg(info, 2), "length");
   if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+  bool verify = true;
+  if (!Arg(info, 3).IsUndefined()) {
+    if (!Arg(info, 3).IsBoolean()) ThrowArgument(env, "verify must be a boolean");
+    verify = Arg(info, 3).As<Napi::Boolean>().Value();
+  }
   auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
+  auto corrupt = std::make_shared<CorruptReads>();
   return PromiseWorker::Start(
       env,
       [=](const ProgressFn&) {
         std::unique_ptr<revpatch::View> view;
         REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        view->SetVerifyReads(verify);
+        corrupt->Watch(view.get());
         uint64_t size = view->size_bytes();
         uint64_t end = offset >= size ? offset : (length > size - offset ? size : offset + length);
         *data = std::make_unique<std::vector<uint8_t>>(end - offset);
@@ -238,7 +292,35 @@ Napi::Value ReadView(const Napi::CallbackInfo& info) {
         return Napi::Buffer<uint8_t>::New(
             env, bytes->data(), bytes->size(),
             [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
-      });
+      },
+      Napi::Value(), corrupt->Decorator(corrupt));
+}
+
+// scrubView(view, maxListed, progress?) -> {blocks, bad, baseBad, layerBad,
+// badBlocks: [{block, layer, detail}]}
+Napi::Value ScrubView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ViewSpec spec = GetViewSpec(env, Arg(info, 0));
+  uint64_t max_listed = GetUint(env, Arg(info, 1), "maxListed");
+  if (max_listed > 100000) ThrowArgument(env, "maxListed must be at most 100000");
+  auto out = std::make_shared<revpatch::ScrubResult>();
+  return PromiseWorker::Start(
+      env,
+      [=](const ProgressFn& progress) {
+        std::unique_ptr<revpatch::View> view;
+        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        return revpatch::ScrubView(*view, static_cast<size_t>(max_listed), progress, out.get());
+      },
+      [=](Napi::Env env) {
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("blocks", Num(env, out->blocks));
+        result.Set("bad", Num(env, out->bad));
+        result.Set("baseBad", Num(env, out->base_bad));
+        result.Set("layerBad", Num(env, out->layer_bad));
+        result.Set("badBlocks", CorruptReads::ToArray(env, out->first_bad));
+        return result;
+      },
+      Arg(info, 2));
 }
 
 // applyPatch(view, params, progress?) -> {viewDigest, blocksWritten, layerBytes, operations}
@@ -336,21 +418,24 @@ Napi::Value ExportView(const Napi::CallbackInfo& info) {
     ThrowArgument(env, "mode must be auto, copy or reflink");
   }
   auto out = std::make_shared<revpatch::ExportResult>();
+  auto corrupt = std::make_shared<CorruptReads>();
   return PromiseWorker::Start(
       env,
       [=](const ProgressFn& progress) {
         std::unique_ptr<revpatch::View> view;
         REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
+        corrupt->Watch(view.get());
         return revpatch::ExportView(*view, out_path, mode, progress, out.get());
       },
       [=](Napi::Env env) {
         Napi::Object result = Napi::Object::New(env);
         result.Set("reflinked", Napi::Boolean::New(env, out->reflinked));
+        result.Set("baseVerified", Napi::Boolean::New(env, out->base_verified));
         result.Set("bytesWritten", Num(env, out->bytes_written));
         result.Set("size", Num(env, out->size_bytes));
         return result;
       },
-      Arg(info, 3));
+      Arg(info, 3), corrupt->Decorator(corrupt));
 }
 
 Napi::Value LayerInfoCall(const Napi::CallbackInfo& info, bool verify) {
@@ -555,9 +640,11 @@ void ArmFaultPlanFromEnvironment() {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ArmFaultPlanFromEnvironment();
   RegisterFeed(env, exports);
+  RegisterViewHandle(env, exports);
   exports.Set("hashImage", Napi::Function::New(env, HashImage, "hashImage"));
   exports.Set("viewInfo", Napi::Function::New(env, ViewInfo, "viewInfo"));
   exports.Set("readView", Napi::Function::New(env, ReadView, "readView"));
+  exports.Set("scrubView", Napi::Function::New(env, ScrubView, "scrubView"));
   exports.Set("applyPatch", Napi::Function::New(env, ApplyPatch, "applyPatch"));
   exports.Set("scanPayload", Napi::Function::New(env, ScanPayload, "scanPayload"));
   exports.Set("generatePayload", Napi::Function::New(env, GeneratePayload, "generatePayload"));

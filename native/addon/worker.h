@@ -31,11 +31,15 @@ class PromiseWorker : public Napi::AsyncProgressWorker<ProgressValue> {
  public:
   using Work = std::function<revpatch::Status(const ProgressFn&)>;
   using Resolve = std::function<Napi::Value(Napi::Env)>;
+  // Adds fields to the rejection's Error (on the main thread), for errors
+  // that carry more than a code and a message (the blocks of a corrupt read).
+  using Decorate = std::function<void(Napi::Env, Napi::Error&)>;
 
   // Queues the work and returns the promise.
   static Napi::Value Start(Napi::Env env, Work work, Resolve resolve,
-                           Napi::Value progress = Napi::Value()) {
+                           Napi::Value progress = Napi::Value(), Decorate decorate = nullptr) {
     auto* worker = new PromiseWorker(env, std::move(work), std::move(resolve));
+    worker->decorate_ = std::move(decorate);
     if (!progress.IsEmpty() && progress.IsFunction()) {
       worker->progress_ = Napi::Persistent(progress.As<Napi::Function>());
     }
@@ -88,6 +92,7 @@ class PromiseWorker : public Napi::AsyncProgressWorker<ProgressValue> {
     Napi::HandleScope scope(env);
     Napi::Error error = Napi::Error::New(env, status_.message());
     error.Set("code", Napi::String::New(env, revpatch::ErrorCodeName(status_.code())));
+    if (decorate_) decorate_(env, error);
     deferred_.Reject(error.Value());
   }
 
@@ -101,6 +106,7 @@ class PromiseWorker : public Napi::AsyncProgressWorker<ProgressValue> {
   Napi::Promise::Deferred deferred_;
   Work work_;
   Resolve resolve_;
+  Decorate decorate_;
   Napi::FunctionReference progress_;
   revpatch::Status status_;
 };

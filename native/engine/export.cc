@@ -97,6 +97,7 @@ Status ExportInto(View& view, File* out, ExportMode mode,
   REVPATCH_RETURN_IF_ERROR(reflinked ? exporter.Overlay() : exporter.Copy());
   REVPATCH_RETURN_IF_ERROR(out->FullSync());
   result->reflinked = reflinked;
+  result->base_verified = !reflinked && view.verify_reads();
   result->bytes_written = exporter.written();
   result->size_bytes = view.size_bytes();
   return Status::Ok();

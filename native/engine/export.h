@@ -18,8 +18,14 @@
 
 namespace revpatch {
 
+// Every block export reads comes through the view's verified reads, so a
+// bad block fails the export (kCorrupt, temp file removed, `out` untouched).
+// A reflink export clones the base without reading it: the base blocks no
+// layer covers are then not checked, which base_verified says (false), so
+// the caller can tell the user to scrub (`revpatch verify`).
 struct ExportResult {
   bool reflinked = false;      // the base was cloned, not copied
+  bool base_verified = false;  // every base block written was read and checked
   uint64_t bytes_written = 0;  // bytes actually written (not cloned)
   uint64_t size_bytes = 0;
 };

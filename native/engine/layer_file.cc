@@ -758,6 +758,9 @@ uint64_t LayerReader::EntryBlock(size_t pos) const {
   return impl_->entries[pos].block;
 }
 
+const Digest& LayerReader::EntryLeaf(size_t pos) const { return impl_->entries[pos].leaf; }
+const std::string& LayerReader::path() const { return impl_->path; }
+
 bool LayerReader::EntryIsZero(size_t pos) const {
   return impl_->entries[pos].offset == kZeroMarker;
 }

@@ -157,6 +157,10 @@ class LayerReader {
   // True if entry `pos` is a zero entry (reads as zeros, no data stored):
   // what an NBD export reports as a zero extent.
   bool EntryIsZero(size_t pos) const;
+  // The leaf hash the index holds for entry `pos` (covered by the footer
+  // checksum checked at Open): what a verified read compares the data with.
+  const Digest& EntryLeaf(size_t pos) const;
+  const std::string& path() const;
   Status ReadEntries(size_t pos, size_t count, uint8_t* out);
 
  private:

@@ -467,12 +467,14 @@ Status HashImage(const std::string& image_path, uint32_t block_size,
 }
 
 struct MerkleTreeFile::Impl {
+  std::string path;
   File file;
   uint32_t block_size = 0;
   uint64_t size_bytes = 0;
   uint64_t leaves = 0;
   uint32_t height = 0;
   Digest view_digest{};
+  Digest root{};
   std::vector<uint64_t> level_offsets;
 };
 
@@ -483,6 +485,7 @@ Status MerkleTreeFile::Open(const std::string& path,
                             std::unique_ptr<MerkleTreeFile>* out) {
   std::unique_ptr<MerkleTreeFile> tree(new MerkleTreeFile);
   Impl& im = *tree->impl_;
+  im.path = path;
   REVPATCH_RETURN_IF_ERROR(File::OpenRead(path, &im.file));
   uint64_t file_size = 0;
   REVPATCH_RETURN_IF_ERROR(im.file.Size(&file_size));
@@ -531,6 +534,7 @@ Status MerkleTreeFile::Open(const std::string& path,
   } else if (root != Sha256::Hash(nullptr, 0)) {
     return Status(ErrorCode::kCorrupt, "tree root mismatch: " + path);
   }
+  im.root = root;
   *out = std::move(tree);
   return Status::Ok();
 }
@@ -539,6 +543,20 @@ uint64_t MerkleTreeFile::leaf_count() const { return impl_->leaves; }
 uint64_t MerkleTreeFile::size_bytes() const { return impl_->size_bytes; }
 uint32_t MerkleTreeFile::block_size() const { return impl_->block_size; }
 const Digest& MerkleTreeFile::view_digest() const { return impl_->view_digest; }
+const Digest& MerkleTreeFile::root() const { return impl_->root; }
+const std::string& MerkleTreeFile::path() const { return impl_->path; }
+
+Status MerkleTreeFile::ReadNodes(uint32_t level, uint64_t first, uint64_t count,
+                                 Digest* out) const {
+  static_assert(sizeof(Digest) == 32, "nodes are read straight into Digests");
+  if (level >= impl_->height || first > MerkleLevelWidth(impl_->leaves, level) ||
+      count > MerkleLevelWidth(impl_->leaves, level) - first) {
+    return Status(ErrorCode::kBadExtent, "tree nodes out of range");
+  }
+  if (count == 0) return Status::Ok();
+  return impl_->file.ReadAt(impl_->level_offsets[level] + first * 32, out->data(),
+                            static_cast<size_t>(count * 32));
+}
 
 Status MerkleTreeFile::GetNode(uint32_t level, uint64_t index, Digest* out) {
   if (level >= impl_->height || index >= MerkleLevelWidth(impl_->leaves, level)) {

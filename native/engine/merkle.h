@@ -110,7 +110,13 @@ class MerkleTreeFile : public MerkleNodeSource {
   uint64_t size_bytes() const;
   uint32_t block_size() const;
   const Digest& view_digest() const;
+  // The root stored in the header (covered by the header checksum, unlike
+  // the levels below it: VerifiedBaseTree checks those against it).
+  const Digest& root() const;
+  const std::string& path() const;
   Status GetNode(uint32_t level, uint64_t index, Digest* out) override;
+  // Nodes [first, first + count) of `level` into out[0, count), one pread.
+  Status ReadNodes(uint32_t level, uint64_t first, uint64_t count, Digest* out) const;
   ~MerkleTreeFile() override;
 
  private:

@@ -6,10 +6,25 @@
 // at or past the base's block count come only from layers (a layer that
 // grows the volume stores every new block), and the view's size is the top
 // layer's target size.
+//
+// Verified reads (docs/reliability.md, "Verified reads"): by default every
+// block ReadBlocks returns has been hashed and compared with its leaf: a
+// layer's block with the leaf in that layer's index (covered by the footer
+// checksum LayerReader::Open checks), a base block with its leaf in the base
+// tree file, itself checked up to the header's root (VerifiedBaseTree). A
+// block that differs is never returned: the read fails with kCorrupt, whose
+// message names the block and where it came from, and the corruption
+// handler, if set, hears of each bad block first.
+//
+// Reads are safe from several threads at once on one View (an NBD server
+// serves parallel requests): ReadBlocks and ReadBytes keep their cursors on
+// the stack and the base tree's cache is behind a mutex. The setters below
+// are not: call them before the reads begin.
 #ifndef REVPATCH_ENGINE_VIEW_H_
 #define REVPATCH_ENGINE_VIEW_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +37,16 @@
 #include "status.h"
 
 namespace revpatch {
+
+class VerifiedBaseTree;
+
+// One block that failed its check (or could not be checked: a base tree
+// whose nodes do not lead to its root).
+struct CorruptRead {
+  uint64_t block = 0;
+  int layer = -1;  // index of the layer (0 = bottom), -1 = the base
+  std::string detail;
+};
 
 class View : public BlockSource {
  public:
@@ -39,6 +64,24 @@ class View : public BlockSource {
   // Reads bytes [offset, offset + size); bytes past size_bytes() read as
   // zeros (all `size` bytes of `out` are written).
   Status ReadBytes(uint64_t offset, uint64_t size, uint8_t* out);
+
+  // As ReadBlocks, but a block that fails its check does not stop the
+  // read: it is appended to *bad, reads as zeros, and the call goes on to
+  // the end (the scrub). Returns kCorrupt only through *bad; other errors
+  // (I/O) stop it as ReadBlocks.
+  Status CheckBlocks(uint64_t first, uint64_t count, uint8_t* out,
+                     std::vector<CorruptRead>* bad);
+
+  // On by default. Off only for benchmarks and tools that check the bytes
+  // another way.
+  void SetVerifyReads(bool verify);
+  bool verify_reads() const;
+  // Called once per failed block check, from the reading thread, before the
+  // read returns kCorrupt (or, in CheckBlocks, before the block is listed).
+  void SetCorruptionHandler(std::function<void(const CorruptRead&)> handler);
+  // Where a block from `layer` came from, as messages name it: the base's
+  // path for -1, else the layer's.
+  std::string SourceName(int layer) const;
 
   // O(1): the top layer's stored digest, or the base tree's.
   const Digest& digest() const;

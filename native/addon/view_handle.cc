@@ -1,0 +1,158 @@
+#include "view_handle.h"
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "view.h"
+#include "worker.h"
+
+namespace revpatch_addon {
+namespace {
+
+using revpatch::Status;
+
+// The corrupt reads of the read running on this thread: the view's handler
+// is shared by every read, and runs on the reading thread.
+thread_local std::vector<revpatch::CorruptRead>* current_reads = nullptr;
+
+struct HandleState {
+  std::mutex mutex;
+  std::shared_ptr<revpatch::View> view;
+};
+
+[[noreturn]] void ThrowArgument(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(env, message);
+  error.Set("code", Napi::String::New(env, "E_INVALID_ARGUMENT"));
+  throw error;
+}
+
+uint64_t GetUint(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsNumber()) ThrowArgument(env, std::string(what) + " must be a number");
+  double d = value.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
+    ThrowArgument(env, std::string(what) + " must be a non-negative integer below 2^53");
+  }
+  return static_cast<uint64_t>(d);
+}
+
+std::string GetString(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsString()) ThrowArgument(env, std::string(what) + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
+ public:
+  explicit ViewHandle(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<ViewHandle>(info), state_(std::make_shared<HandleState>()) {}
+
+  // open(view, verify) -> Promise<void>
+  Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowArgument(env, "view must be an object");
+    Napi::Object object = info[0].As<Napi::Object>();
+    std::string base = GetString(env, object.Get("base"), "view.base");
+    std::string base_tree = GetString(env, object.Get("baseTree"), "view.baseTree");
+    Napi::Value layers_value = object.Get("layers");
+    if (!layers_value.IsArray()) ThrowArgument(env, "view.layers must be an array");
+    Napi::Array array = layers_value.As<Napi::Array>();
+    std::vector<std::string> layers;
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      layers.push_back(GetString(env, array.Get(i), "view.layers[i]"));
+    }
+    bool verify = true;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (!info[1].IsBoolean()) ThrowArgument(env, "verify must be a boolean");
+      verify = info[1].As<Napi::Boolean>().Value();
+    }
+    std::shared_ptr<HandleState> state = state_;
+    return PromiseWorker::Start(
+        env,
+        [=](const ProgressFn&) {
+          std::unique_ptr<revpatch::View> view;
+          REVPATCH_RETURN_IF_ERROR(revpatch::View::Open(base, base_tree, layers, &view));
+          view->SetVerifyReads(verify);
+          view->SetCorruptionHandler([](const revpatch::CorruptRead& r) {
+            if (current_reads != nullptr && current_reads->size() < 16) current_reads->push_back(r);
+          });
+          std::lock_guard<std::mutex> lock(state->mutex);
+          state->view = std::move(view);
+          return Status::Ok();
+        },
+        [](Napi::Env env) { return env.Undefined(); });
+  }
+
+  // read(offset, length) -> Promise<Buffer>
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t offset = GetUint(env, info.Length() > 0 ? info[0] : env.Undefined(), "offset");
+    uint64_t length = GetUint(env, info.Length() > 1 ? info[1] : env.Undefined(), "length");
+    if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+    std::shared_ptr<revpatch::View> view;
+    {
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      view = state_->view;
+    }
+    if (!view) ThrowArgument(env, "the view is not open (or was closed)");
+    auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
+    auto reads = std::make_shared<std::vector<revpatch::CorruptRead>>();
+    return PromiseWorker::Start(
+        env,
+        [=](const ProgressFn&) {
+          const uint64_t size = view->size_bytes();
+          const uint64_t end =
+              offset >= size ? offset : (length > size - offset ? size : offset + length);
+          *data = std::make_unique<std::vector<uint8_t>>(end - offset);
+          std::vector<uint8_t>* bytes = data->get();
+          if (bytes->empty()) return Status::Ok();
+          current_reads = reads.get();
+          Status s = view->ReadBytes(offset, bytes->size(), bytes->data());
+          current_reads = nullptr;
+          return s;
+        },
+        [=](Napi::Env env) -> Napi::Value {
+          if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
+          std::vector<uint8_t>* bytes = data->release();
+          return Napi::Buffer<uint8_t>::New(
+              env, bytes->data(), bytes->size(),
+              [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
+        },
+        Napi::Value(),
+        [reads](Napi::Env env, Napi::Error& error) {
+          if (reads->empty()) return;
+          Napi::Array array = Napi::Array::New(env, reads->size());
+          for (size_t i = 0; i < reads->size(); ++i) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("block", Napi::Number::New(env, static_cast<double>((*reads)[i].block)));
+            o.Set("layer", Napi::Number::New(env, (*reads)[i].layer));
+            o.Set("detail", Napi::String::New(env, (*reads)[i].detail));
+            array.Set(static_cast<uint32_t>(i), o);
+          }
+          error.Set("corruptReads", array);
+        });
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->view.reset();
+    return info.Env().Undefined();
+  }
+
+ private:
+  std::shared_ptr<HandleState> state_;
+};
+
+}  // namespace
+
+void RegisterViewHandle(Napi::Env env, Napi::Object exports) {
+  exports.Set("ViewHandle", ViewHandle::DefineClass(env, "ViewHandle",
+                                                    {
+                                                        ViewHandle::InstanceMethod("open", &ViewHandle::Open),
+                                                        ViewHandle::InstanceMethod("read", &ViewHandle::Read),
+                                                        ViewHandle::InstanceMethod("close", &ViewHandle::Close),
+                                                    }));
+}
+
+}  // namespace revpatch_addon
