@@ -135,6 +135,16 @@ async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 500 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
 }
 
+/** The corrupt-read lines of the state directory's audit trail. */
+async function auditLines(state: string): Promise<Array<Record<string, unknown>>> {
+  const text = await fs.readFile(path.join(state, 'audit.ndjson'), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((e) => e.event === 'corrupt-read');
+}
+
 async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -217,6 +227,11 @@ t.test('a hole in the base is a zero hole only where the tree says the block is 
   );
   t.equal(after[0].offset, 0);
   t.equal(after[0].type, 0);
+  // And reading it fails its check: an I/O error, never the zeros.
+  const broken = run('nbdcopy', [server.uri, path.join(dir, 'broken.img')]);
+  t.not(broken.status, 0, 'the read of the punched block fails');
+  const audit = await auditLines(state);
+  t.match(audit, [{ event: 'corrupt-read', source: 'nbd', block: 0, layer: null }]);
 });
 
 const cannotMount =
@@ -454,17 +469,29 @@ t.test('the plugin refuses to start on a view whose digest is not the expected o
   t.match(brokenChain.stderr, /cannot open the view/);
 });
 
-t.test('a read that fails is an I/O error to the client, and the log names the block', async (t) => {
+t.test('a block that fails its check is an I/O error to the client, named in the log and the audit trail', async (t) => {
   const f = await fixture(t);
   const child = spawnCli(t, ['--state', f.state, 'serve-view']);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const line = await firstLine(child);
+  const uri = line.slice('serving '.length);
   const layer = (await Device.open(f.state)).bootedView().layers[0];
-  // The layer's data blocks follow its one-block header: cut them off.
-  await fs.truncate(layer, BLOCK);
-  const copy = run('nbdcopy', [line.slice('serving '.length), path.join(f.dir, 'broken.img')]);
+  // One byte of the layer's first data block (after its one-block header),
+  // changed in place as a failing disk would.
+  const fh = await fs.open(layer, 'r+');
+  const byte = Buffer.alloc(1);
+  await fh.read(byte, 0, 1, BLOCK + 100);
+  byte[0] ^= 0xff;
+  await fh.write(byte, 0, 1, BLOCK + 100);
+  await fh.close();
+  const copy = run('nbdcopy', [uri, path.join(f.dir, 'broken.img')]);
   t.not(copy.status, 0, 'nbdcopy fails');
+  t.notOk(existsSync(path.join(f.dir, 'broken.img')) && (await fs.readFile(path.join(f.dir, 'broken.img'))).equals(f.v1), 'no complete copy');
+  const audit = await auditLines(f.state);
+  t.ok(audit.length >= 1, 'at least one corrupt-read line');
+  t.match(audit[0], { event: 'corrupt-read', source: 'nbd', layer: path.basename(layer), detail: String, time: /^\d{4}-\d\d-\d\dT/ });
+  t.ok([10, 11, 12, 13].includes(audit[0].block as number), `the bad block is one the layer holds (${audit[0].block})`);
   await new Promise((r) => setTimeout(r, 100));
   t.match(stderr, /read of blocks? \d+(\.\.\d+)? failed: E_CORRUPT/, 'the server names the block');
 });

@@ -12,7 +12,13 @@
 // commit record under the device lock, so the export is exactly the booted
 // view or nothing. The view never changes while served (boot refuses while
 // the serve lease is held), so every connection sees the same bytes and
-// several may read at once (can_multi_conn, the parallel thread model).
+// several may read at once (can_multi_conn, the parallel thread model;
+// View's reads are safe from several threads).
+//
+// Every block is checked against its leaf hash as View reads it: a block
+// that fails is never served. The client gets EIO, nbdkit's log names the
+// block and where it came from, and `<state>/audit.ndjson` gains a
+// `corrupt-read` line with source "nbd".
 //
 // It is device-side code: it links the device engine (native/engine/) and
 // never the generator.
@@ -24,10 +30,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "audit.h"
 #include "sha256.h"
 #include "status.h"
 #include "view.h"
@@ -102,6 +111,39 @@ int ConfigComplete() {
   return 0;
 }
 
+// ISO 8601 UTC with milliseconds, as the audit trail's other writers use.
+std::string NowIso() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char buf[40];
+  const size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, sizeof buf - n, ".%03ldZ", ts.tv_nsec / 1000000);
+  return buf;
+}
+
+// A block that failed its hash check: one `corrupt-read` line in the
+// device's audit trail (native/engine/audit.h), from the reading thread,
+// before the read returns EIO. A trail that cannot be written is said in
+// nbdkit's log; the read fails either way.
+void RecordCorruptRead(const CorruptRead& bad) {
+  std::string layer = "null";
+  if (bad.layer >= 0) {
+    const std::string source = view->SourceName(bad.layer);
+    layer = JsonString(source.substr(source.find_last_of('/') + 1));
+  }
+  const std::string line = "{\"time\":" + JsonString(NowIso()) +
+                           ",\"event\":\"corrupt-read\",\"source\":\"nbd\",\"block\":" +
+                           std::to_string(bad.block) + ",\"layer\":" + layer +
+                           ",\"detail\":" + JsonString(bad.detail) + "}";
+  Status s = AppendAuditLine(config.state + "/audit.ndjson", line);
+  if (!s.ok()) {
+    nbdkit_error("block %" PRIu64 " failed its check and the audit line could not be written: %s",
+                 bad.block, s.ToString().c_str());
+  }
+}
+
 // Opens the view once, before the first connection, and checks it is the
 // one the caller expects.
 int GetReady() {
@@ -117,7 +159,14 @@ int GetReady() {
                  digest.c_str(), config.digest.c_str());
     return -1;
   }
-  view_map.reset(new ViewMap(view.get()));
+  // Reads are verified (View's default); each bad block goes to the audit
+  // trail of the state directory, when one is given.
+  if (!config.state.empty()) view->SetCorruptionHandler(RecordCorruptRead);
+  s = ViewMap::Open(view.get(), config.tree, &view_map);
+  if (!s.ok()) {
+    nbdkit_error("cannot map the view: %s", s.ToString().c_str());
+    return -1;
+  }
   nbdkit_debug("revpatch: serving view %s, %" PRIu64 " bytes, %zu layers",
                digest.c_str(), view->size_bytes(), view->layer_count());
   return 0;
@@ -218,7 +267,7 @@ struct nbdkit_plugin MakePlugin() {
       "tree=<PATH>      (required) the base's tree file (state/base.tree)\n"
       "layer=<PATH>     a layer, bottom to top; repeat for each\n"
       "digest=<HEX>     (required) the booted view's digest; refused if it differs\n"
-      "state=<DIR>      the device's state directory";
+      "state=<DIR>      the device's state directory: corrupt reads go to its audit.ndjson";
   p.get_ready = GetReady;
   p.open = Open;
   p.get_size = GetSize;

@@ -12,6 +12,7 @@ namespace revpatch {
 namespace {
 
 constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
+constexpr uint64_t kLeafChunk = 4096;  // leaves checked per VerifiedBaseTree call
 
 }  // namespace
 
@@ -39,10 +40,19 @@ void ViewMap::Append(uint64_t first_block, uint64_t blocks, bool zero,
   out->push_back(ViewExtent{offset, end - offset, zero});
 }
 
-Status ViewMap::LeafIsZero(uint64_t block, bool* zero) {
-  Digest leaf;
-  REVPATCH_RETURN_IF_ERROR(view_->tree().GetNode(0, block, &leaf));
-  *zero = leaf == zero_leaf_;
+Status ViewMap::Open(View* view, const std::string& base_tree_path,
+                     std::unique_ptr<ViewMap>* out) {
+  std::unique_ptr<ViewMap> map(new ViewMap(view));
+  REVPATCH_RETURN_IF_ERROR(MerkleTreeFile::Open(base_tree_path, &map->base_tree_));
+  // The base's digest: what the bottom layer was made over, or the view's
+  // own when there is no layer.
+  const Digest& base =
+      view->layer_count() > 0 ? view->layer(0).below_digest() : view->digest();
+  if (map->base_tree_->view_digest() != base) {
+    return Status(ErrorCode::kSourceMismatch, "tree file " + base_tree_path + " is not the view's base tree");
+  }
+  map->base_leaves_.reset(new VerifiedBaseTree(map->base_tree_.get()));
+  *out = std::move(map);
   return Status::Ok();
 }
 
@@ -57,18 +67,13 @@ Status ViewMap::MapBase(uint64_t first, uint64_t end, std::vector<ViewExtent>* o
     // Blocks wholly inside the hole [pos, data) are zero candidates; the
     // tree decides. A block the hole only partly covers is data.
     const uint64_t hole_end = std::min(end, data >= base_size_ ? end : data / bs);
+    std::vector<Digest> leaves;
     while (b < hole_end) {
-      bool zero = false;
-      REVPATCH_RETURN_IF_ERROR(LeafIsZero(b, &zero));
-      uint64_t run = 1;
-      bool next_zero = zero;
-      while (b + run < hole_end) {
-        REVPATCH_RETURN_IF_ERROR(LeafIsZero(b + run, &next_zero));
-        if (next_zero != zero) break;
-        ++run;
-      }
-      Append(b, run, zero, out);
-      b += run;
+      const uint64_t n = std::min(kLeafChunk, hole_end - b);
+      leaves.resize(static_cast<size_t>(n));
+      REVPATCH_RETURN_IF_ERROR(base_leaves_->Leaves(b, n, leaves.data()));
+      for (uint64_t i = 0; i < n; ++i) Append(b + i, 1, leaves[i] == zero_leaf_, out);
+      b += n;
     }
     if (b >= end) break;
     // Data from here to the next hole (rounded out to whole blocks).

@@ -7,20 +7,25 @@
 // reading the bytes, since a client that believes it never reads them:
 //  - a layer's zero entry (the index, covered by the layer's checksum, says
 //    the block is zeros; nothing is stored);
-//  - a hole in the base file (SEEK_DATA/SEEK_HOLE) whose blocks the view's
-//    tree says are zero blocks (the leaf is the zero block's leaf). A hole
-//    where the tree expects data is reported as data, so the read that
-//    follows fails its check instead of a client assuming zeros.
+//  - a hole in the base file (SEEK_DATA/SEEK_HOLE) whose blocks the base
+//    tree says are zero blocks: the leaf, checked up to the tree's root
+//    (VerifiedBaseTree), is the zero block's leaf. A hole where the tree
+//    expects data is reported as data, so the read that follows fails its
+//    check instead of a client assuming zeros.
 // Everything else is data. The map works at block granularity and is free of
 // nbdkit, so it can be tested on its own.
 #ifndef REVPATCH_NBDKIT_VIEW_MAP_H_
 #define REVPATCH_NBDKIT_VIEW_MAP_H_
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "merkle.h"
 #include "sha256.h"
 #include "status.h"
+#include "verified_tree.h"
 #include "view.h"
 
 namespace revpatch {
@@ -33,10 +38,12 @@ struct ViewExtent {
 
 class ViewMap {
  public:
-  // `view` must outlive the map and not change while it is used. Safe to
-  // call Map() from several threads at once (reads use pread and lseek
-  // with SEEK_DATA/SEEK_HOLE only, and keep no state between calls).
-  explicit ViewMap(View* view);
+  // `view` must outlive the map and not change while it is used;
+  // `base_tree_path` is the tree file it was opened with. Safe to call
+  // Map() from several threads at once (pread, lseek with
+  // SEEK_DATA/SEEK_HOLE, and VerifiedBaseTree, which is thread-safe).
+  static Status Open(View* view, const std::string& base_tree_path,
+                     std::unique_ptr<ViewMap>* out);
 
   // Describes the view from the block holding `offset` on, covering at
   // least the byte at `offset` and at most `length` bytes past it, and at
@@ -49,7 +56,7 @@ class ViewMap {
   // Appends [first, end) blocks of the base, split by the base file's
   // holes and checked against the tree.
   Status MapBase(uint64_t first, uint64_t end, std::vector<ViewExtent>* out);
-  Status LeafIsZero(uint64_t block, bool* zero);
+  explicit ViewMap(View* view);
   void Append(uint64_t first_block, uint64_t blocks, bool zero,
               std::vector<ViewExtent>* out) const;
 
@@ -59,6 +66,8 @@ class ViewMap {
   uint64_t blocks_;
   uint64_t base_size_ = 0;
   Digest zero_leaf_{};
+  std::unique_ptr<MerkleTreeFile> base_tree_;
+  std::unique_ptr<VerifiedBaseTree> base_leaves_;
 };
 
 }  // namespace revpatch
