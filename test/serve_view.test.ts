@@ -379,7 +379,8 @@ t.test('serve-view on the command line: ready line, SIGTERM stops it with exit 0
 t.test('serve-view --port listens on 127.0.0.1 only and reports a port in use', async (t) => {
   const f = await fixture(t);
   const port = await freePort();
-  const child = spawnCli(t, ['--state', f.state, '--json', 'serve-view', '--port', String(port)]);
+  // The options after the command, as DESIGN.md writes it.
+  const child = spawnCli(t, ['serve-view', '--port', String(port), '--state', f.state, '--json']);
   const ready = JSON.parse(await firstLine(child)) as { uri: string; port: number; socket: null; digest: string; pid: number };
   t.same({ uri: ready.uri, port: ready.port, socket: ready.socket }, { uri: `nbd://127.0.0.1:${port}`, port, socket: null });
   t.ok((await nbdcopy(t, f, ready.uri)).equals(f.v1));
