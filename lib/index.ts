@@ -1,6 +1,6 @@
 /** revpatch as a library: the device lifecycle, the publisher's tools, the engine. */
 export { Device } from './device/device';
-export type { InitOptions, InstallOptions, BootReport, DeviceStatus } from './device/device';
+export type { InitOptions, InstallOptions, BootReport, DeviceStatus, VerifyReport, BadBlock } from './device/device';
 export type { PatchRecord, PatchState, DeviceConfig, DeviceRecord } from './device/record';
 export { createPatch } from './publisher/create';
 export { inspectPatch } from './patch/inspect';

@@ -86,7 +86,9 @@ if (!built) {
     t.equal((await fs.stat(s.volume, { bigint: true })).mtimeNs, mtimeBefore, 'the mtime was put back: only ctime tells');
     t.equal((await fs.stat(s.volume)).size, s.base.length, 'same size');
 
-    // boot: refused before anything is committed.
+    // boot: refused before anything is committed or collected (a stray
+    // layer no record names, which a boot would delete, stays).
+    await fs.writeFile(path.join(s.state, 'layers', 'stray.layer'), 'unsealed');
     const before = await snapshot(s.state);
     const refused = s.cli('boot');
     expectError(t, refused, 'E_BASE_CHANGED');
@@ -159,6 +161,17 @@ if (!built) {
     t.match(r.stdout, /every block matches the tree/);
     t.match(r.stdout, /recorded the base volume as it is now; boot proceeds/);
     t.equal(s.cli('boot').code, 0);
+  });
+
+  t.test('a base that changed size: boot and verify both refuse with E_BASE_CHANGED', async (t) => {
+    const s = await activeDevice(t);
+    await fs.appendFile(s.volume, Buffer.alloc(BLOCK, 1));
+    const before = await snapshot(s.state);
+    expectError(t, s.cli('boot'), 'E_BASE_CHANGED');
+    const r = s.cli('verify');
+    expectError(t, r, 'E_BASE_CHANGED');
+    t.match(r.stderr, /put the original base back, or set the device up again with `revpatch init`/);
+    t.same(await snapshot(s.state), before, 'nothing recorded');
   });
 
   t.test('a changed layer block fails reads naming the layer, and verify counts it', async (t) => {

@@ -264,12 +264,14 @@ export class Device {
    * re-reads the record (another process may have committed since open),
    * collects garbage, then runs the transition.
    */
-  private async mutate<T>(fn: () => Promise<T>): Promise<T> {
+  private async mutate<T>(fn: () => Promise<T>, precheck?: () => Promise<void>): Promise<T> {
     const lock = await StateLock.acquire(this.stateDir, this.lockWaitMs);
     try {
       const state = await engine.readCommitRecord(this.file(COMMIT_FILE));
       this.record = decodeRecord(state.body);
       this.generation = state.generation;
+      // A refusal that must leave every file as it was comes before the collection.
+      await precheck?.();
       await this.collectGarbage();
       return await fn();
     } finally {
@@ -450,11 +452,14 @@ export class Device {
    * deletes the layers no record names and refreshes the live image.
    */
   async boot(): Promise<BootReport> {
-    return this.mutate(async () => {
+    let fingerprint: BaseFingerprint;
+    const precheck = async () => {
       // A running export serves the booted view: boot would change it under
-      // its clients (docs/serve-view.md). E_BUSY, nothing committed.
+      // its clients (docs/serve-view.md). E_BUSY, nothing touched.
       await assertNotServed(this.stateDir);
-      const fingerprint = await this.checkBaseUnchanged();
+      fingerprint = await this.checkBaseUnchanged();
+    };
+    return this.mutate(async () => {
       const next = this.cloneRecord();
       next.device.baseFingerprint ??= fingerprint;
       const report: BootReport = {
@@ -517,7 +522,7 @@ export class Device {
         report.liveImage = next.device.liveImage;
       }
       return report;
-    });
+    }, precheck);
   }
 
   /**
@@ -638,7 +643,8 @@ export class Device {
   /**
    * The scrub (`revpatch verify`): every block of the booted view checked
    * against the tree, not stopping at a bad one. If the base's fingerprint
-   * changed since it was recorded, the whole base is checked too, and when
+   * changed since it was recorded (or none is recorded yet), the whole base
+   * is checked too, and when
    * everything is clean the current fingerprint is recorded (under the
    * lock, and only if the base did not change while it was read), so that
    * boot proceeds again. Bad blocks are listed and written to the audit
@@ -649,12 +655,21 @@ export class Device {
     const before = await takeFingerprint(this.config.volume);
     const recorded = this.config.baseFingerprint;
     const baseChanges = recorded ? fingerprintChanges(recorded, before) : [];
+    if (recorded && recorded.size !== before.size) {
+      throw new RevpatchError(
+        'E_BASE_CHANGED',
+        `the base volume ${this.config.volume} is ${before.size} bytes, not the ${recorded.size} it was recorded with: ` +
+          'no block can be checked against its tree; put the original base back, or set the device up again with `revpatch init`',
+      );
+    }
     const view = this.bootedView();
     const info = await engine.viewInfo(view);
     const bs = info.blockSize;
     const viewBlocks = Math.ceil(info.size / bs);
     const baseView: engine.ViewSpec = { ...view, layers: [] };
-    const baseBlocks = baseChanges.length > 0 ? Math.ceil(this.config.baseSize / bs) : 0;
+    // The fingerprint is recorded only over a base checked whole.
+    const recording = baseChanges.length > 0 || !recorded;
+    const baseBlocks = recording ? Math.ceil(this.config.baseSize / bs) : 0;
     const total = (viewBlocks + baseBlocks) * bs;
     const first = await engine.scrubView(view, maxListed, (done) => options.onProgress?.(done * bs, total));
     const bad = first.badBlocks.map((r) => this.badBlock(view, r));
@@ -686,7 +701,7 @@ export class Device {
       await this.auditCorrupt('verify', badBlocks);
       return report;
     }
-    if (baseChanges.length > 0 || !recorded) {
+    if (recording) {
       await this.mutate(async () => {
         const current = await takeFingerprint(this.config.volume);
         if (fingerprintChanges(before, current).length > 0) {
