@@ -761,6 +761,10 @@ uint64_t LayerReader::EntryBlock(size_t pos) const {
 const Digest& LayerReader::EntryLeaf(size_t pos) const { return impl_->entries[pos].leaf; }
 const std::string& LayerReader::path() const { return impl_->path; }
 
+bool LayerReader::EntryIsZero(size_t pos) const {
+  return impl_->entries[pos].offset == kZeroMarker;
+}
+
 bool LayerReader::HasBlock(uint64_t block) const {
   const size_t pos = LowerBound(block);
   return pos < impl_->entries.size() && impl_->entries[pos].block == block;

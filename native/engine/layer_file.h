@@ -154,6 +154,9 @@ class LayerReader {
   // to back are read with one pread; zero entries read as zeros).
   size_t LowerBound(uint64_t block) const;
   uint64_t EntryBlock(size_t pos) const;
+  // True if entry `pos` is a zero entry (reads as zeros, no data stored):
+  // what an NBD export reports as a zero extent.
+  bool EntryIsZero(size_t pos) const;
   // The leaf hash the index holds for entry `pos` (covered by the footer
   // checksum checked at Open): what a verified read compares the data with.
   const Digest& EntryLeaf(size_t pos) const;
