@@ -144,6 +144,18 @@ function scenarios(): void {
     await t.rejects(moduleLoadOrder(kernel.modulesDir, ['no_such_module']), /not in .*modules\.dep/);
   });
 
+  t.test('a disk the initramfs cannot mount ends the boot before the check, with its reason', async (t) => {
+    const blank = path.join(work, 'blank.img');
+    await fs.writeFile(blank, Buffer.alloc(4 << 20));
+    const state = path.join(work, 'state-blank');
+    cli(state, ['init', '--volume', blank, '--trust', trust]);
+    const cycle = await bootOnce(t, state, 'a blank disk');
+    t.equal(cycle.initramfsFailure, 'mount /dev/vda', 'the initramfs says what failed', { console: cycle.console });
+    t.notOk(cycle.reached, 'never reached');
+    t.equal(cycle.health, null, 'no verdict');
+    t.equal(cycle.ended, 'poweroff', 'the initramfs powered off');
+  });
+
   let goodDevice = '';
   t.test('a good patch is activated by boot, the guest sees its file, reports healthy, and confirm makes it active', async (t) => {
     const state = await device();

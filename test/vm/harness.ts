@@ -151,7 +151,7 @@ export function serveViewServer(cli: readonly string[] = REVPATCH_CLI): DiskServ
   return {
     name: 'revpatch serve-view',
     serve: (stateDir, socket) =>
-      startServer(cli[0], [...cli.slice(1), '--state', stateDir, 'serve-view', '--socket', socket, '--json'], (line) => {
+      startServer(cli[0], [...cli.slice(1), '--state', stateDir, '--json', 'serve-view', '--socket', socket], (line) => {
         if (line.startsWith('{')) return (JSON.parse(line) as { uri: string }).uri;
         const m = /^serving (\S+)/.exec(line);
         return m ? m[1] : null;
@@ -212,6 +212,8 @@ export interface BootCycle {
   reason: string | null;
   /** Patches `revpatch confirm` made active (empty if not healthy). */
   confirmed: string[];
+  /** Why the initramfs gave up (REVPATCH-INITRAMFS failed: …), or null. */
+  initramfsFailure: string | null;
   /** REVPATCH-SEES key=value lines. */
   sees: Record<string, string>;
   ended: BootEnd;
@@ -258,6 +260,7 @@ export async function runBootCycle(options: BootCycleOptions): Promise<BootCycle
     health: null,
     reason: null,
     confirmed: [],
+    initramfsFailure: null,
     sees: {},
     ended: 'exit',
     qemuExit: null,
@@ -293,6 +296,8 @@ export async function runBootCycle(options: BootCycleOptions): Promise<BootCycle
         after(async () => {
           result.reachedPatches = ((await revpatch(options.stateDir, ['reached'], cli)) as { reached: string[] }).reached;
         });
+      } else if (marker.startsWith(MARKER.initramfs + ' failed: ')) {
+        result.initramfsFailure = marker.slice(MARKER.initramfs.length + ' failed: '.length);
       } else if (marker.startsWith(MARKER.sees + ' ')) {
         const kv = marker.slice(MARKER.sees.length + 1);
         const eq = kv.indexOf('=');
