@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "revpatch_nbdkit%": "<!(node native/nbdkit/nbdkit-flags.js has)"
+  },
   "targets": [
     {
       "target_name": "revpatch",
@@ -33,5 +36,47 @@
         }]
       ]
     }
+  ],
+  "conditions": [
+    ["revpatch_nbdkit==1", {
+      "targets": [
+        {
+          "target_name": "revpatch_nbdkit",
+          "type": "loadable_module",
+          "product_prefix": "",
+          "target_conditions": [
+            ["_type=='loadable_module'", { "product_extension": "so" }]
+          ],
+          "sources": [
+            "<!@(node -p \"require('fs').readdirSync('native/engine').filter(f => f.endsWith('.cc')).map(f => 'native/engine/' + f).join(' ')\")",
+            "<!@(node -p \"require('fs').readdirSync('native/nbdkit').filter(f => f.endsWith('.cc')).map(f => 'native/nbdkit/' + f).join(' ')\")"
+          ],
+          "include_dirs": [
+            "native/engine",
+            "<!(node native/nbdkit/nbdkit-flags.js include)"
+          ],
+          "cflags!": ["-fno-exceptions"],
+          "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+          "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+          "xcode_settings": {
+            "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "MACOSX_DEPLOYMENT_TARGET": "11.0",
+            "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
+            "OTHER_CFLAGS": ["-O2"],
+            "OTHER_LDFLAGS": ["-undefined", "dynamic_lookup"]
+          },
+          "conditions": [
+            ["OS=='mac'", {
+              "include_dirs": ["<!(node native/brotli-flags.js include)"],
+              "libraries": ["<!@(node native/brotli-flags.js libs)"]
+            }],
+            ["OS=='linux'", {
+              "libraries": ["<!@(node native/brotli-flags.js libs)"]
+            }]
+          ]
+        }
+      ]
+    }]
   ]
 }

@@ -15,6 +15,8 @@ export * as policy from './agent/policy';
 export { AuditTrail, openAgentLog } from './agent/log';
 export { RepositoryClient } from './repo/client';
 export { installFromDownload, checkManifestMatches } from './device/stream_install';
+export { startViewServer, nbdkitPluginPath } from './device/serve_view';
+export type { ViewServer, ViewServerOptions } from './device/serve_view';
 export * as testing from './engine/testing';
 export { Reporter } from './report/reporter';
 export type { ReporterOptions, ReporterStats, FlushResult, RecordFields } from './report/reporter';

@@ -18,6 +18,7 @@ import { registerBench } from './cli_bench';
 import { readReportConfig, readReportingInput, reportDir, writeReportConfig } from '../report/config';
 import { readQueueStats, type QueueSnapshot } from '../report/queue';
 import { registerFleet } from './cli_fleet';
+import { registerServeView } from './cli_serve_view';
 
 interface GlobalOptions {
   state?: string;
@@ -333,6 +334,7 @@ export function buildProgram(): Command {
   registerAgent(program);
   registerBench(program);
   registerFleet(program);
+  registerServeView(program);
   return program;
 }
 

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import * as engine from '../engine/engine';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
 import { StateLock, LOCK_FILE } from '../engine/lock';
+import { assertNotServed } from './serve_lease';
 import { readPublicKey } from '../patch/keys';
 import { PatchFile } from '../patch/patch_file';
 import { copyFileAtomic } from '../engine/atomic';
@@ -409,6 +410,9 @@ export class Device {
    */
   async boot(): Promise<BootReport> {
     return this.mutate(async () => {
+      // A running export serves the booted view: boot would change it under
+      // its clients (docs/serve-view.md). E_BUSY, nothing committed.
+      await assertNotServed(this.stateDir);
       const next = this.cloneRecord();
       const report: BootReport = {
         activated: [],

@@ -758,6 +758,10 @@ uint64_t LayerReader::EntryBlock(size_t pos) const {
   return impl_->entries[pos].block;
 }
 
+bool LayerReader::EntryIsZero(size_t pos) const {
+  return impl_->entries[pos].offset == kZeroMarker;
+}
+
 bool LayerReader::HasBlock(uint64_t block) const {
   const size_t pos = LowerBound(block);
   return pos < impl_->entries.size() && impl_->entries[pos].block == block;

@@ -154,6 +154,9 @@ class LayerReader {
   // to back are read with one pread; zero entries read as zeros).
   size_t LowerBound(uint64_t block) const;
   uint64_t EntryBlock(size_t pos) const;
+  // True if entry `pos` is a zero entry (reads as zeros, no data stored):
+  // what an NBD export reports as a zero extent.
+  bool EntryIsZero(size_t pos) const;
   Status ReadEntries(size_t pos, size_t count, uint8_t* out);
 
  private:
