@@ -16,6 +16,7 @@ import t, { type Test } from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, runCli } from '../helpers';
+import { nbdkitPluginPath } from '../../lib/device/serve_view';
 import {
   buildBootFiles,
   buildVolume,
@@ -38,7 +39,11 @@ const MAX_EARLY_BOOTS = 2;
 const HANG_TIMEOUT_MS = 30_000;
 
 const missing = missingPrerequisites();
+const useExport = process.env.REVPATCH_VM_DISK === 'export';
 if (!addonBuilt()) missing.push({ what: 'the native addon (npm run build)', pkg: '' });
+else if (!useExport && !nbdkitPluginPath()) {
+  missing.push({ what: 'the revpatch nbdkit plugin (build/Release/revpatch_nbdkit.so; npm run build after installing)', pkg: 'nbdkit-plugin-dev' });
+}
 const inCi = Boolean(process.env.CI);
 
 /**
@@ -46,7 +51,7 @@ const inCi = Boolean(process.env.CI);
  * (the exported image behind nbdkit's `file` plugin).
  */
 function diskServer(): DiskServer {
-  return process.env.REVPATCH_VM_DISK === 'export' ? exportedFileServer() : serveViewServer();
+  return useExport ? exportedFileServer() : serveViewServer();
 }
 
 if (missing.length > 0) {
