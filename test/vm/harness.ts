@@ -329,7 +329,9 @@ export async function runBootCycle(options: BootCycleOptions): Promise<BootCycle
     let qemuStderr = '';
     qemu.stderr!.setEncoding('utf8').on('data', (s: string) => (qemuStderr += s));
     const spawnError = new Promise<Error>((resolve) => qemu.once('error', resolve));
-    const outcome = await Promise.race([exited(qemu).then(() => null), spawnError]);
+    // 'close', not 'exit': the console's last lines may still be in the pipe at exit.
+    const closed = new Promise<null>((resolve) => qemu.once('close', () => resolve(null)));
+    const outcome = await Promise.race([closed, spawnError]);
     clearTimeout(timer);
     if (outcome) throw new Error(`${QEMU}: ${outcome.message}`);
     if (pending) onLine(pending);
