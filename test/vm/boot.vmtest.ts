@@ -17,17 +17,10 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { addonBuilt, runCli } from '../helpers';
 import { nbdkitPluginPath } from '../../lib/device/serve_view';
-import {
-  buildBootFiles,
-  buildVolume,
-  editVolume,
-  findCloudKernel,
-  installHint,
-  missingPrerequisites,
-  moduleLoadOrder,
-  writeSampleGuestTree,
-  type GuestArtifacts,
-} from './guest';
+import { findCloudKernel, installHint, missingPrerequisites, type GuestArtifacts } from './guest';
+import { buildBootFiles, moduleLoadOrder } from './initramfs';
+import { buildVolume, editVolume } from './volume';
+import { writeSampleGuestTree } from './sample_guest';
 import { exportedFileServer, runBootCycle, serveViewServer, type BootCycle, type DiskServer } from './harness';
 
 const BASE_VERSION = '118.0.1';
