@@ -111,7 +111,7 @@ for m in ${modules.map((m) => '/lib/modules/' + path.basename(m).replace(/\.ko(\
 done
 n=0
 while [ ! -b ${rootDevice} ]; do
-  n=$((n + 1)); [ $n -gt 100 ] && fail "no ${rootDevice}"
+  n=$((n + 1)); [ $n -gt 200 ] && fail "no ${rootDevice} after 10 s"
   usleep 50000
 done
 mount -t ext4 -o ro ${rootDevice} /newroot || fail "mount ${rootDevice}"
