@@ -15,7 +15,7 @@ import { hashToken } from '../lib/fleet/tokens';
 import { Repository } from '../lib/repo/publisher';
 import { addonBuilt, tempDir } from './helpers';
 import { call, type Answer } from './fleet_fixture';
-import { dashboardWorld, type DashboardWorld } from './fixtures/dashboard';
+import { dashboardWorld, seedScale, type DashboardWorld } from './fixtures/dashboard';
 
 const skip = addonBuilt() ? false : 'the addon is not built';
 
@@ -157,24 +157,9 @@ t.test('the page script and styles are served from this origin; an unbuilt page 
 t.test('the dashboard API pages 1,000 plans and 100,000 decisions with bounded answers', { skip }, async (t) => {
   // An in-memory SQLite store: the same schema and queries, without an fsync per seeded decision.
   const w = await dashboardWorld(t, { store: await openStore('sqlite::memory:') });
+  const seconds = await seedScale(w);
+  t.comment(`seeded 1,000 plans and 100,000 decisions in ${seconds.toFixed(1)} s`);
   const plan = (await w.store.latestPlan('fix-1'))!;
-  // 999 more plans, as the store holds them (the repository need not list them to be shown).
-  for (let i = 0; i < 999; i++) {
-    await w.store.createPlan({ ...plan, patch: `sec-${String(i).padStart(4, '0')}`, revision: 0, createdAt: plan.createdAt + i, updatedAt: plan.updatedAt + i });
-  }
-  // 100,000 decisions on fix-1: a long-running rollout's holds.
-  let current = (await w.store.latestPlan('fix-1'))!;
-  const seeded = Date.now();
-  for (let i = 0; i < 100_000; i++) {
-    const next = { ...current, revision: current.revision + 1, updatedAt: current.updatedAt };
-    const d = await w.store.decide(current.revision, next, {
-      patch: 'fix-1', version: 1, at: plan.createdAt + i * 1000, action: i % 1000 === 0 ? 'advance' : 'hold', code: i % 2 ? 'soaking' : 'awaiting-reports',
-      reason: `seeded decision ${i}`, by: 'controller', fromRollout: 10, toRollout: 10, stage: 0, inputs: null, appliedAt: plan.createdAt,
-    });
-    if (!d) throw new Error('seeding lost a compare-and-set');
-    current = next;
-  }
-  t.comment(`seeded 1,000 plans and 100,000 decisions in ${Date.now() - seeded} ms`);
   await w.report(30, 'confirmed');
   await w.report(5, 'rolled-back');
   const { cookie } = await w.login(w.operator);

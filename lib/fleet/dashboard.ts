@@ -345,7 +345,8 @@ export class Dashboard implements FleetWebRoutes {
   }
 
   private async page(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const found = this.lookup(req);
+    // A session whose token was revoked gets the login form, as one that ended does.
+    const found = await this.session(req, false).catch(() => null);
     let html: string;
     if (found) {
       const first = await this.patchPage(new URLSearchParams());
@@ -370,7 +371,7 @@ function shell(title: string, body: string, meta: Record<string, string>): strin
   return (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">' +
     '<meta name="viewport" content="width=device-width, initial-scale=1">' +
-    `<title>${esc(title)}</title>${metas}` +
+    `<title>${esc(title)}</title>${metas}<link rel="icon" href="data:,">` +
     '<link rel="stylesheet" href="/web/dashboard.css"><script src="/web/dashboard.js" defer></script></head>' +
     `<body>${body}</body></html>`
   );
