@@ -16,6 +16,8 @@ import { Repository } from '../lib/repo/publisher';
 import { addonBuilt, tempDir } from './helpers';
 import { call, type Answer } from './fleet_fixture';
 import { dashboardWorld, seedScale, type DashboardWorld } from './fixtures/dashboard';
+import { fleetCli, startFleetService } from './fixtures/fleet_service';
+import { repoFixture } from './repo_fixture';
 
 const skip = addonBuilt() ? false : 'the addon is not built';
 
@@ -217,4 +219,25 @@ t.test('the dashboard API pages 1,000 plans and 100,000 decisions with bounded a
   t.equal(page.status, 200);
   t.ok(page.text.length < 60_000, `the page itself is bounded (${page.text.length} bytes)`);
   t.match(page.text, '1–25 of 1000');
+});
+
+t.test('revpatch fleet serve serves the dashboard, and an operator token from fleet enroll logs in', { skip }, async (t) => {
+  const f = await repoFixture(t);
+  const db = `sqlite:${path.join(f.dir, 'fleet.db')}`;
+  const tokenFile = path.join(f.dir, 'operator.token');
+  const enrolled = await fleetCli(['fleet', 'enroll', '--operator', '--out', tokenFile, '--db', db]);
+  t.equal(enrolled.code, 0, enrolled.stderr);
+  const service = await startFleetService(t, { repo: f.repoDir, db, tickSeconds: 1 });
+  t.match(service.output(), /dashboard: http:\/\/127\.0\.0\.1:\d+\/ \(log in with an operator token/, 'serve says where the dashboard is');
+  const login = await call(service.url, '/');
+  t.equal(login.status, 200);
+  t.match(login.text, 'id="login-form"');
+  t.equal(login.headers['content-security-policy'], PAGE_CSP);
+  t.equal((await call(service.url, '/web/dashboard.js')).status, 200, 'the bundled script is served');
+  const token = (await fs.readFile(tokenFile, 'utf8')).trim();
+  const ok = await call(service.url, '/api/login', { method: 'POST', body: { token } });
+  t.equal(ok.status, 200);
+  const cookie = (ok.headers['set-cookie']?.[0] ?? '').split(';')[0];
+  t.match((await call(service.url, '/api/patches', { headers: { Cookie: cookie } })).json, { total: 0, patches: [] });
+  refused(t, await call(service.url, '/api/login', { method: 'POST', body: { token }, headers: { Origin: 'http://evil.example' } }), 403, 'E_FORBIDDEN', 'a login from a foreign Origin');
 });
