@@ -398,7 +398,7 @@ function dashboardHtml(first: PatchPage, csrf: string, pollMs: number): string {
   return shell(
     'revpatch fleet',
     '<a class="skip" href="#patches">Skip to the patches</a>' +
-      '<header class="top"><h1>revpatch fleet</h1><span id="live" class="muted" role="status">live</span>' +
+      '<header class="top"><h1>revpatch fleet</h1><span id="live" class="muted">live</span>' +
       '<button id="logout" type="button" class="quiet">Log out</button></header>' +
       '<main id="main">' +
       '<section id="patches" aria-labelledby="patches-h"><h2 id="patches-h">Patches</h2>' +
