@@ -385,7 +385,7 @@ function loginHtml(pollMs: number): string {
       '<p>Paste an operator token (<code>revpatch fleet enroll --operator --out FILE</code> writes one).</p>' +
       '<form id="login-form" method="post" action="/api/login">' +
       '<label for="token">Operator token</label>' +
-      '<input id="token" name="token" type="password" autocomplete="current-password" required spellcheck="false">' +
+      '<input id="token" name="token" type="password" autocomplete="current-password" required spellcheck="false" autofocus>' +
       '<button type="submit">Log in</button></form>' +
       '<p id="login-result" role="alert" class="result"></p></main>',
     { 'revpatch-view': 'login', 'revpatch-poll-ms': String(pollMs) },
