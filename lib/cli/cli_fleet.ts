@@ -50,6 +50,7 @@ import {
 const storeModule = () => require('../fleet/store') as typeof import('../fleet/store');
 const controllerModule = () => require('../fleet/controller') as typeof import('../fleet/controller');
 const serverModule = () => require('../fleet/server') as typeof import('../fleet/server');
+const dashboardModule = () => require('../fleet/dashboard') as typeof import('../fleet/dashboard');
 const tokensModule = () => require('../fleet/tokens') as typeof import('../fleet/tokens');
 const publisherModule = () => require('../repo/publisher') as typeof import('../repo/publisher');
 const simulateModule = () => require('../bench/simulate') as typeof import('../bench/simulate');
@@ -185,21 +186,24 @@ export function registerFleet(program: Command): void {
       const leaseMs = Math.max(30_000, opts.tick * 3000);
       const controller = new RolloutController({ store, repoDir: repository.dir, lockWaitMs: lockWaitMs(), logger, leaseMs });
       let server: FleetServerInstance | null = null;
+      const operator = operatorOf(controller, store);
+      const web = new (dashboardModule().Dashboard)({ store, operator });
       try {
         server = await serverModule()
-          .FleetServer.start({ store, operator: operatorOf(controller, store), host: listen.host, port: listen.port, allowedHosts: opts.allowHost, logger })
+          .FleetServer.start({ store, operator, host: listen.host, port: listen.port, allowedHosts: opts.allowHost, logger, web })
           .catch((err: NodeJS.ErrnoException) => {
             if (err?.code === 'EADDRINUSE') throw new RevpatchError('E_BUSY', `${listen.host}:${listen.port} is in use by another process (--listen HOST:PORT)`, { cause: err });
             if (err?.code === 'EADDRNOTAVAIL') throw new RevpatchError('E_INVALID_ARGUMENT', `${listen.host} is not an address of this machine`, { cause: err });
             throw err;
           });
         controller.start(opts.tick * 1000);
-        const info = { url: server.url, db: storeModule().redactDbUrl(url), repo: path.resolve(opts.repo), tickSeconds: opts.tick };
+        const info = { url: server.url, dashboard: `${server.url}/`, db: storeModule().redactDbUrl(url), repo: path.resolve(opts.repo), tickSeconds: opts.tick };
         const at = server.url;
         print(json, info, () =>
           [
             `fleet service listening on ${at}${isLoopback(listen.host) ? '' : '  (not loopback: put TLS in front of it)'}`,
             `  reports: POST ${at}/v1/reports (device token); operator API: ${at}/v1/patches (operator token)`,
+            `  dashboard: ${at}/ (log in with an operator token: revpatch fleet enroll --operator --out FILE)`,
             `  database ${info.db}; repository ${info.repo}; controller tick ${opts.tick} s`,
             '  SIGTERM or Ctrl-C stops it after the tick and commits in flight',
           ].join('\n'),

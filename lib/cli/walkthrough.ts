@@ -15,6 +15,10 @@
  * this process with its SQLite database in the run directory, a bad patch
  * (fix-3) planned in stages, simulated devices reporting, and the rollout
  * controller halting and recalling it; `fleet status` is printed at the end.
+ * The fleet service serves its dashboard meanwhile: its URL and how to log
+ * in are printed, no browser is opened. `npm start -- --serve` keeps the
+ * service up after the story until Ctrl-C, for a look at the dashboard;
+ * without it the run ends by itself.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -168,7 +172,12 @@ async function ensureTemplate(dir: string, log: (line: string) => void): Promise
   return t;
 }
 
-export async function runWalkthrough(workDir: string, log: (line: string) => void = console.log): Promise<void> {
+export interface WalkthroughOptions {
+  /** Keep the fleet service and its dashboard up after the story until this resolves (`--serve`). */
+  serve?: (dashboard: { url: string; tokenFile: string }) => Promise<void>;
+}
+
+export async function runWalkthrough(workDir: string, log: (line: string) => void = console.log, options: WalkthroughOptions = {}): Promise<void> {
   const dir = path.resolve(workDir);
   log(`revpatch walkthrough in ${dir}\n`);
   const started = process.hrtime.bigint();
@@ -273,7 +282,7 @@ export async function runWalkthrough(workDir: string, log: (line: string) => voi
 
     log('');
     say('fleet', 'the vendor\'s side: device reports and a rollout controller that halts a bad patch');
-    await runFleetWalkthrough({ runDir: run, repoDir, vendor, repoServer: server, badPatch: template.badPatch, say, log });
+    await runFleetWalkthrough({ runDir: run, repoDir, vendor, repoServer: server, badPatch: template.badPatch, say, log, serve: options.serve });
     say('done', 'see docs/fleet.md for the fleet service, and revpatch fleet --help');
   } finally {
     await logFile.close();
@@ -281,9 +290,29 @@ export async function runWalkthrough(workDir: string, log: (line: string) => voi
   }
 }
 
+/** Resolves at the first SIGINT or SIGTERM. */
+function untilStopped(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
 if (require.main === module) {
-  const workDir = process.argv[2] ?? path.join(process.cwd(), 'revpatch-demo');
-  runWalkthrough(workDir).catch((err) => {
+  const args = process.argv.slice(2);
+  const unknown = args.filter((a) => a.startsWith('-') && a !== '--serve');
+  const dirs = args.filter((a) => !a.startsWith('-'));
+  if (unknown.length > 0 || dirs.length > 1) {
+    process.stderr.write('usage: npm start [-- [--serve] [DIR]]  (--serve keeps the fleet dashboard up after the walkthrough)\n');
+    process.exit(2);
+  }
+  const workDir = dirs[0] ?? path.join(process.cwd(), 'revpatch-demo');
+  runWalkthrough(workDir, console.log, { serve: args.includes('--serve') ? () => untilStopped() : undefined }).catch((err) => {
     const e = toRevpatchError(err);
     process.stderr.write(`error ${e.code}: ${e.message}\n`);
     process.exitCode = 1;

@@ -20,8 +20,16 @@
  * it in the round before restart and confirm it or roll it back. The run
  * ends once the controller has halted and recalled the patch and every
  * device that held it has removed it; then `fleet status` is printed.
+ *
+ * The service serves its dashboard too (lib/fleet/dashboard.ts): the run
+ * mints an operator token into the run directory (mode 0600) and prints the
+ * dashboard's URL and how to log in, but opens no browser. With `serve`
+ * (`npm start -- --serve`) the service, its controller and store stay up
+ * after the story until `serve` resolves (the walkthrough waits for Ctrl-C),
+ * so a newcomer can look at the rollout and its decisions.
  */
 import * as crypto from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { RevpatchError } from '../engine/errors';
 import { haltDecision, recallDecision, rolloutDecision } from '../agent/policy';
@@ -31,6 +39,7 @@ import type { RepositoryServer } from '../repo/serve';
 import { newReport, postBatch, pseudonymOf } from '../report/client';
 import type { DeviceReport, Outcome } from '../report/format';
 import { openStore } from '../fleet/store';
+import { Dashboard } from '../fleet/dashboard';
 import { FleetServer } from '../fleet/server';
 import { mintToken } from '../fleet/tokens';
 import { RolloutController } from '../fleet/controller';
@@ -47,6 +56,12 @@ export interface FleetWalkthroughOptions {
   badPatch: string;
   say: (who: string, text: string) => void;
   log: (line: string) => void;
+  /**
+   * Keeps the fleet service (and its dashboard) running after the story
+   * until the promise it returns resolves; given where the dashboard is and
+   * the file holding the operator token.
+   */
+  serve?: (dashboard: { url: string; tokenFile: string }) => Promise<void>;
 }
 
 const PATCH = 'fix-3';
@@ -81,9 +96,13 @@ export async function runFleetWalkthrough(o: FleetWalkthroughOptions): Promise<v
   const dbFile = path.join(o.runDir, 'fleet.db');
   const store = await openStore(`sqlite:${dbFile}`);
   const controller = new RolloutController({ store, repoDir: o.repoDir });
-  const service = await FleetServer.start({ store, host: '127.0.0.1', port: 0 });
+  const web = new Dashboard({ store, operator: controller });
+  const service = await FleetServer.start({ store, operator: controller, host: '127.0.0.1', port: 0, web });
   try {
     say('fleet', `report collector on ${service.url}, rollout controller in this process; database ${shown(dbFile)}`);
+    const tokenFile = path.join(o.runDir, 'operator.token');
+    await fs.writeFile(tokenFile, `${await mintToken(store, 'operator', { now: Date.now() })}\n`, { mode: 0o600, flag: 'wx' });
+    say('fleet', `dashboard: ${service.url}/ (log in with the operator token in ${shown(tokenFile)})`);
     const token = await mintToken(store, 'device', { devices: DEVICES, now: Date.now() });
     say('fleet', `enrollment token for ${DEVICES} devices minted (only its SHA-256 is stored)`);
 
@@ -184,6 +203,11 @@ export async function runFleetWalkthrough(o: FleetWalkthroughOptions): Promise<v
     o.log(`\n$ revpatch fleet status --db sqlite:${dbFile}`);
     o.log(statusText(status));
     o.log('');
+    if (o.serve) {
+      controller.start(5000);
+      say('fleet', `still serving: dashboard ${service.url}/ (operator token in ${shown(tokenFile)}); Ctrl-C stops it`);
+      await o.serve({ url: `${service.url}/`, tokenFile });
+    }
   } finally {
     await service.close();
     await controller.stop();

@@ -14,6 +14,10 @@
  *                                 body empty, {} or {"version": N}
  * Without auth
  *   GET  /v1/health
+ * Pages (optional, `web`): the operator's dashboard (lib/fleet/dashboard.ts)
+ *   claims `/`, `/web/…` and `/api/…`, with its own session cookie and CSRF
+ *   token; it passes the same Host and Origin checks first, and nothing of
+ *   it reaches the /v1 API, which still takes a Bearer header only.
  *
  * Every refusal is `{"error":{"code":"E_…","message":"…"}}` with the HTTP
  * status of its code (httpStatusOf) and changes nothing: a batch is checked
@@ -61,6 +65,17 @@ export interface FleetOperator {
   advance(patch: string, version?: number): Promise<unknown>;
 }
 
+/**
+ * Pages served beside the JSON API (the dashboard). They own the paths
+ * `claims` accepts (never one under /v1/), answer after the server's Host
+ * and Origin checks and its security headers, and throw a RevpatchError
+ * (or HttpError) to refuse: the server sends it in the stable shape.
+ */
+export interface FleetWebRoutes {
+  claims(path: string): boolean;
+  handle(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void>;
+}
+
 /** Where the server writes what it refused or failed; a pino logger fits. */
 export interface FleetLogger {
   info(obj: object, msg?: string): void;
@@ -87,6 +102,8 @@ export interface FleetServerOptions {
   logger?: FleetLogger;
   /** Most ms a request may take from its first byte; default 30 s. */
   requestTimeoutMs?: number;
+  /** Pages beside the API (the dashboard); none by default. */
+  web?: FleetWebRoutes;
 }
 
 /** Largest request header block. */
@@ -127,7 +144,7 @@ export function httpStatusOf(code: ErrorCode): number {
 }
 
 /** A refusal with an HTTP status other than its code's (405, 415, 503 of a failed commit). */
-class HttpError extends RevpatchError {
+export class HttpError extends RevpatchError {
   constructor(
     readonly status: number,
     code: ErrorCode,
@@ -295,6 +312,8 @@ export class FleetServer {
     this.checkOrigin(req);
     const rawUrl = req.url ?? '/';
     const path = rawUrl.split('?')[0];
+    const web = this.options.web;
+    if (web && !path.startsWith('/v1/') && web.claims(path)) return web.handle(req, res, path);
     const found = this.route(path);
     if (!found) throw new RevpatchError('E_NOT_FOUND', `no such resource: ${path.slice(0, 200)}`);
     const method = req.method ?? 'GET';
@@ -461,7 +480,7 @@ function parseActionBody(body: Buffer, action: string): number | undefined {
 }
 
 /** Refuses a body that is not JSON (415); `emptyOk` lets a body-less request through. */
-function requireJson(req: http.IncomingMessage, emptyOk: boolean): void {
+export function requireJson(req: http.IncomingMessage, emptyOk: boolean): void {
   const type = req.headers['content-type'];
   if (type === undefined && emptyOk && !hasBody(req)) return;
   const mime = (type ?? '').split(';')[0].trim().toLowerCase();
@@ -480,7 +499,7 @@ function hasBody(req: http.IncomingMessage): boolean {
 }
 
 /** The whole body, or E_TOO_LARGE as soon as it passes `max` bytes (nothing more is read). */
-function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+export function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > max) {
     return Promise.reject(new RevpatchError('E_TOO_LARGE', `the body of ${declared} bytes is larger than ${max}`));

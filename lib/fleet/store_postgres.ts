@@ -32,11 +32,15 @@
 import { Client, Pool, types as pgTypes, type ClientConfig, type PoolClient } from 'pg';
 import { RevpatchError, type ErrorCode } from '../engine/errors';
 import { OUTCOMES, ZERO_COUNTS, type BatchAck, type OutcomeCounts, type StoredReport } from '../report/format';
+import { seriesOf } from './series';
 import {
   DECISION_ACTIONS,
   ROLLOUT_STATES,
+  type DecisionPage,
+  type DecisionPageQuery,
   type DecisionRecord,
   type FleetStore,
+  type OutcomeBucket,
   type PlanRecord,
   type TokenRecord,
 } from './types';
@@ -202,6 +206,15 @@ const SQL = {
   unapplied: `SELECT * FROM decisions WHERE applied_at IS NULL ORDER BY seq`,
   decisionsOfPatch: `SELECT * FROM decisions WHERE patch = $1 ORDER BY seq`,
   decisionsOfVersion: `SELECT * FROM decisions WHERE patch = $1 AND version = $2 ORDER BY seq`,
+  decisionPage: `SELECT * FROM decisions WHERE patch = $1 AND version = $2 AND seq < $4 AND (NOT $3 OR action <> 'hold')
+    ORDER BY seq DESC LIMIT $5`,
+  decisionTotal: `SELECT count(*)::bigint AS n FROM decisions WHERE patch = $1 AND version = $2 AND (NOT $3 OR action <> 'hold')`,
+  outcomeSeries: `SELECT d.outcome, floor((d.first_received_at - $3)::double precision / $4) AS bucket, count(*) AS n FROM device_outcomes d
+    WHERE d.patch = $1 AND d.version = $2 AND d.outcome IN ('confirmed', 'rolled-back')
+      AND (d.outcome <> 'confirmed' OR NOT EXISTS (
+        SELECT 1 FROM device_outcomes r
+        WHERE r.patch = d.patch AND r.version = d.version AND r.outcome = 'rolled-back' AND r.pseudonym = d.pseudonym))
+    GROUP BY d.outcome, bucket`,
 
   tryLock: `SELECT pg_try_advisory_lock($1::bigint) AS ok`,
   alive: `SELECT 1`,
@@ -485,6 +498,18 @@ export class PostgresFleetStore implements FleetStore {
         ? await this.one('decisions', SQL.decisionsOfPatch, [patch])
         : await this.one('decisions', SQL.decisionsOfVersion, [patch, version]);
     return rows.map(decisionFromRow);
+  }
+
+  async decisionPage(patch: string, version: number, query: DecisionPageQuery): Promise<DecisionPage> {
+    const changes = Boolean(query.changesOnly);
+    const rows = await this.one('decisionPage', SQL.decisionPage, [patch, version, changes, query.before ?? Number.MAX_SAFE_INTEGER, Math.max(0, query.limit)]);
+    const total = (await this.one('decisionPage', SQL.decisionTotal, [patch, version, changes]))[0].n;
+    return { decisions: rows.map(decisionFromRow), total: Number(total) };
+  }
+
+  async outcomeSeries(patch: string, version: number, from: number, stepMs: number, buckets: number): Promise<OutcomeBucket[]> {
+    const rows = await this.one('outcomeSeries', SQL.outcomeSeries, [patch, version, Math.floor(from), Math.max(1, Math.floor(stepMs))]);
+    return seriesOf(rows, buckets);
   }
 
   tryLead(owner: string, _leaseMs: number, _now: number): Promise<boolean> {

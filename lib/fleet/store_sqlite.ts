@@ -53,10 +53,14 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { RevpatchError, type ErrorCode } from '../engine/errors';
 import { OUTCOMES, ZERO_COUNTS, type BatchAck, type OutcomeCounts, type StoredReport } from '../report/format';
+import { seriesOf } from './series';
 import {
   DECISION_ACTIONS,
   ROLLOUT_STATES,
+  type DecisionPage,
+  type DecisionPageQuery,
   type DecisionRecord,
+  type OutcomeBucket,
   type FleetStore,
   type PlanRecord,
   type TokenRecord,
@@ -240,6 +244,18 @@ const SQL = {
   unapplied: `SELECT * FROM decisions WHERE applied_at IS NULL ORDER BY seq`,
   decisionsOfPatch: `SELECT * FROM decisions WHERE patch = ? ORDER BY seq`,
   decisionsOfVersion: `SELECT * FROM decisions WHERE patch = ? AND version = ? ORDER BY seq`,
+  // Pages of the log walk the (patch, version, seq) index backwards; ?3 = 1 leaves holds out.
+  decisionPage: `SELECT * FROM decisions WHERE patch = @patch AND version = @version AND seq < @before
+      AND (@changes = 0 OR action <> 'hold')
+    ORDER BY seq DESC LIMIT @limit`,
+  decisionTotal: `SELECT count(*) AS n FROM decisions WHERE patch = @patch AND version = @version AND (@changes = 0 OR action <> 'hold')`,
+  // New verdicts per interval, counted as counts() counts them (a confirmed device that later rolled back is a failure).
+  outcomeSeries: `SELECT d.outcome AS outcome, (d.first_received_at - @from) / @step AS bucket, count(*) AS n FROM device_outcomes d
+    WHERE d.patch = @patch AND d.version = @version AND d.outcome IN ('confirmed', 'rolled-back')
+      AND (d.outcome <> 'confirmed' OR NOT EXISTS (
+        SELECT 1 FROM device_outcomes r
+        WHERE r.patch = d.patch AND r.version = d.version AND r.outcome = 'rolled-back' AND r.pseudonym = d.pseudonym))
+    GROUP BY d.outcome, bucket`,
 
   leader: `SELECT owner, expires_at FROM leader WHERE id = 1`,
   takeLead: `INSERT INTO leader (id, owner, expires_at) VALUES (1, ?, ?)
@@ -540,6 +556,34 @@ export class SqliteFleetStore implements FleetStore {
           decisionFromRow,
         ),
       false,
+    );
+  }
+
+  decisionPage(patch: string, version: number, query: DecisionPageQuery): Promise<DecisionPage> {
+    const changes = query.changesOnly ? 1 : 0;
+    return this.run(
+      'decisionPage',
+      () => ({
+        decisions: (
+          this.sql.decisionPage.all({ patch, version, changes, before: query.before ?? Number.MAX_SAFE_INTEGER, limit: Math.max(0, query.limit) }) as Row[]
+        ).map(decisionFromRow),
+        total: (this.sql.decisionTotal.get({ patch, version, changes }) as Row).n as number,
+      }),
+      false,
+    );
+  }
+
+  outcomeSeries(patch: string, version: number, from: number, stepMs: number, buckets: number): Promise<OutcomeBucket[]> {
+    return this.run(
+      'outcomeSeries',
+      () => {
+        this.fold(1);
+        return seriesOf(
+          this.sql.outcomeSeries.all({ patch, version, from: Math.floor(from), step: Math.max(1, Math.floor(stepMs)) }) as Row[],
+          buckets,
+        );
+      },
+      true,
     );
   }
 

@@ -93,6 +93,25 @@ export interface DecisionRecord {
   appliedAt: number | null;
 }
 
+export interface DecisionPageQuery {
+  /** Only decisions with a smaller seq (the page after one ending at `before`). */
+  before?: number;
+  limit: number;
+  /** Leave out holds: only decisions that changed the plan. */
+  changesOnly?: boolean;
+}
+
+export interface DecisionPage {
+  decisions: DecisionRecord[];
+  total: number;
+}
+
+/** New verdicts in one interval of an outcome series. */
+export interface OutcomeBucket {
+  confirmed: number;
+  failed: number;
+}
+
 // ------------------------------------------------------------------- tokens
 
 /** Device tokens may only POST reports; operator tokens may only use the operator API. */
@@ -158,6 +177,21 @@ export interface FleetStore {
   unappliedDecisions(): Promise<DecisionRecord[]>;
   /** Decisions of one patch (all versions when `version` is omitted), oldest first. */
   decisions(patch: string, version?: number): Promise<DecisionRecord[]>;
+  /**
+   * One page of a plan's decisions, newest first: those with `seq` below
+   * `before` (all when omitted), at most `limit`; `changesOnly` leaves out
+   * holds. `total` counts every decision of the plan the query selects
+   * (ignoring `before`), so a reader of a long log knows its length.
+   */
+  decisionPage(patch: string, version: number, query: DecisionPageQuery): Promise<DecisionPage>;
+  /**
+   * Devices whose confirmed (and never rolled back) or rolled-back verdict
+   * of a patch version first arrived in each of `buckets` intervals of
+   * `stepMs` from `from` (server clock); a verdict before `from` counts in
+   * the first, after the last interval in the last. Bounded by `buckets`,
+   * whatever the fleet's size.
+   */
+  outcomeSeries(patch: string, version: number, from: number, stepMs: number, buckets: number): Promise<OutcomeBucket[]>;
 
   /**
    * Leadership of the controller: true while this store's process is the
