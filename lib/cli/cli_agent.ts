@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentHooks, AgentSettings, CheckReport, RestartAnswer } from '../agent/agent';
 import { Device } from '../device/device';
+import type { PatchRecord } from '../device/record';
 import { RevpatchError } from '../engine/errors';
 import type { LogLevel } from '../agent/log';
 import { parseTimeRange, type TimeRange } from '../agent/policy';
@@ -120,6 +121,46 @@ function reportText(report: CheckReport): string {
   if (report.restart) lines.push(`restart required for ${report.restart.patches.join(', ')}: ${report.restart.reason}`);
   if (lines.length === 0) lines.push('up to date');
   return lines.join('\n');
+}
+
+/**
+ * `revpatch install ID`: the offered patch `id`, through the agent's own
+ * path (Agent.installOffered) with the agent's rollout identity and the
+ * persisted settings, so a hand install passes the same checks a check
+ * would, except the automatic-install switch.
+ */
+export async function installOfferedById(
+  stateDir: string,
+  id: string,
+  options: { forceRollout?: boolean; deviceId?: string; json?: boolean; wait?: number },
+): Promise<PatchRecord> {
+  const { Agent, openAgentLog, RepositoryClient } = agentModules();
+  const device = await Device.open(stateDir, { lockWaitMs: (options.wait ?? 0) * 1000 });
+  const repository = device.config.repository;
+  if (!repository) {
+    throw new RevpatchError('E_NO_REPOSITORY', `${stateDir} has no repository to install ${id} from; set one up with revpatch init --repo URL --root ROOT, or install a patch file`);
+  }
+  const client = await RepositoryClient.open(stateDir, { url: repository.url, rootPath: repository.root });
+  const log = openAgentLog(stateDir);
+  const agent = new Agent({ stateDir, client, deviceId: options.deviceId, logger: log.logger, lockWaitMs: (options.wait ?? 0) * 1000 });
+  const bars = new Map<string, ProgressBar>();
+  agent.on('progress', (p) => {
+    let bar = bars.get(p.phase);
+    if (!bar) {
+      bar = progressBar(`${p.phase} ${p.patch}`, !options.json);
+      bars.set(p.phase, bar);
+    }
+    bar.update(p.done, p.total);
+  });
+  try {
+    const result = await agent.installOffered(id, { forceRollout: options.forceRollout });
+    return result.patch;
+  } finally {
+    for (const bar of bars.values()) bar.stop();
+    await agent.flushReports({ timeoutMs: REPORT_FLUSH_MS });
+    await agent.close();
+    await log.close();
+  }
 }
 
 export function registerAgent(program: Command): void {
