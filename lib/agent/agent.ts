@@ -41,8 +41,10 @@ import { installFromDownload, pruneDownloads } from '../device/stream_install';
 import { Reporter, type FlushResult, type RecordFields } from '../report/reporter';
 import { outcomeOf, type BootLimits } from './outcomes';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
+import { readPersistedSettings, writePersistedSettings } from './settings_file';
 import {
   autoInstallDecision,
+  deferralDecision,
   compatibilityDecision,
   haltDecision,
   estimateLayerBytes,
@@ -224,6 +226,31 @@ export interface InstallOfferedResult {
   forcedRollout: boolean;
 }
 
+/** What the last check saw, for a host's screen (the settings page). */
+export interface LastCheck {
+  /** When it ended (ISO). */
+  at: string;
+  /** The patches the repository offered. */
+  offered: RepoPatch[];
+  report: CheckReport;
+}
+
+/** The restart the device waits for, as a notice for the user. */
+export interface RestartNotice {
+  /** Staged patches or pending removals wait for a restart. */
+  pending: boolean;
+  /** The patches that wait: staged (activated by it) and pending removal (dropped by it). */
+  patches: string[];
+  /** Times the user deferred it so far. */
+  deferrals: number;
+  /** Deferrals left (null: no count limit). */
+  deferralsLeft: number | null;
+  /** When deferring stops and the restart is forced (ISO; null: no time limit, or not yet asked for). */
+  deadline: string | null;
+  /** The deferral rule's verdict: may-defer or exhausted, with its code and reason. */
+  decision: { action: string; code: string; reason: string };
+}
+
 interface AgentState {
   format: 1;
   deviceId: string;
@@ -286,6 +313,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private reservedBytes = 0;
   /** The transition in flight, which run() waits for before it returns. */
   private busy: Promise<unknown> = Promise.resolve();
+  /** The automatic-install switch from the options, used while none is persisted. */
+  private readonly autoInstallDefault: boolean;
+  private last: LastCheck | null = null;
   /** The metadata refresh in flight (refreshOffered). */
   private refreshing: Promise<unknown> = Promise.resolve();
 
@@ -295,6 +325,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.client = options.client;
     this.hooks = options.hooks ?? {};
     this.settings = { ...DEFAULT_SETTINGS, ...options.settings };
+    this.autoInstallDefault = this.settings.autoInstall;
     this.installer = options.installer ?? installWhileDownloading;
     this.log = options.logger ?? silentLogger();
     this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
@@ -523,6 +554,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const { signal } = options;
     const report: CheckReport = { staged: [], recalled: [], skipped: [], available: [], refused: [], restart: null, aborted: false };
     await this.startup();
+    await this.loadPersistedSettings();
     let offered: RepoPatch[];
     try {
       offered = await this.refreshOffered();
@@ -581,7 +613,87 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (signal?.aborted) return { ...report, aborted: true };
     await this.transition(() => this.pruneDownloads(chosenPatches));
     report.restart = await this.transition(() => this.considerRestart());
+    this.last = { at: this.now().toISOString(), offered, report };
     return report;
+  }
+
+  // ------------------------------------------------------------ settings
+
+  /** Applies the persisted settings (settings_file.ts) over the agent's own; a damaged file is logged and ignored. */
+  private async loadPersistedSettings(): Promise<void> {
+    let persisted: { autoInstall?: boolean } = {};
+    try {
+      persisted = await readPersistedSettings(this.stateDir);
+    } catch (err) {
+      this.log.warn({ code: toRevpatchError(err).code, err: (err as Error).message }, 'persisted settings unreadable; using the defaults');
+    }
+    this.settings.autoInstall = persisted.autoInstall ?? this.autoInstallDefault;
+  }
+
+  /** The automatic-install switch as the next check will see it. */
+  async autoInstall(): Promise<boolean> {
+    await this.loadPersistedSettings();
+    return this.settings.autoInstall;
+  }
+
+  /**
+   * Sets the automatic-install switch and persists it (atomically), so this
+   * agent and any other on the same state directory honour it at their
+   * next check. Audited as `settings-changed`.
+   */
+  async setAutoInstall(on: boolean): Promise<void> {
+    if (typeof on !== 'boolean') throw new RevpatchError('E_INVALID_ARGUMENT', 'the automatic-install switch is true or false');
+    await this.transition(async () => {
+      let persisted: { autoInstall?: boolean } = {};
+      try {
+        persisted = await readPersistedSettings(this.stateDir);
+      } catch {
+        // a damaged file is replaced
+      }
+      await writePersistedSettings(this.stateDir, { ...persisted, autoInstall: on });
+      this.settings.autoInstall = on;
+      await this.record({ event: 'settings-changed', autoInstall: on, by: 'user' });
+    });
+  }
+
+  /** What the last check of this agent saw, or null before the first. */
+  lastCheck(): LastCheck | null {
+    return this.last;
+  }
+
+  /**
+   * Marks `id` and the patches stacked on it for removal at the next
+   * restart (a staged one goes at once), for the user (Device.remove), as
+   * the one transition in flight; the change is audited like any other.
+   */
+  async removeByUser(id: string): Promise<PatchRecord[]> {
+    return this.transition(async () => {
+      const device = await this.openDevice();
+      const changed = await device.remove(id);
+      await this.observe((await this.openDevice()).list());
+      return changed;
+    });
+  }
+
+  /** The pending restart and the deferral left (lib/agent/policy.ts deferralDecision). */
+  async restartNotice(): Promise<RestartNotice> {
+    const device = await this.openDevice();
+    const waiting = device.list().filter((p) => p.state === 'staged' || p.state === 'pending-removal').map((p) => p.id);
+    const state = await this.loadState();
+    const limit = this.settings.deferral;
+    const decision = deferralDecision(state.deferral, limit, this.now());
+    const deadline =
+      limit.maxDurationMs !== undefined && state.deferral.firstRequestedAt !== null
+        ? new Date(Date.parse(state.deferral.firstRequestedAt) + limit.maxDurationMs).toISOString()
+        : null;
+    return {
+      pending: waiting.length > 0,
+      patches: waiting,
+      deferrals: state.deferral.count,
+      deferralsLeft: limit.maxCount !== undefined ? Math.max(limit.maxCount - state.deferral.count, 0) : null,
+      deadline,
+      decision: { action: decision.action, code: decision.code, reason: decision.reason },
+    };
   }
 
   /**
@@ -637,15 +749,17 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.skip(report, patch, halt.code, halt.reason);
       return false;
     }
+    // The rollout before the switch: a patch outside the device's rollout is
+    // not offered to the user either (install ID would refuse it).
+    const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
+    if (rollout.action === 'skip') {
+      this.skip(report, patch, rollout.code, rollout.reason);
+      return false;
+    }
     const auto = autoInstallDecision(this.settings);
     if (auto.action === 'notify') {
       report.available.push(patch.id);
       this.skip(report, patch, auto.code, auto.reason);
-      return false;
-    }
-    const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
-    if (rollout.action === 'skip') {
-      this.skip(report, patch, rollout.code, rollout.reason);
       return false;
     }
     const space = await this.reserveSpace(patch);
