@@ -33,6 +33,7 @@ const agentModules = () => ({
   ...(require('../agent/log') as typeof import('../agent/log')),
   ...(require('../repo/client') as typeof import('../repo/client')),
 });
+const settingsPageModule = () => require('../agent/settings_page') as typeof import('../agent/settings_page');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 interface GlobalOptions {
@@ -54,6 +55,8 @@ interface AgentCliOptions {
   healthCommand?: string;
   restartCommand?: string;
   logLevel: LogLevel;
+  ui?: string;
+  uiAllowRemote?: boolean;
 }
 
 /** How long `agent --once` waits for the fleet service before leaving reports queued. */
@@ -178,12 +181,22 @@ export function registerAgent(program: Command): void {
     .option('--device-id <id>', 'identity for the staged rollout (default: a random id kept in the state directory)')
     .option('--health-command <cmd>', 'after a restart: exit 0 if the system is healthy (confirms trial patches)')
     .option('--restart-command <cmd>', `run to restart the device; exit ${EXIT_DEFERRED} when the user defers`)
+    .option('--ui <host:port>', 'also serve the device settings page here (loopback only, unless --ui-allow-remote)')
+    .option('--ui-allow-remote', 'let --ui listen on an address other machines can reach')
     .addOption(
       new Option('--log-level <level>', 'agent.log verbosity').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     )
     .action(async (opts: AgentCliOptions) => {
       const { Agent, openAgentLog, RepositoryClient } = agentModules();
       const globals = program.opts<GlobalOptions>();
+      if (opts.ui !== undefined && opts.once) throw new InvalidArgumentError('--ui runs with the daemon, not with --once');
+      const listen = opts.ui !== undefined ? settingsPageModule().parseListen(opts.ui) : null;
+      if (listen && !settingsPageModule().isLoopbackHost(listen.host) && !opts.uiAllowRemote) {
+        throw new RevpatchError(
+          'E_INVALID_ARGUMENT',
+          `--ui ${opts.ui}: ${listen.host} is not a loopback address; the settings page listens on loopback unless --ui-allow-remote is given`,
+        );
+      }
       const stateDir = path.resolve(globals.state ?? process.env.REVPATCH_STATE ?? './revpatch-state');
       const device = await Device.open(stateDir, { lockWaitMs: (globals.wait ?? 0) * 1000 });
       const repository = device.config.repository;
@@ -248,9 +261,14 @@ export function registerAgent(program: Command): void {
         agent.on('staged', (p) => process.stdout.write(`staged ${p.id} v${p.version}\n`));
         agent.on('restart-required', (r) => process.stdout.write(`restart required for ${r.patches.join(', ')}: ${r.reason}\n`));
         agent.on('error', (e) => process.stderr.write(`error ${e.code}: ${e.message}\n`));
+        const page = listen
+          ? await settingsPageModule().startSettingsPage(agent, { ...listen, allowRemote: opts.uiAllowRemote === true })
+          : null;
+        if (page) process.stdout.write(`settings page: ${page.loginUrl}\n`);
         try {
           await agent.run(controller.signal);
         } finally {
+          await page?.close();
           process.removeListener('SIGTERM', stop);
           process.removeListener('SIGINT', stop);
         }
