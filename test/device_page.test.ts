@@ -158,9 +158,24 @@ if (!addonBuilt() || !built) {
     t.match(cookie, { name: 'revpatch_settings', httpOnly: true, sameSite: 'Strict', path: '/' });
 
     // -- first paint of a fresh load over loopback.
-    await page.goto(`${base}/`);
-    const paint = await firstPaintMs(page);
-    t.comment(`device settings page first paint over loopback: ${paint} ms`);
+    const paints: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await page.goto(`${base}/`);
+      await page
+        .waitForFunction(() => performance.getEntriesByName('first-contentful-paint').length > 0, null, { timeout: 5000 })
+        .catch(() => undefined);
+      const ms = await firstPaintMs(page);
+      if (ms !== null) paints.push(ms);
+    }
+    const renders: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const start = process.hrtime.bigint();
+      await request(base, 'GET', '/', { Cookie: `${(await context.cookies(base))[0].name}=${(await context.cookies(base))[0].value}` });
+      renders.push(Math.round(Number(process.hrtime.bigint() - start) / 1e6));
+    }
+    t.comment(`GET / answered in ${renders.join(', ')} ms`);
+    const sorted = [...paints].sort((a, b) => a - b);
+    t.comment(`device settings page first paint over loopback: median ${sorted[Math.floor(sorted.length / 2)]} ms of ${paints.length} loads (${paints.join(', ')} ms), agent checking every second beside it`);
 
     // -- the installed patches.
     const rows = page.locator('#installed tbody tr');
@@ -226,7 +241,12 @@ if (!addonBuilt() || !built) {
     t.match(await page.locator('#deferral-left').innerText(), /3 deferrals left \(0 used\)/, 'the deferral left');
 
     // -- the switch off: persisted, and the agent's next check offers instead of installing.
-    await page.locator('#auto-install').uncheck();
+    // by keyboard: Tab to the switch, Space to turn it off
+    await page.locator('#remove-fix-1').focus();
+    await page.keyboard.press('Shift+Tab');
+    for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.id)) !== 'auto-install'; i++) await page.keyboard.press('Shift+Tab');
+    t.equal(await page.evaluate(() => document.activeElement?.id), 'auto-install', 'the switch is reachable by keyboard');
+    await page.keyboard.press('Space');
     await page.locator('#available').waitFor();
     t.same(JSON.parse(await fs.readFile(settingsPath(w.state), 'utf8')), { format: 1, autoInstall: false }, 'persisted');
     const v3 = Buffer.from(w.bytes.v1);
