@@ -231,6 +231,36 @@ if (!addonBuilt() || !built) {
     const ok = await request(base, 'GET', '/api/state', { Cookie: cookieHeader, Host: host });
     t.equal(ok.status, 200, 'the same session with this server’s Host is served');
 
+    // -- a foreign page in the same browser (same site, another port: the
+    // SameSite=Strict cookie is sent) tries a form post and fetches.
+    const target = JSON.stringify(base);
+    const evil = http.createServer((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html' }).end(`<!doctype html><html lang="en"><title>elsewhere</title>
+<form id="f" method="POST" action=${target}/api/remove enctype="text/plain"><input name='{"id":"fix-1","x":"' value='"}'></form>
+<script>
+window.results = [];
+const tries = [
+  fetch(${target} + '/api/remove', { method: 'POST', mode: 'no-cors', credentials: 'include', headers: { 'Content-Type': 'text/plain' }, body: '{"id":"fix-1"}' }),
+  fetch(${target} + '/api/auto-install', { method: 'POST', credentials: 'include', headers: { 'Content-Type': 'application/json' }, body: '{"on":false}' }),
+  fetch(${target} + '/api/state', { credentials: 'include' }).then((r) => r.text()),
+];
+Promise.allSettled(tries).then((all) => { window.results = all.map((r) => r.status); window.done = true; });
+</script></html>`);
+    });
+    await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => evil.close(() => resolve())));
+    const evilPage = await context.newPage();
+    await evilPage.goto(`http://127.0.0.1:${(evil.address() as import('node:net').AddressInfo).port}/`);
+    await evilPage.waitForFunction(() => (window as unknown as { done?: boolean }).done === true);
+    // the no-cors post gets at most an opaque answer (CORP blocks even that); the JSON post and the read fail
+    t.match(await evilPage.evaluate(() => (window as unknown as { results: string[] }).results), [String, 'rejected', 'rejected'], 'the foreign page reads nothing');
+    const [formAnswer] = await Promise.all([evilPage.waitForNavigation(), evilPage.evaluate(() => (document.getElementById('f') as HTMLFormElement).submit())]);
+    t.equal(formAnswer?.status(), 403, 'its form post is refused');
+    t.match(await evilPage.locator('body').innerText(), /E_FORBIDDEN/);
+    await evilPage.close();
+    t.same(await w.stateSnapshot({ without: ['agent/state.json'] }), before, 'the foreign page changed nothing');
+    t.notOk(existsSync(settingsPath(w.state)), 'nor the switch');
+
     // -- remove fix-2: pending removal, and revpatch list agrees.
     await page.locator('#remove-fix-2').click();
     await page.locator('tr[data-patch="fix-2"][data-state="pending-removal"]').waitFor();
