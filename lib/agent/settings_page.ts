@@ -352,7 +352,9 @@ export async function startSettingsPage(agent: Agent, options: SettingsPageOptio
   server.headersTimeout = 10_000;
   server.requestTimeout = 10 * 60_000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(toRevpatchError(err)));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new RevpatchError('E_IO', `the settings page cannot listen on ${host}:${options.port ?? 0}: ${err.code ?? err.message}`, { cause: err })),
+    );
     server.listen(options.port ?? 0, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
