@@ -39,7 +39,7 @@ if (!addonBuilt() || !built) {
     const w = await makeWorld(t, { publish: ['fix-1', 'fix-2'] });
     const offered = await cli(w, 'agent', '--once', '--no-auto-install');
     t.equal(offered.status, 0, offered.stderr);
-    t.match(offered.stdout, /available fix-1 \(automatic installation is off: revpatch install\)/);
+    t.match(offered.stdout, /available fix-1 \(automatic installation is off: revpatch install fix-1\)/);
     t.same((await w.device()).list(), [], 'nothing installed yet');
 
     const first = await cli(w, '--json', 'install', 'fix-1');

@@ -118,7 +118,7 @@ function reportText(report: CheckReport): string {
   const lines: string[] = [];
   for (const id of report.staged) lines.push(`staged ${id}; it takes effect at the next restart`);
   for (const id of report.recalled) lines.push(`recalled ${id}: removed at the next restart`);
-  for (const id of report.available) lines.push(`available ${id} (automatic installation is off: revpatch install)`);
+  for (const id of report.available) lines.push(`available ${id} (automatic installation is off: revpatch install ${id})`);
   for (const s of report.skipped) lines.push(`skipped ${s.id} v${s.version}: ${s.reason}`);
   for (const r of report.refused) lines.push(`refused ${r.id ?? 'repository'}: ${r.code}: ${r.message}`);
   if (report.restart) lines.push(`restart required for ${report.restart.patches.join(', ')}: ${report.restart.reason}`);
