@@ -41,8 +41,10 @@ import { installFromDownload, pruneDownloads } from '../device/stream_install';
 import { Reporter, type FlushResult, type RecordFields } from '../report/reporter';
 import { outcomeOf, type BootLimits } from './outcomes';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
+import { readPersistedSettings, writePersistedSettings } from './settings_file';
 import {
   autoInstallDecision,
+  deferralDecision,
   compatibilityDecision,
   haltDecision,
   estimateLayerBytes,
@@ -212,6 +214,43 @@ export interface StartupReport {
   healthy: boolean | null;
 }
 
+export interface InstallOfferedOptions {
+  /** Install even if the device is outside the patch's staged rollout (audited). */
+  forceRollout?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface InstallOfferedResult {
+  patch: PatchRecord;
+  /** The device was outside the rollout and `forceRollout` took it anyway. */
+  forcedRollout: boolean;
+}
+
+/** What the last check saw, for a host's screen (the settings page). */
+export interface LastCheck {
+  /** When it ended (ISO). */
+  at: string;
+  /** The patches the repository offered. */
+  offered: RepoPatch[];
+  report: CheckReport;
+}
+
+/** The restart the device waits for, as a notice for the user. */
+export interface RestartNotice {
+  /** Staged patches or pending removals wait for a restart. */
+  pending: boolean;
+  /** The patches that wait: staged (activated by it) and pending removal (dropped by it). */
+  patches: string[];
+  /** Times the user deferred it so far. */
+  deferrals: number;
+  /** Deferrals left (null: no count limit). */
+  deferralsLeft: number | null;
+  /** When deferring stops and the restart is forced (ISO; null: no time limit, or not yet asked for). */
+  deadline: string | null;
+  /** The deferral rule's verdict: may-defer or exhausted, with its code and reason. */
+  decision: { action: string; code: string; reason: string };
+}
+
 interface AgentState {
   format: 1;
   deviceId: string;
@@ -274,6 +313,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   private reservedBytes = 0;
   /** The transition in flight, which run() waits for before it returns. */
   private busy: Promise<unknown> = Promise.resolve();
+  /** The automatic-install switch from the options, used while none is persisted. */
+  private readonly autoInstallDefault: boolean;
+  private last: LastCheck | null = null;
+  /** The metadata refresh in flight (refreshOffered). */
+  private refreshing: Promise<unknown> = Promise.resolve();
 
   constructor(options: AgentOptions) {
     super();
@@ -281,6 +325,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.client = options.client;
     this.hooks = options.hooks ?? {};
     this.settings = { ...DEFAULT_SETTINGS, ...options.settings };
+    this.autoInstallDefault = this.settings.autoInstall;
     this.installer = options.installer ?? installWhileDownloading;
     this.log = options.logger ?? silentLogger();
     this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
@@ -509,10 +554,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const { signal } = options;
     const report: CheckReport = { staged: [], recalled: [], skipped: [], available: [], refused: [], restart: null, aborted: false };
     await this.startup();
+    await this.loadPersistedSettings();
     let offered: RepoPatch[];
     try {
-      await this.client.refresh();
-      offered = await this.client.patches();
+      offered = await this.refreshOffered();
     } catch (err) {
       const e = this.fail(err, null);
       await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
@@ -568,7 +613,87 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (signal?.aborted) return { ...report, aborted: true };
     await this.transition(() => this.pruneDownloads(chosenPatches));
     report.restart = await this.transition(() => this.considerRestart());
+    this.last = { at: this.now().toISOString(), offered, report };
     return report;
+  }
+
+  // ------------------------------------------------------------ settings
+
+  /** Applies the persisted settings (settings_file.ts) over the agent's own; a damaged file is logged and ignored. */
+  private async loadPersistedSettings(): Promise<void> {
+    let persisted: { autoInstall?: boolean } = {};
+    try {
+      persisted = await readPersistedSettings(this.stateDir);
+    } catch (err) {
+      this.log.warn({ code: toRevpatchError(err).code, err: (err as Error).message }, 'persisted settings unreadable; using the defaults');
+    }
+    this.settings.autoInstall = persisted.autoInstall ?? this.autoInstallDefault;
+  }
+
+  /** The automatic-install switch as the next check will see it. */
+  async autoInstall(): Promise<boolean> {
+    await this.loadPersistedSettings();
+    return this.settings.autoInstall;
+  }
+
+  /**
+   * Sets the automatic-install switch and persists it (atomically), so this
+   * agent and any other on the same state directory honour it at their
+   * next check. Audited as `settings-changed`.
+   */
+  async setAutoInstall(on: boolean): Promise<void> {
+    if (typeof on !== 'boolean') throw new RevpatchError('E_INVALID_ARGUMENT', 'the automatic-install switch is true or false');
+    await this.transition(async () => {
+      let persisted: { autoInstall?: boolean } = {};
+      try {
+        persisted = await readPersistedSettings(this.stateDir);
+      } catch {
+        // a damaged file is replaced
+      }
+      await writePersistedSettings(this.stateDir, { ...persisted, autoInstall: on });
+      this.settings.autoInstall = on;
+      await this.record({ event: 'settings-changed', autoInstall: on, by: 'user' });
+    });
+  }
+
+  /** What the last check of this agent saw, or null before the first. */
+  lastCheck(): LastCheck | null {
+    return this.last;
+  }
+
+  /**
+   * Marks `id` and the patches stacked on it for removal at the next
+   * restart (a staged one goes at once), for the user (Device.remove), as
+   * the one transition in flight; the change is audited like any other.
+   */
+  async removeByUser(id: string): Promise<PatchRecord[]> {
+    return this.transition(async () => {
+      const device = await this.openDevice();
+      const changed = await device.remove(id);
+      await this.observe((await this.openDevice()).list());
+      return changed;
+    });
+  }
+
+  /** The pending restart and the deferral left (lib/agent/policy.ts deferralDecision). */
+  async restartNotice(): Promise<RestartNotice> {
+    const device = await this.openDevice();
+    const waiting = device.list().filter((p) => p.state === 'staged' || p.state === 'pending-removal').map((p) => p.id);
+    const state = await this.loadState();
+    const limit = this.settings.deferral;
+    const decision = deferralDecision(state.deferral, limit, this.now());
+    const deadline =
+      limit.maxDurationMs !== undefined && state.deferral.firstRequestedAt !== null
+        ? new Date(Date.parse(state.deferral.firstRequestedAt) + limit.maxDurationMs).toISOString()
+        : null;
+    return {
+      pending: waiting.length > 0,
+      patches: waiting,
+      deferrals: state.deferral.count,
+      deferralsLeft: limit.maxCount !== undefined ? Math.max(limit.maxCount - state.deferral.count, 0) : null,
+      deadline,
+      decision: { action: decision.action, code: decision.code, reason: decision.reason },
+    };
   }
 
   /**
@@ -624,62 +749,187 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.skip(report, patch, halt.code, halt.reason);
       return false;
     }
+    // The rollout before the switch: a patch outside the device's rollout is
+    // not offered to the user either (install ID would refuse it).
+    const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
+    if (rollout.action === 'skip') {
+      this.skip(report, patch, rollout.code, rollout.reason);
+      return false;
+    }
     const auto = autoInstallDecision(this.settings);
     if (auto.action === 'notify') {
       report.available.push(patch.id);
       this.skip(report, patch, auto.code, auto.reason);
       return false;
     }
-    const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
-    if (rollout.action === 'skip') {
-      this.skip(report, patch, rollout.code, rollout.reason);
+    const space = await this.reserveSpace(patch);
+    if (space.action === 'skip') {
+      this.skip(report, patch, space.code, space.reason);
+      await this.record({ event: 'skipped', patch: patch.id, version: patch.version, code: space.code, reason: space.reason });
       return false;
     }
+    try {
+      const record = await this.stage(device, patch, space.reserveBytes, {}, signal);
+      report.staged.push(record.id);
+      return true;
+    } catch (err) {
+      const e = toRevpatchError(err);
+      if (e.code === 'E_ABORTED') return false;
+      report.refused.push({ id: patch.id, code: e.code, message: e.message });
+      return false;
+    }
+  }
+
+  /** The free-space rule for `patch`, against what other work in flight reserved. */
+  private async reserveSpace(patch: RepoPatch): Promise<ReturnType<typeof spaceDecision>> {
     const free = this.hooks.freeSpace
       ? await this.hooks.freeSpace(this.stateDir)
       : await engine.freeSpace(this.stateDir);
-    const space = spaceDecision({
+    return spaceDecision({
       freeBytes: free,
       reservedBytes: this.reservedBytes,
       patchBytes: patch.length,
       layerBytes: estimateLayerBytes({ patchBytes: patch.length }),
       marginBytes: this.settings.marginBytes,
     });
-    if (space.action === 'skip') {
-      this.skip(report, patch, space.code, space.reason);
-      await this.record({ event: 'skipped', patch: patch.id, version: patch.version, code: space.code, reason: space.reason });
-      return false;
-    }
-    this.reservedBytes += space.reserveBytes;
+  }
+
+  /**
+   * Downloads and stages `patch` (the installer), holding `reserveBytes`
+   * meanwhile; audits and reports the outcome either way. `extra` goes into
+   * the audit line of the staging (who asked, a forced rollout). A refusal
+   * is audited, reported, emitted as `error` and thrown; an abort is thrown
+   * as E_ABORTED without an audit line (the next attempt resumes).
+   */
+  private async stage(
+    device: Device,
+    patch: RepoPatch,
+    reserveBytes: number,
+    extra: Record<string, unknown>,
+    signal?: AbortSignal,
+  ): Promise<PatchRecord> {
+    this.reservedBytes += reserveBytes;
     try {
-      this.log.info({ patch: patch.id, version: patch.version, bytes: patch.length }, 'downloading');
-      const record = await this.installer({
-        device,
-        client: this.client,
-        patch,
-        now: this.now(),
-        signal,
-        onProgress: (phase, done, total) => this.emit('progress', { patch: patch.id, phase, done, total }),
-      });
+      this.log.info({ patch: patch.id, version: patch.version, bytes: patch.length, ...extra }, 'downloading');
+      let record: PatchRecord;
+      try {
+        record = await this.installer({
+          device,
+          client: this.client,
+          patch,
+          now: this.now(),
+          signal,
+          onProgress: (phase, done, total) => this.emit('progress', { patch: patch.id, phase, done, total }),
+        });
+      } catch (err) {
+        const e = toRevpatchError(err);
+        if (e.code === 'E_ABORTED') throw e;
+        this.fail(e, patch.id);
+        await this.record({ event: 'refused', patch: patch.id, version: patch.version, code: e.code, reason: e.message, ...extra });
+        this.report({ patch: patch.id, version: patch.version, outcome: 'refused', code: e.code });
+        throw e;
+      }
       const state = await this.loadState();
       state.known[keyOf(record)] = record.state;
       await this.saveState();
-      await this.record({ event: 'staged', patch: record.id, version: record.version, from: null, to: record.state, target: patch.target });
+      await this.record({ event: 'staged', patch: record.id, version: record.version, from: null, to: record.state, target: patch.target, ...extra });
       this.report({ patch: record.id, version: record.version, outcome: 'staged', bootAttempts: record.bootAttempts });
-      report.staged.push(record.id);
       this.emit('staged', { id: record.id, version: record.version });
-      return true;
-    } catch (err) {
-      const e = toRevpatchError(err);
-      if (e.code === 'E_ABORTED') return false;
-      this.fail(e, patch.id);
-      report.refused.push({ id: patch.id, code: e.code, message: e.message });
-      await this.record({ event: 'refused', patch: patch.id, version: patch.version, code: e.code, reason: e.message });
-      this.report({ patch: patch.id, version: patch.version, outcome: 'refused', code: e.code });
-      return false;
+      return record;
     } finally {
-      this.reservedBytes -= space.reserveBytes;
+      this.reservedBytes -= reserveBytes;
     }
+  }
+
+  // ------------------------------------------------------- install by hand
+
+  /**
+   * Installs the patch `id` the repository offers, as a check would but
+   * asked for by hand (`revpatch install ID`, the settings page's Install
+   * button): the metadata is refreshed and TUF-verified, and the patch
+   * staged while it downloads, after every rule of the policy except the
+   * automatic-install switch. Each refusal has its own code and changes
+   * nothing on the device:
+   *
+   * - E_NOT_OFFERED: the repository offers no patch with that id;
+   * - E_RECALLED: the vendor recalled it;
+   * - E_HALTED: its rollout is halted (and the device does not hold it);
+   * - E_OUTSIDE_ROLLOUT: the device is outside its staged rollout, unless
+   *   `forceRollout`, which the audit line of the staging records;
+   * - the compatibility rule's refusals: E_EXISTS (already installed),
+   *   E_STATE (held before: removed, recalled or failed), E_PARENT_MISSING,
+   *   E_BASE_MISMATCH (another patch is on top, or the view differs);
+   * - E_NO_SPACE, and whatever the download and install refuse.
+   *
+   * Of several versions of `id`, the newest is the one offered.
+   */
+  async installOffered(id: string, options: InstallOfferedOptions = {}): Promise<InstallOfferedResult> {
+    const forceRollout = options.forceRollout === true;
+    const refuse = async (code: ErrorCode, message: string, patch?: RepoPatch): Promise<never> => {
+      const e = this.fail(new RevpatchError(code, message), id);
+      await this.record({ event: 'install-refused', patch: id, version: patch?.version ?? null, code, reason: message, by: 'user' });
+      throw e;
+    };
+    let offered: RepoPatch[];
+    try {
+      offered = await this.refreshOffered();
+    } catch (err) {
+      const e = this.fail(err, null);
+      await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
+      throw e;
+    }
+    const versions = offered.filter((p) => p.id === id).sort((a, b) => b.version - a.version);
+    if (versions.length === 0) return refuse('E_NOT_OFFERED', `the repository offers no patch with id ${id}`);
+    const patch = versions[0];
+    if (patch.recalled) return refuse('E_RECALLED', `${id} v${patch.version} was recalled by the vendor: it is not installed`, patch);
+    return this.transition(async () => {
+      const device = await this.openDevice();
+      await this.observe(device.list());
+      const { nextBootDigest } = await device.status();
+      const installed = device.list();
+      const compat = compatibilityDecision(patch, installed, nextBootDigest);
+      if (compat.action !== 'install') {
+        const code: ErrorCode =
+          compat.code === 'installed'
+            ? 'E_EXISTS'
+            : compat.code === 'held-before'
+              ? 'E_STATE'
+              : compat.code === 'parent-missing'
+                ? 'E_PARENT_MISSING'
+                : 'E_BASE_MISMATCH';
+        return refuse(code, compat.reason, patch);
+      }
+      const halt = haltDecision(patch, installed);
+      if (halt.action !== 'continue') return refuse('E_HALTED', halt.reason, patch);
+      const rollout = rolloutDecision(await this.deviceId(), patch.id, patch.rollout);
+      if (rollout.action === 'skip' && !forceRollout) {
+        return refuse('E_OUTSIDE_ROLLOUT', `${rollout.reason}; --force-rollout installs it anyway`, patch);
+      }
+      const space = await this.reserveSpace(patch);
+      if (space.action === 'skip') return refuse('E_NO_SPACE', space.reason, patch);
+      const extra: Record<string, unknown> = { by: 'user' };
+      if (rollout.action === 'skip') {
+        extra.forcedRollout = true;
+        extra.rollout = patch.rollout;
+        extra.rolloutReason = rollout.reason;
+      }
+      const record = await this.stage(device, patch, space.reserveBytes, extra, options.signal);
+      return { patch: record, forcedRollout: rollout.action === 'skip' };
+    });
+  }
+
+  /**
+   * Refreshes the TUF metadata and lists the offered patches, one caller at
+   * a time (the daemon's check and an install by hand share the client).
+   */
+  private refreshOffered(): Promise<RepoPatch[]> {
+    const run = async () => {
+      await this.client.refresh();
+      return this.client.patches();
+    };
+    const result = this.refreshing.then(run, run);
+    this.refreshing = result.catch(() => undefined);
+    return result;
   }
 
   /** Asks the host for a restart when one is needed and the policy allows it. */

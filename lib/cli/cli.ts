@@ -4,6 +4,7 @@
  * on stderr; 2 on usage errors. `--json` prints machine output on stdout.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Device } from '../device/device';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
@@ -13,7 +14,8 @@ import { inspectPatch } from '../patch/inspect';
 import { progressBar } from './progress';
 import type { PatchRecord } from '../device/record';
 import { registerRepo } from './cli_repo';
-import { registerAgent } from './cli_agent';
+import { installOfferedById, registerAgent } from './cli_agent';
+import { ID_PATTERN } from '../patch/manifest';
 import { registerBench } from './cli_bench';
 import { readReportConfig, readReportingInput, reportDir, writeReportConfig } from '../report/config';
 import { readQueueStats, type QueueSnapshot } from '../report/queue';
@@ -44,6 +46,16 @@ function integer(name: string, min: number, max: number) {
     if (n < min || n > max) throw new InvalidArgumentError(`${name} must be from ${min} to ${max}`);
     return n;
   };
+}
+
+/** Whether something exists at `file` (a path that exists is always a file install). */
+async function pathExists(file: string): Promise<boolean> {
+  try {
+    await fs.lstat(file);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function print(options: GlobalOptions, json: unknown, text: () => string): void {
@@ -220,9 +232,17 @@ export function buildProgram(): Command {
 
   program
     .command('install')
-    .description('verify a patch and stage it for the next restart')
-    .argument('<file>', 'patch file (or id, with a repository)')
-    .action(async (file: string) => {
+    .description('verify a patch file, or fetch an offered patch by id from the repository, and stage it for the next restart')
+    .argument('<file|id>', 'patch file, or the id of a patch the configured repository offers')
+    .option('--force-rollout', 'install by id even outside the staged rollout (recorded in the audit trail)')
+    .option('--device-id <id>', 'the rollout identity, if the agent runs with --device-id')
+    .action(async (file: string, opts: { forceRollout?: boolean; deviceId?: string }) => {
+      if (!(await pathExists(file)) && ID_PATTERN.test(file)) {
+        const patch = await installOfferedById(stateDir(globals()), file, { ...opts, json: globals().json, wait: globals().wait });
+        print(globals(), patch, () => `staged ${patch.id} v${patch.version} from the repository; it takes effect at the next restart (revpatch boot)`);
+        return;
+      }
+      if (opts.forceRollout || opts.deviceId) throw new UsageError('--force-rollout and --device-id apply to an install by id');
       const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const bar = progressBar('install', !globals().json);
       try {

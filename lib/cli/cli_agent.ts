@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentHooks, AgentSettings, CheckReport, RestartAnswer } from '../agent/agent';
 import { Device } from '../device/device';
+import type { PatchRecord } from '../device/record';
 import { RevpatchError } from '../engine/errors';
 import type { LogLevel } from '../agent/log';
 import { parseTimeRange, type TimeRange } from '../agent/policy';
@@ -32,6 +33,7 @@ const agentModules = () => ({
   ...(require('../agent/log') as typeof import('../agent/log')),
   ...(require('../repo/client') as typeof import('../repo/client')),
 });
+const settingsPageModule = () => require('../agent/settings_page') as typeof import('../agent/settings_page');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 interface GlobalOptions {
@@ -53,6 +55,8 @@ interface AgentCliOptions {
   healthCommand?: string;
   restartCommand?: string;
   logLevel: LogLevel;
+  ui?: string;
+  uiAllowRemote?: boolean;
 }
 
 /** How long `agent --once` waits for the fleet service before leaving reports queued. */
@@ -114,12 +118,52 @@ function reportText(report: CheckReport): string {
   const lines: string[] = [];
   for (const id of report.staged) lines.push(`staged ${id}; it takes effect at the next restart`);
   for (const id of report.recalled) lines.push(`recalled ${id}: removed at the next restart`);
-  for (const id of report.available) lines.push(`available ${id} (automatic installation is off: revpatch install)`);
+  for (const id of report.available) lines.push(`available ${id} (automatic installation is off: revpatch install ${id})`);
   for (const s of report.skipped) lines.push(`skipped ${s.id} v${s.version}: ${s.reason}`);
   for (const r of report.refused) lines.push(`refused ${r.id ?? 'repository'}: ${r.code}: ${r.message}`);
   if (report.restart) lines.push(`restart required for ${report.restart.patches.join(', ')}: ${report.restart.reason}`);
   if (lines.length === 0) lines.push('up to date');
   return lines.join('\n');
+}
+
+/**
+ * `revpatch install ID`: the offered patch `id`, through the agent's own
+ * path (Agent.installOffered) with the agent's rollout identity and the
+ * persisted settings, so a hand install passes the same checks a check
+ * would, except the automatic-install switch.
+ */
+export async function installOfferedById(
+  stateDir: string,
+  id: string,
+  options: { forceRollout?: boolean; deviceId?: string; json?: boolean; wait?: number },
+): Promise<PatchRecord> {
+  const { Agent, openAgentLog, RepositoryClient } = agentModules();
+  const device = await Device.open(stateDir, { lockWaitMs: (options.wait ?? 0) * 1000 });
+  const repository = device.config.repository;
+  if (!repository) {
+    throw new RevpatchError('E_NO_REPOSITORY', `${stateDir} has no repository to install ${id} from; set one up with revpatch init --repo URL --root ROOT, or install a patch file`);
+  }
+  const client = await RepositoryClient.open(stateDir, { url: repository.url, rootPath: repository.root });
+  const log = openAgentLog(stateDir);
+  const agent = new Agent({ stateDir, client, deviceId: options.deviceId, logger: log.logger, lockWaitMs: (options.wait ?? 0) * 1000 });
+  const bars = new Map<string, ProgressBar>();
+  agent.on('progress', (p) => {
+    let bar = bars.get(p.phase);
+    if (!bar) {
+      bar = progressBar(`${p.phase} ${p.patch}`, !options.json);
+      bars.set(p.phase, bar);
+    }
+    bar.update(p.done, p.total);
+  });
+  try {
+    const result = await agent.installOffered(id, { forceRollout: options.forceRollout });
+    return result.patch;
+  } finally {
+    for (const bar of bars.values()) bar.stop();
+    await agent.flushReports({ timeoutMs: REPORT_FLUSH_MS });
+    await agent.close();
+    await log.close();
+  }
 }
 
 export function registerAgent(program: Command): void {
@@ -137,12 +181,22 @@ export function registerAgent(program: Command): void {
     .option('--device-id <id>', 'identity for the staged rollout (default: a random id kept in the state directory)')
     .option('--health-command <cmd>', 'after a restart: exit 0 if the system is healthy (confirms trial patches)')
     .option('--restart-command <cmd>', `run to restart the device; exit ${EXIT_DEFERRED} when the user defers`)
+    .option('--ui <host:port>', 'also serve the device settings page here (loopback only, unless --ui-allow-remote)')
+    .option('--ui-allow-remote', 'let --ui listen on an address other machines can reach')
     .addOption(
       new Option('--log-level <level>', 'agent.log verbosity').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     )
     .action(async (opts: AgentCliOptions) => {
       const { Agent, openAgentLog, RepositoryClient } = agentModules();
       const globals = program.opts<GlobalOptions>();
+      if (opts.ui !== undefined && opts.once) throw new InvalidArgumentError('--ui runs with the daemon, not with --once');
+      const listen = opts.ui !== undefined ? settingsPageModule().parseListen(opts.ui) : null;
+      if (listen && !settingsPageModule().isLoopbackHost(listen.host) && !opts.uiAllowRemote) {
+        throw new RevpatchError(
+          'E_INVALID_ARGUMENT',
+          `--ui ${opts.ui}: ${listen.host} is not a loopback address; the settings page listens on loopback unless --ui-allow-remote is given`,
+        );
+      }
       const stateDir = path.resolve(globals.state ?? process.env.REVPATCH_STATE ?? './revpatch-state');
       const device = await Device.open(stateDir, { lockWaitMs: (globals.wait ?? 0) * 1000 });
       const repository = device.config.repository;
@@ -207,9 +261,14 @@ export function registerAgent(program: Command): void {
         agent.on('staged', (p) => process.stdout.write(`staged ${p.id} v${p.version}\n`));
         agent.on('restart-required', (r) => process.stdout.write(`restart required for ${r.patches.join(', ')}: ${r.reason}\n`));
         agent.on('error', (e) => process.stderr.write(`error ${e.code}: ${e.message}\n`));
+        const page = listen
+          ? await settingsPageModule().startSettingsPage(agent, { ...listen, allowRemote: opts.uiAllowRemote === true })
+          : null;
+        if (page) process.stdout.write(`settings page: ${page.loginUrl}\n`);
         try {
           await agent.run(controller.signal);
         } finally {
+          await page?.close();
           process.removeListener('SIGTERM', stop);
           process.removeListener('SIGINT', stop);
         }

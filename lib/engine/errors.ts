@@ -83,6 +83,16 @@ export const ErrorCodes = {
   E_AUTH: 'E_AUTH',
   /** A fleet request is not allowed: the token is of the other API, or the Host or Origin is not this server's (HTTP 403). */
   E_FORBIDDEN: 'E_FORBIDDEN',
+  /** `install ID`: the configured repository offers no patch with that id. */
+  E_NOT_OFFERED: 'E_NOT_OFFERED',
+  /** `install ID`: the vendor recalled the patch. */
+  E_RECALLED: 'E_RECALLED',
+  /** `install ID`: the patch's rollout is halted. */
+  E_HALTED: 'E_HALTED',
+  /** `install ID`: the device has no repository configured (`revpatch init --repo`). */
+  E_NO_REPOSITORY: 'E_NO_REPOSITORY',
+  /** `install ID`: the device is outside the patch's staged rollout (`--force-rollout` overrides). */
+  E_OUTSIDE_ROLLOUT: 'E_OUTSIDE_ROLLOUT',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
