@@ -12,12 +12,13 @@ import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { AuditTrail } from '../lib/agent/log';
 import { settingsPath } from '../lib/agent/settings_file';
 import { addonBuilt, BLOCK, CLI, ROOT, stampedImage } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
-import { axeViolations, firstPaintMs, startBrowser } from './fixtures/browser';
+import { axeViolations, firstPaintMs, screenshotPath, startBrowser } from './fixtures/browser';
 
 function run(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -311,7 +312,9 @@ Promise.allSettled(tries).then((all) => { window.results = all.map((r) => r.stat
     await w.repo.setRollout('fix-4', 1, 100);
     await page.locator('[data-available="fix-4"]').waitFor({ timeout: 30_000 });
     await page.locator('#install-fix-4').focus();
-    await page.screenshot({ path: path.join(ROOT, 'docs', 'images', 'device-settings.png'), fullPage: true });
+    const shot = screenshotPath('device-settings.png', os.tmpdir());
+    await page.screenshot({ path: shot, fullPage: true });
+    t.ok((await fs.stat(shot)).size > 0, `screenshot: ${shot}`);
     await axePage.reload();
     await axePage.locator('[data-available="fix-4"]').waitFor();
     t.same(await axeViolations(axePage), [], 'axe-core with every section shown');

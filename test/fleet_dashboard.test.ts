@@ -7,20 +7,22 @@
  * finds no serious or critical violation; first paint is reported, not
  * asserted. A second test loads the page over 1,000 plans and 100,000
  * decisions and pages both lists. The screenshot in the README comes from
- * here (docs/images/fleet-dashboard.png).
+ * here (docs/images/fleet-dashboard.png, refreshed with
+ * REVPATCH_UPDATE_SCREENSHOTS=1).
  */
 import t from 'tap';
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import { openStore } from '../lib/fleet/store';
 import { hashToken } from '../lib/fleet/tokens';
 import { Repository } from '../lib/repo/publisher';
 import { addonBuilt, ROOT } from './helpers';
-import { axeViolations, firstPaintMs, startBrowser } from './fixtures/browser';
+import { axeViolations, firstPaintMs, screenshotPath, startBrowser } from './fixtures/browser';
 import { dashboardWorld, seedScale } from './fixtures/dashboard';
 
-const SCREENSHOT = path.join(ROOT, 'docs', 'images', 'fleet-dashboard.png');
+const SCREENSHOT = screenshotPath('fleet-dashboard.png', os.tmpdir());
 const built = async () => fs.access(path.join(ROOT, 'dist', 'web', 'dashboard.js')).then(() => true, () => false);
 
 /** Waits until the text of `selector` matches `pattern` (the page polls every 250 ms here). */
@@ -151,7 +153,7 @@ t.test('an operator logs in, watches a rollout advance and halt, and recalls it'
   await fs.mkdir(path.dirname(SCREENSHOT), { recursive: true });
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
-  t.comment(`screenshot: ${path.relative(ROOT, SCREENSHOT)}`);
+  t.ok((await fs.stat(SCREENSHOT)).size > 0, `screenshot: ${SCREENSHOT}`);
   t.same(problems, [], 'no console errors or CSP refusals');
 });
 
