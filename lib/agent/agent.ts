@@ -555,14 +555,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const report: CheckReport = { staged: [], recalled: [], skipped: [], available: [], refused: [], restart: null, aborted: false };
     await this.startup();
     await this.loadPersistedSettings();
-    let offered: RepoPatch[];
-    try {
-      offered = await this.refreshOffered();
-    } catch (err) {
-      const e = this.fail(err, null);
-      await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
-      throw e;
-    }
+    const offered = await this.refreshOfferedOrRefuse();
     this.log.info({ patches: offered.map((p) => `${p.id}@${p.version}`) }, 'repository refreshed');
 
     // Recalls first: they may free the parent a newer patch needs.
@@ -870,14 +863,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.record({ event: 'install-refused', patch: id, version: patch?.version ?? null, code, reason: message, by: 'user' });
       throw e;
     };
-    let offered: RepoPatch[];
-    try {
-      offered = await this.refreshOffered();
-    } catch (err) {
-      const e = this.fail(err, null);
-      await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
-      throw e;
-    }
+    const offered = await this.refreshOfferedOrRefuse();
     const versions = offered.filter((p) => p.id === id).sort((a, b) => b.version - a.version);
     if (versions.length === 0) return refuse('E_NOT_OFFERED', `the repository offers no patch with id ${id}`);
     const patch = versions[0];
@@ -922,6 +908,17 @@ export class Agent extends EventEmitter<AgentEvents> {
    * Refreshes the TUF metadata and lists the offered patches, one caller at
    * a time (the daemon's check and an install by hand share the client).
    */
+  /** refreshOffered, with a failure audited as a refused check and rethrown. */
+  private async refreshOfferedOrRefuse(): Promise<RepoPatch[]> {
+    try {
+      return await this.refreshOffered();
+    } catch (err) {
+      const e = this.fail(err, null);
+      await this.record({ event: 'refused', patch: null, code: e.code, reason: e.message });
+      throw e;
+    }
+  }
+
   private refreshOffered(): Promise<RepoPatch[]> {
     const run = async () => {
       await this.client.refresh();

@@ -1,11 +1,11 @@
 #include "view_handle.h"
 
-#include <cmath>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "args.h"
 #include "view.h"
 #include "worker.h"
 
@@ -23,26 +23,6 @@ struct HandleState {
   std::shared_ptr<revpatch::View> view;
 };
 
-[[noreturn]] void ThrowArgument(Napi::Env env, const std::string& message) {
-  Napi::Error error = Napi::TypeError::New(env, message);
-  error.Set("code", Napi::String::New(env, "E_INVALID_ARGUMENT"));
-  throw error;
-}
-
-uint64_t GetUint(Napi::Env env, Napi::Value value, const char* what) {
-  if (!value.IsNumber()) ThrowArgument(env, std::string(what) + " must be a number");
-  double d = value.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
-    ThrowArgument(env, std::string(what) + " must be a non-negative integer below 2^53");
-  }
-  return static_cast<uint64_t>(d);
-}
-
-std::string GetString(Napi::Env env, Napi::Value value, const char* what) {
-  if (!value.IsString()) ThrowArgument(env, std::string(what) + " must be a string");
-  return value.As<Napi::String>().Utf8Value();
-}
-
 class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
  public:
   explicit ViewHandle(const Napi::CallbackInfo& info)
@@ -51,17 +31,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
   // open(view, verify) -> Promise<void>
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowArgument(env, "view must be an object");
-    Napi::Object object = info[0].As<Napi::Object>();
-    std::string base = GetString(env, object.Get("base"), "view.base");
-    std::string base_tree = GetString(env, object.Get("baseTree"), "view.baseTree");
-    Napi::Value layers_value = object.Get("layers");
-    if (!layers_value.IsArray()) ThrowArgument(env, "view.layers must be an array");
-    Napi::Array array = layers_value.As<Napi::Array>();
-    std::vector<std::string> layers;
-    for (uint32_t i = 0; i < array.Length(); ++i) {
-      layers.push_back(GetString(env, array.Get(i), "view.layers[i]"));
-    }
+    const ViewSpec spec = GetViewSpec(env, Arg(info, 0));
     bool verify = true;
     if (info.Length() > 1 && !info[1].IsUndefined()) {
       if (!info[1].IsBoolean()) ThrowArgument(env, "verify must be a boolean");
@@ -72,7 +42,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
         env,
         [=](const ProgressFn&) {
           std::unique_ptr<revpatch::View> view;
-          REVPATCH_RETURN_IF_ERROR(revpatch::View::Open(base, base_tree, layers, &view));
+          REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
           view->SetVerifyReads(verify);
           view->SetCorruptionHandler([](const revpatch::CorruptRead& r) {
             if (current_reads != nullptr && current_reads->size() < 16) current_reads->push_back(r);
@@ -87,8 +57,8 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
   // read(offset, length) -> Promise<Buffer>
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint64_t offset = GetUint(env, info.Length() > 0 ? info[0] : env.Undefined(), "offset");
-    uint64_t length = GetUint(env, info.Length() > 1 ? info[1] : env.Undefined(), "length");
+    uint64_t offset = GetUint(env, Arg(info, 0), "offset");
+    uint64_t length = GetUint(env, Arg(info, 1), "length");
     if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
     std::shared_ptr<revpatch::View> view;
     {

@@ -148,7 +148,9 @@ struct View::Impl {
     return Status::Ok();
   }
 
-  Status Read(uint64_t first, uint64_t count, uint8_t* out, std::vector<CorruptRead>* bad);
+  // `owner` is the View this is the Impl of (SourceRuns walks it).
+  Status Read(View& owner, uint64_t first, uint64_t count, uint8_t* out,
+              std::vector<CorruptRead>* bad);
 };
 
 View::View() : impl_(new Impl) {}
@@ -208,15 +210,15 @@ void View::SetCorruptionHandler(std::function<void(const CorruptRead&)> handler)
 std::string View::SourceName(int layer) const { return impl_->SourceName(layer); }
 
 Status View::ReadBlocks(uint64_t first, uint64_t count, uint8_t* out) {
-  return impl_->Read(first, count, out, nullptr);
+  return impl_->Read(*this, first, count, out, nullptr);
 }
 
 Status View::CheckBlocks(uint64_t first, uint64_t count, uint8_t* out,
                          std::vector<CorruptRead>* bad) {
-  return impl_->Read(first, count, out, bad);
+  return impl_->Read(*this, first, count, out, bad);
 }
 
-Status View::Impl::Read(uint64_t first, uint64_t count, uint8_t* out,
+Status View::Impl::Read(View& owner, uint64_t first, uint64_t count, uint8_t* out,
                         std::vector<CorruptRead>* bad) {
   Impl& im = *this;
   const bool checked = verify.load(std::memory_order_relaxed);
@@ -226,57 +228,22 @@ Status View::Impl::Read(uint64_t first, uint64_t count, uint8_t* out,
   }
   const uint64_t end = first + count;
   const size_t bs = im.block_size;
-  const size_t k = im.layers.size();
 
-  // One cursor per layer, each at its first entry >= the current block; a
-  // run of blocks from one source is read with one call.
-  size_t small[8];
-  std::vector<size_t> large;
-  size_t* cursor = small;
-  if (k > 8) {
-    large.resize(k);
-    cursor = large.data();
-  }
-  for (size_t i = 0; i < k; ++i) cursor[i] = im.layers[i]->LowerBound(first);
-
-  uint64_t b = first;
-  while (b < end) {
-    int top = -1;
-    uint64_t limit = end;     // first block >= b held by a layer above `top`
-    uint64_t next_any = end;  // first block >= b held by any layer
-    for (size_t i = k; i-- > 0;) {
-      LayerReader& layer = *im.layers[i];
-      const size_t n = layer.block_entries();
-      size_t& pos = cursor[i];
-      while (pos < n && layer.EntryBlock(pos) < b) ++pos;
-      const uint64_t blk = pos < n ? layer.EntryBlock(pos) : kNoBlock;
-      if (blk == b && top < 0) {
-        top = static_cast<int>(i);
-        limit = std::min(next_any, end);
-      }
-      next_any = std::min(next_any, blk);
+  // A run of blocks from one source is read, and checked, with one call.
+  SourceRuns runs(owner, first, end);
+  SourceRuns::Run run;
+  while (runs.Next(&run)) {
+    uint8_t* dst = out + (run.first - first) * bs;
+    const uint64_t n = run.end - run.first;
+    if (run.layer < 0) {
+      REVPATCH_RETURN_IF_ERROR(im.ReadBase(run.first, run.end, dst));
+    } else {
+      REVPATCH_RETURN_IF_ERROR(
+          im.layers[static_cast<size_t>(run.layer)]->ReadEntries(run.entry, n, dst));
     }
-    uint8_t* dst = out + (b - first) * bs;
-    if (top < 0) {
-      const uint64_t run_end = std::min(next_any, end);
-      REVPATCH_RETURN_IF_ERROR(im.ReadBase(b, run_end, dst));
-      if (checked) {
-        REVPATCH_RETURN_IF_ERROR(CheckRun(-1, 0, b, run_end - b, dst, &scratch, bad));
-      }
-      b = run_end;
-      continue;
+    if (checked) {
+      REVPATCH_RETURN_IF_ERROR(CheckRun(run.layer, run.entry, run.first, n, dst, &scratch, bad));
     }
-    LayerReader& layer = *im.layers[top];
-    const size_t pos = cursor[top];
-    const size_t n = layer.block_entries();
-    size_t run = 1;
-    while (b + run < limit && pos + run < n && layer.EntryBlock(pos + run) == b + run) {
-      ++run;
-    }
-    REVPATCH_RETURN_IF_ERROR(layer.ReadEntries(pos, run, dst));
-    if (checked) REVPATCH_RETURN_IF_ERROR(CheckRun(top, pos, b, run, dst, &scratch, bad));
-    cursor[top] += run;
-    b += run;
   }
   const uint64_t tail = im.size % bs;
   if (end == im.blocks && tail != 0) {
@@ -329,6 +296,53 @@ std::vector<uint64_t> View::ChangedBlocks() const {
   }
   all.erase(std::unique(all.begin(), all.end()), all.end());
   return all;
+}
+
+SourceRuns::SourceRuns(View& view, uint64_t first, uint64_t end)
+    : view_(view), end_(end), block_(first), cursor_(small_) {
+  const size_t k = view.layer_count();
+  if (k > 8) {
+    large_.resize(k);
+    cursor_ = large_.data();
+  }
+  for (size_t i = 0; i < k; ++i) cursor_[i] = view.layer(i).LowerBound(first);
+}
+
+bool SourceRuns::Next(Run* run) {
+  if (block_ >= end_) return false;
+  const uint64_t b = block_;
+  int top = -1;
+  uint64_t limit = end_;     // first block >= b held by a layer above `top`
+  uint64_t next_any = end_;  // first block >= b held by any layer
+  for (size_t i = view_.layer_count(); i-- > 0;) {
+    LayerReader& layer = view_.layer(i);
+    const size_t n = layer.block_entries();
+    size_t& pos = cursor_[i];
+    while (pos < n && layer.EntryBlock(pos) < b) ++pos;
+    const uint64_t blk = pos < n ? layer.EntryBlock(pos) : kNoBlock;
+    if (blk == b && top < 0) {
+      top = static_cast<int>(i);
+      limit = std::min(next_any, end_);
+    }
+    next_any = std::min(next_any, blk);
+  }
+  run->first = b;
+  run->layer = top;
+  if (top < 0) {
+    run->entry = 0;
+    run->end = std::min(next_any, end_);
+  } else {
+    LayerReader& layer = view_.layer(static_cast<size_t>(top));
+    const size_t pos = cursor_[top];
+    const size_t n = layer.block_entries();
+    size_t len = 1;
+    while (b + len < limit && pos + len < n && layer.EntryBlock(pos + len) == b + len) ++len;
+    run->entry = pos;
+    run->end = b + len;
+    cursor_[top] += len;
+  }
+  block_ = run->end;
+  return true;
 }
 
 }  // namespace revpatch

@@ -101,6 +101,35 @@ class View : public BlockSource {
   std::unique_ptr<Impl> impl_;
 };
 
+// Walks blocks [first, end) of a view as runs that one source serves: each
+// block comes from the topmost layer holding it, else from the base. A run
+// from a layer is consecutive index entries of that layer that no layer
+// above it overrides. View's reads go through it; so does the NBD export's
+// map of holes and zeros (native/nbdkit/view_map.h). O(layers) per run; the
+// cursors start at each layer's first entry >= first (a binary search).
+class SourceRuns {
+ public:
+  struct Run {
+    uint64_t first = 0;  // first block of the run
+    uint64_t end = 0;    // one past its last block
+    int layer = -1;      // index from the bottom, or -1 for the base
+    size_t entry = 0;    // for a layer: the index entry of `first`
+  };
+
+  // `first` <= `end` <= the view's block count; the view outlives the walker.
+  SourceRuns(View& view, uint64_t first, uint64_t end);
+  // The next run, or false once `end` is reached.
+  bool Next(Run* run);
+
+ private:
+  View& view_;
+  const uint64_t end_;
+  uint64_t block_;
+  size_t small_[8];
+  std::vector<size_t> large_;
+  size_t* cursor_;
+};
+
 }  // namespace revpatch
 
 #endif  // REVPATCH_ENGINE_VIEW_H_

@@ -4,14 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "merkle.h"
 
 namespace revpatch {
 namespace {
 
-constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kLeafChunk = 4096;  // leaves checked per VerifiedBaseTree call
 
 }  // namespace
@@ -100,52 +98,30 @@ Status ViewMap::Map(uint64_t offset, uint64_t length, uint64_t max_blocks,
   const uint64_t last = std::min(size_, offset + std::min(length, size_ - offset));
   const uint64_t end =
       std::min({blocks_, BlockCount(last, block_size_), first + max_blocks});
-  const size_t k = view_->layer_count();
-  std::vector<size_t> cursor(k);
-  for (size_t i = 0; i < k; ++i) cursor[i] = view_->layer(i).LowerBound(first);
-
   const uint64_t base_blocks = BlockCount(base_size_, block_size_);
-  uint64_t b = first;
-  while (b < end) {
-    // As View::ReadBlocks: the topmost layer holding b, and where the run
-    // it serves ends (the next block a layer above it holds).
-    int top = -1;
-    uint64_t limit = end;
-    uint64_t next_any = end;
-    for (size_t i = k; i-- > 0;) {
-      LayerReader& layer = view_->layer(i);
-      const size_t n = layer.block_entries();
-      size_t& pos = cursor[i];
-      while (pos < n && layer.EntryBlock(pos) < b) ++pos;
-      const uint64_t blk = pos < n ? layer.EntryBlock(pos) : kNoBlock;
-      if (blk == b && top < 0) {
-        top = static_cast<int>(i);
-        limit = std::min(next_any, end);
-      }
-      next_any = std::min(next_any, blk);
-    }
-    if (top < 0) {
-      const uint64_t run_end = std::min(next_any, end);
-      if (run_end > base_blocks) {
+  SourceRuns runs(*view_, first, end);
+  SourceRuns::Run run;
+  while (runs.Next(&run)) {
+    if (run.layer < 0) {
+      if (run.end > base_blocks) {
         return Status(ErrorCode::kCorrupt, "block " + std::to_string(base_blocks) +
                                                " is past the base and in no layer");
       }
-      REVPATCH_RETURN_IF_ERROR(MapBase(b, run_end, out));
-      b = run_end;
+      REVPATCH_RETURN_IF_ERROR(MapBase(run.first, run.end, out));
       continue;
     }
-    LayerReader& layer = view_->layer(static_cast<size_t>(top));
-    const size_t pos = cursor[top];
-    const size_t n = layer.block_entries();
-    const bool zero = layer.EntryIsZero(pos);
-    size_t run = 1;
-    while (b + run < limit && pos + run < n && layer.EntryBlock(pos + run) == b + run &&
-           layer.EntryIsZero(pos + run) == zero) {
-      ++run;
+    // A layer's run, split where its entries change between zero and data.
+    LayerReader& layer = view_->layer(static_cast<size_t>(run.layer));
+    uint64_t b = run.first;
+    size_t pos = run.entry;
+    while (b < run.end) {
+      const bool zero = layer.EntryIsZero(pos);
+      uint64_t len = 1;
+      while (b + len < run.end && layer.EntryIsZero(pos + len) == zero) ++len;
+      Append(b, len, zero, out);
+      b += len;
+      pos += len;
     }
-    Append(b, run, zero, out);
-    cursor[top] += run;
-    b += run;
   }
   return Status::Ok();
 }
