@@ -468,6 +468,30 @@ t.test('the plugin refuses to start on a view whose digest is not the expected o
   ]);
   t.not(brokenChain.status, 0);
   t.match(brokenChain.stderr, /cannot open the view/);
+  const badVerify = run('nbdkit', [...args, `digest=${'0'.repeat(64)}`, 'verify=maybe']);
+  t.not(badVerify.status, 0);
+  t.match(badVerify.stderr, /verify=maybe: expected on or off/);
+});
+
+t.test('verify=off (benchmarks only) serves the same bytes without checks, and says so', async (t) => {
+  const f = await fixture(t);
+  const device = await Device.open(f.state);
+  const view = device.bootedView();
+  const sock = path.join(f.dir, 'unverified.sock');
+  const child = spawn('nbdkit', [
+    '--foreground', '--readonly', '--unix', sock, nbdkitPluginPath()!,
+    `base=${view.base}`, `tree=${view.baseTree}`, ...view.layers.map((l) => `layer=${l}`),
+    `digest=${(await device.status()).bootedDigest}`, 'verify=off',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  for (let i = 0; i < 500 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+  const out = path.join(f.dir, 'unverified.img');
+  const copy = run('nbdcopy', [`nbd+unix:///?socket=${sock}`, out]);
+  t.equal(copy.status, 0, copy.stderr);
+  t.ok((await fs.readFile(out)).equals(f.v1), 'the same bytes as the booted view');
+  t.match(stderr, /verify=off: blocks are served without their hash checks/);
 });
 
 t.test('a block that fails its check is an I/O error to the client, named in the log and the audit trail', async (t) => {

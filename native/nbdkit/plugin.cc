@@ -6,6 +6,10 @@
 //   nbdkit revpatch_nbdkit.so base=VOLUME tree=STATE/base.tree
 //       layer=L1 layer=L2 ... digest=HEX state=STATE   (one command line)
 //
+// `verify=off` serves without the hash checks, for benchmarks that measure
+// what the checks cost (bench/nbd.js); revpatch serve-view never passes it,
+// and the plugin says so in nbdkit's log at start.
+//
 // `layer` repeats, bottom to top. The view is opened once, before nbdkit
 // accepts connections (get_ready), and refused if its digest is not
 // `digest`: the caller (lib/device/serve_view.ts) read that digest from the
@@ -57,6 +61,7 @@ struct Config {
   std::vector<std::string> layers;
   std::string digest;
   std::string state;
+  bool verify = true;
 };
 
 Config config;
@@ -95,7 +100,15 @@ int Configure(const char* key, const char* value) {
     config.digest = DigestToHex(parsed);
     return 0;
   }
-  nbdkit_error("unknown parameter %s (expected base, tree, layer, digest, state)", key);
+  if (strcmp(key, "verify") == 0) {
+    if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+      nbdkit_error("verify=%s: expected on or off", value);
+      return -1;
+    }
+    config.verify = strcmp(value, "on") == 0;
+    return 0;
+  }
+  nbdkit_error("unknown parameter %s (expected base, tree, layer, digest, state, verify)", key);
   return -1;
 }
 
@@ -162,6 +175,10 @@ int GetReady() {
   // Reads are verified (View's default); each bad block goes to the audit
   // trail of the state directory, when one is given.
   if (!config.state.empty()) view->SetCorruptionHandler(RecordCorruptRead);
+  if (!config.verify) {
+    view->SetVerifyReads(false);
+    nbdkit_error("verify=off: blocks are served without their hash checks (benchmarks only)");
+  }
   s = ViewMap::Open(view.get(), config.tree, &view_map);
   if (!s.ok()) {
     nbdkit_error("cannot map the view: %s", s.ToString().c_str());
