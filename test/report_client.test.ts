@@ -318,7 +318,7 @@ t.test('the reporter', async (t) => {
     collector.answer = () => ({ status: 401, body: { error: { code: 'E_AUTH', message: 'revoked' } } });
     const { reporter } = await makeReporter(t, collector.url);
     reporter.record({ patch: 'fix-1', version: 1, outcome: 'staged' });
-    const result = await reporter.flush({ timeoutMs: 200 });
+    const result = await reporter.flush({ timeoutMs: 2000 });
     t.equal(result.remaining, 1);
     t.equal(result.error, 'E_AUTH');
     t.equal(reporter.stats().rejected, 0);
