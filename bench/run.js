@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * `npm run bench`: revpatch against bsdiff/bspatch, zstd --patch-from and
- * xdelta3 on real and synthetic pairs, side by side in one run; writes
- * bench/RESULTS.md, bench/results.json and bench/install-time.svg.
+ * `npm run bench`: revpatch against bsdiff/bspatch, zstd --patch-from,
+ * xdelta3 and HDiffPatch (hdiffz/hpatchz, both its modes) on real and
+ * synthetic pairs, side by side in one run; writes bench/RESULTS.md,
+ * bench/results.json and bench/install-time.svg.
  *
  *   BENCH_RUNS=N   runs per step (default 5; a step whose first run takes
  *                  over 10 s runs 3 times, over 40 s once)
  *   BENCH_QUICK=1  smoke run: one run, small pairs only (a few minutes)
  *   BENCH_CACHE=DIR  data and scratch directory (default bench/.cache)
+ *   HDIFFPATCH_DIR=DIR  where hdiffz and hpatchz are (default
+ *                  ../shared/tools/hdiffpatch beside the repository's main
+ *                  checkout); without them the bench says so and goes on
  *
  * Data lives in bench/.cache (downloaded packages, images, volumes); the
  * scratch directory inside it is emptied at the start and the end.
@@ -50,7 +54,7 @@ const OTHER_PLATFORMS = ['linux-arm64', 'darwin-arm64'];
 /** The other files of the ext4 trees; only esbuild's version differs between the two. */
 const TREE_PACKAGES = ['acorn@8.14.0', 'semver@7.6.3'];
 const EXT4_SIZE = '16M';
-const VOLUME_SIZES = QUICK ? [32 * MiB] : [64 * MiB, 256 * MiB, GiB, 4 * GiB];
+const VOLUME_SIZES = QUICK ? [32 * MiB] : [64 * MiB, 256 * MiB, GiB, 4 * GiB, 16 * GiB];
 const SCALING_SIZES = QUICK ? [32 * MiB, 128 * MiB] : [64 * MiB, 4 * GiB];
 /**
  * The REPLACE-everything pairs measure throughput: this size and a quarter
@@ -128,6 +132,133 @@ function sbin(name) {
     if (full && fs.existsSync(full)) return full;
   }
   return null;
+}
+
+// ---------------------------------------------------------------------------
+// HDiffPatch: not packaged for Debian or on npm, so looked for beside the
+// repository; where it is not there the bench says so and goes on.
+
+/** Its two modes, with the command lines of the issue that set them as anchors. */
+const HDIFFPATCH_MODES = [
+  {
+    name: 'hdiffz -m',
+    args: ['-m-6', '-SD', '-c-lzma2-9-64m'],
+    // hdiffz's own figure: NEW + 5 x OLD (9 x from 2 GiB), plus the compressor.
+    memory: (o, n) => n + (o >= 2 * GiB ? 9 : 5) * o + GiB,
+  },
+  {
+    name: 'hdiffz -s',
+    args: ['-s-64', '-c-lzma2-9-64m'],
+    // OLD x 16 / 64 for the block index, plus the compressor.
+    memory: (o) => (16 * o) / 64 + GiB,
+  },
+];
+
+/** Where hdiffz and hpatchz are looked for: $HDIFFPATCH_DIR, else ../shared/tools/hdiffpatch beside this checkout or beside the main checkout of a worktree. */
+function hdiffpatchCandidates() {
+  if (process.env.HDIFFPATCH_DIR) return [path.resolve(process.env.HDIFFPATCH_DIR)];
+  const dirs = [path.join(ROOT, '..', 'shared', 'tools', 'hdiffpatch')];
+  try {
+    const common = path.resolve(ROOT, sh('git', ['-C', ROOT, 'rev-parse', '--git-common-dir']).trim());
+    dirs.push(path.join(path.dirname(common), '..', 'shared', 'tools', 'hdiffpatch'));
+  } catch {
+    /* not a git checkout: the first place only */
+  }
+  return [...new Set(dirs.map((d) => path.resolve(d)))];
+}
+
+function executable(file) {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * HDiffPatch's two modes as tools for B.benchTool, or { tools: [], absent }
+ * saying where it was looked for. The executables are named by full path
+ * (`binaries` stays empty: they were found here, not on PATH).
+ */
+function hdiffpatchTools() {
+  const candidates = hdiffpatchCandidates();
+  const dir = candidates.find((d) => executable(path.join(d, 'hdiffz')) && executable(path.join(d, 'hpatchz')));
+  if (!dir) {
+    return { tools: [], dir: null, version: null, absent: `HDiffPatch not found (no executable hdiffz and hpatchz in ${candidates.join(' or ')}; set HDIFFPATCH_DIR): its rows are left out` };
+  }
+  const hdiffz = path.join(dir, 'hdiffz');
+  const hpatchz = path.join(dir, 'hpatchz');
+  let version = 'unknown version';
+  const r = spawnSync(hdiffz, ['-v'], { encoding: 'utf8' });
+  const m = /v(\d+\.\d+\.\d+)/.exec(`${r.stdout}${r.stderr}`);
+  if (m) version = m[1];
+  const tools = HDIFFPATCH_MODES.map((mode) => ({
+    name: mode.name,
+    binaries: [],
+    debianPackage: 'none (HDiffPatch is not in Debian)',
+    create: (o, n, p) => [hdiffz, [...mode.args, '-f', o, n, p]],
+    apply: (o, p, out) => [hpatchz, ['-f', o, p, out]],
+    unsuitable: (o, n) => {
+      const need = mode.memory(o, n);
+      const free = B.memAvailable();
+      return need <= 0.75 * free ? null : `needs about ${fmtB(need)} of memory, ${fmtB(free)} available`;
+    },
+    /** The command lines with the executables' names only, for reports. */
+    display: {
+      create: B.commandLine('hdiffz', [...mode.args, '-f', 'OLD', 'NEW', 'PATCH']),
+      apply: B.commandLine('hpatchz', ['-f', 'OLD', 'PATCH', 'OUT']),
+    },
+  }));
+  return { tools, dir, version: `HDiffPatch ${version} (${dir})`, absent: null };
+}
+
+/**
+ * How long each other tool took per byte of NEW on the largest pair of a
+ * kind so far in this run: a step predicted to run past its time limit
+ * (extrapolating linearly, which is kind to the tools that grow faster) is
+ * skipped and says so instead of being stopped after the whole limit.
+ */
+const pace = new Map();
+
+function recordPace(tool, kind, bytes, seconds) {
+  const key = `${tool}\0${kind}`;
+  const had = pace.get(key);
+  if (!had || bytes >= had.bytes) pace.set(key, { bytes, seconds });
+}
+
+/** { seconds, from } predicted for `tool` on NEW of `bytes`, or null without an earlier pair of that kind. */
+function expectedSeconds(tool, kind, bytes) {
+  const p = pace.get(`${tool}\0${kind}`);
+  if (!p || p.bytes >= bytes) return null;
+  return { seconds: (p.seconds * bytes) / p.bytes, from: `${fmtS(p.seconds)} on ${fmtB(p.bytes)}` };
+}
+
+/** Why `tool` is skipped on NEW of `bytes` for time, or null. */
+function tooSlow(tool, kind, bytes, limitSeconds) {
+  const guess = expectedSeconds(tool, kind, bytes);
+  if (!guess || guess.seconds <= limitSeconds) return null;
+  return `would take about ${fmtS(guess.seconds)} (${guess.from}), past the ${limitSeconds} s limit`;
+}
+
+/** B.benchTool for one tool object, skipped when it would run past the tool timeout. */
+async function benchOther(tool, kind, oldPath, newPath, options) {
+  const bytes = fs.statSync(newPath).size;
+  const why = tooSlow(tool.name, kind, bytes, options.toolTimeout(bytes));
+  const commands = tool.display ?? { create: B.commandLine(...tool.create('OLD', 'NEW', 'PATCH')), apply: B.commandLine(...tool.apply('OLD', 'PATCH', 'OUT')) };
+  if (why) return { tool: tool.name, patchSize: null, create: null, apply: null, verified: false, skipped: why, commands };
+  const r = await B.benchTool(tool, oldPath, newPath, options);
+  r.commands = commands;
+  if (!r.skipped) recordPace(tool.name, kind, bytes, r.create.seconds);
+  return r;
+}
+
+/** revpatch, bsdiff, zstd, xdelta3 and HDiffPatch's modes on one pair. */
+async function benchAll(name, kind, oldPath, newPath, options, hdiff) {
+  const pair = await B.benchPair(name, oldPath, newPath, { ...options, tools: [] });
+  for (const t of B.TOOL_NAMES) pair.tools.push(await benchOther(B.TOOLS[t], kind, oldPath, newPath, options));
+  for (const t of hdiff.tools) pair.tools.push(await benchOther(t, kind, oldPath, newPath, options));
+  return pair;
 }
 
 // ---------------------------------------------------------------------------
@@ -427,10 +558,12 @@ function writeResults(r) {
   L.push('- revpatch is measured through its command line (`node bin/revpatch.js`), so every figure includes Node start-up and loading the addon, as a device pays it.');
   L.push('  *create* is `revpatch create`; *apply* is `revpatch install` on a fresh state directory as `revpatch init` leaves it; *restart-activate* is `revpatch boot` after it; *remove and restart* is `revpatch remove ID` then `revpatch boot` (after `confirm`).');
   L.push('- Before each timed apply run, each tool\'s inputs (OLD and the patch; for cp, NEW) are read once, so every tool reads them from the page cache: this virtual machine evicts idle cache between runs, partly and unevenly.');
-  L.push('- Every tool\'s output is checked once per pair: bspatch/zstd/xdelta3 output compared byte for byte with NEW; for revpatch the booted view digest after install + boot equals the patch\'s target digest.');
+  L.push('- Every tool\'s output is checked once per pair: bspatch/zstd/xdelta3/hpatchz output compared byte for byte with NEW; for revpatch the booted view digest after install + boot equals the patch\'s target digest.');
   L.push('- `x/rp` columns: the tool\'s figure divided by revpatch\'s; above 1.00x revpatch is smaller or faster.');
   L.push('- A step of another tool that runs longer than max(180 s, 2 s per MiB of NEW) is stopped and reported as not finished.');
   L.push(`- bsdiff is skipped where its working set (${B.BSDIFF_MEMORY_FACTOR}x the file) would not fit in three quarters of the memory available at the time (the machine is shared).`);
+  L.push('- HDiffPatch (hdiffz/hpatchz, not in Debian: looked for at `$HDIFFPATCH_DIR` or `../shared/tools/hdiffpatch`) in its best-compression mode (`-m`) and its streaming mode (`-s`), each skipped where hdiffz\'s own memory figure for the mode would not fit like bsdiff\'s; hdiffz checks its patch by applying it before it exits, and that is part of its create time.');
+  L.push('- Another tool\'s step that would run past the time limit, judged from its time per byte on the largest pair of the same kind so far in the run (linearly), is skipped and says so.');
   L.push('');
   L.push('Command lines:');
   L.push('');
@@ -659,6 +792,8 @@ async function main() {
   }
   log(`revpatch benchmark: ${RUNS} run(s) per step${QUICK ? ', quick smoke run' : ''}`);
   ensureTools();
+  const hdiff = hdiffpatchTools();
+  if (hdiff.absent) note(hdiff.absent);
   fs.rmSync(WORK, { recursive: true, force: true });
   fs.mkdirSync(WORK, { recursive: true });
   const options = { policy: POLICY, workDir: WORK, toolTimeout, onStep: (s) => log(`  ${s}`) };
@@ -678,7 +813,7 @@ async function main() {
   for (const [a, b] of exePairs) {
     const name = `esbuild executable ${a} → ${b}`;
     log(name);
-    const pair = await attempt(name, () => B.benchPair(name, bins[a], bins[b], options));
+    const pair = await attempt(name, () => benchAll(name, 'executable', bins[a], bins[b], options, hdiff));
     if (pair) r.pairs.push({ ...pair, kind: 'executable' });
   }
   // The same release for Apple silicon and 64-bit Arm Linux: arm64 code, a
@@ -688,19 +823,19 @@ async function main() {
     if (!other) continue;
     const name = `esbuild executable ${platform} 0.24.0 → 0.24.1`;
     log(name);
-    const pair = await attempt(name, () => B.benchPair(name, other['0.24.0'], other['0.24.1'], options));
+    const pair = await attempt(name, () => benchAll(name, 'executable', other['0.24.0'], other['0.24.1'], options, hdiff));
     if (pair) r.pairs.push({ ...pair, kind: 'executable' });
   }
   for (const p of (await attempt('building the ext4 images', ext4Pairs)) ?? []) {
     log(p.name);
-    const pair = await attempt(p.name, () => B.benchPair(p.name, p.old, p.new, options));
+    const pair = await attempt(p.name, () => benchAll(p.name, p.kind, p.old, p.new, options, hdiff));
     if (pair) r.pairs.push({ ...pair, kind: p.kind });
   }
   for (const size of VOLUME_SIZES) {
     const v = await volumePair(size);
     const name = `synthetic ${sizeLabel(size)} volume, 4 % of blocks changed in place`;
     log(name);
-    const pair = await attempt(name, () => B.benchPair(name, v.old, v.new, options));
+    const pair = await attempt(name, () => benchAll(name, 'volume', v.old, v.new, options, hdiff));
     if (!pair) continue;
     r.pairs.push({ ...pair, kind: 'volume' });
     r.volumes.push({ size, changedBlocks: v.changedBlocks, pairName: name });
@@ -740,6 +875,7 @@ async function main() {
   if (addonNow !== r.addonTime) note(`the addon was rebuilt during this run (${r.addonTime} at the start, ${addonNow} at the end): steps before and after ran different engine builds`);
   r.loadAverage.end = os.loadavg()[0];
   r.machine = await B.machineInfo(CACHE);
+  r.machine.tools.hdiffpatch = hdiff.version ?? 'not found';
   r.finished = Date.now();
   r.elapsed = (r.finished - started) / 1000;
   r.targets = evaluateTargets(r);
@@ -779,8 +915,17 @@ function render() {
   writeResultsFile(writeResults(r));
 }
 
-if (process.argv.includes('--render')) render();
-else main().catch((err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exitCode = 1;
-});
+/** What bench/create.js shares with this step rather than repeating it. */
+module.exports = {
+  CACHE, QUICK, MiB, GiB, ESBUILD_VERSIONS, IS_ROOT, notes, commandsUsed,
+  log, note, attempt, sizeLabel, ensureTools, esbuildBinaries, ext4Pairs, volumePair,
+  hdiffpatchTools, recordPace, tooSlow,
+};
+
+if (require.main === module) {
+  if (process.argv.includes('--render')) render();
+  else main().catch((err) => {
+    console.error(err && err.stack ? err.stack : err);
+    process.exitCode = 1;
+  });
+}
