@@ -23,9 +23,10 @@
  *   BENCH_RUNS=N         runs of a create whose first run takes at most 5 s
  *                        (default 3); a slower one runs once
  *   BENCH_CREATE_LIMIT=S revpatch create is stopped after S s (default 1800)
- *   BENCH_TOOL_LIMIT=S   another tool's create is stopped after S s, and
- *                        skipped where it would take longer (default 300;
- *                        60 in a smoke run)
+ *   BENCH_TOOL_LIMIT=S   another tool's create is stopped after S s (or 60 s
+ *                        per GiB of NEW where that is more), and skipped
+ *                        where it would take longer (default 300; 60 in a
+ *                        smoke run)
  *   BENCH_CACHE, HDIFFPATCH_DIR  as for bench/run.js
  */
 const fs = require('node:fs');
@@ -57,6 +58,8 @@ const RUNS = positiveEnv('BENCH_RUNS', QUICK ? 1 : 3, 100);
 const CHEAP_SECONDS = 5;
 const REVPATCH_LIMIT = positiveEnv('BENCH_CREATE_LIMIT', 1800, 86400);
 const TOOL_LIMIT = positiveEnv('BENCH_TOOL_LIMIT', QUICK ? 60 : 300, 86400);
+/** Another tool's limit on NEW of `bytes`: TOOL_LIMIT, or 60 s per GiB where that is more (xdelta3 -9 needs about 35 s per GiB here). */
+const toolLimit = (bytes) => Math.max(TOOL_LIMIT, Math.ceil((60 * bytes) / GiB));
 /** Outputs are checked by applying them up to this size: beyond it each check writes a whole non-sparse image. */
 const CHECK_LIMIT = GiB;
 const VOLUMES = QUICK ? [16 * MiB, 64 * MiB] : [64 * MiB, GiB, 4 * GiB, 16 * GiB];
@@ -141,7 +144,8 @@ async function revpatchRow(pair, keys) {
 async function otherRow(tool, pair) {
   const row = { tool: tool.name, patchSize: null, create: null, checked: null, skipped: null };
   if (!B.toolInstalled(tool)) return { ...row, skipped: `not installed (Debian package ${tool.debianPackage})` };
-  const why = tool.unsuitable(pair.oldSize, pair.newSize) ?? R.tooSlow(tool.name, pair.kind, pair.newSize, TOOL_LIMIT);
+  const limit = toolLimit(pair.newSize);
+  const why = tool.unsuitable(pair.oldSize, pair.newSize) ?? R.tooSlow(tool.name, pair.kind, pair.newSize, limit);
   if (why) return { ...row, skipped: why };
   const dir = path.join(WORK, 'other');
   fs.rmSync(dir, { recursive: true, force: true });
@@ -151,10 +155,10 @@ async function otherRow(tool, pair) {
   try {
     log(`  ${tool.name} create`);
     const [cmd, args] = tool.create(pair.old, pair.new, patch);
-    const { create, failed } = await timedCreates([pair.old, pair.new], () => B.runMeasured(cmd, args, { timeoutSeconds: TOOL_LIMIT }), TOOL_LIMIT);
+    const { create, failed } = await timedCreates([pair.old, pair.new], () => B.runMeasured(cmd, args, { timeoutSeconds: limit }), limit);
     if (failed) {
       // Stopped at the limit: at least that long, so a larger pair of the kind is not tried.
-      if (create.seconds >= TOOL_LIMIT) R.recordPace(tool.name, pair.kind, pair.newSize, create.seconds);
+      if (create.seconds >= limit) R.recordPace(tool.name, pair.kind, pair.newSize, create.seconds);
       return { ...row, skipped: failed };
     }
     R.recordPace(tool.name, pair.kind, pair.newSize, create.seconds);
@@ -165,8 +169,8 @@ async function otherRow(tool, pair) {
       return row;
     }
     const [acmd, aargs] = tool.apply(pair.old, patch, out);
-    const r = await B.runMeasured(acmd, aargs, { timeoutSeconds: TOOL_LIMIT });
-    if (r.code !== 0) return { ...row, skipped: `its patch does not apply: ${failure('apply', r, TOOL_LIMIT)}` };
+    const r = await B.runMeasured(acmd, aargs, { timeoutSeconds: limit });
+    if (r.code !== 0) return { ...row, skipped: `its patch does not apply: ${failure('apply', r, limit)}` };
     if (!(await B.sameBytes(out, pair.new))) return { ...row, skipped: 'WRONG OUTPUT: applying its patch gives other bytes than NEW' };
     row.checked = 'yes';
     return row;
@@ -322,7 +326,7 @@ function section(r) {
   L.push(`- Only create is timed here (wall clock from spawn to exit; peak RSS from ${r.machine.rssSource}); install is bench/run.js's. revpatch is \`revpatch create\` through its command line with its default settings (Node start-up included), the others as below.`);
   L.push(`- A create whose first run takes at most ${CHEAP_SECONDS} s runs ${RUNS} time(s) and the median is reported; a slower one runs once (the \`runs\` column). Both inputs are read once before every run, so each tool starts from the page cache.`);
   L.push(`- Every output is checked once on pairs up to ${sizeLabel(CHECK_LIMIT)}: other tools' patches applied and compared byte for byte with NEW; revpatch's installed and booted, the view digest against the patch's target. Larger pairs are not applied here (each check would write a whole image); bench/run.js installs revpatch's patches of every volume and checks them.`);
-  L.push(`- revpatch create is stopped after ${REVPATCH_LIMIT} s, another tool's after ${TOOL_LIMIT} s. A tool is skipped where its memory would not fit in three quarters of what is available (bsdiff: ${B.BSDIFF_MEMORY_FACTOR}× the file; hdiffz -m: NEW + 5× OLD, 9× from 2 GiB, + 1 GiB; hdiffz -s: OLD / 4 + 1 GiB), where zstd's window cannot hold the reference (2 GiB), or where it would run past its limit judging by its time per byte on the largest pair of the same kind so far (linear).`);
+  L.push(`- revpatch create is stopped after ${REVPATCH_LIMIT} s, another tool's after ${TOOL_LIMIT} s or 60 s per GiB of NEW, whichever is more. A tool is skipped where its memory would not fit in three quarters of what is available (bsdiff: ${B.BSDIFF_MEMORY_FACTOR}× the file; hdiffz -m: NEW + 5× OLD, 9× from 2 GiB, + 1 GiB; hdiffz -s: OLD / 4 + 1 GiB), where zstd's window cannot hold the reference (2 GiB), or where it would run past its limit judging by its time per byte on the largest pair of the same kind so far (linear).`);
   L.push('- hdiffz checks its own patch by applying it before it exits (its default), and that is part of its create time.');
   L.push('');
   L.push('```');
@@ -433,6 +437,8 @@ async function main() {
   log(`done in ${(r.elapsed / 60).toFixed(1)} min: section ${SECTION} of bench/RESULTS.md, bench/create-results.json`);
   for (const t of r.targets) log(`  ${t.ok === null ? 'n/a ' : t.ok ? 'MET ' : 'MISS'} ${t.target}: ${t.measured}`);
 }
+
+module.exports = { evaluate, scalingOf, section, toolLimit, VOLUMES };
 
 if (require.main === module) {
   main().catch((err) => {
