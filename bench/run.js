@@ -919,7 +919,7 @@ function render() {
 module.exports = {
   CACHE, QUICK, MiB, GiB, ESBUILD_VERSIONS, IS_ROOT, notes, commandsUsed,
   log, note, attempt, sizeLabel, ensureTools, esbuildBinaries, ext4Pairs, volumePair,
-  hdiffpatchTools, recordPace, tooSlow,
+  hdiffpatchTools, recordPace, tooSlow, benchAll,
 };
 
 if (require.main === module) {
