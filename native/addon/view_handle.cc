@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "args.h"
+#include "corrupt_reads.h"
 #include "view.h"
 #include "worker.h"
 
@@ -13,10 +14,6 @@ namespace revpatch_addon {
 namespace {
 
 using revpatch::Status;
-
-// The corrupt reads of the read running on this thread: the view's handler
-// is shared by every read, and runs on the reading thread.
-thread_local std::vector<revpatch::CorruptRead>* current_reads = nullptr;
 
 struct HandleState {
   std::mutex mutex;
@@ -42,11 +39,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
         env,
         [=](const ProgressFn&) {
           std::unique_ptr<revpatch::View> view;
-          REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
-          view->SetVerifyReads(verify);
-          view->SetCorruptionHandler([](const revpatch::CorruptRead& r) {
-            if (current_reads != nullptr && current_reads->size() < 16) current_reads->push_back(r);
-          });
+          REVPATCH_RETURN_IF_ERROR(OpenWatchedView(spec, verify, &view));
           std::lock_guard<std::mutex> lock(state->mutex);
           state->view = std::move(view);
           return Status::Ok();
@@ -67,7 +60,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
     }
     if (!view) ThrowArgument(env, "the view is not open (or was closed)");
     auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
-    auto reads = std::make_shared<std::vector<revpatch::CorruptRead>>();
+    auto corrupt = std::make_shared<CorruptReads>();
     return PromiseWorker::Start(
         env,
         [=](const ProgressFn&) {
@@ -77,10 +70,8 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
           *data = std::make_unique<std::vector<uint8_t>>(end - offset);
           std::vector<uint8_t>* bytes = data->get();
           if (bytes->empty()) return Status::Ok();
-          current_reads = reads.get();
-          Status s = view->ReadBytes(offset, bytes->size(), bytes->data());
-          current_reads = nullptr;
-          return s;
+          CorruptReads::Collecting collecting(corrupt.get());
+          return view->ReadBytes(offset, bytes->size(), bytes->data());
         },
         [=](Napi::Env env) -> Napi::Value {
           if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
@@ -89,19 +80,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
               env, bytes->data(), bytes->size(),
               [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
         },
-        Napi::Value(),
-        [reads](Napi::Env env, Napi::Error& error) {
-          if (reads->empty()) return;
-          Napi::Array array = Napi::Array::New(env, reads->size());
-          for (size_t i = 0; i < reads->size(); ++i) {
-            Napi::Object o = Napi::Object::New(env);
-            o.Set("block", Napi::Number::New(env, static_cast<double>((*reads)[i].block)));
-            o.Set("layer", Napi::Number::New(env, (*reads)[i].layer));
-            o.Set("detail", Napi::String::New(env, (*reads)[i].detail));
-            array.Set(static_cast<uint32_t>(i), o);
-          }
-          error.Set("corruptReads", array);
-        });
+        Napi::Value(), CorruptReads::Decorator(corrupt));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
