@@ -25,6 +25,7 @@
 #include "args.h"
 #include "corrupt_reads.h"
 #include "view_handle.h"
+#include "view_read.h"
 #include "worker.h"
 
 namespace revpatch_addon {
@@ -159,36 +160,21 @@ Napi::Value ReadView(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ViewSpec spec = GetViewSpec(env, Arg(info, 0));
   uint64_t offset = GetUint(env, Arg(info, 1), "offset");
-  uint64_t length = GetUint(env, Arg(info, 2), "length");
-  if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+  uint64_t length = GetReadLength(env, Arg(info, 2));
   bool verify = true;
   if (!Arg(info, 3).IsUndefined()) {
     if (!Arg(info, 3).IsBoolean()) ThrowArgument(env, "verify must be a boolean");
     verify = Arg(info, 3).As<Napi::Boolean>().Value();
   }
-  auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
-  auto corrupt = std::make_shared<CorruptReads>();
-  return PromiseWorker::Start(
+  return StartViewRead(
       env,
-      [=](const ProgressFn&) {
+      [spec, verify](std::shared_ptr<revpatch::View>* out) {
         std::unique_ptr<revpatch::View> view;
         REVPATCH_RETURN_IF_ERROR(OpenWatchedView(spec, verify, &view));
-        CorruptReads::Collecting collecting(corrupt.get());
-        uint64_t size = view->size_bytes();
-        uint64_t end = offset >= size ? offset : (length > size - offset ? size : offset + length);
-        *data = std::make_unique<std::vector<uint8_t>>(end - offset);
-        std::vector<uint8_t>* bytes = data->get();
-        if (bytes->empty()) return Status::Ok();
-        return view->ReadBytes(offset, bytes->size(), bytes->data());
+        *out = std::move(view);
+        return Status::Ok();
       },
-      [=](Napi::Env env) -> Napi::Value {
-        if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
-        std::vector<uint8_t>* bytes = data->release();
-        return Napi::Buffer<uint8_t>::New(
-            env, bytes->data(), bytes->size(),
-            [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
-      },
-      Napi::Value(), CorruptReads::Decorator(corrupt));
+      offset, length);
 }
 
 // scrubView(view, maxListed, progress?) -> {blocks, bad, baseBad, layerBad,

@@ -3,11 +3,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "args.h"
 #include "corrupt_reads.h"
 #include "view.h"
+#include "view_read.h"
 #include "worker.h"
 
 namespace revpatch_addon {
@@ -51,36 +51,20 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t offset = GetUint(env, Arg(info, 0), "offset");
-    uint64_t length = GetUint(env, Arg(info, 1), "length");
-    if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+    uint64_t length = GetReadLength(env, Arg(info, 1));
     std::shared_ptr<revpatch::View> view;
     {
       std::lock_guard<std::mutex> lock(state_->mutex);
       view = state_->view;
     }
     if (!view) ThrowArgument(env, "the view is not open (or was closed)");
-    auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
-    auto corrupt = std::make_shared<CorruptReads>();
-    return PromiseWorker::Start(
+    return StartViewRead(
         env,
-        [=](const ProgressFn&) {
-          const uint64_t size = view->size_bytes();
-          const uint64_t end =
-              offset >= size ? offset : (length > size - offset ? size : offset + length);
-          *data = std::make_unique<std::vector<uint8_t>>(end - offset);
-          std::vector<uint8_t>* bytes = data->get();
-          if (bytes->empty()) return Status::Ok();
-          CorruptReads::Collecting collecting(corrupt.get());
-          return view->ReadBytes(offset, bytes->size(), bytes->data());
+        [view](std::shared_ptr<revpatch::View>* out) {
+          *out = view;
+          return Status::Ok();
         },
-        [=](Napi::Env env) -> Napi::Value {
-          if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
-          std::vector<uint8_t>* bytes = data->release();
-          return Napi::Buffer<uint8_t>::New(
-              env, bytes->data(), bytes->size(),
-              [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
-        },
-        Napi::Value(), CorruptReads::Decorator(corrupt));
+        offset, length);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
