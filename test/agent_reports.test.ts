@@ -10,8 +10,7 @@ import { Reporter } from '../lib/report/reporter';
 import { newReport } from '../lib/report/client';
 import { MIN_QUEUE_BYTES, QUEUE_FILE, readQueueStats, ReportQueue } from '../lib/report/queue';
 import { writeKeyPair } from '../lib/patch/keys';
-import { spawn } from 'node:child_process';
-import { addonBuilt, CLI, runCli, stampedImage, tempDir, type CliResult } from './helpers';
+import { addonBuilt, runCli, runCliAsync, stampedImage, tempDir } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
 import { startCollector, type CollectorStub } from './report_collector_stub';
 
@@ -36,19 +35,6 @@ async function sent(agent: Agent, collector: CollectorStub): Promise<DeviceRepor
   const result = await agent.flushReports({ timeoutMs: 10_000 });
   if (!result || result.remaining > 0) throw new Error(`reports left unsent: ${JSON.stringify(result)}`);
   return [...collector.stored.values()];
-}
-
-/** The CLI in a child process without blocking this one, whose servers it talks to. */
-function runCliAsync(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 const summary = (reports: DeviceReport[]) => reports.map((r) => [r.patch, r.outcome, r.code, r.bootAttempts]);

@@ -16,20 +16,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AuditTrail } from '../lib/agent/log';
 import { settingsPath } from '../lib/agent/settings_file';
-import { addonBuilt, BLOCK, CLI, ROOT, stampedImage } from './helpers';
+import { addonBuilt, BLOCK, CLI, ROOT, runCliAsync, stampedImage } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
 import { axeViolations, firstPaintMs, screenshotPath, startBrowser } from './fixtures/browser';
-
-function run(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 /** Starts `revpatch agent --ui 127.0.0.1:0` checking every second; resolves with the login URL it prints. */
 async function startAgent(t: { teardown(fn: () => unknown): void }, w: World): Promise<{ child: ChildProcess; loginUrl: string; output: () => string }> {
@@ -116,7 +105,7 @@ async function nextCheck(base: string, cookie: string): Promise<void> {
 }
 
 const listed = async (w: World) =>
-  (JSON.parse((await run(['--state', w.state, 'list', '--json'])).stdout) as Array<{ id: string; state: string }>).map((p) => [p.id, p.state]);
+  (JSON.parse((await runCliAsync(['--state', w.state, 'list', '--json'])).stdout) as Array<{ id: string; state: string }>).map((p) => [p.id, p.state]);
 
 const built = existsSync(path.join(ROOT, 'dist', 'agent', 'settings_page.js')) && existsSync(path.join(ROOT, 'dist', 'web', 'settings.js'));
 
@@ -325,14 +314,14 @@ Promise.allSettled(tries).then((all) => { window.results = all.map((r) => r.stat
 
   t.test('--ui refuses a non-loopback host unless --ui-allow-remote, and a malformed one', async (t) => {
     const w = await makeWorld(t, { publish: [] });
-    const remote = await run(['--state', w.state, 'agent', '--ui', '0.0.0.0:0']);
-    t.equal(remote.status, 1);
+    const remote = await runCliAsync(['--state', w.state, 'agent', '--ui', '0.0.0.0:0']);
+    t.equal(remote.code, 1);
     t.match(remote.stderr, /^error E_INVALID_ARGUMENT: .*not a loopback address.*--ui-allow-remote/m);
-    const bad = await run(['--state', w.state, 'agent', '--ui', 'nowhere']);
-    t.equal(bad.status, 1);
+    const bad = await runCliAsync(['--state', w.state, 'agent', '--ui', 'nowhere']);
+    t.equal(bad.code, 1);
     t.match(bad.stderr, /^error E_INVALID_ARGUMENT: --ui "nowhere" is not HOST:PORT/m);
-    const once = await run(['--state', w.state, 'agent', '--once', '--ui', '127.0.0.1:0']);
-    t.equal(once.status, 2, '--ui with --once is a usage error');
+    const once = await runCliAsync(['--state', w.state, 'agent', '--once', '--ui', '127.0.0.1:0']);
+    t.equal(once.code, 2, '--ui with --once is a usage error');
     t.same((await w.device()).list(), []);
   });
 }

@@ -5,27 +5,14 @@
  * state directory as it was, and a forced rollout is in the audit trail.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Device } from '../lib/device/device';
 import { AuditTrail } from '../lib/agent/log';
-import { addonBuilt, CLI, ROOT, snapshot } from './helpers';
+import { addonBuilt, ROOT, runCliAsync, snapshot } from './helpers';
 import { makeWorld, type World } from './agent_fixture';
 
-/** Runs the CLI without blocking this process (whose event loop serves the repository). */
-function run(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
-const cli = (w: World, ...args: string[]) => run(['--state', w.state, ...args]);
+const cli = (w: World, ...args: string[]) => runCliAsync(['--state', w.state, ...args]);
 
 /** The state directory without the agent's log and audit trail (which a refusal appends to). */
 const stateOf = (w: World) => w.stateSnapshot();
@@ -38,17 +25,17 @@ if (!addonBuilt() || !built) {
   t.test('the patch agent --once offers with automatic installation off is installed by its id', async (t) => {
     const w = await makeWorld(t, { publish: ['fix-1', 'fix-2'] });
     const offered = await cli(w, 'agent', '--once', '--no-auto-install');
-    t.equal(offered.status, 0, offered.stderr);
+    t.equal(offered.code, 0, offered.stderr);
     t.match(offered.stdout, /available fix-1 \(automatic installation is off: revpatch install fix-1\)/);
     t.same((await w.device()).list(), [], 'nothing installed yet');
 
     const first = await cli(w, '--json', 'install', 'fix-1');
-    t.equal(first.status, 0, first.stderr);
+    t.equal(first.code, 0, first.stderr);
     t.match(JSON.parse(first.stdout), { id: 'fix-1', state: 'staged', version: 1 });
     t.ok(w.server.requests.some((r) => /^\/targets\/.*fix-1-v1\.rvp$/.test(r)), 'fetched from the repository');
 
     const second = await cli(w, 'install', 'fix-2');
-    t.equal(second.status, 0, second.stderr);
+    t.equal(second.code, 0, second.stderr);
     t.match(second.stdout, /staged fix-2 v1 from the repository/);
     const list = JSON.parse((await cli(w, 'list', '--json')).stdout) as Array<{ id: string; state: string }>;
     t.same(list.map((p) => [p.id, p.state]), [['fix-1', 'staged'], ['fix-2', 'staged']], 'revpatch list agrees');
@@ -59,7 +46,7 @@ if (!addonBuilt() || !built) {
     t.notOk(staged.some((e) => e.forcedRollout), 'no rollout was forced');
 
     const again = await cli(w, 'install', 'fix-1');
-    t.equal(again.status, 1);
+    t.equal(again.code, 1);
     t.match(again.stderr, /^error E_EXISTS: fix-1 is already installed/m, 'an installed patch is not installed twice');
   });
 
@@ -68,7 +55,7 @@ if (!addonBuilt() || !built) {
     await cli(w, 'agent', '--once', '--no-auto-install');
     const before = await stateOf(w);
     const r = await cli(w, 'install', 'fix-9');
-    t.equal(r.status, 1);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_NOT_OFFERED: the repository offers no patch with id fix-9/m);
     t.same(await stateOf(w), before);
   });
@@ -79,7 +66,7 @@ if (!addonBuilt() || !built) {
     await cli(w, 'agent', '--once', '--no-auto-install');
     const before = await stateOf(w);
     const r = await cli(w, 'install', 'fix-1');
-    t.equal(r.status, 1);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_RECALLED: fix-1 v1 was recalled/m);
     t.same(await stateOf(w), before);
     t.notOk(w.server.requests.some((p) => p.includes('fix-1-v1.rvp')), 'nothing downloaded');
@@ -91,7 +78,7 @@ if (!addonBuilt() || !built) {
     await cli(w, 'agent', '--once', '--no-auto-install');
     const before = await stateOf(w);
     const r = await cli(w, 'install', 'fix-1');
-    t.equal(r.status, 1);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_HALTED: fix-1 v1 is halted by the vendor/m);
     t.same(await stateOf(w), before);
   });
@@ -101,12 +88,12 @@ if (!addonBuilt() || !built) {
     const state = path.join(w.dir, 'plain-state');
     await Device.init(state, { volume: w.files.base, trust: w.pub, blockSize: 4096 });
     const before = await snapshot(state);
-    const r = await run(['--state', state, 'install', 'fix-1']);
-    t.equal(r.status, 1);
+    const r = await runCliAsync(['--state', state, 'install', 'fix-1']);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_NO_REPOSITORY: /m);
     t.same(await snapshot(state), before);
-    const file = await run(['--state', state, 'install', w.files['fix-1']]);
-    t.equal(file.status, 0, 'a path that exists is still a file install');
+    const file = await runCliAsync(['--state', state, 'install', w.files['fix-1']]);
+    t.equal(file.code, 0, 'a path that exists is still a file install');
     t.match(file.stdout, /staged fix-1 v1; it takes effect/);
   });
 
@@ -115,13 +102,13 @@ if (!addonBuilt() || !built) {
     await cli(w, 'agent', '--once', '--no-auto-install');
     const before = await stateOf(w);
     const r = await cli(w, 'install', 'fix-1');
-    t.equal(r.status, 1);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_OUTSIDE_ROLLOUT: bucket \d+ is outside the 0% rollout.*--force-rollout/m);
     t.same(await stateOf(w), before);
     t.notOk(w.server.requests.some((p) => p.includes('fix-1-v1.rvp')), 'nothing downloaded');
 
     const forced = await cli(w, 'install', 'fix-1', '--force-rollout');
-    t.equal(forced.status, 0, forced.stderr);
+    t.equal(forced.code, 0, forced.stderr);
     t.equal((await w.device()).list()[0].state, 'staged');
     const audit = await AuditTrail.forState(w.state).read();
     t.match(audit.find((e) => e.event === 'staged'), { patch: 'fix-1', by: 'user', forcedRollout: true, rollout: 0 });
@@ -133,7 +120,7 @@ if (!addonBuilt() || !built) {
     await cli(w, 'agent', '--once', '--no-auto-install');
     const before = await stateOf(w);
     const r = await cli(w, 'install', 'fix-2');
-    t.equal(r.status, 1);
+    t.equal(r.code, 1);
     t.match(r.stderr, /^error E_PARENT_MISSING: fix-2 needs fix-1/m);
     t.same(await stateOf(w), before);
   });
@@ -141,10 +128,10 @@ if (!addonBuilt() || !built) {
   t.test('a missing path that is not an id is still a missing file; install flags need an id', async (t) => {
     const w = await makeWorld(t, { publish: ['fix-1'] });
     const missing = await cli(w, 'install', './nowhere/fix-1.rvp');
-    t.equal(missing.status, 1);
+    t.equal(missing.code, 1);
     t.match(missing.stderr, /^error E_NOT_FOUND: /m);
     const flag = await cli(w, 'install', w.files['fix-1'], '--force-rollout');
-    t.equal(flag.status, 2, 'a usage error');
+    t.equal(flag.code, 2, 'a usage error');
     t.same((await w.device()).list(), []);
   });
 }

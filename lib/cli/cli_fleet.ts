@@ -31,6 +31,7 @@ import {
 import type { FleetStore } from '../fleet/types';
 import { readTokenFile } from '../report/config';
 import { fleetStatus, statusText } from './fleet_status';
+import { untilStopped } from './stop_signal';
 import {
   DEFAULT_FLEET_HOST,
   DEFAULT_FLEET_PORT,
@@ -208,15 +209,7 @@ export function registerFleet(program: Command): void {
             '  SIGTERM or Ctrl-C stops it after the tick and commits in flight',
           ].join('\n'),
         );
-        await new Promise<void>((resolve) => {
-          const stop = () => {
-            process.off('SIGINT', stop);
-            process.off('SIGTERM', stop);
-            resolve();
-          };
-          process.on('SIGINT', stop);
-          process.on('SIGTERM', stop);
-        });
+        await untilStopped();
       } finally {
         // The server first (no new request; those in flight are answered and
         // committed), then the controller (its tick in flight finishes),

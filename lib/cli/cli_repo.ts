@@ -7,6 +7,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLE_NAMES, type ExpiryPeriods, type RoleName } from '../repo/types';
+import { untilStopped } from './stop_signal';
 
 // The publisher (@tufjs/models) and the server load when a repo command
 // runs, not with every revpatch command (lib/cli/cli.ts).
@@ -121,14 +122,7 @@ export function registerRepo(program: Command): void {
     .action(async (dir: string, opts: { host: string; port: number }) => {
       const running = await server().serveRepository(dir, { host: opts.host, port: opts.port });
       print({ url: running.url }, () => `serving ${dir} at ${running.url} (Ctrl-C stops)`);
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          void running.close().then(resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await untilStopped();
+      await running.close();
     });
 }

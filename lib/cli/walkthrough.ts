@@ -34,6 +34,7 @@ import { Repository } from '../repo/publisher';
 import { RepositoryClient } from '../repo/client';
 import { serveRepository } from '../repo/serve';
 import { runFleetWalkthrough } from './walkthrough_fleet';
+import { untilStopped } from './stop_signal';
 
 const BLOCK = 4096;
 const IMAGE_BYTES = 32 * 1024 * 1024;
@@ -288,19 +289,6 @@ export async function runWalkthrough(workDir: string, log: (line: string) => voi
     await logFile.close();
     await server.close();
   }
-}
-
-/** Resolves at the first SIGINT or SIGTERM. */
-function untilStopped(): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
 }
 
 if (require.main === module) {

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,7 +23,9 @@
 #include "sha256.h"
 #include "view.h"
 #include "args.h"
+#include "corrupt_reads.h"
 #include "view_handle.h"
+#include "view_read.h"
 #include "worker.h"
 
 namespace revpatch_addon {
@@ -33,49 +34,6 @@ namespace {
 using revpatch::Digest;
 using revpatch::ErrorCode;
 using revpatch::Status;
-
-// The corrupt reads a call's view reported (the first few), handed to
-// JavaScript on the rejected Error as `corruptReads: [{block, layer,
-// detail}]` (layer: index from the bottom, -1 for the base), so the library
-// can write the audit trail with names it knows.
-class CorruptReads {
- public:
-  static constexpr size_t kMaxKept = 16;
-
-  void Watch(revpatch::View* view) {
-    view->SetCorruptionHandler([this](const revpatch::CorruptRead& r) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (reads_.size() < kMaxKept) reads_.push_back(r);
-    });
-  }
-
-  static Napi::Object ToObject(Napi::Env env, const revpatch::CorruptRead& r) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("block", Napi::Number::New(env, static_cast<double>(r.block)));
-    o.Set("layer", Napi::Number::New(env, r.layer));
-    o.Set("detail", Napi::String::New(env, r.detail));
-    return o;
-  }
-
-  static Napi::Array ToArray(Napi::Env env, const std::vector<revpatch::CorruptRead>& reads) {
-    Napi::Array array = Napi::Array::New(env, reads.size());
-    for (size_t i = 0; i < reads.size(); ++i) {
-      array.Set(static_cast<uint32_t>(i), ToObject(env, reads[i]));
-    }
-    return array;
-  }
-
-  PromiseWorker::Decorate Decorator(std::shared_ptr<CorruptReads> self) {
-    return [self](Napi::Env env, Napi::Error& error) {
-      std::lock_guard<std::mutex> lock(self->mu_);
-      if (!self->reads_.empty()) error.Set("corruptReads", ToArray(env, self->reads_));
-    };
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<revpatch::CorruptRead> reads_;
-};
 
 uint32_t GetBlockSize(Napi::Env env, Napi::Value value) {
   uint64_t block_size = GetUint(env, value, "blockSize");
@@ -202,37 +160,21 @@ Napi::Value ReadView(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ViewSpec spec = GetViewSpec(env, Arg(info, 0));
   uint64_t offset = GetUint(env, Arg(info, 1), "offset");
-  uint64_t length = GetUint(env, Arg(info, 2), "length");
-  if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+  uint64_t length = GetReadLength(env, Arg(info, 2));
   bool verify = true;
   if (!Arg(info, 3).IsUndefined()) {
     if (!Arg(info, 3).IsBoolean()) ThrowArgument(env, "verify must be a boolean");
     verify = Arg(info, 3).As<Napi::Boolean>().Value();
   }
-  auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
-  auto corrupt = std::make_shared<CorruptReads>();
-  return PromiseWorker::Start(
+  return StartViewRead(
       env,
-      [=](const ProgressFn&) {
+      [spec, verify](std::shared_ptr<revpatch::View>* out) {
         std::unique_ptr<revpatch::View> view;
-        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
-        view->SetVerifyReads(verify);
-        corrupt->Watch(view.get());
-        uint64_t size = view->size_bytes();
-        uint64_t end = offset >= size ? offset : (length > size - offset ? size : offset + length);
-        *data = std::make_unique<std::vector<uint8_t>>(end - offset);
-        std::vector<uint8_t>* bytes = data->get();
-        if (bytes->empty()) return Status::Ok();
-        return view->ReadBytes(offset, bytes->size(), bytes->data());
+        REVPATCH_RETURN_IF_ERROR(OpenWatchedView(spec, verify, &view));
+        *out = std::move(view);
+        return Status::Ok();
       },
-      [=](Napi::Env env) -> Napi::Value {
-        if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
-        std::vector<uint8_t>* bytes = data->release();
-        return Napi::Buffer<uint8_t>::New(
-            env, bytes->data(), bytes->size(),
-            [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
-      },
-      Napi::Value(), corrupt->Decorator(corrupt));
+      offset, length);
 }
 
 // scrubView(view, maxListed, progress?) -> {blocks, bad, baseBad, layerBad,
@@ -256,7 +198,7 @@ Napi::Value ScrubView(const Napi::CallbackInfo& info) {
         result.Set("bad", Num(env, out->bad));
         result.Set("baseBad", Num(env, out->base_bad));
         result.Set("layerBad", Num(env, out->layer_bad));
-        result.Set("badBlocks", CorruptReads::ToArray(env, out->first_bad));
+        result.Set("badBlocks", CorruptReadsToArray(env, out->first_bad));
         return result;
       },
       Arg(info, 2));
@@ -362,8 +304,8 @@ Napi::Value ExportView(const Napi::CallbackInfo& info) {
       env,
       [=](const ProgressFn& progress) {
         std::unique_ptr<revpatch::View> view;
-        REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
-        corrupt->Watch(view.get());
+        REVPATCH_RETURN_IF_ERROR(OpenWatchedView(spec, true, &view));
+        CorruptReads::Collecting collecting(corrupt.get());
         return revpatch::ExportView(*view, out_path, mode, progress, out.get());
       },
       [=](Napi::Env env) {
@@ -374,7 +316,7 @@ Napi::Value ExportView(const Napi::CallbackInfo& info) {
         result.Set("size", Num(env, out->size_bytes));
         return result;
       },
-      Arg(info, 3), corrupt->Decorator(corrupt));
+      Arg(info, 3), CorruptReads::Decorator(corrupt));
 }
 
 Napi::Value LayerInfoCall(const Napi::CallbackInfo& info, bool verify) {

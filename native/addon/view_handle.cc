@@ -3,20 +3,17 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "args.h"
+#include "corrupt_reads.h"
 #include "view.h"
+#include "view_read.h"
 #include "worker.h"
 
 namespace revpatch_addon {
 namespace {
 
 using revpatch::Status;
-
-// The corrupt reads of the read running on this thread: the view's handler
-// is shared by every read, and runs on the reading thread.
-thread_local std::vector<revpatch::CorruptRead>* current_reads = nullptr;
 
 struct HandleState {
   std::mutex mutex;
@@ -42,11 +39,7 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
         env,
         [=](const ProgressFn&) {
           std::unique_ptr<revpatch::View> view;
-          REVPATCH_RETURN_IF_ERROR(spec.Open(&view));
-          view->SetVerifyReads(verify);
-          view->SetCorruptionHandler([](const revpatch::CorruptRead& r) {
-            if (current_reads != nullptr && current_reads->size() < 16) current_reads->push_back(r);
-          });
+          REVPATCH_RETURN_IF_ERROR(OpenWatchedView(spec, verify, &view));
           std::lock_guard<std::mutex> lock(state->mutex);
           state->view = std::move(view);
           return Status::Ok();
@@ -58,50 +51,20 @@ class ViewHandle : public Napi::ObjectWrap<ViewHandle> {
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t offset = GetUint(env, Arg(info, 0), "offset");
-    uint64_t length = GetUint(env, Arg(info, 1), "length");
-    if (length > (1ull << 30)) ThrowArgument(env, "length must be at most 1 GiB");
+    uint64_t length = GetReadLength(env, Arg(info, 1));
     std::shared_ptr<revpatch::View> view;
     {
       std::lock_guard<std::mutex> lock(state_->mutex);
       view = state_->view;
     }
     if (!view) ThrowArgument(env, "the view is not open (or was closed)");
-    auto data = std::make_shared<std::unique_ptr<std::vector<uint8_t>>>();
-    auto reads = std::make_shared<std::vector<revpatch::CorruptRead>>();
-    return PromiseWorker::Start(
+    return StartViewRead(
         env,
-        [=](const ProgressFn&) {
-          const uint64_t size = view->size_bytes();
-          const uint64_t end =
-              offset >= size ? offset : (length > size - offset ? size : offset + length);
-          *data = std::make_unique<std::vector<uint8_t>>(end - offset);
-          std::vector<uint8_t>* bytes = data->get();
-          if (bytes->empty()) return Status::Ok();
-          current_reads = reads.get();
-          Status s = view->ReadBytes(offset, bytes->size(), bytes->data());
-          current_reads = nullptr;
-          return s;
+        [view](std::shared_ptr<revpatch::View>* out) {
+          *out = view;
+          return Status::Ok();
         },
-        [=](Napi::Env env) -> Napi::Value {
-          if ((*data)->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
-          std::vector<uint8_t>* bytes = data->release();
-          return Napi::Buffer<uint8_t>::New(
-              env, bytes->data(), bytes->size(),
-              [](Napi::Env, uint8_t*, std::vector<uint8_t>* owner) { delete owner; }, bytes);
-        },
-        Napi::Value(),
-        [reads](Napi::Env env, Napi::Error& error) {
-          if (reads->empty()) return;
-          Napi::Array array = Napi::Array::New(env, reads->size());
-          for (size_t i = 0; i < reads->size(); ++i) {
-            Napi::Object o = Napi::Object::New(env);
-            o.Set("block", Napi::Number::New(env, static_cast<double>((*reads)[i].block)));
-            o.Set("layer", Napi::Number::New(env, (*reads)[i].layer));
-            o.Set("detail", Napi::String::New(env, (*reads)[i].detail));
-            array.Set(static_cast<uint32_t>(i), o);
-          }
-          error.Set("corruptReads", array);
-        });
+        offset, length);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

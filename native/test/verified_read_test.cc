@@ -5,25 +5,22 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "../engine/audit.h"
-#include "../engine/layer_file.h"
 #include "../engine/merkle.h"
 #include "../engine/scrub.h"
 #include "../engine/verified_tree.h"
 #include "../engine/view.h"
 #include "storage_test_util.h"
 #include "testing.h"
+#include "view_stack.h"
 
 using revpatch::CorruptRead;
-using revpatch::Digest;
 using revpatch::ErrorCode;
-using revpatch::LayerWriter;
 using revpatch::Status;
 using revpatch::View;
 using revpatch_test::Bytes;
@@ -37,37 +34,12 @@ constexpr uint64_t kTreeHeader = 256;
 
 // A base of kBlocks stamped blocks (tag 0) and one layer over it that
 // stamps blocks 5, 6 and 700 with tag 1.
-struct Fixture {
-  std::string dir = revpatch_test::TempDir();
-  Bytes model = revpatch_test::StampedImage(kBlocks * kBs, 0, kBs);
-  std::unique_ptr<View> view;
-
-  Fixture() {
-    revpatch_test::WriteBytes(base(), model);
-    Digest d{};
-    Status s = revpatch::HashImage(base(), kBs, tree(), &d, nullptr);
-    std::unique_ptr<View> below;
-    if (s.ok()) s = View::Open(base(), tree(), {}, &below);
-    std::unique_ptr<LayerWriter> w;
-    if (s.ok()) s = LayerWriter::Create(layer(), kBlocks * kBs, below.get(), &w);
-    for (uint64_t b : {5, 6, 700}) {
-      revpatch_test::Stamp(b, 1, kBs, &model[b * kBs]);
-      if (s.ok()) s = w->WriteBlock(b, &model[b * kBs]);
-    }
-    if (s.ok()) s = w->Seal(nullptr, &d);
-    w.reset();
-    below.reset();
-    if (s.ok()) s = Reopen();
+struct Fixture : revpatch_test::ViewStack {
+  Fixture() : ViewStack(revpatch_test::StampedImage(kBlocks * kBs, 0, kBs), kBs) {
+    Status s = AddLayer(kBlocks * kBs, {{5, 1}, {6, 1}, {700, 1}});
     if (!s.ok()) revpatch_test::Fail(__FILE__, __LINE__, s.ToString());
   }
-  ~Fixture() {
-    view.reset();
-    revpatch_test::RemoveDir(dir);
-  }
-  std::string base() const { return dir + "/base"; }
-  std::string tree() const { return dir + "/base.tree"; }
-  std::string layer() const { return dir + "/layer0"; }
-  Status Reopen() { return View::Open(base(), tree(), {layer()}, &view); }
+  std::string layer() const { return layers[0]; }
 
   // Flips one byte of `path` at `offset` in place, size unchanged.
   static void Flip(const std::string& path, uint64_t offset) {
@@ -130,12 +102,12 @@ TEST(flipped_base_byte_fails_the_read_naming_block_and_base) {
   Fixture f;
   Heard heard;
   f.view->SetCorruptionHandler(heard.Handler());
-  Fixture::Flip(f.base(), 300 * kBs + 17);
+  Fixture::Flip(f.base_path(), 300 * kBs + 17);
   Bytes got(kBlocks * kBs);
   Status s = f.view->ReadBlocks(290, 20, got.data());
   EXPECT_EQ(s.code(), ErrorCode::kCorrupt);
   EXPECT_TRUE(s.message().find("block 300 ") != std::string::npos);
-  EXPECT_TRUE(s.message().find(f.base()) != std::string::npos);
+  EXPECT_TRUE(s.message().find(f.base_path()) != std::string::npos);
   EXPECT_CODE(f.view->ReadBytes(300 * kBs + 100, 10, got.data()), ErrorCode::kCorrupt);
   ASSERT_EQ(heard.reads.size(), 2u);
   EXPECT_EQ(heard.reads[0].block, 300u);
@@ -172,12 +144,12 @@ TEST(flipped_leaf_in_the_base_tree_fails_reads_of_its_group_only) {
   Fixture f;
   Heard heard;
   f.view->SetCorruptionHandler(heard.Handler());
-  Fixture::Flip(f.tree(), Fixture::NodeOffset(0, 520) + 3);
+  Fixture::Flip(f.tree_path(), Fixture::NodeOffset(0, 520) + 3);
   Bytes got(kBlocks * kBs);
   // Block 520 is in group 2 (leaves 512..767): none of them can be checked.
   Status s = f.view->ReadBlocks(600, 1, got.data());
   EXPECT_EQ(s.code(), ErrorCode::kCorrupt);
-  EXPECT_TRUE(s.message().find(f.tree()) != std::string::npos);
+  EXPECT_TRUE(s.message().find(f.tree_path()) != std::string::npos);
   EXPECT_CODE(f.view->ReadBlocks(520, 1, got.data()), ErrorCode::kCorrupt);
   // Layer blocks in that range come from the layer's own index.
   ASSERT_OK(f.view->ReadBlocks(700, 1, got.data()));
@@ -194,7 +166,7 @@ TEST(flipped_inner_node_in_the_base_tree_is_caught_or_unused) {
     // root): nothing of the base can be checked, so no base block reads;
     // layer blocks still do.
     Fixture f;
-    Fixture::Flip(f.tree(), Fixture::NodeOffset(8, 1));
+    Fixture::Flip(f.tree_path(), Fixture::NodeOffset(8, 1));
     Bytes got(kBlocks * kBs);
     Status s = f.view->ReadBlocks(300, 1, got.data());
     EXPECT_EQ(s.code(), ErrorCode::kCorrupt);
@@ -208,8 +180,8 @@ TEST(flipped_inner_node_in_the_base_tree_is_caught_or_unused) {
     // leaves up, so a changed node there is never relied on: reads stay
     // right (and the leaves still lead to the root).
     Fixture f;
-    Fixture::Flip(f.tree(), Fixture::NodeOffset(1, 10));
-    Fixture::Flip(f.tree(), Fixture::NodeOffset(9, 0));
+    Fixture::Flip(f.tree_path(), Fixture::NodeOffset(1, 10));
+    Fixture::Flip(f.tree_path(), Fixture::NodeOffset(9, 0));
     Bytes got(kBlocks * kBs);
     ASSERT_OK(f.view->ReadBlocks(0, kBlocks, got.data()));
     EXPECT_TRUE(f.Matches(0, kBlocks, got));
@@ -219,7 +191,7 @@ TEST(flipped_inner_node_in_the_base_tree_is_caught_or_unused) {
     Fixture f;
     f.view.reset();
     const uint32_t top = revpatch::MerkleHeight(kBlocks) - 1;
-    Fixture::Flip(f.tree(), Fixture::NodeOffset(top, 0));
+    Fixture::Flip(f.tree_path(), Fixture::NodeOffset(top, 0));
     EXPECT_CODE(f.Reopen(), ErrorCode::kCorrupt);
   }
 }
@@ -228,8 +200,8 @@ TEST(scrub_lists_every_bad_block_and_does_not_stop) {
   Fixture f;
   Heard heard;
   f.view->SetCorruptionHandler(heard.Handler());
-  Fixture::Flip(f.base(), 10 * kBs);
-  Fixture::Flip(f.base(), 1099 * kBs + 5);
+  Fixture::Flip(f.base_path(), 10 * kBs);
+  Fixture::Flip(f.base_path(), 1099 * kBs + 5);
   Fixture::Flip(f.layer(), 2 * kBs + 9);  // block 6
   uint64_t last_done = 0;
   revpatch::ScrubResult r;
@@ -261,7 +233,7 @@ TEST(scrub_lists_every_bad_block_and_does_not_stop) {
 
 TEST(parallel_reads_on_one_view_are_all_verified) {
   Fixture f;
-  Fixture::Flip(f.base(), 900 * kBs + 2);
+  Fixture::Flip(f.base_path(), 900 * kBs + 2);
   std::atomic<int> heard{0};
   f.view->SetCorruptionHandler([&](const CorruptRead& r) {
     if (r.block == 900) heard.fetch_add(1);

@@ -8,104 +8,21 @@
 #include "../engine/layer_file.h"
 #include "storage_test_util.h"
 #include "testing.h"
+#include "view_stack.h"
 
 using revpatch::Digest;
 using revpatch::ErrorCode;
-using revpatch::LayerWriter;
-using revpatch::Status;
 using revpatch::View;
 using revpatch_test::Bytes;
 
 namespace {
 
 constexpr uint32_t kBs = 512;
-constexpr uint32_t kZero = 0xffffffff;  // a write of zeros, not a stamp
+constexpr uint32_t kZero = revpatch_test::ViewStack::kZero;
 
-// A base, the layers on it so far, and the image the view must read as.
-struct Stack {
-  std::string dir;
-  Bytes base;
-  Bytes model;
-  std::vector<std::string> layers;
-  std::unique_ptr<View> view;
-
-  explicit Stack(const Bytes& base_image) : dir(revpatch_test::TempDir()), base(base_image) {
-    model = base;
-    revpatch_test::WriteBytes(dir + "/base", base);
-    Digest d{};
-    Status s = revpatch::HashImage(dir + "/base", kBs, dir + "/base.tree", &d, nullptr);
-    if (s.ok()) s = Reopen();
-    if (!s.ok()) revpatch_test::Fail(__FILE__, __LINE__, s.ToString());
-  }
-  ~Stack() {
-    view.reset();
-    revpatch_test::RemoveDir(dir);
-  }
-
-  Status Reopen() { return View::Open(dir + "/base", dir + "/base.tree", layers, &view); }
-
-  // Seals a layer of `target_size` bytes writing `writes` (block -> tag, or
-  // kZero), checking the sealed digest against HashImage of the model.
-  Status AddLayer(uint64_t target_size, const std::map<uint64_t, uint32_t>& writes) {
-    const std::string path = dir + "/layer" + std::to_string(layers.size());
-    std::unique_ptr<LayerWriter> w;
-    REVPATCH_RETURN_IF_ERROR(LayerWriter::Create(path, target_size, view.get(), &w));
-    model.resize(target_size, 0);
-    Bytes padded(model);
-    padded.resize(revpatch::BlockCount(target_size, kBs) * kBs, 0);
-    uint8_t block[kBs];
-    for (const auto& entry : writes) {
-      if (entry.second == kZero) {
-        REVPATCH_RETURN_IF_ERROR(w->WriteZeroBlock(entry.first));
-        std::fill(block, block + kBs, 0);
-      } else {
-        revpatch_test::Stamp(entry.first, entry.second, kBs, block);
-        REVPATCH_RETURN_IF_ERROR(w->WriteBlock(entry.first, block));
-      }
-      std::copy(block, block + kBs, padded.begin() + entry.first * kBs);
-    }
-    padded.resize(target_size);
-    model = padded;
-    const Digest want = revpatch_test::DigestOf(dir, model, kBs);
-    Digest got{};
-    REVPATCH_RETURN_IF_ERROR(w->Seal(&want, &got));
-    if (got != want) return Status(ErrorCode::kHashMismatch, "seal digest");
-    layers.push_back(path);
-    return Reopen();
-  }
-
-  // The whole view equals the model, block reads and byte reads alike.
-  void CheckView(const char* file, int line) {
-    auto fail = [&](const std::string& what) { revpatch_test::Fail(file, line, what); };
-    if (view->size_bytes() != model.size()) return fail("view size");
-    if (view->digest() != revpatch_test::DigestOf(dir, model, kBs)) fail("view digest");
-    const uint64_t blocks = view->block_count();
-    if (blocks == 0) return;
-    Bytes got(blocks * kBs, 0xee);
-    Status s = view->ReadBlocks(0, blocks, got.data());
-    if (!s.ok()) return fail("ReadBlocks: " + s.ToString());
-    Bytes want(model);
-    want.resize(blocks * kBs, 0);
-    if (got != want) {
-      for (uint64_t b = 0; b < blocks; ++b) {
-        if (!std::equal(got.begin() + b * kBs, got.begin() + (b + 1) * kBs,
-                        want.begin() + b * kBs)) {
-          return fail("block " + std::to_string(b) + " differs");
-        }
-      }
-    }
-    // One block at a time, too.
-    for (uint64_t b = 0; b < blocks; ++b) {
-      uint8_t one[kBs];
-      s = view->ReadBlocks(b, 1, one);
-      if (!s.ok() || !std::equal(one, one + kBs, want.begin() + b * kBs)) {
-        return fail("single read of block " + std::to_string(b));
-      }
-    }
-  }
+struct Stack : revpatch_test::ViewStack {
+  explicit Stack(const Bytes& base_image) : ViewStack(base_image, kBs) {}
 };
-
-#define CHECK_VIEW(stack) (stack).CheckView(__FILE__, __LINE__)
 
 }  // namespace
 
