@@ -641,6 +641,7 @@ void ApplyWatchingPriority(bool background, SeenPriority* seen, ApplyResult* res
                        },
                        result));
   close(fd);
+  device.layers.push_back(params.layer_path);
   ExpectViewIs(device, target, patch.gen.target_digest);
 }
 
