@@ -11,6 +11,9 @@
  *   BENCH_RUNS=N         measured runs per figure (default 3), medians
  *   BENCH_WINDOW_S=S     seconds each foreground workload runs (default 6)
  *   BENCH_QUICK=1        1 run, 3 s windows, two rates: a smoke test
+ *   BENCH_COMPARE_ROOT=DIR  also a background install from another build
+ *                        (DIR/dist and DIR/build/Release, e.g. one without
+ *                        paced writeback), as a fourth column
  *   BENCH_VOLUME_1G / BENCH_PATCH_1G / BENCH_PUB
  *                        an existing 1 GiB base volume, a patch for it and
  *                        the publisher key that signed it (default: the
@@ -19,10 +22,10 @@
  * 1. Foreground beside an install. The install is `revpatch install` of a
  *    1 GiB volume's patch (4 % of blocks changed) in a child process, with
  *    and without `--background` (nice 19 and the idle I/O class on the
- *    engine threads). Each run starts the install, waits until its layer
- *    file exists (the engine is writing), runs the foreground workload
- *    for the window, then kills the install and deletes its unsealed
- *    layer, so every run sees an install in the same phase. Workloads:
+ *    engine threads, paced writeback). Installs run back to back (install,
+ *    remove, install ...) from before the window to its end, so the
+ *    workload never runs beside an idle device; then the loop is killed
+ *    and its unsealed layer deleted. Workloads:
  *      - I/O: `dd` direct writes then direct reads of a 64 MiB file in
  *        1 MiB blocks, on the same disk as the device state, repeated
  *        for the window; MB/s;
@@ -52,6 +55,7 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const RUNS = Number(process.env.BENCH_RUNS || (QUICK ? 1 : 3));
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S || (QUICK ? 3 : 6));
 const RATES = QUICK ? [256 * 1024, 1024 * 1024] : [256 * 1024, 1024 * 1024, 4 * 1024 * 1024];
+const COMPARE_ROOT = process.env.BENCH_COMPARE_ROOT ? path.resolve(process.env.BENCH_COMPARE_ROOT) : null;
 const RATE_WINDOW_MS = QUICK ? 4000 : 8000;
 const GiB = 1 << 30;
 const MiB = 1 << 20;
@@ -112,33 +116,55 @@ async function layerBytes(state) {
   return total;
 }
 
-/** Starts `revpatch install` and resolves once its layer file exists (the engine is writing). */
-async function startInstall(state, patch, background) {
-  const args = [CLI, '--state', state, 'install', patch];
-  if (background) args.push('--background');
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+// One process installing and removing the patch in a loop, as a device
+// agent would install (one long-lived process, no start-up per install).
+const INSTALL_LOOP = `
+const [root, state, patch, id, background] = process.argv.slice(1);
+const { Device } = require(root + '/dist/index.js');
+(async () => {
+  const device = await Device.open(state);
+  for (let n = 1; ; n++) {
+    await device.install(patch, { background: background === '1' });
+    process.stdout.write(n + '\\n');
+    await device.remove(id);
+  }
+})().catch((err) => { process.stderr.write(String(err.stack || err)); process.exit(1); });
+`;
+
+/**
+ * Starts installs of `patch` one after the other (install, then remove,
+ * again), so one is running however long the window; resolves once the
+ * first writes its layer (the engine is applying).
+ */
+async function startInstall(state, patch, id, background, root = ROOT) {
+  const child = spawn(process.execPath, ['-e', INSTALL_LOOP, root, state, patch, id, background ? '1' : '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let err = '';
+  let done = 0;
   child.stderr.on('data', (d) => (err += d));
+  child.stdout.on('data', (d) => (done = Number(String(d).trim().split('\n').pop()) || done));
   const started = now();
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the install ended before the window: ${err}`);
-    if ((await layerBytes(state)) > 0) return { child, startedMs: now() - started };
+    if (child.exitCode !== null) throw new Error(`the install loop ended: ${err}`);
+    if ((await layerBytes(state)) > 0) return { child, startedMs: now() - started, completed: () => done };
     if (now() - started > 120_000) throw new Error('the install did not start writing within 120 s');
     await sleep(50);
   }
 }
 
-async function stopInstall(install, state) {
-  const running = install.child.exitCode === null;
-  const written = await layerBytes(state);
-  if (running) {
-    await new Promise((resolve) => {
-      install.child.once('exit', resolve);
-      install.child.kill('SIGKILL');
-    });
-  }
+/** Stops the install loop (as a crash would) and puts the device back: the patch removed, no layer left. */
+async function stopInstall(install, state, id) {
+  const completed = install.completed();
+  await new Promise((resolve) => {
+    if (install.child.exitCode !== null) return resolve();
+    install.child.once('exit', resolve);
+    process.kill(-install.child.pid, 'SIGKILL');
+  });
+  spawnSync(process.execPath, [CLI, '--state', state, 'remove', id], { stdio: 'ignore' });
   await cleanState(state);
-  return { ranThrough: running, written };
+  return { completed };
 }
 
 function run(cmd, args) {
@@ -186,20 +212,21 @@ async function cpuWorkload() {
   });
 }
 
-async function foreground(work, state, patch) {
-  const modes = ['alone', 'normal', 'background'];
+async function foreground(work, state, patch, id) {
+  const modes = ['alone', 'normal', 'background', ...(COMPARE_ROOT ? ['compare'] : [])];
   const r = { io: {}, cpu: {}, installs: [] };
   for (const w of ['io', 'cpu']) for (const m of modes) r[w][m] = [];
   for (let round = 0; round < RUNS; round++) {
     for (const w of ['io', 'cpu']) {
       for (const m of modes) {
         let install = null;
-        if (m !== 'alone') install = await startInstall(state, patch, m === 'background');
+        if (m !== 'alone') {
+          install = await startInstall(state, patch, id, m !== 'normal', m === 'compare' ? COMPARE_ROOT : ROOT);
+        }
         const value = w === 'io' ? await ioWorkload(work) : await cpuWorkload();
         if (install) {
-          const stopped = await stopInstall(install, state);
-          r.installs.push({ workload: w, mode: m, ...stopped, startMs: install.startedMs });
-          if (!stopped.ranThrough) log(`warning: the ${m} install ended inside the ${w} window`);
+          const stopped = await stopInstall(install, state, id);
+          r.installs.push({ workload: w, mode: m, ...stopped });
         }
         r[w][m].push(value);
         log(`round ${round + 1} ${w} ${m}: ${value.toFixed(1)}`);
@@ -276,6 +303,10 @@ function render(r) {
     `| ${name} | ${median(f[w].alone).toFixed(1)} ${unit} | ${median(f[w].normal).toFixed(1)} ${unit} | ${median(f[w].background).toFixed(1)} ${unit} | ${ratio(w, 'normal').toFixed(2)}× | ${ratio(w, 'background').toFixed(2)}× | ≥ 0.9× | ${verdict(ratio(w, 'background') >= 0.9)} |`;
   L.push(row(`I/O: dd direct write + read, ${DD_MIB} MiB, 1 MiB blocks`, 'io', 'MB/s'));
   L.push(row('CPU: one thread, SHA-256 of 64 KiB', 'cpu', 'hashes/s'));
+  if (f.io.compare) {
+    L.push('');
+    L.push(`Beside a background install from the build in \`${COMPARE_ROOT}\` (BENCH_COMPARE_ROOT), same rounds: I/O ${median(f.io.compare).toFixed(1)} MB/s (${ratio('io', 'compare').toFixed(2)}×; runs ${f.io.compare.map((x) => x.toFixed(1)).join(', ')}), CPU ${median(f.cpu.compare).toFixed(0)} hashes/s (${ratio('cpu', 'compare').toFixed(2)}×); installs completed per window ${median(r.fg.installs.filter((x) => x.mode === 'compare').map((x) => x.completed))}.`);
+  }
   L.push('');
   L.push('| download cap R | measured rate | measured / R | target | verdict |');
   L.push('|---|---|---|---|---|');
@@ -284,7 +315,7 @@ function render(r) {
     L.push(`| ${c.rate / 1024} KiB/s | ${(c.measured / 1024).toFixed(1)} KiB/s | ${q.toFixed(3)} | 0.9–1.1 | ${verdict(q >= 0.9 && q <= 1.1)} |`);
   }
   L.push('');
-  L.push(`- Install: \`revpatch install\` of the 1 GiB volume's patch (${(r.patchBytes / MiB).toFixed(1)} MiB, 4 % of blocks changed), in a child process, with \`--background\` (engine threads at nice 19 and in the idle I/O class) or without. Each run waits until the install writes its layer, runs the workload for the window, then kills the install and deletes its unsealed layer. Layer bytes written during the window (medians): normal ${(median(r.fg.installs.filter((x) => x.mode === 'normal').map((x) => x.written)) / MiB).toFixed(1)} MiB, background ${(median(r.fg.installs.filter((x) => x.mode === 'background').map((x) => x.written)) / MiB).toFixed(1)} MiB.`);
+  L.push(`- Install: \`revpatch install\` of the 1 GiB volume's patch (${(r.patchBytes / MiB).toFixed(1)} MiB, 4 % of blocks changed), in a child process, with \`--background\` (engine threads at nice 19 and in the idle I/O class, layer writeback paced: each 4 MiB piece waited for, then 3× its time off the disk) or without. Installs run back to back in one Node process (Device.install, Device.remove, again: no process start-up per install) from before the window until its end, then the loop is killed and its unsealed layer deleted. Installs completed per window (medians; what the foreground's share costs the install): normal ${median(r.fg.installs.filter((x) => x.mode === 'normal').map((x) => x.completed))}, background ${median(r.fg.installs.filter((x) => x.mode === 'background').map((x) => x.completed))}.`);
   L.push(`- Runs: I/O MB/s alone ${f.io.alone.map((x) => x.toFixed(1)).join(', ')}; normal ${f.io.normal.map((x) => x.toFixed(1)).join(', ')}; background ${f.io.background.map((x) => x.toFixed(1)).join(', ')}. CPU hashes/s alone ${f.cpu.alone.map((x) => x.toFixed(0)).join(', ')}; normal ${f.cpu.normal.map((x) => x.toFixed(0)).join(', ')}; background ${f.cpu.background.map((x) => x.toFixed(0)).join(', ')}.`);
   L.push(`- Disk: ${r.disk}. The idle I/O class is honoured by the BFQ scheduler only; under another scheduler it is kept but has no effect, and the install's I/O competes as best effort.`);
   L.push(`- Download: the agent (AgentSettings.maxBytesPerSecond, as \`agent --max-rate\` sets it) streaming the same patch from a repository on 127.0.0.1; rate = bytes between the first and the last progress event over their time, within ${RATE_WINDOW_MS / 1000} s. Runs (KiB/s): ${r.caps.map((c) => `${c.rate / 1024}: ${c.runs.map((x) => (x / 1024).toFixed(1)).join(', ')}`).join('; ')}.`);
@@ -330,7 +361,8 @@ async function main() {
       const state = path.join(work, 'state');
       log('setting up the device (hashing the 1 GiB base)');
       await Device.init(state, { volume: vp.base, trust: vp.pub });
-      r.fg = await foreground(work, state, vp.patch);
+      const id = JSON.parse(spawnSync(process.execPath, [CLI, '--json', 'inspect', vp.patch], { encoding: 'utf8' }).stdout).manifest.id;
+      r.fg = await foreground(work, state, vp.patch, id);
       r.caps = await rateCap(work, vp);
     } finally {
       await fsp.rm(work, { recursive: true, force: true });

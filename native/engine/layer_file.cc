@@ -8,6 +8,7 @@
 
 #include "buffered_writer.h"
 #include "little_endian.h"
+#include "priority.h"
 #include "view.h"
 
 namespace revpatch {
@@ -215,7 +216,14 @@ struct LayerWriter::Impl {
   void StartWriteback() {
     const uint64_t end = data->written_end();
     if (end >= writeback_from + kWritebackBytes) {
-      file.StartWriteback(writeback_from, end - writeback_from);
+      const uint64_t from = writeback_from;
+      if (CurrentThreadLowered()) {
+        // A background install (priority.h): the piece is written and
+        // waited for, then the disk is left to the foreground a while.
+        PaceDisk([&] { file.WritebackAndWait(from, end - from); });
+      } else {
+        file.StartWriteback(from, end - from);
+      }
       writeback_from = end;
     }
   }
