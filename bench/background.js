@@ -70,7 +70,7 @@ function log(message) {
 }
 
 function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
@@ -243,9 +243,13 @@ async function rateCap(work, vp) {
   const server = await serveRepository(repoDir, { port: 0 });
   const results = [];
   try {
+    // Each run on a fresh copy of one set-up device: the agent never takes
+    // again a patch the device held before (removed), so a reused state
+    // would download nothing once a run finished its install.
+    const template = path.join(work, 'agent-template');
     const state = path.join(work, 'agent-state');
     log('setting up the agent device (hashing the 1 GiB base)');
-    await Device.init(state, {
+    await Device.init(template, {
       volume: vp.base,
       trust: vp.pub,
       repository: { url: server.url, root: path.join(repoDir, 'metadata', '1.root.json') },
@@ -253,7 +257,8 @@ async function rateCap(work, vp) {
     for (const rate of RATES) {
       const runs = [];
       for (let i = 0; i < RUNS; i++) {
-        await cleanState(state);
+        await fsp.rm(state, { recursive: true, force: true });
+        await fsp.cp(template, state, { recursive: true });
         const client = await RepositoryClient.open(state, { url: server.url, rootPath: path.join(repoDir, 'metadata', '1.root.json') });
         const agent = new Agent({ stateDir: state, client, deviceId: 'bench', settings: { maxBytesPerSecond: rate } });
         const controller = new AbortController();
@@ -274,7 +279,6 @@ async function rateCap(work, vp) {
       }
       results.push({ rate, runs, measured: median(runs) });
     }
-    await cleanState(state);
   } finally {
     await server.close();
   }

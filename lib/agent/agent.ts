@@ -162,7 +162,6 @@ export const DEFAULT_SETTINGS: AgentSettings = {
   background: true,
 };
 
-
 // --------------------------------------------------------------- installer
 
 export interface InstallContext {
@@ -191,7 +190,8 @@ export const installWhileDownloading: PatchInstaller = (context) =>
     signal: context.signal,
     now: context.now,
     background: context.background,
-    maxBytesPerSecond: context.maxBytesPerSecond > 0 ? context.maxBytesPerSecond : undefined,
+    // Unlimited leaves the key out, so a cap in the client's transport options stands.
+    ...(context.maxBytesPerSecond > 0 ? { maxBytesPerSecond: context.maxBytesPerSecond } : {}),
     onProgress: (p) => context.onProgress('download', p.received, p.total),
     onApplyProgress: (done, total) => context.onProgress('install', done, total),
   });

@@ -34,12 +34,13 @@ pid_t ThreadId() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 Status LowerCurrentThread() {
 #if defined(__linux__)
   const pid_t tid = ThreadId();
+  // The I/O class first, so a thread seen at nice 19 is in the idle class.
+  if (::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioClassIdle << kIoprioClassShift) != 0) {
+    return Status::FromErrno(errno, "ioprio_set");
+  }
   // setpriority with PRIO_PROCESS and a thread id acts on that thread only.
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19) != 0) {
     return Status::FromErrno(errno, "setpriority");
-  }
-  if (::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioClassIdle << kIoprioClassShift) != 0) {
-    return Status::FromErrno(errno, "ioprio_set");
   }
   lowered = true;
   return Status::Ok();
