@@ -12,8 +12,8 @@
  *   BENCH_WINDOW_S=S     seconds each foreground workload runs (default 6)
  *   BENCH_QUICK=1        1 run, 3 s windows, two rates: a smoke test
  *   BENCH_COMPARE_ROOT=DIR  also a background install from another build
- *                        (DIR/dist and DIR/build/Release, e.g. one without
- *                        paced writeback), as a fourth column
+ *                        (DIR/dist and DIR/build/Release, e.g. one with a
+ *                        variant of the writeback), as a fourth column
  *   BENCH_VOLUME_1G / BENCH_PATCH_1G / BENCH_PUB
  *                        an existing 1 GiB base volume, a patch for it and
  *                        the publisher key that signed it (default: the
@@ -22,7 +22,7 @@
  * 1. Foreground beside an install. The install is `revpatch install` of a
  *    1 GiB volume's patch (4 % of blocks changed) in a child process, with
  *    and without `--background` (nice 19 and the idle I/O class on the
- *    engine threads, paced writeback). Installs run back to back (install,
+ *    engine threads). Installs run back to back (install,
  *    remove, install ...) from before the window to its end, so the
  *    workload never runs beside an idle device; then the loop is killed
  *    and its unsealed layer deleted. Workloads:
@@ -309,7 +309,8 @@ function render(r) {
   L.push(row('CPU: one thread, SHA-256 of 64 KiB', 'cpu', 'hashes/s'));
   if (f.io.compare) {
     L.push('');
-    L.push(`Beside a background install from the build in \`${COMPARE_ROOT}\` (BENCH_COMPARE_ROOT), same rounds: I/O ${median(f.io.compare).toFixed(1)} MB/s (${ratio('io', 'compare').toFixed(2)}×; runs ${f.io.compare.map((x) => x.toFixed(1)).join(', ')}), CPU ${median(f.cpu.compare).toFixed(0)} hashes/s (${ratio('cpu', 'compare').toFixed(2)}×); installs completed per window ${median(r.fg.installs.filter((x) => x.mode === 'compare').map((x) => x.completed))}.`);
+    const wins = (w) => f[w].background.filter((x, i) => x >= f[w].compare[i]).length;
+    L.push(`Beside a background install from the build in \`${COMPARE_ROOT}\` (BENCH_COMPARE_ROOT), same rounds: I/O ${median(f.io.compare).toFixed(1)} MB/s (${ratio('io', 'compare').toFixed(2)}×; runs ${f.io.compare.map((x) => x.toFixed(1)).join(', ')}), CPU ${median(f.cpu.compare).toFixed(0)} hashes/s (${ratio('cpu', 'compare').toFixed(2)}×; runs ${f.cpu.compare.map((x) => x.toFixed(0)).join(', ')}); installs completed per window ${median(r.fg.installs.filter((x) => x.mode === 'compare').map((x) => x.completed))}. This build's background install left the foreground at least as much in ${wins('io')} of ${f.io.compare.length} rounds for I/O and ${wins('cpu')} of ${f.cpu.compare.length} for CPU.`);
   }
   L.push('');
   L.push('| download cap R | measured rate | measured / R | target | verdict |');
@@ -319,14 +320,23 @@ function render(r) {
     L.push(`| ${c.rate / 1024} KiB/s | ${(c.measured / 1024).toFixed(1)} KiB/s | ${q.toFixed(3)} | 0.9–1.1 | ${verdict(q >= 0.9 && q <= 1.1)} |`);
   }
   L.push('');
-  L.push(`- Install: \`revpatch install\` of the 1 GiB volume's patch (${(r.patchBytes / MiB).toFixed(1)} MiB, 4 % of blocks changed), in a child process, with \`--background\` (engine threads at nice 19 and in the idle I/O class, layer writeback paced: each 4 MiB piece waited for, then 3× its time off the disk) or without. Installs run back to back in one Node process (Device.install, Device.remove, again: no process start-up per install) from before the window until its end, then the loop is killed and its unsealed layer deleted. Installs completed per window (medians; what the foreground's share costs the install): normal ${median(r.fg.installs.filter((x) => x.mode === 'normal').map((x) => x.completed))}, background ${median(r.fg.installs.filter((x) => x.mode === 'background').map((x) => x.completed))}.`);
+  L.push(`- Install: \`revpatch install\` of the 1 GiB volume's patch (${(r.patchBytes / MiB).toFixed(1)} MiB, 4 % of blocks changed), in a child process, with \`--background\` (engine threads at nice 19 and in the idle I/O class) or without. Installs run back to back in one Node process (Device.install, Device.remove, again: no process start-up per install) from before the window until its end, then the loop is killed and its unsealed layer deleted. Installs completed per window (medians; what the foreground's share costs the install): normal ${median(r.fg.installs.filter((x) => x.mode === 'normal').map((x) => x.completed))}, background ${median(r.fg.installs.filter((x) => x.mode === 'background').map((x) => x.completed))}.`);
   L.push(`- Runs: I/O MB/s alone ${f.io.alone.map((x) => x.toFixed(1)).join(', ')}; normal ${f.io.normal.map((x) => x.toFixed(1)).join(', ')}; background ${f.io.background.map((x) => x.toFixed(1)).join(', ')}. CPU hashes/s alone ${f.cpu.alone.map((x) => x.toFixed(0)).join(', ')}; normal ${f.cpu.normal.map((x) => x.toFixed(0)).join(', ')}; background ${f.cpu.background.map((x) => x.toFixed(0)).join(', ')}.`);
   L.push(`- Disk: ${r.disk}. The idle I/O class is honoured by the BFQ scheduler only; under another scheduler it is kept but has no effect, and the install's I/O competes as best effort.`);
   L.push(`- Download: the agent (AgentSettings.maxBytesPerSecond, as \`agent --max-rate\` sets it) streaming the same patch from a repository on 127.0.0.1; rate = bytes between the first and the last progress event over their time, within ${RATE_WINDOW_MS / 1000} s. Runs (KiB/s): ${r.caps.map((c) => `${c.rate / 1024}: ${c.runs.map((x) => (x / 1024).toFixed(1)).join(', ')}`).join('; ')}.`);
   L.push('- Figures from a machine shared with other work (load average at the start ' + r.load + '): the ratios compare runs interleaved in the same rounds, not absolute speeds.');
   for (const [w, name] of [['io', 'Foreground I/O'], ['cpu', 'Foreground CPU']]) {
     const q = ratio(w, 'background');
-    if (q < 0.9) L.push(`- **${name} target missed** (${q.toFixed(2)}× beside a background install).`);
+    const alone = f[w].alone.filter(Number.isFinite);
+    const spread = (Math.max(...alone) - Math.min(...alone)) / median(alone);
+    if (q < 0.9) {
+      L.push(
+        `- **${name} target missed** (${q.toFixed(2)}× beside a background install, ${ratio(w, 'normal').toFixed(2)}× beside a normal one). ` +
+          `The runs alone spread by ${(spread * 100).toFixed(0)} % of their median on this shared machine. The install's engine threads do run at nice 19 ` +
+          '(test/background_install.test.ts reads it back), but nice only orders threads waiting for the same CPU: with 2 CPUs the install also runs on the one the loop does not use, ' +
+          'so the likely causes of what is left (not isolated here) are what the two CPUs share on this host and the kernel\'s page-cache and writeback work done for the install, which no thread priority removes.',
+      );
+    }
   }
   for (const c of r.caps) {
     const q = c.measured / c.rate;

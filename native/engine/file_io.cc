@@ -463,21 +463,6 @@ void File::StartWriteback(uint64_t offset, uint64_t length) const {
 #endif
 }
 
-void File::WritebackAndWait(uint64_t offset, uint64_t length) const {
-  if (fd_ < 0 || length == 0) return;
-#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
-  if (OffsetFits(offset, 0) && length <= static_cast<uint64_t>(
-                                             std::numeric_limits<off_t>::max())) {
-    (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                SYNC_FILE_RANGE_WAIT_AFTER);
-  }
-#else
-  (void)offset;
-  (void)length;
-#endif
-}
-
 Status File::Close() {
   if (fd_ < 0) return Status::Ok();
   int fd = fd_;

@@ -103,12 +103,6 @@ class File {
   // calls it as it goes, so the disk writes while the CPU works and the
   // FullSync has little left to wait for, instead of all of it at the end.
   void StartWriteback(uint64_t offset, uint64_t length) const;
-  // StartWriteback, then waits until that range is on the disk (Linux
-  // sync_file_range WAIT_BEFORE | WRITE | WAIT_AFTER; elsewhere nothing).
-  // Not durability either (no metadata, no drive cache flush): a background
-  // writer uses it to keep its dirty data small and to learn how long the
-  // disk took (priority.h, PaceDisk).
-  void WritebackAndWait(uint64_t offset, uint64_t length) const;
   Status Close();
   bool poisoned() const { return poisoned_; }
   // kInvalidArgument on a closed File, kPoisoned on a poisoned one: the

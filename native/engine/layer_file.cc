@@ -8,7 +8,6 @@
 
 #include "buffered_writer.h"
 #include "little_endian.h"
-#include "priority.h"
 #include "view.h"
 
 namespace revpatch {
@@ -216,14 +215,7 @@ struct LayerWriter::Impl {
   void StartWriteback() {
     const uint64_t end = data->written_end();
     if (end >= writeback_from + kWritebackBytes) {
-      const uint64_t from = writeback_from;
-      if (CurrentThreadLowered()) {
-        // A background install (priority.h): the piece is written and
-        // waited for, then the disk is left to the foreground a while.
-        PaceDisk([&] { file.WritebackAndWait(from, end - from); });
-      } else {
-        file.StartWriteback(from, end - from);
-      }
+      file.StartWriteback(writeback_from, end - writeback_from);
       writeback_from = end;
     }
   }

@@ -1,7 +1,6 @@
 #include "priority.h"
 
 #include <cerrno>
-#include <chrono>
 #include <system_error>
 #include <thread>
 
@@ -58,17 +57,6 @@ Status LowerCurrentThread() {
 }
 
 bool CurrentThreadLowered() { return lowered; }
-
-void PaceDisk(const std::function<void()>& write_back) {
-  if (!lowered) {
-    write_back();
-    return;
-  }
-  const auto start = std::chrono::steady_clock::now();
-  write_back();
-  const auto busy = std::chrono::steady_clock::now() - start;
-  std::this_thread::sleep_for(busy * kDiskIdleFactor);
-}
 
 Status RunLowered(const std::function<Status()>& work, bool* lowered_out) {
   Status result;

@@ -13,8 +13,10 @@
 //   - Linux: nice 19 for the thread (setpriority(PRIO_PROCESS, tid)) and the
 //     idle I/O class (ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE)).
 //     The I/O class is honoured by the BFQ scheduler only; under
-//     mq-deadline or none it is kept but has no effect, so the layer writer
-//     also paces its writeback on a lowered thread (PaceDisk below).
+//     mq-deadline or none it is kept but has no effect. (Pacing the layer
+//     writeback on a lowered thread, sync_file_range and a wait, was
+//     measured and did not help the foreground measurably: bench/RESULTS.md,
+//     "Background etiquette".)
 //   - macOS: setiopolicy_np(IOPOL_TYPE_DISK, IOPOL_SCOPE_THREAD,
 //     IOPOL_THROTTLE) and the QOS_CLASS_BACKGROUND class.
 //   - elsewhere: nothing (kUnsupported).
@@ -49,19 +51,6 @@ struct ThreadPriority {
   int io_class = -1;
 };
 Status ReadCurrentThreadPriority(ThreadPriority* out);
-
-// A lowered thread's share of the disk. Under a scheduler that ignores the
-// idle I/O class (mq-deadline, none) the kernel gives a background writer
-// as much of the disk as the foreground; a lowered writer therefore writes
-// its data back in pieces it waits for (File::WritebackAndWait) and then
-// stays off the disk for kDiskIdleFactor times as long as the piece took,
-// which bounds its share of disk time to 1 / (1 + kDiskIdleFactor).
-constexpr int kDiskIdleFactor = 3;
-
-// On a lowered thread: `write_back` (which returns when its I/O is done)
-// timed, then a sleep of kDiskIdleFactor times that. Elsewhere just
-// write_back().
-void PaceDisk(const std::function<void()>& write_back);
 
 // Captured on a thread that is about to start another; Apply() on the new
 // thread lowers it if the starting thread was lowered.
