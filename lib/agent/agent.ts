@@ -41,7 +41,7 @@ import { installFromDownload, pruneDownloads } from '../device/stream_install';
 import { Reporter, type FlushResult, type RecordFields } from '../report/reporter';
 import { outcomeOf, type BootLimits } from './outcomes';
 import { AuditTrail, silentLogger, type AuditEntry, type Logger } from './log';
-import { readPersistedSettings, writePersistedSettings } from './settings_file';
+import { readPersistedSettings, writePersistedSettings, type PersistedSettings } from './settings_file';
 import {
   autoInstallDecision,
   deferralDecision,
@@ -53,6 +53,7 @@ import {
   rolloutDecision,
   spaceDecision,
   DEFAULT_MARGIN_BYTES,
+  checkRateCap,
   type DeferralLimit,
   type TimeRange,
 } from './policy';
@@ -136,6 +137,18 @@ export interface AgentSettings {
   jitter: number;
   /** Bytes kept free beyond the patch and its layer. */
   marginBytes: number;
+  /**
+   * Download bandwidth cap in bytes per second (`agent --max-rate`); 0:
+   * unlimited. Otherwise at least MIN_RATE_CAP, the download's own
+   * slow-retrieval floor (lib/repo/download.ts).
+   */
+  maxBytesPerSecond: number;
+  /**
+   * Install at the lowest CPU and I/O priority (Device InstallOptions
+   * .background), so the device's foreground work goes first. On unless
+   * `agent --no-background`.
+   */
+  background: boolean;
 }
 
 export const DEFAULT_SETTINGS: AgentSettings = {
@@ -145,6 +158,8 @@ export const DEFAULT_SETTINGS: AgentSettings = {
   pollIntervalMs: 6 * 3600 * 1000,
   jitter: 0.25,
   marginBytes: DEFAULT_MARGIN_BYTES,
+  maxBytesPerSecond: 0,
+  background: true,
 };
 
 // --------------------------------------------------------------- installer
@@ -155,6 +170,9 @@ export interface InstallContext {
   patch: RepoPatch;
   now: Date;
   signal?: AbortSignal;
+  /** AgentSettings.background and .maxBytesPerSecond as the check saw them. */
+  background: boolean;
+  maxBytesPerSecond: number;
   onProgress(phase: ProgressEvent['phase'], done: number, total: number): void;
 }
 
@@ -171,6 +189,9 @@ export const installWhileDownloading: PatchInstaller = (context) =>
   installFromDownload(context.device, context.client, context.patch, {
     signal: context.signal,
     now: context.now,
+    background: context.background,
+    // Unlimited leaves the key out, so a cap in the client's transport options stands.
+    ...(context.maxBytesPerSecond > 0 ? { maxBytesPerSecond: context.maxBytesPerSecond } : {}),
     onProgress: (p) => context.onProgress('download', p.received, p.total),
     onApplyProgress: (done, total) => context.onProgress('install', done, total),
   });
@@ -315,6 +336,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private busy: Promise<unknown> = Promise.resolve();
   /** The automatic-install switch from the options, used while none is persisted. */
   private readonly autoInstallDefault: boolean;
+  /** The options' download cap and priority, used while none is persisted. */
+  private readonly maxRateDefault: number;
+  private readonly backgroundDefault: boolean;
   private last: LastCheck | null = null;
   /** The metadata refresh in flight (refreshOffered). */
   private refreshing: Promise<unknown> = Promise.resolve();
@@ -326,6 +350,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.hooks = options.hooks ?? {};
     this.settings = { ...DEFAULT_SETTINGS, ...options.settings };
     this.autoInstallDefault = this.settings.autoInstall;
+    this.maxRateDefault = checkRateCap(this.settings.maxBytesPerSecond, 'maxBytesPerSecond');
+    if (typeof this.settings.background !== 'boolean') {
+      throw new RevpatchError('E_INVALID_ARGUMENT', 'background must be true or false');
+    }
+    this.backgroundDefault = this.settings.background;
     this.installer = options.installer ?? installWhileDownloading;
     this.log = options.logger ?? silentLogger();
     this.audit = options.audit ?? AuditTrail.forState(this.stateDir);
@@ -614,13 +643,15 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Applies the persisted settings (settings_file.ts) over the agent's own; a damaged file is logged and ignored. */
   private async loadPersistedSettings(): Promise<void> {
-    let persisted: { autoInstall?: boolean } = {};
+    let persisted: PersistedSettings = {};
     try {
       persisted = await readPersistedSettings(this.stateDir);
     } catch (err) {
       this.log.warn({ code: toRevpatchError(err).code, err: (err as Error).message }, 'persisted settings unreadable; using the defaults');
     }
     this.settings.autoInstall = persisted.autoInstall ?? this.autoInstallDefault;
+    this.settings.maxBytesPerSecond = persisted.maxBytesPerSecond ?? this.maxRateDefault;
+    this.settings.background = persisted.background ?? this.backgroundDefault;
   }
 
   /** The automatic-install switch as the next check will see it. */
@@ -637,7 +668,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async setAutoInstall(on: boolean): Promise<void> {
     if (typeof on !== 'boolean') throw new RevpatchError('E_INVALID_ARGUMENT', 'the automatic-install switch is true or false');
     await this.transition(async () => {
-      let persisted: { autoInstall?: boolean } = {};
+      let persisted: PersistedSettings = {};
       try {
         persisted = await readPersistedSettings(this.stateDir);
       } catch {
@@ -812,6 +843,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           patch,
           now: this.now(),
           signal,
+          background: this.settings.background,
+          maxBytesPerSecond: this.settings.maxBytesPerSecond,
           onProgress: (phase, done, total) => this.emit('progress', { patch: patch.id, phase, done, total }),
         });
       } catch (err) {

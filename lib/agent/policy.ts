@@ -310,6 +310,29 @@ export interface SpaceInput {
 export const DEFAULT_MARGIN_BYTES = 64 * 1024 * 1024;
 
 /**
+ * The smallest non-zero download cap in bytes per second: below it the
+ * download's slow-retrieval floor (lib/repo/download.ts) would end every
+ * download.
+ */
+export const MIN_RATE_CAP = 1024;
+
+/** A download cap the agent can keep: 0 (unlimited) or a whole number ≥ MIN_RATE_CAP. */
+export function isRateCap(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && (value === 0 || value >= MIN_RATE_CAP);
+}
+
+/** `value` if isRateCap, else E_INVALID_ARGUMENT naming `what`. */
+export function checkRateCap(value: unknown, what = 'the download rate cap'): number {
+  if (!isRateCap(value)) {
+    throw new RevpatchError(
+      'E_INVALID_ARGUMENT',
+      `${what} must be 0 (unlimited) or a whole number of bytes per second from ${MIN_RATE_CAP}, not ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
  * A layer holds each changed block plus index and hash (48 bytes), and a
  * footer; without the block count, a patch's payload can expand to at most
  * what its target blocks hold, so the patch size × 4 is taken as a bound

@@ -236,7 +236,8 @@ export function buildProgram(): Command {
     .argument('<file|id>', 'patch file, or the id of a patch the configured repository offers')
     .option('--force-rollout', 'install by id even outside the staged rollout (recorded in the audit trail)')
     .option('--device-id <id>', 'the rollout identity, if the agent runs with --device-id')
-    .action(async (file: string, opts: { forceRollout?: boolean; deviceId?: string }) => {
+    .option('--background', 'apply at the lowest CPU and I/O priority (nice 19, idle I/O class), as the agent does')
+    .action(async (file: string, opts: { forceRollout?: boolean; deviceId?: string; background?: boolean }) => {
       if (!(await pathExists(file)) && ID_PATTERN.test(file)) {
         const patch = await installOfferedById(stateDir(globals()), file, { ...opts, json: globals().json, wait: globals().wait });
         print(globals(), patch, () => `staged ${patch.id} v${patch.version} from the repository; it takes effect at the next restart (revpatch boot)`);
@@ -246,7 +247,7 @@ export function buildProgram(): Command {
       const device = await Device.open(stateDir(globals()), openOptions(globals()));
       const bar = progressBar('install', !globals().json);
       try {
-        const patch = await device.install(file, { onProgress: bar.update });
+        const patch = await device.install(file, { onProgress: bar.update, background: opts.background === true });
         bar.stop();
         print(globals(), patch, () => `staged ${patch.id} v${patch.version}; it takes effect at the next restart (revpatch boot)`);
       } finally {

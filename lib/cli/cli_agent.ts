@@ -22,7 +22,8 @@ import { Device } from '../device/device';
 import type { PatchRecord } from '../device/record';
 import { RevpatchError } from '../engine/errors';
 import type { LogLevel } from '../agent/log';
-import { parseTimeRange, type TimeRange } from '../agent/policy';
+import { checkRateCap, parseTimeRange, type TimeRange } from '../agent/policy';
+import { parseByteSize } from './byte_size';
 import { progressBar, type ProgressBar } from './progress';
 
 // The agent, its log (pino) and the repository client (tuf-js) load when
@@ -51,6 +52,8 @@ interface AgentCliOptions {
   maxDeferrals?: number;
   deferHours?: number;
   marginMib: number;
+  maxRate?: number;
+  background: boolean;
   deviceId?: string;
   healthCommand?: string;
   restartCommand?: string;
@@ -135,7 +138,7 @@ function reportText(report: CheckReport): string {
 export async function installOfferedById(
   stateDir: string,
   id: string,
-  options: { forceRollout?: boolean; deviceId?: string; json?: boolean; wait?: number },
+  options: { forceRollout?: boolean; deviceId?: string; json?: boolean; wait?: number; background?: boolean },
 ): Promise<PatchRecord> {
   const { Agent, openAgentLog, RepositoryClient } = agentModules();
   const device = await Device.open(stateDir, { lockWaitMs: (options.wait ?? 0) * 1000 });
@@ -145,7 +148,15 @@ export async function installOfferedById(
   }
   const client = await RepositoryClient.open(stateDir, { url: repository.url, rootPath: repository.root });
   const log = openAgentLog(stateDir);
-  const agent = new Agent({ stateDir, client, deviceId: options.deviceId, logger: log.logger, lockWaitMs: (options.wait ?? 0) * 1000 });
+  const agent = new Agent({
+    stateDir,
+    client,
+    deviceId: options.deviceId,
+    logger: log.logger,
+    lockWaitMs: (options.wait ?? 0) * 1000,
+    // A hand install runs at normal priority unless --background.
+    settings: { background: options.background === true },
+  });
   const bars = new Map<string, ProgressBar>();
   agent.on('progress', (p) => {
     let bar = bars.get(p.phase);
@@ -178,6 +189,10 @@ export function registerAgent(program: Command): void {
     .option('--max-deferrals <n>', 'times the user may defer a restart', number('--max-deferrals', 0, 1000))
     .option('--defer-hours <h>', 'hours after which a restart can no longer be deferred', number('--defer-hours', 0, 24 * 365))
     .option('--margin-mib <MiB>', 'disk space kept free beyond the patch and its layer', number('--margin-mib', 0, 1 << 20), 64)
+    .option('--max-rate <rate>', 'download cap in bytes per second, K/M/G suffixes (2M); 0: unlimited (the default)', (v: string) =>
+      checkRateCap(parseByteSize(v, '--max-rate'), '--max-rate'),
+    )
+    .option('--no-background', 'install at normal CPU and I/O priority (default: nice 19 and the idle I/O class)')
     .option('--device-id <id>', 'identity for the staged rollout (default: a random id kept in the state directory)')
     .option('--health-command <cmd>', 'after a restart: exit 0 if the system is healthy (confirms trial patches)')
     .option('--restart-command <cmd>', `run to restart the device; exit ${EXIT_DEFERRED} when the user defers`)
@@ -214,6 +229,8 @@ export function registerAgent(program: Command): void {
         pollIntervalMs: opts.interval * 1000,
         jitter: opts.jitter,
         marginBytes: Math.round(opts.marginMib * 1024 * 1024),
+        maxBytesPerSecond: opts.maxRate ?? 0,
+        background: opts.background,
       };
       const log = openAgentLog(stateDir, opts.logLevel);
       const agent = new Agent({

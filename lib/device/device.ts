@@ -63,6 +63,12 @@ export interface InstallOptions {
   onApplied?: (result: engine.ApplyResult) => void;
   /** Injectable clock for expiry checks. */
   now?: Date;
+  /**
+   * Install in the background: the engine threads applying the patch lower
+   * their CPU and I/O priority (engine.ApplyParams.background). The agent's
+   * default is on, the CLI's off.
+   */
+  background?: boolean;
 }
 
 export interface BootReport {
@@ -413,7 +419,12 @@ export class Device {
       const layerPath = this.layerPath(layer);
       const applied = await engine.applyPatch(
         this.nextBootView(),
-        { ...patch.applyParams(layerPath), checkpointPath: layerPath + CHECKPOINT_SUFFIX, ...options.applyExtras },
+        {
+          ...patch.applyParams(layerPath),
+          checkpointPath: layerPath + CHECKPOINT_SUFFIX,
+          background: options.background === true,
+          ...options.applyExtras,
+        },
         options.onProgress,
       );
       options.onApplied?.(applied);

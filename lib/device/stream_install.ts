@@ -199,6 +199,7 @@ export async function installFromDownload(
       record = await device.installPatchFile(opened, {
         onProgress: options.onApplyProgress,
         now: options.now,
+        background: options.background,
         applyExtras: { feed },
       });
     } catch (err) {

@@ -52,6 +52,13 @@ export interface ApplyParams {
    * waits on this feed before reading bytes beyond what it was supplied.
    */
   feed?: Feed;
+  /**
+   * Background install: the engine threads doing the apply run at the
+   * lowest CPU and I/O priority (nice 19 and the idle I/O class on Linux,
+   * throttled I/O and the background QoS class on macOS;
+   * native/engine/priority.h). Default false.
+   */
+  background?: boolean;
 }
 
 /** Tells a running apply how much of a growing patch file is written (native/addon/feed.h). */
@@ -75,6 +82,8 @@ export interface ApplyResult {
   resumedFromOperation: number;
   payloadBytesReadThisRun: number;
   blocksWrittenThisRun: number;
+  /** With `background`: whether the threads could be lowered (best effort; false elsewhere). */
+  lowered: boolean;
 }
 
 export interface OperationStats {

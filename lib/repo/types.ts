@@ -262,4 +262,6 @@ export interface StreamInstallOptions extends PatchDownloadOptions {
   /** Engine progress (payload bytes applied). */
   onApplyProgress?: (done: number, total: number) => void;
   now?: Date;
+  /** Apply at the lowest CPU and I/O priority (Device InstallOptions.background). */
+  background?: boolean;
 }

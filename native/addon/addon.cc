@@ -74,6 +74,11 @@ revpatch::ApplyParams GetApplyParams(Napi::Env env, Napi::Value value) {
     params.checkpoint_path = GetString(env, checkpoint_path, "checkpointPath");
   }
   GetFeedWaiter(env, object.Get("feed"), &params.wait_for_bytes);
+  Napi::Value background = object.Get("background");
+  if (!background.IsUndefined()) {
+    if (!background.IsBoolean()) ThrowArgument(env, "background must be a boolean");
+    params.background = background.As<Napi::Boolean>().Value();
+  }
   Napi::Value interval = object.Get("checkpointIntervalBytes");
   if (!interval.IsUndefined()) {
     params.checkpoint_interval_bytes = GetUint(env, interval, "checkpointIntervalBytes");
@@ -228,6 +233,7 @@ Napi::Value ApplyPatch(const Napi::CallbackInfo& info) {
         result.Set("resumedFromOperation", Num(env, out->resumed_from_operation));
         result.Set("payloadBytesReadThisRun", Num(env, out->payload_bytes_read_this_run));
         result.Set("blocksWrittenThisRun", Num(env, out->blocks_written_this_run));
+        result.Set("lowered", Napi::Boolean::New(env, out->lowered));
         return result;
       },
       Arg(info, 2));

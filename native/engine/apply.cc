@@ -16,6 +16,7 @@
 #include "operation.h"
 #include "operation_stream.h"
 #include "payload_reader.h"
+#include "priority.h"
 #include "sha256.h"
 
 namespace revpatch {
@@ -139,7 +140,10 @@ class Checkpointer {
       std::vector<LayerIndexEntry>().swap(progress_.new_entries);
     };
     try {
-      saver_ = std::thread(save);
+      saver_ = std::thread([save, inherited = InheritedPriority()] {
+        inherited.Apply();
+        save();
+      });
       return Status::Ok();
     } catch (const std::exception&) {
       save();  // no thread to be had: wait here
@@ -277,9 +281,12 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
 
 }  // namespace
 
-Status ApplyPatch(const ApplyParams& params, View& below,
-                  const std::function<void(uint64_t, uint64_t)>& progress,
-                  ApplyResult* result) {
+namespace {
+
+// ApplyPatch on the calling thread.
+Status ApplyHere(const ApplyParams& params, View& below,
+                 const std::function<void(uint64_t, uint64_t)>& progress,
+                 ApplyResult* result) {
   *result = ApplyResult();
   // The view below is read verified, as every view is by default, though
   // each operation also checks its source hash: the source hash says only
@@ -375,6 +382,18 @@ Status ApplyPatch(const ApplyParams& params, View& below,
   File layer;
   if (File::OpenRead(params.layer_path, &layer).ok()) layer.Size(&result->layer_bytes);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status ApplyPatch(const ApplyParams& params, View& below,
+                  const std::function<void(uint64_t, uint64_t)>& progress,
+                  ApplyResult* result) {
+  if (!params.background) return ApplyHere(params, below, progress, result);
+  bool lowered = false;
+  Status status = RunLowered([&] { return ApplyHere(params, below, progress, result); }, &lowered);
+  result->lowered = lowered;
+  return status;
 }
 
 Status ScanPayload(const ApplyParams& params, PayloadStats* stats) {

@@ -92,6 +92,9 @@ struct ApplyParams {
   std::string layer_path;        // created; must not exist unless checkpointing
   std::string checkpoint_path;   // empty: no checkpoints, no resume
   uint64_t checkpoint_interval_bytes = kDefaultCheckpointIntervalBytes;
+  // Background install: the apply runs on a thread of its own at the lowest
+  // CPU and I/O priority, as do the threads it starts (priority.h).
+  bool background = false;
   // Streaming install: the patch file is still being downloaded; the payload
   // reader waits through this before reading past what is written
   // (payload_reader.h). Empty: the file is complete.
@@ -113,6 +116,7 @@ struct ApplyResult {
   uint64_t resumed_from_operation = 0;
   uint64_t payload_bytes_read_this_run = 0;  // payload consumed by this call
   uint64_t blocks_written_this_run = 0;
+  bool lowered = false;          // background: the threads were lowered
 };
 
 // progress(payload bytes done, payload size), from the calling thread; a

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "merkle.h"
+#include "priority.h"
 
 namespace revpatch {
 namespace {
@@ -60,7 +61,10 @@ OperationStream::~OperationStream() { Stop(); }
 void OperationStream::StartThread() {
   if (thread_.joinable() || next_ > operation_count_) return;
   try {
-    thread_ = std::thread([this] { ReadAhead(); });
+    thread_ = std::thread([this, inherited = InheritedPriority()] {
+      inherited.Apply();
+      ReadAhead();
+    });
   } catch (const std::exception&) {
     // No second thread to be had: Next() reads inline.
   }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../engine/checkpoint.h"
@@ -22,6 +23,7 @@
 #include "../engine/merkle.h"
 #include "../engine/operation.h"
 #include "../engine/payload_reader.h"
+#include "../engine/priority.h"
 #include "../engine/sha256.h"
 #include "../engine/view.h"
 #include "testing.h"
@@ -606,6 +608,93 @@ TEST(progress_is_reported_up_to_the_payload_size) {
   EXPECT_TRUE(result.layer_bytes > kBlock);
   EXPECT_TRUE(FileExists(device.dir + "/layer"));
 }
+
+// What ReadCurrentThreadPriority says on the thread that reports progress
+// (the applying thread) through a whole apply with `background` set or not.
+struct SeenPriority {
+  bool same_every_call = true;
+  ThreadPriority first;
+  uint64_t calls = 0;
+};
+
+void ApplyWatchingPriority(bool background, SeenPriority* seen, ApplyResult* result) {
+  Bytes source = StampedImage(64 * kBlock, 1);
+  Bytes target = Mixed(source);
+  Device device(source);
+  Patch patch;
+  ASSERT_OK(MakePatch(device.dir, source, target, "p", &patch));
+  std::unique_ptr<View> view;
+  ASSERT_OK(device.OpenView(&view));
+  int fd = open(patch.path.c_str(), O_RDONLY);
+  ApplyParams params = patch.Params(fd, device.dir + "/layer");
+  params.background = background;
+  ASSERT_OK(ApplyPatch(params, *view,
+                       [&](uint64_t, uint64_t) {
+                         ThreadPriority now;
+                         ASSERT_OK(ReadCurrentThreadPriority(&now));
+                         if (seen->calls++ == 0) {
+                           seen->first = now;
+                         } else if (now.nice != seen->first.nice ||
+                                    now.io_class != seen->first.io_class) {
+                           seen->same_every_call = false;
+                         }
+                       },
+                       result));
+  close(fd);
+  device.layers.push_back(params.layer_path);
+  ExpectViewIs(device, target, patch.gen.target_digest);
+}
+
+#if defined(__linux__)
+TEST(a_background_apply_runs_at_nice_19_in_the_idle_io_class_and_leaves_the_caller_as_it_was) {
+  ThreadPriority before;
+  ASSERT_OK(ReadCurrentThreadPriority(&before));
+  ASSERT_TRUE(before.nice < 19 && before.io_class != 3);
+  SeenPriority seen;
+  ApplyResult result;
+  ApplyWatchingPriority(true, &seen, &result);
+  EXPECT_TRUE(result.lowered);
+  EXPECT_TRUE(seen.calls > 1);
+  EXPECT_TRUE(seen.same_every_call);
+  EXPECT_EQ(seen.first.nice, 19);
+  EXPECT_EQ(seen.first.io_class, 3);
+  ThreadPriority after;
+  ASSERT_OK(ReadCurrentThreadPriority(&after));
+  EXPECT_EQ(after.nice, before.nice);
+  EXPECT_EQ(after.io_class, before.io_class);
+}
+
+TEST(a_foreground_apply_keeps_the_callers_priority) {
+  ThreadPriority before;
+  ASSERT_OK(ReadCurrentThreadPriority(&before));
+  SeenPriority seen;
+  ApplyResult result;
+  ApplyWatchingPriority(false, &seen, &result);
+  EXPECT_TRUE(!result.lowered);
+  EXPECT_TRUE(seen.calls > 1);
+  EXPECT_EQ(seen.first.nice, before.nice);
+  EXPECT_EQ(seen.first.io_class, before.io_class);
+}
+
+TEST(threads_started_by_a_lowered_thread_lower_themselves) {
+  ThreadPriority inside;
+  bool lowered = false;
+  ASSERT_OK(RunLowered(
+      [&] {
+        InheritedPriority inherited;
+        std::thread child([&] {
+          inherited.Apply();
+          (void)ReadCurrentThreadPriority(&inside);
+        });
+        child.join();
+        return Status::Ok();
+      },
+      &lowered));
+  EXPECT_TRUE(lowered);
+  EXPECT_EQ(inside.nice, 19);
+  EXPECT_EQ(inside.io_class, 3);
+}
+#endif
 
 TEST(applying_onto_an_existing_layer_path_is_exists_and_keeps_the_file) {
   Bytes source = StampedImage(16 * kBlock, 1);
