@@ -38,6 +38,10 @@ constexpr uint64_t kStreamRegionBytes = (4ull << 20) - (64u << 10);
 constexpr uint64_t kMinRegionBytes = 256u << 10;
 constexpr uint64_t kMinWindowBytes = 1ull << 20;
 constexpr uint64_t kMaxWindowBytes = 64ull << 20;
+// A region's window holds at most this many times the region's bytes: its
+// same offsets, what its anchors point at and its nearest neighbours;
+// more costs suffix-array time for little.
+constexpr uint64_t kWindowPerRegion = 4;
 // An anchor key shared by more source blocks than this says nothing about
 // where the content came from.
 constexpr size_t kMaxAnchorHits = 4;
@@ -195,7 +199,9 @@ Status MakePlan(const GenerateOptions& options, const ImageFile& source, Plan* p
     if (fixed < budget) {
       const uint64_t capacity = budget - fixed;
       for (uint64_t share : {capacity / 2, capacity}) {
-        for (uint64_t w = kMaxWindowBytes; w >= kMinWindowBytes; w -= kMinWindowBytes) {
+        const uint64_t most = std::max(kMinWindowBytes, std::min(kMaxWindowBytes, kWindowPerRegion * r) /
+                                                            kMinWindowBytes * kMinWindowBytes);
+        for (uint64_t w = most; w >= kMinWindowBytes; w -= kMinWindowBytes) {
           if (StreamRegionBytes(r, w) <= share) {
             plan->whole_source = false;
             plan->region_bytes = r;
