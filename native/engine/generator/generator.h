@@ -26,7 +26,8 @@
 //   regions are a few MiB, and each is matched against a bounded window of
 //   source blocks: the same offsets first, then the blocks its anchors
 //   point at (content that moved), then its neighbourhood (+-64 blocks),
-//   as far as the window holds (sized from the budget).
+//   as far as the window holds (sized from the budget, at most four times
+//   the region).
 //
 // Either way the op's source extents are then cut down to the blocks the
 // delta's adds actually read, so the device reads and hashes only those; a
