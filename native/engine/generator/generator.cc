@@ -49,9 +49,9 @@ constexpr size_t kMaxAnchorHits = 4;
 // source would take more than an eighth of the budget.
 constexpr int kAnchorSpacingBits = 10;
 // What the classifier holds besides the index and the gathered region:
-// its two read batches, the payload writer's buffer, the ZERO and COPY ops
-// being gathered (up to kMaxExtentsPerOperation extents each), and
-// allocator slack.
+// its two read batches (or, before, the two image hashers' buffers), the
+// payload writer's buffer, the ZERO and COPY ops being gathered (up to
+// kMaxExtentsPerOperation extents each), and allocator slack.
 constexpr uint64_t kFixedBytes = 2 * kBatchBytes + kWriteBuffer + 3 * 16 * 65536 + 24 * kMiB;
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -713,10 +713,28 @@ Status Generate(const std::string& source_path, const std::string& target_path,
   REVPATCH_RETURN_IF_ERROR(target.Open(target_path, options.block_size));
   auto shared = std::make_unique<Shared>();
   REVPATCH_RETURN_IF_ERROR(MakePlan(options, source, &shared->plan));
-  REVPATCH_RETURN_IF_ERROR(HashImage(source_path, options.block_size, "",
-                                     &result->source_digest, &result->source_size));
-  REVPATCH_RETURN_IF_ERROR(HashImage(target_path, options.block_size, "",
-                                     &result->target_digest, &result->target_size));
+  // The two digests and the source index read different things (or the
+  // same pages): they run at once, each on its own thread.
+  Status source_hashed, target_hashed;
+  std::thread source_hasher([&] {
+    source_hashed = HashImage(source_path, options.block_size, "", &result->source_digest,
+                              &result->source_size);
+  });
+  std::thread target_hasher([&] {
+    target_hashed = HashImage(target_path, options.block_size, "", &result->target_digest,
+                              &result->target_size);
+  });
+  shared->source = &source;
+  Status indexed = Status::Ok();
+  if (!shared->plan.whole_source) {
+    indexed = shared->index.Build(source, shared->plan.anchor_spacing_bits, /*anchors=*/true,
+                                  kBatchBytes);
+  }
+  source_hasher.join();
+  target_hasher.join();
+  REVPATCH_RETURN_IF_ERROR(source_hashed);
+  REVPATCH_RETURN_IF_ERROR(target_hashed);
+  REVPATCH_RETURN_IF_ERROR(indexed);
   if (source.size() != result->source_size || target.size() != result->target_size) {
     return Status(ErrorCode::kIo, "an image changed while the patch was generated");
   }
@@ -726,14 +744,9 @@ Status Generate(const std::string& source_path, const std::string& target_path,
   // process and the budget holds.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
 #endif
-  shared->source = &source;
   shared->target = &target;
   shared->block_size = options.block_size;
   shared->source_limit = kMaxOperationBytes / options.block_size;
-  if (!shared->plan.whole_source) {
-    REVPATCH_RETURN_IF_ERROR(shared->index.Build(source, shared->plan.anchor_spacing_bits,
-                                                 /*anchors=*/true, kBatchBytes));
-  }
   result->whole_source = shared->plan.whole_source;
   result->region_bytes = shared->plan.region_bytes;
   result->window_bytes = shared->plan.window_bytes;
