@@ -604,6 +604,7 @@ TEST(a_small_memory_budget_streams_and_a_too_small_one_is_refused) {
                             nullptr, &streamed));
   EXPECT_TRUE(!streamed.whole_source);
   EXPECT_TRUE(streamed.window_bytes >= (1u << 20));
+  EXPECT_TRUE(streamed.planned_bytes > (16u << 20));
   EXPECT_TRUE(streamed.planned_bytes <= options.memory_budget);
   EXPECT_TRUE(ApplyInMemory(source, ReadAll(dir + "/payload"), target.size()) == target);
   options.memory_budget = 8ull << 20;

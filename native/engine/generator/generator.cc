@@ -134,10 +134,10 @@ struct Plan {
   bool whole_source = false;
   uint64_t region_bytes = 0;
   uint64_t window_bytes = 0;
+  uint64_t fixed = 0;     // outside the pool: index or whole source, batches, region gathering
   uint64_t capacity = 0;  // for regions in flight
   unsigned threads = 1;
   int anchor_spacing_bits = kAnchorSpacingBits;
-  uint64_t peak = 0;
 };
 
 // Reserved memory of one region of `r` bytes in flight.
@@ -173,8 +173,8 @@ Status MakePlan(const GenerateOptions& options, const ImageFile& source, Plan* p
       if (fits(shared + r, WholeRegionBytes(r, s))) {
         plan->whole_source = true;
         plan->region_bytes = r;
+        plan->fixed = shared + r;
         plan->capacity = budget - shared - r;
-        plan->peak = budget;
         return Status::Ok();
       }
       if (r <= std::min(region_cap, kMinRegionBytes * 16)) break;
@@ -206,8 +206,8 @@ Status MakePlan(const GenerateOptions& options, const ImageFile& source, Plan* p
             plan->whole_source = false;
             plan->region_bytes = r;
             plan->window_bytes = w;
+            plan->fixed = fixed;
             plan->capacity = capacity;
-            plan->peak = budget;
             return Status::Ok();
           }
         }
@@ -539,6 +539,7 @@ class Generator {
     REVPATCH_RETURN_IF_ERROR(FlushGathered(OperationType::kCopy, &copy_));
     REVPATCH_RETURN_IF_ERROR(FlushRegion());
     REVPATCH_RETURN_IF_ERROR(pool_.Finish());
+    result_->planned_bytes = s_.plan.fixed + pool_.peak_reserved();
     if (progress) progress(target.size(), target.size());
     return Status::Ok();
   }
@@ -751,7 +752,6 @@ Status Generate(const std::string& source_path, const std::string& target_path,
   result->region_bytes = shared->plan.region_bytes;
   result->window_bytes = shared->plan.window_bytes;
   result->threads = shared->plan.threads;
-  result->planned_bytes = shared->plan.peak;
   File file;
   REVPATCH_RETURN_IF_ERROR(File::CreateTruncate(temp_path, &file));
   PayloadWriter writer(&file, options.chunk_size);

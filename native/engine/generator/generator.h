@@ -109,7 +109,7 @@ struct GenerateResult {
   uint64_t region_bytes = 0;   // most target bytes per region
   uint64_t window_bytes = 0;   // streaming: most source bytes per region's window
   unsigned threads = 0;        // region encoders used
-  uint64_t planned_bytes = 0;  // the memory the plan reserved at its peak
+  uint64_t planned_bytes = 0;  // estimated peak: fixed parts + most reserved by regions in flight
 };
 
 // progress(target bytes examined, target size), from the calling thread.
