@@ -55,8 +55,7 @@ class DeltaMatcher {
   size_t old_size_ = 0;
   std::vector<uint32_t> sa_;
   std::vector<uint32_t> buckets_;  // by first two bytes, 65537 slots
-  std::vector<uint64_t> grams_;    // bit set of old's 8-byte windows
-  int grams_bits_ = 0;
+  std::vector<uint64_t> grams_;    // Bloom filter of old's 8-byte windows
 };
 
 // Serializes `records` (which must cover new exactly, adds inside old) as a
