@@ -27,6 +27,12 @@ static_assert(kGram <= kMatchMargin + 1, "a skipped probe must be one that canno
 // Bloom filter bits per window of old (DeltaMatcher::Init).
 constexpr size_t kGramBitsPerByte = 16;
 
+// 64-bit words of the Bloom filter over old_size bytes.
+uint64_t GramWords(uint64_t old_size) {
+  const uint64_t windows = old_size >= kGram ? old_size - kGram + 1 : 0;
+  return std::max<uint64_t>(1, (windows * kGramBitsPerByte + 63) / 64);
+}
+
 void PutVarint(uint64_t v, std::vector<uint8_t>* out) {
   while (v >= 0x80) {
     out->push_back(static_cast<uint8_t>(v | 0x80));
@@ -91,10 +97,7 @@ Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uin
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kTooLarge, "brotli: out of memory");
   }
-  // A window larger than the input buys nothing and costs the encoder (and
-  // later the decoder) memory and set-up time.
-  int lgwin = BROTLI_MIN_WINDOW_BITS;
-  while (lgwin < kBrotliWindowBits && (size_t{1} << lgwin) - 16 < size) ++lgwin;
+  const int lgwin = BrotliWindowBits(size, quality);
   BrotliEncoderState* state = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
   if (state == nullptr) return Status(ErrorCode::kTooLarge, "brotli: out of memory");
   BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, static_cast<uint32_t>(quality));
@@ -115,6 +118,61 @@ Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uin
 
 }  // namespace
 
+int BrotliWindowBits(uint64_t size, int quality) {
+  // A window larger than the input buys nothing and costs the encoder (and
+  // later the decoder) memory and set-up time. Qualities 10 and 11 keep a
+  // binary tree of 8 bytes per window byte: their window stops at 4 MiB
+  // (about 70 MB of encoder instead of about 220 MB at 16 MiB), which only
+  // a repeat inside one stream more than 4 MiB back would miss.
+  const int most = quality >= 10 ? kBrotliZopfliWindowBits : kBrotliWindowBits;
+  int lgwin = BROTLI_MIN_WINDOW_BITS;
+  while (lgwin < most && (uint64_t{1} << lgwin) - 16 < size) ++lgwin;
+  return lgwin;
+}
+
+uint64_t BrotliPeakBytes(uint64_t size, int quality) {
+  // The encoder's own allocations, bounded from measurements of libbrotli
+  // (1.0.9) with a counting allocator on text, random and zero inputs
+  // (diff_encoder_test checks the bound): they follow the window, not the
+  // input, past it. The quality-1 probe's encoder is gone before the main
+  // one starts; both write into the same output buffer.
+  auto encoder = [size](int q) -> uint64_t {
+    const uint64_t window = uint64_t{1} << BrotliWindowBits(size, q);
+    if (q <= 1) return window * 5 / 2 + (uint64_t{2} << 20);
+    if (q <= 9) return window * 5 + (uint64_t{40} << 20);
+    return window * 16 + (uint64_t{24} << 20);
+  };
+  uint64_t peak = encoder(quality);
+  if (quality > 1 && size >= kProbeMinSize) peak = std::max(peak, encoder(1));
+  return peak + size + size / 64 + 1024;
+}
+
+uint64_t DeltaMatcherBytes(uint64_t old_size) {
+  return 4 * old_size + GramWords(old_size) * 8 + 65537 * 4;
+}
+
+uint64_t DeltaMatcherInitPeakBytes(uint64_t old_size) {
+  // SA-IS beside the array: its type bits (1/8 byte per byte, and half of
+  // that again for each level of recursion) and at most one level's bucket
+  // table (4 bytes per name of the reduced string, which is at most half as
+  // long); the Bloom filter comes after it.
+  const uint64_t building = 4 * old_size + old_size / 4 + 2 * old_size + (uint64_t{1} << 20);
+  return std::max(building, DeltaMatcherBytes(old_size));
+}
+
+uint64_t WriteDeltaPeakBytes(uint64_t new_size, uint64_t records, bool predicted) {
+  // Raw streams: control at most 30 bytes per record (three varints), diff
+  // at most 2 bytes per add byte, extra the copied bytes: together at most
+  // 2 * new + 30 * records. Their compressed forms are no larger (plus
+  // Brotli's bound), and replace them when the delta is assembled. The
+  // diff stream is compressed beside the other two (two encoders at once).
+  const uint64_t raw = 2 * new_size + 30 * records + (uint64_t{1} << 10);
+  const uint64_t prediction = predicted ? new_size + 24 * records : 0;
+  const uint64_t encoders = 2 * BrotliPeakBytes(std::max<uint64_t>(2 * new_size, 30 * records),
+                                                kBrotliQuality);
+  return 2 * raw + prediction + encoders;
+}
+
 Status BrotliCompress(const uint8_t* data, size_t size, int quality,
                       std::vector<uint8_t>* out) {
   return Compress(data, size, quality, out);
@@ -123,6 +181,9 @@ Status BrotliCompress(const uint8_t* data, size_t size, int quality,
 Status DeltaMatcher::Init(const uint8_t* old_data, size_t old_size) {
   old_ = old_data;
   old_size_ = old_size;
+  // The last source's filter goes first, so it never sits beside this
+  // one's suffix array build (DeltaMatcherInitPeakBytes).
+  std::vector<uint64_t>().swap(grams_);
   REVPATCH_RETURN_IF_ERROR(BuildSuffixArray(old_data, old_size, &sa_));
   // buckets_[k] is the first suffix array slot whose suffix starts with the
   // two bytes k or more (a one-byte suffix counts as its byte then 0): the
@@ -143,7 +204,7 @@ Status DeltaMatcher::Init(const uint8_t* old_data, size_t old_size) {
   // (GramSlotOf). Setting bits is bound by cache misses: the slot of a
   // window a little ahead is fetched while this one is set.
   const size_t windows = old_size >= kGram ? old_size - kGram + 1 : 0;
-  const size_t words = std::max<size_t>(1, (windows * kGramBitsPerByte + 63) / 64);
+  const size_t words = static_cast<size_t>(GramWords(old_size));
   try {
     grams_.clear();
     grams_.reserve(words);
@@ -379,6 +440,11 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   helper.join();
   REVPATCH_RETURN_IF_ERROR(main);
   REVPATCH_RETURN_IF_ERROR(side);
+  // The raw streams are done with: gone before the delta is assembled.
+  std::vector<uint8_t>().swap(control);
+  std::vector<uint8_t>().swap(diff);
+  std::vector<uint8_t>().swap(extra);
+  std::vector<uint8_t>().swap(pred);
   const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   out->assign(header, 0);
   std::memcpy(out->data(), kDiffMagic, 4);

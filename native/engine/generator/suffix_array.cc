@@ -171,11 +171,18 @@ void Sais(const Char* s, uint32_t n, uint32_t k, uint32_t* sa) {
     // Stage 3: sort the reduced string (recursing if names repeat).
     uint32_t* s1 = sa + n - n1;
     if (names < n1) {
-      // The bucket table is rebuilt for stage 4; freed meanwhile, so the
-      // recursion's own tables are the only ones alive.
+      // The bucket and count tables are rebuilt for stage 4; freed
+      // meanwhile, so the recursion's own tables are the only ones alive.
       std::vector<uint32_t>().swap(bkt);
+      const bool counted = !count_table.empty();
+      std::vector<uint32_t>().swap(count_table);
       Sais<uint32_t>(s1, n1, names, sa);
       bkt.resize(k);
+      if (counted) {
+        count_table.resize(k);
+        Count(s, n, k, count_table.data());
+        counts = count_table.data();
+      }
     } else {
       for (uint32_t i = 0; i < n1; ++i) sa[s1[i]] = i;
     }
