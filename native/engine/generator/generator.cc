@@ -16,7 +16,6 @@
 #include "diff_encoder.h"
 #include "file_io.h"
 #include "image_reader.h"
-#include "memory_plan.h"
 #include "merkle.h"
 #include "operation.h"
 #include "ordered_pool.h"
@@ -32,8 +31,8 @@ constexpr uint64_t kReplaceOpBytes = 4ull << 20;
 constexpr size_t kWriteBuffer = 1u << 20;
 // Blocks read and compared per call, of each image.
 constexpr size_t kBatchBytes = 4u << 20;
-// Streaming regions: their diff stream (at most twice the region) stays
-// under Brotli's 8 MiB window, the rest under 4 MiB.
+// Streaming regions: small enough that many spread over the workers and
+// their encoders' windows stay small, large enough that Brotli sees context.
 constexpr uint64_t kStreamRegionBytes = (4ull << 20) - (64u << 10);
 constexpr uint64_t kMinRegionBytes = 256u << 10;
 constexpr uint64_t kMinWindowBytes = 1ull << 20;
@@ -140,18 +139,28 @@ struct Plan {
   int anchor_spacing_bits = kAnchorSpacingBits;
 };
 
+// The memory of a matcher over `n` bytes, the bytes included, at its peak
+// (diff_encoder.h's bounds).
+uint64_t MatcherPeakBytes(uint64_t n) { return n + DeltaMatcherInitPeakBytes(n); }
+// One region of `r` bytes: its records (24 bytes each, at most about one
+// per 24 target bytes) and a WriteDelta, with references predicted or
+// not; the first delta is held while the predicted one is written.
+uint64_t DeltaBytes(uint64_t r, bool predicted) {
+  return r + WriteDeltaPeakBytes(r, r / 24 + 1, predicted) + (predicted ? 2 * r : 0);
+}
+
 // Reserved memory of one region of `r` bytes in flight.
 uint64_t WholeRegionBytes(uint64_t r, uint64_t source_size) {
-  // The region, its records (up to one 24-byte record per ~24 bytes), the
-  // source blocks it touches (at most one op's worth) and the delta.
-  return r + r + std::min(source_size, kMaxOperationBytes) + WriteDeltaPeakBytes(r, true);
+  // The region, the source blocks it touches (at most one op's worth) and
+  // the delta.
+  return r + std::min(source_size, kMaxOperationBytes) + DeltaBytes(r, true);
 }
 uint64_t StreamRegionBytes(uint64_t r, uint64_t w) {
   // Matching (window, suffix array, Bloom filter), then the delta over the
-  // touched blocks, the matcher gone by then.
-  const uint64_t matching = MatcherPeakBytes(w) + w / 256;  // + block list
-  const uint64_t writing = w + WriteDeltaPeakBytes(r, false);
-  return r + r + std::max(matching, writing);
+  // touched blocks (at most the window), the matcher gone by then.
+  const uint64_t matching = MatcherPeakBytes(w) + w / 256 + r;  // + block list, records
+  const uint64_t writing = w + DeltaBytes(r, false);
+  return r + std::max(matching, writing);
 }
 
 Status MakePlan(const GenerateOptions& options, const ImageFile& source, Plan* plan) {

@@ -45,7 +45,7 @@
 // size and memory budget only.
 //
 // Memory: the budget covers the source index, the read batches, the region
-// being gathered and the regions in flight (memory_plan.h estimates what
+// being gathered and the regions in flight (diff_encoder.h bounds what
 // the matcher, WriteDelta and Brotli take). A budget too small for even one
 // small region is kInvalidArgument, before anything is written.
 //
