@@ -21,14 +21,14 @@ import { addonBuilt, runCli, snapshot } from './helpers';
 import { makeWorld } from './agent_fixture';
 
 t.test('byte sizes take K, M and G suffixes and refuse anything else', async (t) => {
-  t.equal(parseByteSize('65536', '--max-rate'), 65536);
-  t.equal(parseByteSize('2M', '--max-rate'), 2 * 1024 * 1024);
-  t.equal(parseByteSize('512k', '--max-rate'), 512 * 1024);
-  t.equal(parseByteSize('1.5G', '--max-rate'), 1.5 * 1024 ** 3);
-  t.equal(parseByteSize('3MiB', '--max-rate'), 3 * 1024 * 1024);
-  t.equal(parseByteSize('0', '--max-rate'), 0);
+  t.equal(parseByteSize('--max-rate', '65536'), 65536);
+  t.equal(parseByteSize('--max-rate', '2M'), 2 * 1024 * 1024);
+  t.equal(parseByteSize('--max-rate', '512k'), 512 * 1024);
+  t.equal(parseByteSize('--max-rate', '1.5G'), 1.5 * 1024 ** 3);
+  t.equal(parseByteSize('--max-rate', '3MiB'), 3 * 1024 * 1024);
+  t.equal(parseByteSize('--max-rate', '0'), 0);
   for (const bad of ['-1', 'abc', '', '2X', '1e6', 'M', '2 M B', '99999999999G']) {
-    t.throws(() => parseByteSize(bad, '--max-rate'), { code: 'E_INVALID_ARGUMENT', message: /--max-rate/ }, bad);
+    t.throws(() => parseByteSize('--max-rate', bad), { code: 'E_INVALID_ARGUMENT', message: /--max-rate/ }, bad);
   }
 });
 

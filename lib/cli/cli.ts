@@ -9,9 +9,10 @@ import * as path from 'node:path';
 import { Device } from '../device/device';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
 import { writeKeyPair } from '../patch/keys';
-import { createPatch } from '../publisher/create';
+import { createPatch, MAX_THREADS } from '../publisher/create';
 import { inspectPatch } from '../patch/inspect';
 import { progressBar } from './progress';
+import { parseByteSize, parseCount } from './byte_size';
 import type { PatchRecord } from '../device/record';
 import { registerRepo } from './cli_repo';
 import { installOfferedById, registerAgent } from './cli_agent';
@@ -133,7 +134,11 @@ export function buildProgram(): Command {
     .addOption(new Option('--severity <level>', 'severity').choices(['low', 'moderate', 'high', 'critical']))
     .option('--block-size <bytes>', 'block size', integer('--block-size', 512, 1 << 20))
     .option('--expires <date>', 'ISO date-time after which devices refuse the patch')
+    .option('--max-memory <size>', 'peak memory of the whole run: bytes or with K/M/G (default 1G); part of what makes the patch')
+    .option('--threads <n>', 'threads encoding regions, 0 = one per core (default 0); never changes the patch')
     .action(async (opts) => {
+      const maxMemory = opts.maxMemory === undefined ? undefined : parseByteSize('--max-memory', opts.maxMemory);
+      const threads = opts.threads === undefined ? undefined : parseCount('--threads', opts.threads, 0, MAX_THREADS);
       const bar = progressBar('create', !globals().json);
       try {
         const result = await createPatch({
@@ -148,6 +153,8 @@ export function buildProgram(): Command {
           severity: opts.severity,
           blockSize: opts.blockSize,
           expires: opts.expires,
+          maxMemory,
+          threads,
           onProgress: bar.update,
         });
         bar.stop();

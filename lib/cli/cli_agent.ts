@@ -190,7 +190,7 @@ export function registerAgent(program: Command): void {
     .option('--defer-hours <h>', 'hours after which a restart can no longer be deferred', number('--defer-hours', 0, 24 * 365))
     .option('--margin-mib <MiB>', 'disk space kept free beyond the patch and its layer', number('--margin-mib', 0, 1 << 20), 64)
     .option('--max-rate <rate>', 'download cap in bytes per second, K/M/G suffixes (2M); 0: unlimited (the default)', (v: string) =>
-      checkRateCap(parseByteSize(v, '--max-rate'), '--max-rate'),
+      checkRateCap(parseByteSize('--max-rate', v), '--max-rate'),
     )
     .option('--no-background', 'install at normal CPU and I/O priority (default: nice 19 and the idle I/O class)')
     .option('--device-id <id>', 'identity for the staged rollout (default: a random id kept in the state directory)')

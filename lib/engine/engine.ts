@@ -102,6 +102,10 @@ export interface PayloadStats {
 export interface GenerateOptions {
   blockSize: number;
   chunkSize: number;
+  /** Bytes the engine may use at its peak (default 1 GiB); part of what makes the payload. */
+  memoryBudget?: number;
+  /** Region encoders; 0 or absent: one per core. Never changes the payload. */
+  threads?: number;
 }
 
 export interface GenerateResult {
@@ -115,6 +119,11 @@ export interface GenerateResult {
   operationCount: number;
   changedBlocks: number;
   stats: PayloadStats;
+  /** How the payload was made: whole-source matching or streaming windows. */
+  wholeSource: boolean;
+  regionBytes: number;
+  windowBytes: number;
+  threads: number;
 }
 
 export type ExportMode = 'auto' | 'copy' | 'reflink';

@@ -9,6 +9,12 @@
  * written to another temporary file that is fsynced and renamed to `out`
  * (lib/engine/atomic.ts). The payload temporary is removed whatever happens, and
  * `out` is either the complete new patch or untouched.
+ *
+ * Memory: `maxMemory` bounds the peak RSS of the whole process. What Node
+ * itself holds when the call starts, plus headroom for what it allocates
+ * meanwhile, is reserved; the engine gets the rest as its budget
+ * (native/engine/generator/generator.h), and refuses with
+ * E_INVALID_ARGUMENT, before writing anything, when that is too small.
  */
 import { promises as fs } from 'node:fs';
 import * as engine from '../engine/engine';
@@ -36,6 +42,12 @@ import { encodeSignedHead } from '../patch/patch_file';
 
 export const DEFAULT_BLOCK_SIZE = 4096;
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+export const DEFAULT_MAX_MEMORY = 2 ** 30;
+/** Below this no image pair can be generated (Node alone takes about half). */
+export const MIN_MAX_MEMORY = 128 * 2 ** 20;
+export const MAX_THREADS = 256;
+/** What Node may allocate beyond its RSS at the start while the engine works. */
+const NODE_HEADROOM = 32 * 2 ** 20;
 
 export interface CreateOptions {
   /** The image the patch applies to. */
@@ -63,6 +75,10 @@ export interface CreateOptions {
   expires?: Date | string | null;
   /** Default true. */
   removable?: boolean;
+  /** Peak RSS of the process while creating, in bytes; default 1 GiB, at least MIN_MAX_MEMORY. */
+  maxMemory?: number;
+  /** Threads encoding regions; 0 or absent: one per core. Never changes the patch. */
+  threads?: number;
   /** progress(target bytes examined, target size) while the payload is generated. */
   onProgress?: engine.Progress;
 }
@@ -83,6 +99,8 @@ interface Checked {
   chunkSize: number;
   expires: string | null;
   removable: boolean;
+  maxMemory: number;
+  threads: number;
 }
 
 function invalid(message: string): never {
@@ -134,7 +152,13 @@ function checkOptions(o: CreateOptions, created: string): Checked {
   const removable = o.removable ?? true;
   if (typeof removable !== 'boolean') invalid('removable must be a boolean');
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') invalid('onProgress must be a function');
-  return { parent, title, version, severity, blockSize, chunkSize, expires, removable };
+  const maxMemory = o.maxMemory ?? DEFAULT_MAX_MEMORY;
+  if (!Number.isSafeInteger(maxMemory) || maxMemory < MIN_MAX_MEMORY) {
+    invalid(`maxMemory must be a whole number of bytes, at least ${MIN_MAX_MEMORY} (128 MiB)`);
+  }
+  const threads = o.threads ?? 0;
+  if (!Number.isInteger(threads) || threads < 0 || threads > MAX_THREADS) invalid(`threads must be an integer in 0..${MAX_THREADS}`);
+  return { parent, title, version, severity, blockSize, chunkSize, expires, removable, maxMemory, threads };
 }
 
 /** The engine's per-type statistics, exactly the types the manifest lists. */
@@ -156,11 +180,15 @@ export async function createPatch(options: CreateOptions): Promise<CreateResult>
   const key = await readSecretKey(options.keyPath);
   const payloadPath = temporaryPathBeside(options.out, 'payload');
   try {
+    const reserved = process.memoryUsage().rss + NODE_HEADROOM;
+    if (reserved >= c.maxMemory) {
+      invalid(`maxMemory ${c.maxMemory} leaves nothing for the engine: this process already takes ${reserved - NODE_HEADROOM} bytes`);
+    }
     const generated = await engine.generatePayload(
       options.from,
       options.to,
       payloadPath,
-      { blockSize: c.blockSize, chunkSize: c.chunkSize },
+      { blockSize: c.blockSize, chunkSize: c.chunkSize, memoryBudget: c.maxMemory - reserved, threads: c.threads },
       options.onProgress,
     );
     const manifest: Manifest = {

@@ -249,7 +249,8 @@ Napi::Value ScanPayload(const Napi::CallbackInfo& info) {
       [=](Napi::Env env) { return StatsObject(env, *out); });
 }
 
-// generatePayload(source, target, payloadPath, {blockSize, chunkSize}, progress?)
+// generatePayload(source, target, payloadPath,
+//                 {blockSize, chunkSize, memoryBudget?, threads?}, progress?)
 Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string source = GetString(env, Arg(info, 0), "source");
@@ -261,6 +262,14 @@ Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
   uint64_t chunk_size = GetUint(env, options_object.Get("chunkSize"), "chunkSize");
   if (chunk_size > UINT32_MAX) ThrowArgument(env, "chunkSize out of range");
   options.chunk_size = static_cast<uint32_t>(chunk_size);
+  Napi::Value budget = options_object.Get("memoryBudget");
+  if (!budget.IsUndefined()) options.memory_budget = GetUint(env, budget, "memoryBudget");
+  Napi::Value threads = options_object.Get("threads");
+  if (!threads.IsUndefined()) {
+    uint64_t n = GetUint(env, threads, "threads");
+    if (n > revpatch::kMaxGeneratorThreads) ThrowArgument(env, "threads out of range");
+    options.threads = static_cast<unsigned>(n);
+  }
   auto out = std::make_shared<revpatch::GenerateResult>();
   return PromiseWorker::Start(
       env,
@@ -275,6 +284,10 @@ Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
         result.Set("targetDigest", Hex(env, out->target_digest));
         result.Set("payloadSize", Num(env, out->payload_size));
         result.Set("payloadDigest", Hex(env, out->payload_digest));
+        result.Set("wholeSource", Napi::Boolean::New(env, out->whole_source));
+        result.Set("regionBytes", Num(env, out->region_bytes));
+        result.Set("windowBytes", Num(env, out->window_bytes));
+        result.Set("threads", Num(env, out->threads));
         Napi::Array chunks = Napi::Array::New(env, out->chunk_digests.size());
         for (size_t i = 0; i < out->chunk_digests.size(); ++i) {
           chunks.Set(static_cast<uint32_t>(i), Hex(env, out->chunk_digests[i]));

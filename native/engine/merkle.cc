@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include <unistd.h>
+
 #include "buffered_writer.h"
 #include "file_io.h"
 #include "little_endian.h"
@@ -35,21 +37,26 @@ uint64_t TotalNodes(uint64_t leaves) {
 // still waiting for its right sibling.
 class StreamingRoot {
  public:
-  void AddLeaf(const Digest& leaf) {
-    Digest node = leaf;
-    size_t level = 0;
-    while (level < pending_.size() && has_[level]) {
-      node = InnerHash(pending_[level], node);
-      has_[level] = false;
-      ++level;
+  void AddLeaf(const Digest& leaf) { AddNode(leaf, 0); }
+
+  // `count` leaves equal to `zero_leaf` (a hole). A run that covers a
+  // whole aligned subtree adds that subtree's node at once, its hash known
+  // per level; so a hole of n leaves costs O(log n) hashes, not n.
+  void AddZeroRun(const Digest& zero_leaf, uint64_t count) {
+    if (zero_nodes_.empty()) zero_nodes_.push_back(zero_leaf);
+    while (count > 0) {
+      // The highest level whose subtree starts here and fits in the run.
+      size_t level = 0;
+      while (level < 63 && (leaves_ & ((uint64_t{2} << level) - 1)) == 0 &&
+             (uint64_t{2} << level) <= count) {
+        ++level;
+      }
+      while (zero_nodes_.size() <= level) {
+        zero_nodes_.push_back(InnerHash(zero_nodes_.back(), zero_nodes_.back()));
+      }
+      AddNode(zero_nodes_[level], level);
+      count -= uint64_t{1} << level;
     }
-    if (level == pending_.size()) {
-      pending_.emplace_back();
-      has_.push_back(false);
-    }
-    pending_[level] = node;
-    has_[level] = true;
-    ++leaves_;
   }
 
   Digest Root() const {
@@ -71,9 +78,29 @@ class StreamingRoot {
   }
 
  private:
+  // Adds the node of a whole subtree of 2^subtree_level leaves; the leaves
+  // so far are a multiple of that, so nothing below it is pending.
+  void AddNode(const Digest& subtree, size_t subtree_level) {
+    Digest node = subtree;
+    size_t level = subtree_level;
+    while (level < pending_.size() && has_[level]) {
+      node = InnerHash(pending_[level], node);
+      has_[level] = false;
+      ++level;
+    }
+    while (pending_.size() <= level) {
+      pending_.emplace_back();
+      has_.push_back(false);
+    }
+    pending_[level] = node;
+    has_[level] = true;
+    leaves_ += uint64_t{1} << subtree_level;
+  }
+
   std::vector<Digest> pending_;
   std::vector<bool> has_;
   uint64_t leaves_ = 0;
+  std::vector<Digest> zero_nodes_;  // [l]: the node of 2^l zero leaves
 };
 
 void EncodeTreeHeader(uint32_t block_size, uint64_t size_bytes,
@@ -130,45 +157,76 @@ Status BuildUpperLevels(File* file, uint64_t leaves, Digest* top) {
   return file->ReadAt(level_offset, top->data(), 32);
 }
 
+// The first hole at or after `offset` (< size), or `size`: where the data
+// found by File::NextData ends. Without SEEK_HOLE, or when the filesystem
+// cannot say, everything is data.
+uint64_t NextHole(const File& image, uint64_t offset, uint64_t size) {
+#if defined(SEEK_HOLE)
+  const off_t found = lseek(image.fd(), static_cast<off_t>(offset), SEEK_HOLE);
+  if (found >= 0 && static_cast<uint64_t>(found) > offset) {
+    return std::min<uint64_t>(static_cast<uint64_t>(found), size);
+  }
+#else
+  (void)image;
+  (void)offset;
+#endif
+  return size;
+}
+
 Status HashImageInto(const File& image, uint64_t size, uint32_t block_size,
                      File* tree, Digest* root) {
   const uint64_t leaves = BlockCount(size, block_size);
   const size_t chunk_blocks =
       std::max<size_t>(1, kImageChunkBytes / block_size);
   std::vector<uint8_t> buffer(chunk_blocks * block_size);
+  std::vector<Digest> hashes(chunk_blocks);
   StreamingRoot stream;
   std::unique_ptr<BufferedWriter> level0;
   if (tree != nullptr) {
     level0.reset(new BufferedWriter(tree, kTreeHeaderSize, kWriteBufferBytes));
   }
-  // Sparse images are common (disk images, fresh volumes): whole chunks that
-  // lie in a hole are all zeros, so their leaves are one precomputed hash
-  // and nothing is read or hashed for them.
+  // Sparse images are common (disk images, fresh volumes): a block that
+  // lies wholly in a hole is all zeros, so its leaf is one precomputed hash,
+  // nothing is read for it, and a run of them folds into the root by whole
+  // subtrees (StreamingRoot::AddZeroRun). The data between holes is read
+  // in large chunks and hashed two blocks at a time (LeafHashes).
   std::vector<uint8_t> zeros(block_size, 0);
   const Digest zero_leaf = LeafHash(zeros.data(), block_size);
-  uint64_t next_data = 0;
-  for (uint64_t block = 0; block < leaves; block += chunk_blocks) {
-    const uint64_t count = std::min<uint64_t>(chunk_blocks, leaves - block);
-    const uint64_t offset = block * block_size;
-    const uint64_t want = std::min<uint64_t>(count * block_size, size - offset);
-    if (next_data < offset) {
-      REVPATCH_RETURN_IF_ERROR(image.NextData(offset, size, &next_data));
-    }
-    if (next_data >= offset + want) {
+  auto add_zeros = [&](uint64_t count) -> Status {
+    stream.AddZeroRun(zero_leaf, count);
+    if (level0) {
       for (uint64_t i = 0; i < count; ++i) {
-        stream.AddLeaf(zero_leaf);
-        if (level0) REVPATCH_RETURN_IF_ERROR(level0->Append(zero_leaf.data(), 32));
+        REVPATCH_RETURN_IF_ERROR(level0->Append(zero_leaf.data(), 32));
       }
-      continue;
     }
-    REVPATCH_RETURN_IF_ERROR(image.ReadAt(offset, buffer.data(), want));
-    if (want < count * block_size) {
-      std::memset(buffer.data() + want, 0, count * block_size - want);
-    }
-    for (uint64_t i = 0; i < count; ++i) {
-      const Digest leaf = LeafHash(&buffer[i * block_size], block_size);
-      stream.AddLeaf(leaf);
-      if (level0) REVPATCH_RETURN_IF_ERROR(level0->Append(leaf.data(), 32));
+    return Status::Ok();
+  };
+  uint64_t block = 0;
+  while (block < leaves) {
+    // Blocks that end before the next data are holes.
+    uint64_t data = 0;
+    REVPATCH_RETURN_IF_ERROR(image.NextData(block * block_size, size, &data));
+    const uint64_t first_data = std::min<uint64_t>(leaves, data / block_size);
+    if (first_data > block) REVPATCH_RETURN_IF_ERROR(add_zeros(first_data - block));
+    block = first_data;
+    if (block >= leaves) break;
+    // The blocks that touch data up to the next hole, chunk by chunk.
+    const uint64_t hole = NextHole(image, std::max<uint64_t>(data, block * block_size), size);
+    const uint64_t data_end = std::max<uint64_t>(block + 1, BlockCount(hole, block_size));
+    while (block < data_end) {
+      const uint64_t count = std::min<uint64_t>(chunk_blocks, data_end - block);
+      const uint64_t offset = block * block_size;
+      const uint64_t want = std::min<uint64_t>(count * block_size, size - offset);
+      REVPATCH_RETURN_IF_ERROR(image.ReadAt(offset, buffer.data(), static_cast<size_t>(want)));
+      if (want < count * block_size) {
+        std::memset(buffer.data() + want, 0, static_cast<size_t>(count * block_size - want));
+      }
+      LeafHashes(buffer.data(), static_cast<size_t>(count), block_size, hashes.data());
+      for (uint64_t i = 0; i < count; ++i) {
+        stream.AddLeaf(hashes[i]);
+        if (level0) REVPATCH_RETURN_IF_ERROR(level0->Append(hashes[i].data(), 32));
+      }
+      block += count;
     }
   }
   *root = stream.Root();

@@ -1,5 +1,9 @@
 #include "../engine/merkle.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -383,4 +387,100 @@ TEST(inner_hash_pair_equals_two_inner_hashes) {
     EXPECT_TRUE(a == InnerHash(la, ra));
     EXPECT_TRUE(b == InnerHash(lb, rb));
   }
+}
+
+namespace {
+
+// Writes `image` to `path` leaving holes where it has runs of zeros of
+// 4 KiB or more on 4 KiB boundaries (the filesystem's granule here), so a
+// block of another size may lie partly in a hole.
+bool WriteWithHoles(const std::string& path, const Bytes& image) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  const size_t granule = 4096;
+  bool ok = true;
+  for (size_t at = 0; at < image.size(); at += granule) {
+    const size_t n = std::min(granule, image.size() - at);
+    bool zero = true;
+    for (size_t i = 0; i < n; ++i) zero = zero && image[at + i] == 0;
+    if (zero && n == granule) continue;
+    ok = ok && std::fseek(f, static_cast<long>(at), SEEK_SET) == 0 &&
+         std::fwrite(image.data() + at, 1, n, f) == n;
+  }
+  ok = ok && std::fclose(f) == 0;
+  return ok && ::truncate(path.c_str(), static_cast<off_t>(image.size())) == 0;
+}
+
+Digest DefinitionDigest(const Bytes& image, uint32_t bs) {
+  std::vector<Digest> leaves;
+  for (uint64_t b = 0; b < revpatch::BlockCount(image.size(), bs); ++b) {
+    Bytes block(bs, 0);
+    std::copy(image.begin() + b * bs,
+              image.begin() + std::min<uint64_t>(image.size(), (b + 1) * bs), block.begin());
+    leaves.push_back(LeafHash(block.data(), bs));
+  }
+  return revpatch::ViewDigest(image.size(), bs, RootOf(leaves));
+}
+
+}  // namespace
+
+TEST(hash_image_of_a_sparse_file_equals_the_dense_definition) {
+  const std::string dir = revpatch_test::TempDir();
+  Rng rng(11);
+  for (uint32_t bs : {512u, 4096u, 65536u}) {
+    for (int shape = 0; shape < 4; ++shape) {
+      // Data runs and holes of random lengths (some not whole blocks, some
+      // of many blocks), a hole or data at each end, a partial last block.
+      const uint64_t size = 3 * 65536 * 16 + (shape == 3 ? 777 : 0);
+      Bytes image(size, 0);
+      for (uint64_t at = shape == 1 ? 70000 : 0; at < size;) {
+        const uint64_t data = 1 + rng.Next() % 90000;
+        for (uint64_t i = at; i < std::min(size, at + data); ++i) {
+          image[i] = static_cast<uint8_t>(rng.Next() | 1);
+        }
+        at += data + rng.Next() % 300000;
+      }
+      if (shape == 2) std::fill(image.end() - 200000, image.end(), 0);
+      ASSERT_TRUE(WriteWithHoles(dir + "/sparse", image));
+      const Digest want = DefinitionDigest(image, bs);
+      Digest got{}, with_tree{};
+      ASSERT_OK(revpatch::HashImage(dir + "/sparse", bs, "", &got, nullptr));
+      EXPECT_TRUE(got == want);
+      ASSERT_OK(revpatch::HashImage(dir + "/sparse", bs, dir + "/sparse.tree", &with_tree, nullptr));
+      EXPECT_TRUE(with_tree == want);
+      std::unique_ptr<revpatch::MerkleTreeFile> tree;
+      ASSERT_OK(revpatch::MerkleTreeFile::Open(dir + "/sparse.tree", &tree));
+      EXPECT_TRUE(tree->view_digest() == want);
+    }
+  }
+  revpatch_test::RemoveDir(dir);
+}
+
+TEST(hash_image_of_a_large_hole_folds_whole_zero_subtrees) {
+  // 2 GiB, nearly all hole: the root equals the definition's over the
+  // leaves (zero leaves but for three written blocks, one of them last).
+  const std::string dir = revpatch_test::TempDir();
+  const std::string path = dir + "/hole";
+  const uint32_t bs = 4096;
+  const uint64_t size = (uint64_t{2} << 30) + 1000;
+  const uint64_t n = revpatch::BlockCount(size, bs);
+  FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_TRUE(f != nullptr);
+  Bytes zero(bs, 0);
+  std::vector<Digest> leaves(n, LeafHash(zero.data(), bs));
+  for (uint64_t b : {uint64_t{5}, uint64_t{300000}, n - 1}) {
+    Bytes block(bs, 0);
+    revpatch_test::Stamp(b, 9, b == n - 1 ? 1000 : bs, block.data());
+    ASSERT_TRUE(std::fseek(f, static_cast<long>(b * bs), SEEK_SET) == 0);
+    ASSERT_TRUE(std::fwrite(block.data(), 1, b == n - 1 ? 1000 : bs, f) ==
+                (b == n - 1 ? 1000u : bs));
+    leaves[b] = LeafHash(block.data(), bs);
+  }
+  ASSERT_TRUE(std::fclose(f) == 0);
+  Digest got{};
+  uint64_t got_size = 0;
+  ASSERT_OK(revpatch::HashImage(path, bs, "", &got, &got_size));
+  EXPECT_EQ(got_size, size);
+  EXPECT_TRUE(got == revpatch::ViewDigest(size, bs, RootOf(leaves)));
+  revpatch_test::RemoveDir(dir);
 }

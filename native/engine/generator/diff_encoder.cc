@@ -7,6 +7,7 @@
 #include <new>
 #include <thread>
 
+#include "huge_pages.h"
 #include "little_endian.h"
 #include "references.h"
 #include "suffix_array.h"
@@ -23,6 +24,14 @@ constexpr size_t kMaxProbe = 4096;
 // than kGram - 1 bytes, never enough to be taken: it skips the search.
 constexpr size_t kGram = 8;
 static_assert(kGram <= kMatchMargin + 1, "a skipped probe must be one that cannot win");
+// Bloom filter bits per window of old (DeltaMatcher::Init).
+constexpr size_t kGramBitsPerByte = 16;
+
+// 64-bit words of the Bloom filter over old_size bytes.
+uint64_t GramWords(uint64_t old_size) {
+  const uint64_t windows = old_size >= kGram ? old_size - kGram + 1 : 0;
+  return std::max<uint64_t>(1, (windows * kGramBitsPerByte + 63) / 64);
+}
 
 void PutVarint(uint64_t v, std::vector<uint8_t>* out) {
   while (v >= 0x80) {
@@ -45,12 +54,23 @@ size_t MatchLength(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_le
   return k;
 }
 
-// Two independent hashes of the 8 bytes at p, `bits` wide.
-void GramHashes(const uint8_t* p, int bits, uint64_t* h1, uint64_t* h2) {
+// Where the 8 bytes at p go in the Bloom filter of `words` 64-bit words:
+// one word (a multiply-shift of the bytes' hash onto [0, words), so the
+// filter need not be a power of two) and two bits inside it. One word per
+// gram costs one cache miss to set or test where two independent bits
+// cost two; the false positive rate at 16 bits per gram stays about 2%.
+struct GramSlot {
+  size_t word;
+  uint64_t bits;
+};
+inline GramSlot GramSlotOf(const uint8_t* p, size_t words) {
   uint64_t v;
   std::memcpy(&v, p, 8);
-  *h1 = (v * 0x9E3779B97F4A7C15ull) >> (64 - bits);
-  *h2 = ((v ^ (v >> 29)) * 0xC2B2AE3D27D4EB4Full) >> (64 - bits);
+  const uint64_t h = (v ^ (v >> 29)) * 0xC2B2AE3D27D4EB4Full;
+  const uint64_t g = v * 0x9E3779B97F4A7C15ull;
+  // words < 2^32 (old is below 4 GiB), so 32 bits of hash times words fit.
+  const size_t word = static_cast<size_t>(((h >> 32) * words) >> 32);
+  return {word, (uint64_t{1} << (g >> 58)) | (uint64_t{1} << ((g >> 52) & 63))};
 }
 
 // Compresses with one encoder instance so the window can be fit to the
@@ -77,10 +97,7 @@ Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uin
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kTooLarge, "brotli: out of memory");
   }
-  // A window larger than the input buys nothing and costs the encoder (and
-  // later the decoder) memory and set-up time.
-  int lgwin = BROTLI_MIN_WINDOW_BITS;
-  while (lgwin < kBrotliWindowBits && (size_t{1} << lgwin) - 16 < size) ++lgwin;
+  const int lgwin = BrotliWindowBits(size, quality);
   BrotliEncoderState* state = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
   if (state == nullptr) return Status(ErrorCode::kTooLarge, "brotli: out of memory");
   BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, static_cast<uint32_t>(quality));
@@ -101,6 +118,61 @@ Status CompressAt(const uint8_t* data, size_t size, int quality, std::vector<uin
 
 }  // namespace
 
+int BrotliWindowBits(uint64_t size, int quality) {
+  // A window larger than the input buys nothing and costs the encoder (and
+  // later the decoder) memory and set-up time. Qualities 10 and 11 keep a
+  // binary tree of 8 bytes per window byte: their window stops at 4 MiB
+  // (about 70 MB of encoder instead of about 220 MB at 16 MiB), which only
+  // a repeat inside one stream more than 4 MiB back would miss.
+  const int most = quality >= 10 ? kBrotliZopfliWindowBits : kBrotliWindowBits;
+  int lgwin = BROTLI_MIN_WINDOW_BITS;
+  while (lgwin < most && (uint64_t{1} << lgwin) - 16 < size) ++lgwin;
+  return lgwin;
+}
+
+uint64_t BrotliPeakBytes(uint64_t size, int quality) {
+  // The encoder's own allocations, bounded from measurements of libbrotli
+  // (1.0.9) with a counting allocator on text, random and zero inputs
+  // (diff_encoder_test checks the bound): they follow the window, not the
+  // input, past it. The quality-1 probe's encoder is gone before the main
+  // one starts; both write into the same output buffer.
+  auto encoder = [size](int q) -> uint64_t {
+    const uint64_t window = uint64_t{1} << BrotliWindowBits(size, q);
+    if (q <= 1) return window * 5 / 2 + (uint64_t{2} << 20);
+    if (q <= 9) return window * 5 + (uint64_t{40} << 20);
+    return window * 16 + (uint64_t{24} << 20);
+  };
+  uint64_t peak = encoder(quality);
+  if (quality > 1 && size >= kProbeMinSize) peak = std::max(peak, encoder(1));
+  return peak + size + size / 64 + 1024;
+}
+
+uint64_t DeltaMatcherBytes(uint64_t old_size) {
+  return 4 * old_size + GramWords(old_size) * 8 + 65537 * 4;
+}
+
+uint64_t DeltaMatcherInitPeakBytes(uint64_t old_size) {
+  // SA-IS beside the array: its type bits (1/8 byte per byte, and half of
+  // that again for each level of recursion) and at most one level's bucket
+  // table (4 bytes per name of the reduced string, which is at most half as
+  // long); the Bloom filter comes after it.
+  const uint64_t building = 4 * old_size + old_size / 4 + 2 * old_size + (uint64_t{1} << 20);
+  return std::max(building, DeltaMatcherBytes(old_size));
+}
+
+uint64_t WriteDeltaPeakBytes(uint64_t new_size, uint64_t records, bool predicted) {
+  // Raw streams: control at most 30 bytes per record (three varints), diff
+  // at most 2 bytes per add byte, extra the copied bytes: together at most
+  // 2 * new + 30 * records. Their compressed forms are no larger (plus
+  // Brotli's bound), and replace them when the delta is assembled. The
+  // diff stream is compressed beside the other two (two encoders at once).
+  const uint64_t raw = 2 * new_size + 30 * records + (uint64_t{1} << 10);
+  const uint64_t prediction = predicted ? new_size + 24 * records : 0;
+  const uint64_t encoders = 2 * BrotliPeakBytes(std::max<uint64_t>(2 * new_size, 30 * records),
+                                                kBrotliQuality);
+  return 2 * raw + prediction + encoders;
+}
+
 Status BrotliCompress(const uint8_t* data, size_t size, int quality,
                       std::vector<uint8_t>* out) {
   return Compress(data, size, quality, out);
@@ -109,39 +181,52 @@ Status BrotliCompress(const uint8_t* data, size_t size, int quality,
 Status DeltaMatcher::Init(const uint8_t* old_data, size_t old_size) {
   old_ = old_data;
   old_size_ = old_size;
+  // The last source's filter goes first, so it never sits beside this
+  // one's suffix array build (DeltaMatcherInitPeakBytes).
+  std::vector<uint64_t>().swap(grams_);
   REVPATCH_RETURN_IF_ERROR(BuildSuffixArray(old_data, old_size, &sa_));
   // buckets_[k] is the first suffix array slot whose suffix starts with the
-  // two bytes k or more (a one-byte suffix counts as its byte then 0).
+  // two bytes k or more (a one-byte suffix counts as its byte then 0): the
+  // counts of each two-byte key, summed. Counted over old in order, which
+  // the suffix array being a permutation of old's positions makes the same
+  // as counting over it, without a random read per suffix.
   buckets_.assign(65537, 0);
-  for (size_t i = 0; i < old_size; ++i) {
-    const uint32_t at = sa_[i];
-    const uint32_t key = uint32_t{old_data[at]} << 8 | (at + 1 < old_size ? old_data[at + 1] : 0);
-    ++buckets_[key + 1];
+  if (old_size > 0) {
+    uint32_t key = old_data[0];
+    for (size_t i = 1; i < old_size; ++i) {
+      key = (key << 8 | old_data[i]) & 0xFFFF;
+      ++buckets_[key + 1];
+    }
+    ++buckets_[(uint32_t{old_data[old_size - 1]} << 8) + 1];
   }
   for (size_t k = 1; k < buckets_.size(); ++k) buckets_[k] += buckets_[k - 1];
-  // Every 8-byte window of old, hashed twice into a bit set of about 16
-  // bits per byte (a Bloom filter: about 1.5% false positives).
-  grams_bits_ = 16;
-  while (grams_bits_ < 32 && (uint64_t{1} << grams_bits_) < uint64_t{16} * old_size) ++grams_bits_;
+  // Every 8-byte window of old in a Bloom filter of 16 bits per window
+  // (GramSlotOf). Setting bits is bound by cache misses: the slot of a
+  // window a little ahead is fetched while this one is set.
+  const size_t windows = old_size >= kGram ? old_size - kGram + 1 : 0;
+  const size_t words = static_cast<size_t>(GramWords(old_size));
   try {
-    grams_.assign((size_t{1} << grams_bits_) / 64, 0);
+    grams_.clear();
+    grams_.reserve(words);
+    AdviseHugePages(grams_.data(), words * sizeof(uint64_t));
+    grams_.resize(words, 0);
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kTooLarge, "delta: out of memory");
   }
-  for (size_t i = 0; i + kGram <= old_size; ++i) {
-    uint64_t h1, h2;
-    GramHashes(old_data + i, grams_bits_, &h1, &h2);
-    grams_[h1 >> 6] |= uint64_t{1} << (h1 & 63);
-    grams_[h2 >> 6] |= uint64_t{1} << (h2 & 63);
+  constexpr size_t kAhead = 16;
+  uint64_t* const bits = grams_.data();
+  for (size_t i = 0; i < windows; ++i) {
+    if (i + kAhead < windows) __builtin_prefetch(bits + GramSlotOf(old_data + i + kAhead, words).word, 1);
+    const GramSlot slot = GramSlotOf(old_data + i, words);
+    bits[slot.word] |= slot.bits;
   }
   return Status::Ok();
 }
 
 bool DeltaMatcher::MayMatch(const uint8_t* needle, size_t length) const {
   if (length < kGram) return true;
-  uint64_t h1, h2;
-  GramHashes(needle, grams_bits_, &h1, &h2);
-  return ((grams_[h1 >> 6] >> (h1 & 63)) & (grams_[h2 >> 6] >> (h2 & 63)) & 1) != 0;
+  const GramSlot slot = GramSlotOf(needle, grams_.size());
+  return (grams_[slot.word] & slot.bits) == slot.bits;
 }
 
 // The old suffix sharing the longest prefix with `needle` (bsdiff's binary
@@ -355,6 +440,11 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   helper.join();
   REVPATCH_RETURN_IF_ERROR(main);
   REVPATCH_RETURN_IF_ERROR(side);
+  // The raw streams are done with: gone before the delta is assembled.
+  std::vector<uint8_t>().swap(control);
+  std::vector<uint8_t>().swap(diff);
+  std::vector<uint8_t>().swap(extra);
+  std::vector<uint8_t>().swap(pred);
   const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   out->assign(header, 0);
   std::memcpy(out->data(), kDiffMagic, 4);
