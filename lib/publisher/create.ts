@@ -10,11 +10,15 @@
  * (lib/engine/atomic.ts). The payload temporary is removed whatever happens, and
  * `out` is either the complete new patch or untouched.
  *
- * Memory: `maxMemory` bounds the peak RSS of the whole process. What Node
- * itself holds when the call starts, plus headroom for what it allocates
- * meanwhile, is reserved; the engine gets the rest as its budget
- * (native/engine/generator/generator.h), and refuses with
- * E_INVALID_ARGUMENT, before writing anything, when that is too small.
+ * Memory: `maxMemory` bounds the peak RSS of the process. A fixed allowance
+ * (PROCESS_ALLOWANCE: what `revpatch create` takes as a Node process,
+ * with headroom) is kept for the process; the engine gets the rest as its
+ * budget (native/engine/generator/generator.h), and refuses with
+ * E_INVALID_ARGUMENT, before writing anything, when that is too small. The
+ * allowance is a constant, not the process's RSS at the time, because the
+ * budget decides the matching and so the payload's bytes: the same inputs
+ * and settings give the same patch in any process. An embedding process
+ * that holds more than the allowance itself counts the difference.
  */
 import { promises as fs } from 'node:fs';
 import * as engine from '../engine/engine';
@@ -46,8 +50,8 @@ export const DEFAULT_MAX_MEMORY = 2 ** 30;
 /** Below this no image pair can be generated (Node alone takes about half). */
 export const MIN_MAX_MEMORY = 128 * 2 ** 20;
 export const MAX_THREADS = 256;
-/** What Node may allocate beyond its RSS at the start while the engine works. */
-const NODE_HEADROOM = 32 * 2 ** 20;
+/** The part of maxMemory kept for the process itself (Node, the CLI, headroom). */
+export const PROCESS_ALLOWANCE = 96 * 2 ** 20;
 
 export interface CreateOptions {
   /** The image the patch applies to. */
@@ -180,15 +184,11 @@ export async function createPatch(options: CreateOptions): Promise<CreateResult>
   const key = await readSecretKey(options.keyPath);
   const payloadPath = temporaryPathBeside(options.out, 'payload');
   try {
-    const reserved = process.memoryUsage().rss + NODE_HEADROOM;
-    if (reserved >= c.maxMemory) {
-      invalid(`maxMemory ${c.maxMemory} leaves nothing for the engine: this process already takes ${reserved - NODE_HEADROOM} bytes`);
-    }
     const generated = await engine.generatePayload(
       options.from,
       options.to,
       payloadPath,
-      { blockSize: c.blockSize, chunkSize: c.chunkSize, memoryBudget: c.maxMemory - reserved, threads: c.threads },
+      { blockSize: c.blockSize, chunkSize: c.chunkSize, memoryBudget: c.maxMemory - PROCESS_ALLOWANCE, threads: c.threads },
       options.onProgress,
     );
     const manifest: Manifest = {
