@@ -618,7 +618,7 @@ struct SeenPriority {
 };
 
 void ApplyWatchingPriority(bool background, SeenPriority* seen, ApplyResult* result) {
-  Bytes source = StampedImage(64 * kBlock, 1);
+  Bytes source = StampedImage(128 * kBlock, 1);
   Bytes target = Mixed(source);
   Device device(source);
   Patch patch;
