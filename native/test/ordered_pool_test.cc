@@ -49,7 +49,6 @@ TEST(bytes_in_flight_never_pass_the_capacity) {
   OrderedPool pool(4, 100);
   std::atomic<int64_t> in_flight{0};
   std::atomic<int64_t> most{0};
-  std::mutex m;
   auto work = [&](int64_t cost) {
     return [&, cost] {
       const int64_t now = in_flight += cost;
