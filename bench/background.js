@@ -69,11 +69,7 @@ function log(message) {
   process.stdout.write(`[background] ${message}\n`);
 }
 
-function median(xs) {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+const { median } = require(path.join(ROOT, 'dist', 'bench', 'bench.js'));
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

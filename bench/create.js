@@ -285,9 +285,7 @@ function scalingOf(pairs) {
 // ---------------------------------------------------------------------------
 // Report
 
-function verdict(ok) {
-  return ok === null ? 'not measured' : ok ? '**met**' : '**not met**';
-}
+const { verdict } = R;
 
 function pairTable(p) {
   const rp = rowOf(p, 'revpatch');

@@ -919,7 +919,7 @@ function render() {
 module.exports = {
   CACHE, QUICK, MiB, GiB, ESBUILD_VERSIONS, IS_ROOT, notes, commandsUsed,
   log, note, attempt, sizeLabel, ensureTools, esbuildBinaries, ext4Pairs, volumePair,
-  hdiffpatchTools, recordPace, tooSlow, benchAll,
+  hdiffpatchTools, recordPace, tooSlow, benchAll, verdict,
 };
 
 if (require.main === module) {
