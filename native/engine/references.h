@@ -111,16 +111,7 @@ Status PredictReferences(const ReferenceInfo& info, const DeltaLayout& layout,
                          const std::vector<Equivalence>& adds, uint8_t* pred,
                          size_t pred_size);
 
-// Publisher side: the spans of the executables that start at a block
-// boundary of `view` and lie wholly inside it: 64-bit little-endian ELF
-// (x86-64, AArch64; its PT_LOAD segments, executable ones as code) and
-// 64-bit Mach-O (x86-64, arm64; the sections of its segments but
-// __LINKEDIT, sections of instructions as code, so also each slice of a
-// universal binary), whose loaded bytes are all at one address-minus-offset
-// bias, as the Go, GNU and Apple linkers lay them out. Appends to `spans`,
-// sorted.
-void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
-                         std::vector<ReferenceSpan>* spans);
+// The publisher finds the spans: generator/executable_spans.h.
 
 }  // namespace revpatch
 

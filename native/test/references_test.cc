@@ -11,6 +11,7 @@
 
 #include "../engine/diff.h"
 #include "../engine/generator/diff_encoder.h"
+#include "../engine/generator/executable_spans.h"
 #include "../engine/little_endian.h"
 #include "testing.h"
 

@@ -14,6 +14,7 @@
 #include "block_io.h"
 #include "buffered_writer.h"
 #include "diff_encoder.h"
+#include "executable_spans.h"
 #include "file_io.h"
 #include "image_reader.h"
 #include "merkle.h"
