@@ -254,6 +254,7 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
   // fails must not have to wait for it to be joined, so it reads inline.
   if (first < params.operation_count && !params.wait_for_bytes) stream.StartThread();
   ReadOperation item;
+  OperationBuffers buffers;  // kept from op to op (executor.h)
   for (uint64_t i = first; i < params.operation_count; ++i) {
     if (i == params.test_stop_after_operations) {
       *stopped = true;
@@ -261,7 +262,8 @@ Status ApplyOperations(const ApplyParams& params, View& below, PayloadReader& re
     }
     stream.Next(&item);
     REVPATCH_RETURN_IF_ERROR(item.status);
-    Status executed = ExecuteOperation(item.op, item.data.data(), item.leaves, below, writer);
+    Status executed = ExecuteOperation(item.op, item.data.data(), item.leaves, below, writer,
+                                       &buffers);
     if (!executed.ok()) {
       return Status(executed.code(), "operation " + std::to_string(i) + ": " +
                                          executed.message());

@@ -3,7 +3,10 @@
 #include <brotli/decode.h>
 
 #include <cstring>
+#include <exception>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "little_endian.h"
 #include "references.h"
@@ -135,6 +138,28 @@ class BufferedStream {
     return Corrupt("varint too long");
   }
 
+  // A (varint, byte) pair taken straight from the buffer when it holds the
+  // longest one: the common case of the diff stream, without a status per
+  // byte. False, with nothing taken, when the buffer runs short or the
+  // varint is malformed (Varint() and Byte() then read it, or report it).
+  bool TryPair(uint64_t* value, uint8_t* byte) {
+    if (fill_ - pos_ < kMaxVarint + 1) return false;
+    const uint8_t* p = buffer_ + pos_;
+    uint64_t v = 0;
+    for (size_t i = 0; i < kMaxVarint; ++i) {
+      const uint8_t b = p[i];
+      if (i == kMaxVarint - 1 && b > 1) return false;
+      v |= uint64_t{b & 0x7Fu} << (7 * i);
+      if ((b & 0x80) == 0) {
+        *value = v;
+        *byte = p[i + 1];
+        pos_ += i + 2;
+        return true;
+      }
+    }
+    return false;
+  }
+
   Status Fixed(uint8_t* out, size_t n) {
     for (size_t i = 0; i < n; ++i) REVPATCH_RETURN_IF_ERROR(Byte(out + i));
     return Status::Ok();
@@ -166,14 +191,16 @@ class DiffPairs {
     while (k < n) {
       if (!pending_) {
         if (exhausted_) return Status::Ok();
-        bool end = false;
-        REVPATCH_RETURN_IF_ERROR(stream_.AtEnd(&end));
-        if (end) {
-          exhausted_ = true;
-          return Status::Ok();
+        if (!stream_.TryPair(&zeros_, &literal_)) {
+          bool end = false;
+          REVPATCH_RETURN_IF_ERROR(stream_.AtEnd(&end));
+          if (end) {
+            exhausted_ = true;
+            return Status::Ok();
+          }
+          REVPATCH_RETURN_IF_ERROR(stream_.Varint(&zeros_));
+          REVPATCH_RETURN_IF_ERROR(stream_.Byte(&literal_));
         }
-        REVPATCH_RETURN_IF_ERROR(stream_.Varint(&zeros_));
-        REVPATCH_RETURN_IF_ERROR(stream_.Byte(&literal_));
         if (literal_ == 0) return Corrupt("zero byte in a diff pair");
         pending_ = true;
       }
@@ -213,6 +240,37 @@ Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
 }
 
 namespace {
+
+// The diff and extra streams are separate Brotli streams that write
+// disjoint parts of the output (the adds' bytes and the copies' bytes), so
+// a large delta decodes them on two cores: `beside` (the extra stream) runs
+// on a second thread while `here` (the adds) runs on this one. Each side
+// reads only its own stream and writes only its own ranges; the join
+// orders both before anything after. Below kParallelStreamBytes on either
+// side a thread costs more than it saves, and without one both run here.
+// The first failure in stream order wins: the adds', then the copies'.
+constexpr uint64_t kParallelStreamBytes = uint64_t{64} << 10;
+
+template <typename Here, typename Beside>
+Status RunBeside(bool parallel, Here here, Beside beside) {
+  if (parallel) {
+    Status beside_status = Status::Ok();
+    std::thread thread;
+    try {
+      thread = std::thread([&beside, &beside_status] { beside_status = beside(); });
+    } catch (const std::exception&) {
+      parallel = false;  // no thread to be had: one after the other
+    }
+    if (parallel) {
+      Status here_status = here();
+      thread.join();
+      REVPATCH_RETURN_IF_ERROR(here_status);
+      return beside_status;
+    }
+  }
+  REVPATCH_RETURN_IF_ERROR(here());
+  return beside();
+}
 
 // Reads one control record, checks it against both buffers and applies its
 // seek to *old_pos.
@@ -277,16 +335,89 @@ Status DecodePredicted(const uint8_t* old_data, size_t old_size, BufferedStream*
     new_pos += add + copy;
   }
   REVPATCH_RETURN_IF_ERROR(control->Finish());
-  REVPATCH_RETURN_IF_ERROR(PredictReferences(references, layout ? *layout : DeltaLayout{},
-                                             old_data, old_size, adds, out, out_size));
-  new_pos = 0;
-  for (const DeltaRecord& r : records) {
-    REVPATCH_RETURN_IF_ERROR(diff->Apply(out + new_pos, r.add_length));
-    new_pos += r.add_length;
-    REVPATCH_RETURN_IF_ERROR(extra->Read(out + new_pos, r.copy_length));
-    new_pos += r.copy_length;
+  // The extra stream fills the copies while the adds are predicted and
+  // diffed (PredictReferences rewrites bytes inside the adds only).
+  uint64_t add_bytes = 0;
+  for (const DeltaRecord& r : records) add_bytes += r.add_length;
+  const bool parallel =
+      add_bytes >= kParallelStreamBytes && out_size - add_bytes >= kParallelStreamBytes;
+  auto fill_adds = [&]() -> Status {
+    REVPATCH_RETURN_IF_ERROR(PredictReferences(references, layout ? *layout : DeltaLayout{},
+                                               old_data, old_size, adds, out, out_size));
+    uint64_t at = 0;
+    for (const DeltaRecord& r : records) {
+      REVPATCH_RETURN_IF_ERROR(diff->Apply(out + at, r.add_length));
+      at += r.add_length + r.copy_length;
+    }
+    return diff->Finish();
+  };
+  auto fill_copies = [&]() -> Status {
+    uint64_t at = 0;
+    for (const DeltaRecord& r : records) {
+      at += r.add_length;
+      REVPATCH_RETURN_IF_ERROR(extra->Read(out + at, r.copy_length));
+      at += r.copy_length;
+    }
+    return extra->Finish();
+  };
+  return RunBeside(parallel, fill_adds, fill_copies);
+}
+
+// Versions 1 and 2: records are read a batch at a time (bounded memory
+// whatever their number), then the batch's adds and copies are filled, on
+// two threads where both are large (RunBeside).
+constexpr size_t kRecordBatch = size_t{1} << 14;
+
+Status DecodePlain(uint32_t version, const uint8_t* old_data, size_t old_size,
+                   BufferedStream* control, BrotliReader* diff_v1, DiffPairs* diff,
+                   BrotliReader* extra, uint8_t* out, size_t out_size) {
+  std::vector<DeltaRecord> batch;
+  uint64_t old_pos = 0, new_pos = 0;
+  while (new_pos < out_size) {
+    batch.clear();
+    const uint64_t batch_start = new_pos;
+    uint64_t add_bytes = 0, copy_bytes = 0;
+    while (new_pos < out_size && batch.size() < kRecordBatch) {
+      uint64_t add, copy;
+      REVPATCH_RETURN_IF_ERROR(
+          NextRecord(control, version, old_size, out_size, new_pos, &old_pos, &add, &copy));
+      batch.push_back({old_pos, add, copy});
+      add_bytes += add;
+      copy_bytes += copy;
+      old_pos += add;
+      new_pos += add + copy;
+    }
+    auto fill_adds = [&]() -> Status {
+      uint64_t at = batch_start;
+      for (const DeltaRecord& r : batch) {
+        uint8_t* o = out + at;
+        const uint8_t* s = old_data + r.old_start;
+        if (version == 1) {
+          REVPATCH_RETURN_IF_ERROR(diff_v1->Read(o, r.add_length));
+          for (uint64_t k = 0; k < r.add_length; ++k) o[k] = static_cast<uint8_t>(o[k] + s[k]);
+        } else if (r.add_length > 0) {
+          std::memcpy(o, s, r.add_length);
+          REVPATCH_RETURN_IF_ERROR(diff->Apply(o, r.add_length));
+        }
+        at += r.add_length + r.copy_length;
+      }
+      return Status::Ok();
+    };
+    auto fill_copies = [&]() -> Status {
+      uint64_t at = batch_start;
+      for (const DeltaRecord& r : batch) {
+        at += r.add_length;
+        REVPATCH_RETURN_IF_ERROR(extra->Read(out + at, r.copy_length));
+        at += r.copy_length;
+      }
+      return Status::Ok();
+    };
+    REVPATCH_RETURN_IF_ERROR(RunBeside(
+        add_bytes >= kParallelStreamBytes && copy_bytes >= kParallelStreamBytes, fill_adds,
+        fill_copies));
   }
-  REVPATCH_RETURN_IF_ERROR(diff->Finish());
+  REVPATCH_RETURN_IF_ERROR(control->Finish());
+  REVPATCH_RETURN_IF_ERROR(version == 1 ? diff_v1->Finish() : diff->Finish());
   return extra->Finish();
 }
 
@@ -322,28 +453,8 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
                            out_size);
   }
 
-  uint64_t old_pos = 0, new_pos = 0;
-  while (new_pos < out_size) {
-    uint64_t add, copy;
-    REVPATCH_RETURN_IF_ERROR(
-        NextRecord(&control, version, old_size, out_size, new_pos, &old_pos, &add, &copy));
-    uint8_t* o = out + new_pos;
-    const uint8_t* s = old_data + old_pos;
-    if (version == 1) {
-      REVPATCH_RETURN_IF_ERROR(diff_v1.Read(o, add));
-      for (uint64_t k = 0; k < add; ++k) o[k] = static_cast<uint8_t>(o[k] + s[k]);
-    } else if (add > 0) {
-      std::memcpy(o, s, add);
-      REVPATCH_RETURN_IF_ERROR(diff.Apply(o, add));
-    }
-    new_pos += add;
-    old_pos += add;
-    REVPATCH_RETURN_IF_ERROR(extra.Read(out + new_pos, copy));
-    new_pos += copy;
-  }
-  REVPATCH_RETURN_IF_ERROR(control.Finish());
-  REVPATCH_RETURN_IF_ERROR(version == 1 ? diff_v1.Finish() : diff.Finish());
-  return extra.Finish();
+  return DecodePlain(version, old_data, old_size, &control, &diff_v1, &diff, &extra, out,
+                     out_size);
 }
 
 }  // namespace revpatch

@@ -18,15 +18,6 @@ namespace {
 // Below this, a thread costs more than the hash it would overlap.
 constexpr uint64_t kParallelHashBytes = 1u << 20;
 
-Status Allocate(std::vector<uint8_t>* buffer, uint64_t size) {
-  try {
-    buffer->assign(static_cast<size_t>(size), 0);
-  } catch (const std::bad_alloc&) {
-    return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
-  }
-  return Status::Ok();
-}
-
 bool AllZero(const uint8_t* p, size_t n) {
   // Blocks are at least 512 bytes: compare word-sized pieces.
   static const uint8_t kZeros[512] = {};
@@ -40,14 +31,38 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 }  // namespace
 
+Status OperationBuffer::Resize(uint64_t size) {
+  if (size > capacity_) {
+    bytes_.reset();
+    capacity_ = size_ = 0;
+    if (size > std::numeric_limits<size_t>::max()) {
+      return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
+    }
+    // Default-initialized: no pass over the bytes until the op writes them.
+    bytes_.reset(new (std::nothrow) uint8_t[static_cast<size_t>(size)]);
+    if (!bytes_) return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
+    capacity_ = static_cast<size_t>(size);
+  }
+  size_ = static_cast<size_t>(size);
+  return Status::Ok();
+}
+
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
                         BlockSource& source, BlockSink& sink) {
-  return ExecuteOperation(op, data, std::vector<Digest>(), source, sink);
+  OperationBuffers buffers;
+  return ExecuteOperation(op, data, std::vector<Digest>(), source, sink, &buffers);
 }
 
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
                         const std::vector<Digest>& leaves, BlockSource& source,
                         BlockSink& sink) {
+  OperationBuffers buffers;
+  return ExecuteOperation(op, data, leaves, source, sink, &buffers);
+}
+
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        const std::vector<Digest>& leaves, BlockSource& source,
+                        BlockSink& sink, OperationBuffers* buffers) {
   const uint32_t block_size = source.block_size();
   REVPATCH_RETURN_IF_ERROR(ValidateOperation(
       op, block_size, source.block_count(), std::numeric_limits<uint64_t>::max()));
@@ -63,9 +78,10 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   const uint64_t src_bytes = src_blocks * block_size;
   const uint64_t dst_bytes = dst_blocks * block_size;
 
-  std::vector<uint8_t> source_bytes;
+  OperationBuffer& source_bytes = buffers->source;
+  OperationBuffer& target = buffers->target;
+  REVPATCH_RETURN_IF_ERROR(source_bytes.Resize(src_bytes));  // 0: none, whatever came before
   if (src_blocks > 0) {
-    REVPATCH_RETURN_IF_ERROR(Allocate(&source_bytes, src_bytes));
     uint8_t* p = source_bytes.data();
     for (const Extent& e : op.src_extents) {
       REVPATCH_RETURN_IF_ERROR(source.ReadBlocks(e.start_block, e.num_blocks, p));
@@ -104,7 +120,6 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   };
   if (op.type != OperationType::kDiff) REVPATCH_RETURN_IF_ERROR(source_checked());
 
-  std::vector<uint8_t> target;
   const uint8_t* produced = nullptr;
   Status made = Status::Ok();
   switch (op.type) {
@@ -112,20 +127,21 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
       produced = data;  // data_length == dst_bytes (ValidateOperation)
       break;
     case OperationType::kReplaceBrotli:
-      made = Allocate(&target, dst_bytes);
+      made = target.Resize(dst_bytes);
       if (made.ok()) {
         made = BrotliDecompressExact(data, static_cast<size_t>(op.data_length), target.data(),
                                      target.size());
       }
       break;
     case OperationType::kZero:
-      made = Allocate(&target, dst_bytes);
+      made = target.Resize(dst_bytes);
+      if (made.ok() && dst_bytes > 0) std::memset(target.data(), 0, target.size());
       break;
     case OperationType::kCopy:
-      target.swap(source_bytes);  // equal block counts (ValidateOperation)
+      target.Swap(source_bytes);  // equal block counts (ValidateOperation)
       break;
     case OperationType::kDiff:
-      made = Allocate(&target, dst_bytes);
+      made = target.Resize(dst_bytes);
       if (made.ok()) {
         const DeltaLayout layout{block_size, &op.src_extents, &op.dst_extents};
         made = DecodeDiff(source_bytes.data(), source_bytes.size(), data,

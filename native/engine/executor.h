@@ -31,7 +31,10 @@
 #ifndef REVPATCH_ENGINE_EXECUTOR_H_
 #define REVPATCH_ENGINE_EXECUTOR_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "block_io.h"
@@ -40,6 +43,40 @@
 #include "status.h"
 
 namespace revpatch {
+
+// A byte buffer whose contents are undefined after Resize(): no zero-fill.
+// Each op writes every byte of its source and target buffers before it
+// reads one, so filling them first is a pass over every byte for nothing.
+class OperationBuffer {
+ public:
+  // At least `size` bytes, keeping the allocation when it is large enough;
+  // kTooLarge when the memory cannot be had.
+  Status Resize(uint64_t size);
+  uint8_t* data() { return bytes_.get(); }
+  const uint8_t* data() const { return bytes_.get(); }
+  size_t size() const { return size_; }
+  void Swap(OperationBuffer& other) {
+    bytes_.swap(other.bytes_);
+    std::swap(capacity_, other.capacity_);
+    std::swap(size_, other.size_);
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> bytes_;
+  size_t capacity_ = 0;
+  size_t size_ = 0;
+};
+
+// The memory an apply keeps from one operation to the next: an op's source
+// and target bytes. Allocated anew for every op, both buffers were zeroed
+// and faulted in page by page again, which on a large DIFF cost as much as
+// a third of the executor's time. Kept, they grow to the largest op's
+// source and target and no further: the same bound as one op's peak
+// (each at most kMaxOperationBytes, operation.h), held until the apply ends.
+struct OperationBuffers {
+  OperationBuffer source;
+  OperationBuffer target;
+};
 
 // `data` holds op.data_length bytes (may be null when that is 0).
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
@@ -52,6 +89,10 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
 Status ExecuteOperation(const Operation& op, const uint8_t* data,
                         const std::vector<Digest>& leaves, BlockSource& source,
                         BlockSink& sink);
+// The same, with buffers kept across calls (an apply's loop over its ops).
+Status ExecuteOperation(const Operation& op, const uint8_t* data,
+                        const std::vector<Digest>& leaves, BlockSource& source,
+                        BlockSink& sink, OperationBuffers* buffers);
 
 }  // namespace revpatch
 

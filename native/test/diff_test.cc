@@ -437,3 +437,97 @@ TEST(brotli_output_must_be_exactly_the_expected_length) {
               ErrorCode::kCorrupt);
   EXPECT_CODE(BrotliDecompressExact(nullptr, 0, out.data(), out.size()), ErrorCode::kCorrupt);
 }
+
+// Expected output of hand-made records whose adds take old[seek..] plus the
+// raw diff bytes and whose copies take extra in order.
+Bytes ApplyByHand(const Bytes& old_data, const std::vector<Record>& records, const Bytes& diff,
+                  const Bytes& extra) {
+  Bytes out;
+  uint64_t old_pos = 0, d = 0, e = 0;
+  for (const Record& r : records) {
+    old_pos = static_cast<uint64_t>(static_cast<int64_t>(old_pos) + r.seek);
+    for (uint64_t k = 0; k < r.add; ++k) {
+      out.push_back(static_cast<uint8_t>(old_data[old_pos + k] + diff[d++]));
+    }
+    old_pos += r.add;
+    out.insert(out.end(), extra.begin() + e, extra.begin() + e + r.copy);
+    e += r.copy;
+  }
+  return out;
+}
+
+// More records than one batch, with adds and copies each large enough to
+// be filled on two threads: both versions give exactly the bytes the
+// records say, and a damage to either stream, or both, is still kCorrupt.
+TEST(large_deltas_decode_in_batches_with_adds_and_copies_side_by_side) {
+  const Bytes old_data = Random(1 << 16, 30);
+  std::mt19937 rng(31);
+  std::vector<Record> records;
+  uint64_t old_pos = 0, add_total = 0, copy_total = 0;
+  for (int i = 0; i < 40000; ++i) {
+    const uint64_t add = 1 + rng() % 12, copy = rng() % 12;
+    const uint64_t to = rng() % (old_data.size() - add);
+    records.push_back({static_cast<int64_t>(to) - static_cast<int64_t>(old_pos), add, copy});
+    old_pos = to + add;
+    add_total += add;
+    copy_total += copy;
+  }
+  ASSERT_TRUE(add_total >= (64u << 10) && copy_total >= (64u << 10));
+  // Mostly zeros, with runs long enough for varints of two and three bytes.
+  Bytes diff(add_total, 0);
+  for (uint64_t k = 0; k < add_total; k += 1 + rng() % (rng() % 8 == 0 ? 40000 : 20)) {
+    diff[k] = static_cast<uint8_t>(1 + rng() % 255);
+  }
+  const Bytes extra = Random(copy_total, 32);
+  const Bytes want = ApplyByHand(old_data, records, diff, extra);
+  for (uint32_t version : {1u, 2u}) {
+    const Bytes raw_diff = version == 1 ? diff : Pairs(diff);
+    Bytes out(want.size());
+    Bytes delta = Craft(want.size(), records, raw_diff, extra, version);
+    ASSERT_OK(DecodeDiff(old_data.data(), old_data.size(), delta.data(), delta.size(),
+                         out.data(), out.size()));
+    EXPECT_TRUE(out == want);
+
+    Bytes short_extra(extra.begin(), extra.end() - 1);
+    EXPECT_CODE(DecodeInto(old_data, Craft(want.size(), records, raw_diff, short_extra, version),
+                           want.size()),
+                ErrorCode::kCorrupt);
+    Bytes long_diff = raw_diff;  // one diff byte past the adds
+    if (version == 1) {
+      long_diff.push_back(1);
+    } else {
+      PutVarint(add_total, &long_diff);
+      long_diff.push_back(1);
+    }
+    EXPECT_CODE(DecodeInto(old_data, Craft(want.size(), records, long_diff, extra, version),
+                           want.size()),
+                ErrorCode::kCorrupt);
+    EXPECT_CODE(DecodeInto(old_data, Craft(want.size(), records, long_diff, short_extra, version),
+                           want.size()),
+                ErrorCode::kCorrupt);
+  }
+  // A zero "nonzero" byte deep in the pairs, read on the fast path.
+  Bytes bad_pairs = Pairs(diff);
+  std::vector<size_t> literals;
+  for (size_t k = 0; k < bad_pairs.size(); ++k) {
+    while (bad_pairs[k] & 0x80) ++k;  // the count's bytes
+    literals.push_back(++k);
+  }
+  bad_pairs[literals[literals.size() / 2]] = 0;
+  Status damaged = DecodeInto(old_data, Craft(want.size(), records, bad_pairs, extra, 2),
+                              want.size());
+  EXPECT_CODE(damaged, ErrorCode::kCorrupt);
+}
+
+// The encoder's own deltas of a megabyte with scattered edits, insertions
+// and new runs: big enough for both decoding sides to run at once.
+TEST(large_encoded_deltas_round_trip) {
+  Bytes old_data = Structured(1 << 20, 33);
+  Bytes new_data = old_data;
+  std::mt19937 rng(34);
+  for (int i = 0; i < 3000; ++i) new_data[rng() % new_data.size()] ^= 0x5A;
+  const Bytes fresh = Random(200 << 10, 35);
+  new_data.insert(new_data.begin() + (300 << 10), fresh.begin(), fresh.end());
+  new_data.erase(new_data.begin() + (700 << 10), new_data.begin() + (720 << 10));
+  ASSERT_OK(RoundTrip(old_data, new_data));
+}

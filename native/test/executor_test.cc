@@ -361,3 +361,62 @@ TEST(a_target_past_the_sink_is_refused_by_the_sink) {
   EXPECT_CODE(ExecuteOperation(op, nullptr, source, sink), ErrorCode::kBadExtent);
   EXPECT_TRUE(sink.written().empty());
 }
+
+// One set of buffers carried through ops of every type and of growing and
+// shrinking sizes, as an apply carries it: each op writes exactly its own
+// bytes, whatever an earlier op left in the buffers (a ZERO after a DIFF
+// writes zeros, a small DIFF sees only its own source), and a refused op
+// in the middle writes nothing and spoils nothing after it.
+TEST(buffers_kept_across_operations_never_leak_one_ops_bytes_into_another) {
+  MemorySource source(4096);  // 2 MiB: the large DIFF runs its hashes beside
+  OperationBuffers buffers;
+  MemorySink sink(8192);
+  const std::vector<Digest> none;
+
+  const std::vector<Extent> big_src = {{0, 3000}};
+  const Bytes big_old = source.Blocks(0, 3000);
+  Bytes big_new = big_old;
+  for (size_t i = 0; i < big_new.size(); i += 4099) big_new[i] ^= 0x77;
+  big_new.resize(3100 * kBlock, 0x42);
+  Bytes big_delta;
+  ASSERT_OK(EncodeDiff(big_old, big_new, &big_delta));
+  const std::vector<Extent> big_dst = {{100, 3100}};
+  Operation big = MakeOp(OperationType::kDiff, big_src, big_dst, big_old, big_new,
+                         big_delta.size());
+  ASSERT_OK(ExecuteOperation(big, big_delta.data(), none, source, sink, &buffers));
+
+  const std::vector<Extent> zero_dst = {{4000, 7}};
+  Operation zero = MakeOp(OperationType::kZero, {}, zero_dst, {}, Bytes(7 * kBlock, 0), 0);
+  ASSERT_OK(ExecuteOperation(zero, nullptr, none, source, sink, &buffers));
+
+  // A small DIFF after the large one: shorter source and target.
+  const std::vector<Extent> small_src = {{3900, 2}};
+  const Bytes small_old = source.Blocks(3900, 2);
+  const Bytes fresh = TargetBytes(0, 5);
+  Bytes fresh_delta;
+  ASSERT_OK(EncodeDiff(small_old, fresh, &fresh_delta));
+  const std::vector<Extent> fresh_dst = {{4100, 5}};
+  Operation small = MakeOp(OperationType::kDiff, small_src, fresh_dst, small_old, fresh,
+                           fresh_delta.size());
+  ASSERT_OK(ExecuteOperation(small, fresh_delta.data(), none, source, sink, &buffers));
+
+  const std::vector<Extent> copy_src = {{3500, 4}}, copy_dst = {{4200, 4}};
+  const Bytes copied = source.Blocks(3500, 4);
+  Operation copy = MakeOp(OperationType::kCopy, copy_src, copy_dst, copied, copied, 0);
+  Operation bad_copy = copy;
+  bad_copy.dst_hash[0] ^= 1;
+  MemorySink refused(8192);
+  EXPECT_CODE(ExecuteOperation(bad_copy, nullptr, none, source, refused, &buffers),
+              ErrorCode::kHashMismatch);
+  EXPECT_TRUE(refused.written().empty());
+  ASSERT_OK(ExecuteOperation(copy, nullptr, none, source, sink, &buffers));
+
+  // The large DIFF once more after the small ops: the swapped and shrunk
+  // buffers grow back.
+  MemorySink again(8192);
+  ASSERT_OK(ExecuteOperation(big, big_delta.data(), none, source, again, &buffers));
+  ExpectWritten(again, big_dst, big_new);
+
+  Bytes want_all = Concat({big_new, Bytes(7 * kBlock, 0), fresh, copied});
+  ExpectWritten(sink, {{100, 3100}, {4000, 7}, {4100, 5}, {4200, 4}}, want_all);
+}
