@@ -32,7 +32,8 @@ class BlockSource {
   uint64_t block_count() const { return BlockCount(size_bytes(), block_size()); }
   // Reads blocks [first, first + count) into `out` (count * block_size bytes).
   // The part of the last block past size_bytes() reads as zeros. A range that
-  // is empty or reaches past block_count() is kBadExtent.
+  // is empty or reaches past block_count() is kBadExtent. May be called from
+  // several threads at once (the executor reads a large source in halves).
   virtual Status ReadBlocks(uint64_t first, uint64_t count, uint8_t* out) = 0;
 };
 

@@ -29,6 +29,45 @@ bool AllZero(const uint8_t* p, size_t n) {
   return n == 0 || std::memcmp(p, kZeros, n) == 0;
 }
 
+// Reads the blocks of `extents` (`blocks` in all) into `out`, in order.
+// A large source is read in two halves at once, the second on a thread of
+// its own: a View's read checks every block against its leaf hash, and
+// that and the copy out of the page cache took a seventh of a large DIFF's
+// time on one core. BlockSource reads may run on several threads at once
+// (block_io.h). The first half's failure wins, as a serial read's would.
+Status ReadSource(const std::vector<Extent>& extents, uint64_t blocks, uint32_t block_size,
+                  bool parallel, BlockSource& source, uint8_t* out) {
+  auto read_range = [&](uint64_t from, uint64_t to) -> Status {
+    // Blocks [from, to) of the op's source, in extent order.
+    uint64_t at = 0;
+    for (const Extent& e : extents) {
+      const uint64_t lo = std::max(from, at), hi = std::min(to, at + e.num_blocks);
+      if (lo < hi) {
+        REVPATCH_RETURN_IF_ERROR(source.ReadBlocks(e.start_block + (lo - at), hi - lo,
+                                                   out + lo * block_size));
+      }
+      at += e.num_blocks;
+      if (at >= to) break;
+    }
+    return Status::Ok();
+  };
+  const uint64_t half = blocks / 2;
+  if (parallel && half > 0) {
+    Status second = Status::Ok();
+    std::thread reader;
+    try {
+      reader = std::thread([&] { second = read_range(half, blocks); });
+    } catch (const std::exception&) {
+      return read_range(0, blocks);  // no thread to be had
+    }
+    Status first = read_range(0, half);
+    reader.join();
+    REVPATCH_RETURN_IF_ERROR(first);
+    return second;
+  }
+  return read_range(0, blocks);
+}
+
 }  // namespace
 
 Status OperationBuffer::Resize(uint64_t size) {
@@ -82,11 +121,9 @@ Status ExecuteOperation(const Operation& op, const uint8_t* data,
   OperationBuffer& target = buffers->target;
   REVPATCH_RETURN_IF_ERROR(source_bytes.Resize(src_bytes));  // 0: none, whatever came before
   if (src_blocks > 0) {
-    uint8_t* p = source_bytes.data();
-    for (const Extent& e : op.src_extents) {
-      REVPATCH_RETURN_IF_ERROR(source.ReadBlocks(e.start_block, e.num_blocks, p));
-      p += e.num_blocks * block_size;
-    }
+    REVPATCH_RETURN_IF_ERROR(ReadSource(op.src_extents, src_blocks, block_size,
+                                        src_bytes >= kParallelHashBytes, source,
+                                        source_bytes.data()));
   }
   // The source hash runs beside the decoding of a large DIFF (the decoder
   // is bounds-checked whatever the source holds); either way it is checked

@@ -6,8 +6,9 @@
 // hash checks moved before the first write):
 //   1. validate the operation against the source's block count (extents,
 //      byte bounds); the sink refuses target blocks past its view;
-//   2. read every source block the op names, hash them in extent order and
-//      compare with src_hash (kSourceMismatch);
+//   2. read every source block the op names (a source of 1 MiB or more in
+//      two halves on two threads), hash them in extent order and compare
+//      with src_hash (kSourceMismatch);
 //   3. produce the whole target in memory (REPLACE uses the data in place,
 //      REPLACE_BROTLI decompresses to exactly the target length, ZERO
 //      zeros, COPY takes the source bytes, DIFF applies the delta to them);

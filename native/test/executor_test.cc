@@ -420,3 +420,38 @@ TEST(buffers_kept_across_operations_never_leak_one_ops_bytes_into_another) {
   Bytes want_all = Concat({big_new, Bytes(7 * kBlock, 0), fresh, copied});
   ExpectWritten(sink, {{100, 3100}, {4000, 7}, {4100, 5}, {4200, 4}}, want_all);
 }
+
+// A source that fails to read one block, as a View does on a bad leaf.
+class FailingSource : public MemorySource {
+ public:
+  FailingSource(uint64_t blocks, uint64_t bad) : MemorySource(blocks), bad_(bad) {}
+  Status ReadBlocks(uint64_t first, uint64_t count, uint8_t* out) override {
+    if (bad_ >= first && bad_ < first + count) return Status(ErrorCode::kCorrupt, "bad block");
+    return MemorySource::ReadBlocks(first, count, out);
+  }
+
+ private:
+  uint64_t bad_;
+};
+
+// A source of a megabyte or more is read in two halves at once: the halves
+// meet inside an extent and the bytes still come in extent order; a failed
+// read in either half fails the op before any write.
+TEST(a_large_source_read_in_halves_keeps_extent_order_and_its_failures) {
+  const std::vector<Extent> src = {{3000, 700}, {10, 1500}, {2000, 300}};  // 2500 blocks
+  const std::vector<Extent> dst = {{5000, 2500}};
+  MemorySource source(4000);
+  const Bytes moved = Concat({source.Blocks(3000, 700), source.Blocks(10, 1500),
+                              source.Blocks(2000, 300)});
+  Operation copy = MakeOp(OperationType::kCopy, src, dst, moved, moved, 0);
+  MemorySink sink(8000);
+  ASSERT_OK(ExecuteOperation(copy, nullptr, source, sink));
+  ExpectWritten(sink, dst, moved);
+
+  for (uint64_t bad : {3001u, 1200u, 2299u}) {  // first half, the middle extent's far side, last
+    FailingSource failing(4000, bad);
+    MemorySink untouched(8000);
+    EXPECT_CODE(ExecuteOperation(copy, nullptr, failing, untouched), ErrorCode::kCorrupt);
+    EXPECT_TRUE(untouched.written().empty());
+  }
+}
