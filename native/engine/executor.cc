@@ -71,16 +71,21 @@ Status ReadSource(const std::vector<Extent>& extents, uint64_t blocks, uint32_t 
 }  // namespace
 
 Status OperationBuffer::Resize(uint64_t size) {
+  constexpr uint64_t kGrain = uint64_t{1} << 20;
   if (size > capacity_) {
     bytes_.reset();
     capacity_ = size_ = 0;
-    if (size > std::numeric_limits<size_t>::max()) {
+    if (size > std::numeric_limits<size_t>::max() - kGrain) {
       return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
     }
+    // Rounded up to a whole MiB, so ops of nearly the same size (a large
+    // DIFF's pieces) share one allocation instead of faulting a slightly
+    // larger one in each time; at most a MiB more than the op needs.
+    const uint64_t rounded = size > kGrain ? (size + kGrain - 1) / kGrain * kGrain : size;
     // Default-initialized: no pass over the bytes until the op writes them.
-    bytes_.reset(new (std::nothrow) uint8_t[static_cast<size_t>(size)]);
+    bytes_.reset(new (std::nothrow) uint8_t[static_cast<size_t>(rounded)]);
     if (!bytes_) return Status(ErrorCode::kTooLarge, "operation buffer: out of memory");
-    capacity_ = static_cast<size_t>(size);
+    capacity_ = static_cast<size_t>(rounded);
   }
   size_ = static_cast<size_t>(size);
   return Status::Ok();
