@@ -206,6 +206,11 @@ class DiffPairs {
 
 }  // namespace
 
+bool DiffVersionSupported(uint32_t version) {
+  return version == 1 || version == kPlainDiffFormatVersion || version == kDiffFormatVersion ||
+         version == kStreamDiffFormatVersion;
+}
+
 Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
                              size_t out_size) {
   BrotliReader reader(in, in_size);

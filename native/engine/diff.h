@@ -78,6 +78,10 @@ struct DeltaRecord {
   uint64_t copy_length = 0;
 };
 
+// Whether DecodeDiff decodes deltas of `version` (a device refuses a
+// patch that needs another before any write: the manifest's `requires`).
+bool DiffVersionSupported(uint32_t version);
+
 // Decodes a whole Brotli stream that must produce exactly `out_size` bytes
 // and end exactly at `in_size`; kCorrupt otherwise. Never writes past
 // `out_size`.
