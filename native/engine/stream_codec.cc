@@ -145,7 +145,7 @@ Status ZstdCompressWithRecipe(const ZstdRecipe& r, const uint8_t* in, size_t in_
   if (r.mode == kZstdModeThreaded && !set(ZSTD_c_nbWorkers, 1)) {
     return Status(ErrorCode::kUnsupported, "zstd: this libzstd has no threads");
   }
-  if (r.mode == kZstdModeSingle) {
+  if (r.mode == kZstdModeSingle && r.content_size) {
     // One call over the whole input, as ZSTD_compress2: only given room
     // for the worst case does libzstd compress straight through, so a
     // smaller `out` gets a scratch buffer (a bounded call would stream in
@@ -173,6 +173,17 @@ Status ZstdCompressWithRecipe(const ZstdRecipe& r, const uint8_t* in, size_t in_
   }
   ZSTD_inBuffer ib{in, in_size, 0};
   ZSTD_outBuffer ob{out, capacity, 0};
+  if (!r.content_size) {
+    // A size unknown to the compressor (a pipe): the input goes in as a
+    // stream first, so the parameters are those of an unknown size.
+    while (ib.pos < ib.size) {
+      const size_t ret = ZSTD_compressStream2(c.get(), &ob, &ib, ZSTD_e_continue);
+      if (ZSTD_isError(ret)) return Corrupt(std::string("zstd: ") + ZSTD_getErrorName(ret));
+      if (ob.pos == ob.size && ib.pos < ib.size) {
+        return Corrupt("zstd: the rebuilt frame is longer than the original");
+      }
+    }
+  }
   for (;;) {
     const size_t left = ZSTD_compressStream2(c.get(), &ob, &ib, ZSTD_e_end);
     if (ZSTD_isError(left)) return Corrupt(std::string("zstd: ") + ZSTD_getErrorName(left));

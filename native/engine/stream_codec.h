@@ -65,7 +65,9 @@ constexpr int kZstdMaxWindowLog = 27;
 //   u8  window_log  0: the level's; else ZSTD_c_windowLog
 //   u8  reserved  zero
 // The source size is pledged (as one-shot calls and the command line on a
-// file do) when the content size is in the header.
+// file do) when the content size is in the header; otherwise the input is
+// streamed in before the frame is ended, as from a pipe, so the
+// parameters are those of an unknown size (in either mode).
 struct ZstdRecipe {
   uint32_t version = 0;
   int32_t level = 0;

@@ -1,5 +1,6 @@
 #include "stream_delta.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -18,6 +19,7 @@ Status ParseEntries(const uint8_t* p, size_t size, size_t* at, uint32_t count, u
                     bool with_recipe, std::vector<StreamEntry>* out, uint64_t* expanded) {
   uint64_t end = 0;  // of the previous stream
   uint64_t total = buffer_size;
+  const uint64_t cap = std::min<uint64_t>(kMaxExpandedBytes, kMaxExpansionRatio * buffer_size + (1u << 20));
   for (uint32_t i = 0; i < count; ++i) {
     if (size - *at < kEntryFixedBytes) return Corrupt("truncated stream table");
     const uint8_t* e = p + *at;
@@ -40,7 +42,7 @@ Status ParseEntries(const uint8_t* p, size_t size, size_t* at, uint32_t count, u
     end = s.offset + s.compressed_length;
     if (s.expanded_length > kMaxExpandedBytes) return Corrupt("stream expands too far");
     total = total - s.compressed_length + s.expanded_length;  // stays <= buffer + cap * count
-    if (total > kMaxExpandedBytes) return Corrupt("expanded buffer too large");
+    if (total > cap) return Corrupt("expanded buffer too large");
     if (recipe_length > kMaxRecipeBytes || (!with_recipe && recipe_length != 0)) {
       return Corrupt("bad recipe length");
     }

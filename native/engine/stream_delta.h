@@ -32,7 +32,8 @@
 // expansion with its recipe to exactly compressed_length bytes.
 //
 // Bounds: at most kMaxStreams per buffer, each expanded buffer at most
-// kMaxExpandedBytes, recipes at most kMaxRecipeBytes. Anything else is
+// kMaxExpandedBytes and kMaxExpansionRatio times its buffer plus 1 MiB,
+// recipes at most kMaxRecipeBytes. Anything else is
 // kCorrupt; a codec or recipe this engine cannot follow is kUnsupported
 // (the manifest's `requires` lets a device refuse before any write).
 #ifndef REVPATCH_ENGINE_STREAM_DELTA_H_
@@ -52,6 +53,9 @@ constexpr size_t kStreamDeltaHeaderSize = 24;
 constexpr size_t kMaxStreams = 4096;
 constexpr uint64_t kMaxExpandedBytes = 256ull << 20;
 constexpr size_t kMaxRecipeBytes = 256;
+// An expanded buffer is also at most this many times its buffer plus
+// 1 MiB, so a small op cannot make the device allocate the whole cap.
+constexpr uint64_t kMaxExpansionRatio = 64;
 
 struct StreamEntry {
   uint64_t offset = 0;

@@ -135,6 +135,31 @@ TEST(ZstdRecipeFindsMultiThreadedFramesAsTheCommandLineWritesThem) {
   EXPECT_EQ(r.mode, kZstdModeThreaded);
 }
 
+TEST(ZstdRecipeFindsFramesOfUnknownSizeAsAPipeGivesThem) {
+  // The command line reading a pipe: no content size, threaded, the input
+  // arriving in pieces.
+  Bytes data = Structured(3u << 20, 12);
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 19);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_nbWorkers, 1);
+  Bytes frame(ZSTD_compressBound(data.size()) + 1024);
+  ZSTD_outBuffer ob{frame.data(), frame.size(), 0};
+  for (size_t at = 0; at < data.size(); at += 131072) {
+    ZSTD_inBuffer ib{data.data() + at, std::min<size_t>(131072, data.size() - at), 0};
+    while (ib.pos < ib.size) ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_continue);
+  }
+  ZSTD_inBuffer none{nullptr, 0, 0};
+  while (ZSTD_compressStream2(c, &ob, &none, ZSTD_e_end) != 0) {
+  }
+  ZSTD_freeCCtx(c);
+  frame.resize(ob.pos);
+  ZstdRecipe r;
+  ASSERT_TRUE(FindZstdRecipe(frame.data(), frame.size(), data.data(), data.size(), &r));
+  EXPECT_TRUE(!r.content_size);
+  EXPECT_EQ(r.level, 19);
+}
+
 TEST(RebuildRefusesARecipeOfAnotherZstdVersionAsUnsupported) {
   Bytes data = Structured(50000, 3);
   Bytes frame = Compress(data, 3, true);

@@ -72,6 +72,14 @@ bool FirstBlockMatches(const ZstdRecipe& r, const uint8_t* frame, size_t frame_s
   ZSTD_inBuffer ib{expanded, std::min(expanded_size, kProbeBytes), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   const ZSTD_EndDirective end = expanded_size <= kProbeBytes ? ZSTD_e_end : ZSTD_e_flush;
+  if (!r.content_size) {  // as ZstdCompressWithRecipe: streamed in, size unknown
+    while (ib.pos < ib.size) {
+      if (ZSTD_isError(ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_continue)) || ob.pos == ob.size) {
+        ZSTD_freeCCtx(c);
+        return false;
+      }
+    }
+  }
   size_t left = 1;
   while (left != 0) {
     left = ZSTD_compressStream2(c, &ob, &ib, end);
