@@ -607,6 +607,8 @@ class Generator {
     const size_t batch = std::max<size_t>(1, kBatchBytes / block_size_);
     std::vector<uint8_t> tbuf(batch * block_size_), sbuf(batch * block_size_);
     std::vector<uint8_t> other(block_size_);
+    REVPATCH_RETURN_IF_ERROR(FindTargetFrames());
+    size_t frame = 0;  // next of frames_ not yet passed
     uint64_t reported = 0;
     for (uint64_t t = 0; t < target_blocks;) {
       if (progress && (t == 0 || t - reported >= 1024)) {
@@ -639,7 +641,17 @@ class Generator {
         const uint8_t* block = tbuf.data() + i * block_size_;
         const bool zero = AllZero(block, block_size_);
         if (b < source_blocks) {
-          if (std::memcmp(block, sbuf.data() + i * block_size_, block_size_) == 0) continue;
+          while (frame < frames_.size() && frames_[frame].second <= b) ++frame;
+          const bool in_frame = frame < frames_.size() && frames_[frame].first <= b;
+          // A frame's blocks go to one region whole, unchanged ones too:
+          // its stream delta needs the frame's bytes.
+          if (!in_frame && std::memcmp(block, sbuf.data() + i * block_size_, block_size_) == 0) {
+            continue;
+          }
+          if (in_frame && b == frames_[frame].first && region_ &&
+              region_->blocks.size() + (frames_[frame].second - b) > region_blocks_) {
+            REVPATCH_RETURN_IF_ERROR(FlushRegion());
+          }
         } else if (zero) {
           ++result_->changed_blocks;
           continue;
@@ -805,6 +817,43 @@ class Generator {
     return Status::Ok();
   }
 
+  // Whole source: the block ranges [first, end) of the target's zstd
+  // frames that fit one region and changed in place, found before the
+  // walk (the target read whole once, then freed).
+  Status FindTargetFrames() {
+    if (!s_.plan.whole_source || s_.target->size() > kWholeSourceLimit) return Status::Ok();
+    std::vector<uint8_t> all;
+    try {
+      all.resize(s_.target->blocks() * block_size_);
+    } catch (const std::bad_alloc&) {
+      return Status::Ok();  // no stream deltas then
+    }
+    const size_t batch = std::max<size_t>(1, kBatchBytes / block_size_);
+    for (uint64_t b = 0; b < s_.target->blocks(); b += batch) {
+      const uint64_t n = std::min<uint64_t>(batch, s_.target->blocks() - b);
+      REVPATCH_RETURN_IF_ERROR(s_.target->ReadBlocks(b, n, all.data() + b * block_size_));
+    }
+    std::vector<FoundStream> found;
+    FindZstdFrames(all.data(), all.size(), &found);
+    std::vector<uint8_t> old;
+    for (const FoundStream& f : found) {
+      const uint64_t first = f.offset / block_size_;
+      const uint64_t end = (f.offset + f.length + block_size_ - 1) / block_size_;
+      if (end - first > region_blocks_) continue;
+      if (end <= s_.source->blocks()) {
+        old.resize((end - first) * block_size_);
+        REVPATCH_RETURN_IF_ERROR(s_.source->ReadBlocks(first, end - first, old.data()));
+        if (std::memcmp(old.data(), all.data() + first * block_size_, old.size()) == 0) continue;
+      }
+      if (!frames_.empty() && frames_.back().second > first) {
+        frames_.back().second = std::max(frames_.back().second, end);
+      } else {
+        frames_.push_back({first, end});
+      }
+    }
+    return Status::Ok();
+  }
+
   // On the producer's thread, in order.
   Status Emit(const Operation& op_in, const uint8_t* data, size_t size) {
     Operation op = op_in;
@@ -841,6 +890,7 @@ class Generator {
   uint64_t max_blocks_, region_blocks_;
   PendingOp zero_, copy_;
   DeltaNeeds needs_;
+  std::vector<std::pair<uint64_t, uint64_t>> frames_;
   std::shared_ptr<Region> region_;
   bool whole_ready_ = false;
   OrderedPool pool_;  // last: its workers stop before the rest goes

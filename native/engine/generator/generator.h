@@ -33,7 +33,10 @@
 // frames that the publisher's libzstd reproduces exactly (stream_scan.h),
 // when the source holds frames too, is also written as a stream delta
 // (version 5, stream_delta.h) against the source frames nearest in
-// expanded size, and that is kept when smaller; GenerateResult says which
+// expanded size, and that is kept when smaller. So that a frame's bytes
+// reach one region whole, the target's frames (up to a region's size) that
+// changed in place are found before the walk, and their unchanged blocks
+// join the region too. GenerateResult says which
 // delta versions and zstd versions the payload then needs.
 //
 // Either way the op's source extents are then cut down to the blocks the
