@@ -192,6 +192,18 @@ export function buildProgram(): Command {
           `  signature: ${info.signature}${info.signature === 'unchecked' ? ' (pass --trust PUB to verify)' : ` (key ${m.keyId})`}`,
           `  payload:   ${info.payload}`,
         ];
+        if (info.requires) {
+          const r = info.requires;
+          const needs = [
+            ...(r.deltaVersions ?? []).map((v) => `delta version ${v}`),
+            ...(r.zstd ? [`zstd ${r.zstd} (its zstd stream recipes)`] : []),
+            ...(r.deflate ? ['deflate streams'] : []),
+          ];
+          lines.push(`  requires:  ${needs.join(', ')}`);
+          lines.push(
+            info.unmet.length === 0 ? '    this engine can apply it' : `    this engine cannot apply it: ${info.unmet.join('; ')}`,
+          );
+        }
         const stats = info.stats?.byType ?? m.operations;
         for (const [type, s] of Object.entries(stats)) {
           if (s.count > 0) lines.push(`    ${type.padEnd(15)} ${s.count} ops, ${s.targetBlocks} blocks, ${s.dataBytes} data bytes`);

@@ -19,6 +19,7 @@ import { StateLock, LOCK_FILE } from '../engine/lock';
 import { assertNotServed } from './serve_lease';
 import { readPublicKey } from '../patch/keys';
 import { PatchFile } from '../patch/patch_file';
+import { checkRequires } from '../patch/requires';
 import { copyFileAtomic } from '../engine/atomic';
 import { AuditTrail } from './audit';
 import { fingerprintChanges, takeFingerprint } from './base_fingerprint';
@@ -367,6 +368,9 @@ export class Device {
   ): Promise<PatchRecord> {
     const trust = await readPublicKey(this.file(TRUST_FILE));
     const manifest = await patch.verify(trust.publicKey);
+    // A patch this engine cannot apply (delta versions, a zstd recipe of
+    // another libzstd) is refused before the state is touched.
+    checkRequires(manifest, engine.capabilities());
     return await this.mutate(async () => {
       const record = this.record;
       const config = record.device;

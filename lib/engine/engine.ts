@@ -124,6 +124,22 @@ export interface GenerateResult {
   regionBytes: number;
   windowBytes: number;
   threads: number;
+  /** DIFF delta versions the payload uses (inner ones of version 5 included), sorted. */
+  deltaVersions: number[];
+  /** libzstd versions ("1.5.4") its zstd stream recipes name, sorted. */
+  zstdVersions: string[];
+  /** Whether it expands or rebuilds deflate streams. */
+  deflateStreams: boolean;
+}
+
+/** What this engine can apply (a manifest's `requires` is checked against it). */
+export interface EngineCapabilities {
+  /** DIFF delta versions DecodeDiff decodes. */
+  deltaVersions: number[];
+  /** The libzstd version zstd streams are rebuilt with, "1.5.4". */
+  zstd: string;
+  /** Whether deflate streams can be expanded and rebuilt. */
+  deflate: boolean;
 }
 
 export type ExportMode = 'auto' | 'copy' | 'reflink';
@@ -246,6 +262,8 @@ interface Addon {
   syncDirectory(dir: string): Promise<void>;
   freeSpace(dir: string): Promise<number>;
   removeFile(file: string): Promise<void>;
+  capabilities(): EngineCapabilities;
+  setZstdVersionForTesting(version: string | null): void;
   setFaultPlan(plan: FaultPlan): void;
   clearFaultPlan(): void;
   faultStatus(): FaultStatus;
@@ -392,6 +410,16 @@ export const syncDirectory = (dir: string): Promise<void> => call((a) => a.syncD
 export const freeSpace = (dir: string): Promise<number> => call((a) => a.freeSpace(dir));
 /** Unlinks `file` (a missing one is fine) and fsyncs its directory. */
 export const removeFile = (file: string): Promise<void> => call((a) => a.removeFile(file));
+
+/** What this engine can apply (delta versions, zstd version, deflate). */
+export const capabilities = (): EngineCapabilities => callSync((a) => a.capabilities());
+/**
+ * Tests only: makes the engine report, and rebuild zstd streams as if it
+ * had, another libzstd version ("1.5.3"); null restores the real one.
+ * Process-wide.
+ */
+export const setZstdVersionForTesting = (version: string | null): void =>
+  callSync((a) => a.setZstdVersionForTesting(version));
 
 /**
  * Fault injection for crash-safety tests (docs/durability.md): arms a

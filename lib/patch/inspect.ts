@@ -10,7 +10,8 @@
 import * as engine from '../engine/engine';
 import type { PayloadStats } from '../engine/engine';
 import { readPublicKey } from './keys';
-import type { Manifest } from './manifest';
+import type { Manifest, Requires } from './manifest';
+import { unmetRequirements } from './requires';
 import { HEADER_SIZE, PatchFile, SIGNATURE_SIZE } from './patch_file';
 
 export interface PatchSizes {
@@ -28,6 +29,14 @@ export interface InspectResult {
   /** Operation statistics counted by the engine; only when the payload was checked. */
   stats?: PayloadStats;
   sizes: PatchSizes;
+  /**
+   * What the patch needs of a device beyond format 1 (the manifest's
+   * `requires`: delta versions, the zstd version its recipes name,
+   * deflate), null when nothing; and what of it this engine lacks (empty
+   * when this engine can apply it).
+   */
+  requires: Requires | null;
+  unmet: string[];
 }
 
 export async function inspectPatch(file: string, trustedPublicKeyPath?: string): Promise<InspectResult> {
@@ -41,13 +50,18 @@ export async function inspectPatch(file: string, trustedPublicKeyPath?: string):
       signature: SIGNATURE_SIZE,
       payload: patch.payloadLength,
     };
+    const needs = (m: Manifest) => ({
+      requires: m.requires ?? null,
+      unmet: unmetRequirements(m.requires, engine.capabilities()),
+    });
     if (!trust) {
-      return { manifest: patch.parseUnverified(), signature: 'unchecked', payload: 'unchecked', sizes };
+      const manifest = patch.parseUnverified();
+      return { manifest, signature: 'unchecked', payload: 'unchecked', sizes, ...needs(manifest) };
     }
     const manifest = patch.verify(trust);
     // The scan creates no layer; the path is not used.
     const stats = await engine.scanPayload(patch.applyParams(''));
-    return { manifest, signature: 'valid', payload: 'valid', stats, sizes };
+    return { manifest, signature: 'valid', payload: 'valid', stats, sizes, ...needs(manifest) };
   } finally {
     await patch.close();
   }

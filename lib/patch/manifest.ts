@@ -16,6 +16,16 @@ import { validate as matchesSchema } from './manifest_validator';
 import { parseStrictJson } from './strict_json';
 
 export const MANIFEST_FORMAT = 1;
+/**
+ * The format of a manifest with `requires`: written only when the payload
+ * needs more of the device than format 1 patches ever did (delta versions
+ * above 3, zstd recipes, deflate streams); a patch that needs nothing new
+ * stays format 1, byte for byte.
+ */
+export const MANIFEST_FORMAT_REQUIRES = 2;
+/** Delta versions every format 1 device decodes; `requires` names only later ones. */
+export const BASE_DELTA_VERSION = 3;
+export const ZSTD_VERSION_PATTERN = /^[1-9][0-9]?\.[0-9]{1,2}\.[0-9]{1,2}$/;
 /** Largest manifest, in bytes; the header's manifest length is bounded by it too. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Largest source or target image: 64 TiB. */
@@ -51,8 +61,24 @@ export interface PayloadRef {
   chunks: string[];
 }
 
+/**
+ * What a device needs to apply the payload, beyond format 1 (checked before
+ * any write: lib/patch/requires.ts). Every field is optional; at least one
+ * is present.
+ */
+export interface Requires {
+  /** DIFF delta versions above 3 the payload uses, sorted, e.g. [5]. */
+  deltaVersions?: number[];
+  /** The libzstd version its zstd recipes name ("1.5.4"): only that version rebuilds them. */
+  zstd?: string;
+  /** It expands or rebuilds deflate streams. */
+  deflate?: true;
+}
+
 export interface Manifest {
-  format: 1;
+  format: 1 | 2;
+  /** Format 2 only (and there required). */
+  requires?: Requires;
   id: string;
   version: number;
   title: string;
@@ -113,7 +139,23 @@ export const manifestSchema = {
     'operationCount', 'changedBlocks', 'operations', 'payload', 'removable', 'created', 'expires', 'keyId',
   ],
   properties: {
-    format: { type: 'integer', const: MANIFEST_FORMAT },
+    format: { type: 'integer', enum: [MANIFEST_FORMAT, MANIFEST_FORMAT_REQUIRES] },
+    requires: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: {
+        deltaVersions: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 16,
+          uniqueItems: true,
+          items: { type: 'integer', minimum: BASE_DELTA_VERSION + 1, maximum: 255 },
+        },
+        zstd: { type: 'string', pattern: ZSTD_VERSION_PATTERN.source },
+        deflate: { type: 'boolean', const: true },
+      },
+    },
     id: { type: 'string', pattern: ID_SOURCE },
     version: { type: 'integer', minimum: 1, maximum: MAX_VERSION },
     title: { type: 'string', maxLength: MAX_TITLE_LENGTH },
@@ -202,6 +244,13 @@ function checkConsistency(m: Manifest): void {
     throw new RevpatchError('E_MANIFEST', `invalid manifest: ${message}`);
   };
   if (m.parent === m.id) fail(`parent is the patch itself (${m.id})`);
+  if ((m.format === MANIFEST_FORMAT_REQUIRES) !== (m.requires !== undefined)) {
+    fail(m.requires === undefined ? 'format 2 without requires' : `requires in a format ${m.format} manifest`);
+  }
+  const versions = m.requires?.deltaVersions;
+  if (versions && versions.some((v, i) => i > 0 && v <= versions[i - 1]!)) {
+    fail('requires.deltaVersions is not sorted');
+  }
   // The schema checks the RFC 3339 shape; the calendar is checked here.
   if (!isDateTime(m.created)) fail(`created (${m.created}) is not a date-time`);
   if (m.expires !== null && !isDateTime(m.expires)) fail(`expires (${m.expires}) is not a date-time`);
@@ -240,6 +289,14 @@ export function parseManifest(bytes: Uint8Array): Manifest {
   return validateManifest(parseStrictJson(bytes, { maxBytes: MAX_MANIFEST_BYTES }));
 }
 
+function orderedRequires(r: Requires): Requires {
+  return {
+    ...(r.deltaVersions === undefined ? {} : { deltaVersions: [...r.deltaVersions] }),
+    ...(r.zstd === undefined ? {} : { zstd: r.zstd }),
+    ...(r.deflate === undefined ? {} : { deflate: r.deflate }),
+  };
+}
+
 /**
  * Validates and serializes a manifest as compact UTF-8 JSON with its keys in
  * the schema's order, so the same manifest always yields the same bytes.
@@ -253,6 +310,7 @@ export function encodeManifest(manifest: Manifest): Buffer {
   }
   const ordered: Manifest = {
     format: m.format,
+    ...(m.requires === undefined ? {} : { requires: orderedRequires(m.requires) }),
     id: m.id,
     version: m.version,
     title: m.title,

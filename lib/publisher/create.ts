@@ -25,11 +25,13 @@ import * as engine from '../engine/engine';
 import { RevpatchError, toRevpatchError } from '../engine/errors';
 import { copyRange, temporaryPathBeside, writeAll, writeAtomic } from '../engine/atomic';
 import { readSecretKey } from '../patch/keys';
+import { requiresOf } from '../patch/requires';
 import {
   encodeManifest,
   ID_PATTERN,
   isDateTime,
   MANIFEST_FORMAT,
+  MANIFEST_FORMAT_REQUIRES,
   MAX_BLOCK_SIZE,
   MAX_CHUNK_SIZE,
   MAX_TITLE_LENGTH,
@@ -191,8 +193,10 @@ export async function createPatch(options: CreateOptions): Promise<CreateResult>
       { blockSize: c.blockSize, chunkSize: c.chunkSize, memoryBudget: c.maxMemory - PROCESS_ALLOWANCE, threads: c.threads },
       options.onProgress,
     );
+    const requires = requiresOf(generated);
     const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
+      format: requires === undefined ? MANIFEST_FORMAT : MANIFEST_FORMAT_REQUIRES,
+      ...(requires === undefined ? {} : { requires }),
       id: options.id,
       version: c.version,
       title: c.title,

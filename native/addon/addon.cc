@@ -12,6 +12,7 @@
 
 #include "apply.h"
 #include "commit_record.h"
+#include "diff.h"
 #include "export.h"
 #include "fault_injection.h"
 #include "feed.h"
@@ -21,6 +22,7 @@
 #include "merkle.h"
 #include "scrub.h"
 #include "sha256.h"
+#include "stream_codec.h"
 #include "view.h"
 #include "args.h"
 #include "corrupt_reads.h"
@@ -296,6 +298,18 @@ Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
         result.Set("operationCount", Num(env, out->operation_count));
         result.Set("changedBlocks", Num(env, out->changed_blocks));
         result.Set("stats", StatsObject(env, out->stats));
+        Napi::Array versions = Napi::Array::New(env, out->delta_versions.size());
+        for (size_t i = 0; i < out->delta_versions.size(); ++i) {
+          versions.Set(static_cast<uint32_t>(i), Num(env, out->delta_versions[i]));
+        }
+        result.Set("deltaVersions", versions);
+        Napi::Array zstd = Napi::Array::New(env, out->zstd_versions.size());
+        for (size_t i = 0; i < out->zstd_versions.size(); ++i) {
+          zstd.Set(static_cast<uint32_t>(i),
+                   Napi::String::New(env, revpatch::ZstdVersionString(out->zstd_versions[i])));
+        }
+        result.Set("zstdVersions", zstd);
+        result.Set("deflateStreams", Napi::Boolean::New(env, out->deflate_streams));
         return result;
       },
       Arg(info, 4));
@@ -458,6 +472,48 @@ Napi::Value RemoveFile(const Napi::CallbackInfo& info) {
       [](Napi::Env env) { return env.Undefined(); });
 }
 
+// ---------------------------------------------------------------- capabilities
+// What this engine can apply, for the up-front check of a manifest's
+// `requires` (lib/patch/requires.ts).
+
+// capabilities() -> {deltaVersions, zstd, deflate}
+Napi::Value Capabilities(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object result = Napi::Object::New(env);
+  Napi::Array versions = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (uint32_t v = 1; v <= 16; ++v) {
+    if (revpatch::DiffVersionSupported(v)) versions.Set(n++, Num(env, v));
+  }
+  result.Set("deltaVersions", versions);
+  result.Set("zstd", Napi::String::New(env, revpatch::ZstdVersionString(revpatch::EngineZstdVersion())));
+  std::vector<uint8_t> none;
+  const bool deflate =
+      revpatch::ExpandStream(revpatch::StreamCodec::kDeflate, nullptr, 0, 0, &none).code() !=
+      revpatch::ErrorCode::kUnsupported;
+  result.Set("deflate", Napi::Boolean::New(env, deflate));
+  return result;
+}
+
+// setZstdVersionForTesting("1.5.3" | null): tests only, process-wide.
+Napi::Value SetZstdVersionForTesting(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value v = Arg(info, 0);
+  if (v.IsNull() || v.IsUndefined()) {
+    revpatch::SetZstdVersionForTesting(0);
+    return env.Undefined();
+  }
+  const std::string text = GetString(env, v, "version");
+  unsigned major = 0, minor = 0, patch = 0;
+  char end = 0;
+  if (std::sscanf(text.c_str(), "%u.%u.%u%c", &major, &minor, &patch, &end) != 3 || major == 0 ||
+      minor > 99 || patch > 99 || major > 9) {
+    ThrowArgument(env, "version must look like 1.5.4");
+  }
+  revpatch::SetZstdVersionForTesting(major * 10000 + minor * 100 + patch);
+  return env.Undefined();
+}
+
 // ---------------------------------------------------------------- faults
 // The fault injector of native/engine/fault_injection.h, for tests. The
 // plan is process-wide; these calls are synchronous and touch no file,
@@ -558,6 +614,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("syncDirectory", Napi::Function::New(env, SyncDirectory, "syncDirectory"));
   exports.Set("freeSpace", Napi::Function::New(env, FreeSpace, "freeSpace"));
   exports.Set("removeFile", Napi::Function::New(env, RemoveFile, "removeFile"));
+  exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
+  exports.Set("setZstdVersionForTesting",
+              Napi::Function::New(env, SetZstdVersionForTesting, "setZstdVersionForTesting"));
   exports.Set("setFaultPlan", Napi::Function::New(env, SetFaultPlan, "setFaultPlan"));
   exports.Set("clearFaultPlan", Napi::Function::New(env, ClearFaultPlan, "clearFaultPlan"));
   exports.Set("faultStatus", Napi::Function::New(env, FaultStatus, "faultStatus"));

@@ -10,6 +10,7 @@
 
 #include "little_endian.h"
 #include "references.h"
+#include "stream_delta.h"
 
 namespace revpatch {
 namespace {
@@ -232,6 +233,11 @@ class DiffPairs {
 
 }  // namespace
 
+bool DiffVersionSupported(uint32_t version) {
+  return version == 1 || version == kPlainDiffFormatVersion || version == kDiffFormatVersion ||
+         version == kStreamDiffFormatVersion;
+}
+
 Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
                              size_t out_size) {
   BrotliReader reader(in, in_size);
@@ -429,6 +435,9 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   if (delta_size < kDiffHeaderSize) return Corrupt("truncated header");
   if (std::memcmp(delta, kDiffMagic, 4) != 0) return Corrupt("bad magic");
   const uint32_t version = GetU32(delta + 4);
+  if (version == kStreamDiffFormatVersion) {
+    return DecodeStreamDelta(old_data, old_size, delta, delta_size, out, out_size);
+  }
   if (version != 1 && version != kPlainDiffFormatVersion && version != kDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }

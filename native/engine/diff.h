@@ -35,6 +35,10 @@
 // breaks any of this is kCorrupt; an unknown version is kUnsupported (a
 // decoder of version 1 refuses version 2 this way).
 //
+// Version 5 is the stream delta (stream_delta.h): a table of the
+// compressed streams of both buffers, then an inner delta of version 2, 3
+// or 4 between the buffers with those streams expanded.
+//
 // Why this shape: the diff bytes of a near match are mostly zeros and the
 // three streams compress separately far better than interleaved (bsdiff's
 // observation); varints make the control stream a few bytes per record
@@ -73,6 +77,10 @@ struct DeltaRecord {
   uint64_t add_length = 0;
   uint64_t copy_length = 0;
 };
+
+// Whether DecodeDiff decodes deltas of `version` (a device refuses a
+// patch that needs another before any write: the manifest's `requires`).
+bool DiffVersionSupported(uint32_t version);
 
 // Decodes a whole Brotli stream that must produce exactly `out_size` bytes
 // and end exactly at `in_size`; kCorrupt otherwise. Never writes past

@@ -57,6 +57,10 @@ TEST(layer_fuzzer_inputs_replay_cleanly) {
   EXPECT_TRUE(Replay("layer_fuzzer", revpatch_fuzz::FuzzLayer) > 0);
 }
 
+TEST(stream_codec_fuzzer_inputs_replay_cleanly) {
+  EXPECT_TRUE(Replay("stream_codec_fuzzer", revpatch_fuzz::FuzzStreamCodec) > 0);
+}
+
 TEST(commit_record_fuzzer_inputs_replay_cleanly) {
   EXPECT_TRUE(Replay("commit_record_fuzzer", revpatch_fuzz::FuzzCommitRecord) > 0);
 }

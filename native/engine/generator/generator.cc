@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -22,6 +23,8 @@
 #include "ordered_pool.h"
 #include "payload_reader.h"
 #include "source_index.h"
+#include "stream_delta_encoder.h"
+#include "stream_scan.h"
 
 namespace revpatch {
 namespace {
@@ -246,6 +249,12 @@ struct Shared {
   std::vector<uint8_t> candidate;
   DeltaMatcher matcher;
   ReferenceInfo references;
+  // Whole source: its zstd frames (offsets in the source) and their
+  // expanded lengths, for stream deltas; one stream delta is written at a
+  // time (its memory is beyond the region's reservation: see TryStreams).
+  std::vector<FoundStream> streams;
+  std::vector<uint64_t> stream_expanded;
+  mutable std::mutex stream_mutex;
   // Streaming.
   SourceIndex index;
 };
@@ -428,8 +437,114 @@ class RegionEncoder {
         best.swap(delta);
       }
     }
+    if (s_.plan.whole_source && !s_.streams.empty()) {
+      std::vector<Extent> plain = op.type == OperationType::kDiff ? op.src_extents : src;
+      if (add_total == 0) plain.clear();
+      const size_t best_size = op.type == OperationType::kReplace ? target_size : best.size();
+      REVPATCH_RETURN_IF_ERROR(TryStreams(target, target_size, plain, best_size, &op, &best));
+    }
     if (op.type == OperationType::kReplace) return EmitReplace(first, count);
     Add(std::move(op), std::move(best));
+    return Status::Ok();
+  }
+
+  // A stream delta (version 5) for a region holding zstd frames the
+  // publisher's libzstd reproduces, when the source holds frames too: each
+  // new frame is paired with the source frame nearest in expanded size,
+  // the op reads those frames' blocks and the blocks the plain delta
+  // touched, and the result replaces the op when smaller than
+  // `best_size`. Whole-source mode only; skipped when its memory
+  // (StreamDeltaPeakBytes) is more than the regions' share of the budget.
+  Status TryStreams(const uint8_t* target, size_t target_size, const std::vector<Extent>& plain,
+                    size_t best_size, Operation* op, std::vector<uint8_t>* best) {
+    const uint32_t block_size = s_.block_size;
+    std::vector<FoundStream> found;
+    FindZstdStreams(target, target_size, &found);
+    if (found.empty()) return Status::Ok();
+    std::vector<size_t> chosen;
+    uint64_t expanded_new = target_size;
+    for (const FoundStream& n : found) {
+      std::vector<uint8_t> expanded;
+      if (!ExpandStream(n.codec, target + n.offset, n.length, kMaxExpandedBytes, &expanded).ok()) {
+        continue;
+      }
+      size_t pick = s_.streams.size();
+      uint64_t gap = UINT64_MAX;
+      for (size_t i = 0; i < s_.streams.size(); ++i) {
+        const uint64_t e = s_.stream_expanded[i];
+        const uint64_t d = e > expanded.size() ? e - expanded.size() : expanded.size() - e;
+        if (d < gap) gap = d, pick = i;
+      }
+      if (pick < s_.streams.size()) chosen.push_back(pick);
+      expanded_new = expanded_new - n.length + expanded.size();
+    }
+    std::sort(chosen.begin(), chosen.end());
+    chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+    if (chosen.empty()) return Status::Ok();
+    // Source blocks: the chosen frames' and (while within the op limits)
+    // the plain delta's.
+    std::vector<uint64_t> blocks;
+    for (size_t i : chosen) {
+      const FoundStream& o = s_.streams[i];
+      for (uint64_t b = o.offset / block_size; b <= (o.offset + o.length - 1) / block_size; ++b) {
+        blocks.push_back(b);
+      }
+    }
+    const size_t stream_blocks = blocks.size();
+    for (const Extent& e : plain) {
+      for (uint64_t b = e.start_block; b < e.start_block + e.num_blocks; ++b) blocks.push_back(b);
+    }
+    auto normalize = [&] {
+      std::sort(blocks.begin(), blocks.end());
+      blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+    };
+    auto extents_of = [&] {
+      std::vector<Extent> extents;
+      for (uint64_t b : blocks) AppendBlock(&extents, b);
+      return extents;
+    };
+    normalize();
+    std::vector<Extent> src = extents_of();
+    if (blocks.size() > s_.source_limit || src.size() > kMaxExtentsPerOperation) {
+      blocks.resize(stream_blocks);
+      normalize();
+      src = extents_of();
+      if (blocks.size() > s_.source_limit || src.size() > kMaxExtentsPerOperation) {
+        return Status::Ok();
+      }
+    }
+    uint64_t expanded_old = blocks.size() * block_size;
+    for (size_t i : chosen) expanded_old = expanded_old - s_.streams[i].length + s_.stream_expanded[i];
+    if (expanded_old > kMaxExpandedBytes || expanded_new > kMaxExpandedBytes ||
+        StreamDeltaPeakBytes(expanded_old, expanded_new) > s_.plan.capacity) {
+      return Status::Ok();
+    }
+    std::vector<uint8_t> old(blocks.size() * block_size);
+    for (size_t k = 0; k < blocks.size(); ++k) {
+      std::memcpy(old.data() + k * block_size, s_.candidate.data() + blocks[k] * block_size,
+                  block_size);
+    }
+    std::vector<FoundStream> old_streams;
+    for (size_t i : chosen) {
+      FoundStream o = s_.streams[i];
+      const uint64_t b = o.offset / block_size;
+      const size_t k = std::lower_bound(blocks.begin(), blocks.end(), b) - blocks.begin();
+      o.offset = k * block_size + o.offset % block_size;
+      old_streams.push_back(std::move(o));
+    }
+    std::vector<uint8_t> delta;
+    {
+      std::lock_guard<std::mutex> one_at_a_time(s_.stream_mutex);
+      const Status made = WriteStreamDelta(old.data(), old.size(), old_streams, target, target_size,
+                                           found, block_size, &delta);
+      if (made.code() == ErrorCode::kTooLarge) return Status::Ok();
+      REVPATCH_RETURN_IF_ERROR(made);
+    }
+    if (delta.size() >= best_size) return Status::Ok();
+    op->type = OperationType::kDiff;
+    op->src_extents = std::move(src);
+    op->src_hash = Sha256::Hash(old.data(), old.size());
+    best->swap(delta);
     return Status::Ok();
   }
 
@@ -492,6 +607,8 @@ class Generator {
     const size_t batch = std::max<size_t>(1, kBatchBytes / block_size_);
     std::vector<uint8_t> tbuf(batch * block_size_), sbuf(batch * block_size_);
     std::vector<uint8_t> other(block_size_);
+    REVPATCH_RETURN_IF_ERROR(FindTargetFrames());
+    size_t frame = 0;  // next of frames_ not yet passed
     uint64_t reported = 0;
     for (uint64_t t = 0; t < target_blocks;) {
       if (progress && (t == 0 || t - reported >= 1024)) {
@@ -524,7 +641,17 @@ class Generator {
         const uint8_t* block = tbuf.data() + i * block_size_;
         const bool zero = AllZero(block, block_size_);
         if (b < source_blocks) {
-          if (std::memcmp(block, sbuf.data() + i * block_size_, block_size_) == 0) continue;
+          while (frame < frames_.size() && frames_[frame].second <= b) ++frame;
+          const bool in_frame = frame < frames_.size() && frames_[frame].first <= b;
+          // A frame's blocks go to one region whole, unchanged ones too:
+          // its stream delta needs the frame's bytes.
+          if (!in_frame && std::memcmp(block, sbuf.data() + i * block_size_, block_size_) == 0) {
+            continue;
+          }
+          if (in_frame && b == frames_[frame].first && region_ &&
+              region_->blocks.size() + (frames_[frame].second - b) > region_blocks_) {
+            REVPATCH_RETURN_IF_ERROR(FlushRegion());
+          }
         } else if (zero) {
           ++result_->changed_blocks;
           continue;
@@ -650,6 +777,13 @@ class Generator {
       REVPATCH_RETURN_IF_ERROR(s.source->ReadBlocks(b, n, s.candidate.data() + b * block_size_));
     }
     REVPATCH_RETURN_IF_ERROR(s.matcher.Init(s.candidate.data(), s.candidate.size()));
+    FindZstdFrames(s.candidate.data(), s.candidate.size(), &s.streams);
+    for (const FoundStream& f : s.streams) {
+      std::vector<uint8_t> expanded;
+      REVPATCH_RETURN_IF_ERROR(
+          ExpandStream(f.codec, s.candidate.data() + f.offset, f.length, kMaxExpandedBytes, &expanded));
+      s.stream_expanded.push_back(expanded.size());
+    }
     return PrepareReferences(&s);
   }
 
@@ -683,6 +817,43 @@ class Generator {
     return Status::Ok();
   }
 
+  // Whole source: the block ranges [first, end) of the target's zstd
+  // frames that fit one region and changed in place, found before the
+  // walk (the target read whole once, then freed).
+  Status FindTargetFrames() {
+    if (!s_.plan.whole_source || s_.target->size() > kWholeSourceLimit) return Status::Ok();
+    std::vector<uint8_t> all;
+    try {
+      all.resize(s_.target->blocks() * block_size_);
+    } catch (const std::bad_alloc&) {
+      return Status::Ok();  // no stream deltas then
+    }
+    const size_t batch = std::max<size_t>(1, kBatchBytes / block_size_);
+    for (uint64_t b = 0; b < s_.target->blocks(); b += batch) {
+      const uint64_t n = std::min<uint64_t>(batch, s_.target->blocks() - b);
+      REVPATCH_RETURN_IF_ERROR(s_.target->ReadBlocks(b, n, all.data() + b * block_size_));
+    }
+    std::vector<FoundStream> found;
+    FindZstdFrames(all.data(), all.size(), &found);
+    std::vector<uint8_t> old;
+    for (const FoundStream& f : found) {
+      const uint64_t first = f.offset / block_size_;
+      const uint64_t end = (f.offset + f.length + block_size_ - 1) / block_size_;
+      if (end - first > region_blocks_) continue;
+      if (end <= s_.source->blocks()) {
+        old.resize((end - first) * block_size_);
+        REVPATCH_RETURN_IF_ERROR(s_.source->ReadBlocks(first, end - first, old.data()));
+        if (std::memcmp(old.data(), all.data() + first * block_size_, old.size()) == 0) continue;
+      }
+      if (!frames_.empty() && frames_.back().second > first) {
+        frames_.back().second = std::max(frames_.back().second, end);
+      } else {
+        frames_.push_back({first, end});
+      }
+    }
+    return Status::Ok();
+  }
+
   // On the producer's thread, in order.
   Status Emit(const Operation& op_in, const uint8_t* data, size_t size) {
     Operation op = op_in;
@@ -693,6 +864,14 @@ class Generator {
     if (size > 0) REVPATCH_RETURN_IF_ERROR(writer_->Append(data, size));
     uint64_t blocks = 0;
     TotalBlocks(op.dst_extents, &blocks);
+    if (op.type == OperationType::kDiff) {
+      uint64_t src_blocks = 0;
+      TotalBlocks(op.src_extents, &src_blocks);
+      AddDeltaNeeds(data, size, src_blocks * block_size_, blocks * block_size_, &needs_);
+      result_->delta_versions = needs_.versions;
+      result_->zstd_versions = needs_.zstd_versions;
+      result_->deflate_streams = needs_.deflate;
+    }
     OperationStats& st = result_->stats.by_type[static_cast<uint8_t>(op.type)];
     ++st.count;
     st.target_blocks += blocks;
@@ -710,6 +889,8 @@ class Generator {
   GenerateResult* result_;
   uint64_t max_blocks_, region_blocks_;
   PendingOp zero_, copy_;
+  DeltaNeeds needs_;
+  std::vector<std::pair<uint64_t, uint64_t>> frames_;
   std::shared_ptr<Region> region_;
   bool whole_ready_ = false;
   OrderedPool pool_;  // last: its workers stop before the rest goes

@@ -29,6 +29,16 @@
 //   as far as the window holds (sized from the budget, at most four times
 //   the region).
 //
+// Whole-source mode also looks through zstd frames: a region holding
+// frames that the publisher's libzstd reproduces exactly (stream_scan.h),
+// when the source holds frames too, is also written as a stream delta
+// (version 5, stream_delta.h) against the source frames nearest in
+// expanded size, and that is kept when smaller. So that a frame's bytes
+// reach one region whole, the target's frames (up to a region's size) that
+// changed in place are found before the walk, and their unchanged blocks
+// join the region too. GenerateResult says which
+// delta versions and zstd versions the payload then needs.
+//
 // Either way the op's source extents are then cut down to the blocks the
 // delta's adds actually read, so the device reads and hashes only those; a
 // region whose touched source would pass kMaxOperationBytes is split in
@@ -104,6 +114,13 @@ struct GenerateResult {
   uint64_t operation_count = 0;
   uint64_t changed_blocks = 0;   // target blocks the layer will hold
   PayloadStats stats;
+  // What a device needs to apply the payload (the manifest's `requires`):
+  // the DIFF delta versions used (inner deltas of version 5 included;
+  // sorted), the libzstd versions the zstd recipes name, and whether
+  // deflate streams are expanded or rebuilt.
+  std::vector<uint32_t> delta_versions;
+  std::vector<uint32_t> zstd_versions;
+  bool deflate_streams = false;
   // How it was made (not part of the payload's meaning).
   bool whole_source = false;   // the whole-source mode
   uint64_t region_bytes = 0;   // most target bytes per region
