@@ -571,3 +571,260 @@ TEST(moved_arm64_branches_and_adrp_pairs_are_predicted_exactly) {
     EXPECT_EQ(wrong_predicted, 0u);
   }
 }
+
+
+// Version 4: references in addresses, through the old and new maps.
+
+// A toy executable laid out as LLD does: code at one bias, a pointer table
+// at another, .bss after it without file bytes. Code calls functions (E8
+// rel32) and loads table entries (lea rip+d); the table holds pointers to
+// function starts and into .bss.
+struct MappedProgram {
+  Bytes bytes;
+  uint64_t code_size = 0;  // view [0, code_size) is code, then the table
+  uint64_t code_address = 0, table_address = 0, bss_address = 0;
+  std::vector<uint64_t> starts;  // view offsets
+  uint64_t table_entries = 0;
+};
+
+MappedProgram MakeMapped(uint32_t seed, size_t functions, size_t grown, size_t growth,
+                         uint64_t table_address, uint64_t bss_address) {
+  std::mt19937 rng(seed);
+  std::vector<size_t> lengths(functions);
+  for (size_t& n : lengths) n = 64 + rng() % 200;
+  if (grown < functions) lengths[grown] += growth;
+  MappedProgram p;
+  p.code_address = 0x201000;
+  p.table_address = table_address;
+  p.bss_address = bss_address;
+  p.table_entries = 2 * functions;
+  uint64_t at = 0;
+  for (size_t n : lengths) {
+    p.starts.push_back(at);
+    at += n;
+  }
+  p.code_size = (at + 7) / 8 * 8;
+  p.bytes.assign(p.code_size, 0x90);
+  std::mt19937 body(seed + 1);
+  for (size_t f = 0; f < functions; ++f) {
+    const uint64_t s = p.starts[f];
+    for (uint64_t i = s; i + 7 <= s + lengths[f] - (f == grown ? growth : 0);) {
+      const uint32_t choice = body() % 10;
+      if (choice == 0) {
+        const uint64_t callee = p.starts[body() % functions];
+        p.bytes[i] = 0xE8;
+        PutU32(&p.bytes[i + 1], static_cast<uint32_t>(callee - (i + 5)));
+        i += 5;
+      } else if (choice == 1) {
+        const uint64_t entry = table_address + 8 * (body() % p.table_entries);
+        p.bytes[i] = 0x48;
+        p.bytes[i + 1] = 0x8D;
+        p.bytes[i + 2] = 0x05;
+        PutU32(&p.bytes[i + 3], static_cast<uint32_t>(entry - (p.code_address + i + 7)));
+        i += 7;
+      } else {
+        p.bytes[i] = static_cast<uint8_t>(0x90 + body() % 8);
+        ++i;
+      }
+    }
+  }
+  for (size_t f = 0; f < functions; ++f) {
+    uint8_t word[8];
+    PutU64(word, p.code_address + p.starts[f]);
+    p.bytes.insert(p.bytes.end(), word, word + 8);
+    PutU64(word, bss_address + 16 * f);
+    p.bytes.insert(p.bytes.end(), word, word + 8);
+  }
+  return p;
+}
+
+ImageMaps MapsOf(const MappedProgram& old_p, const MappedProgram& new_p) {
+  ImageMaps m;
+  m.old_map = {{old_p.code_address, 0, old_p.code_size},
+               {old_p.table_address, old_p.code_size, old_p.bytes.size() - old_p.code_size}};
+  m.new_map = {{new_p.code_address, 0, new_p.code_size},
+               {new_p.table_address, new_p.code_size, new_p.bytes.size() - new_p.code_size}};
+  m.address_equivalences = {{old_p.bss_address, new_p.bss_address, 0x10000}};
+  return m;
+}
+
+ReferenceInfo AddressInfoFor(const MappedProgram& old_p, const MappedProgram& new_p) {
+  ReferenceInfo info;
+  info.version = kAddressReferenceVersion;
+  info.images.push_back(MapsOf(old_p, new_p));
+  ReferenceSpan code;
+  code.kind = ReferenceKind::kRel32;
+  code.start = 0;
+  code.length = old_p.code_size;
+  code.low = old_p.code_address;
+  code.high = old_p.bss_address + 0x10000;
+  ReferenceSpan data = code;
+  data.kind = ReferenceKind::kAbs64;
+  data.start = old_p.code_size;
+  data.length = old_p.bytes.size() - old_p.code_size;
+  info.spans = {code, data};
+  return info;
+}
+
+TEST(references_across_several_biases_are_predicted_exactly) {
+  // Function 50 grows by 24 bytes; the table moves to another page and
+  // .bss by 0x100, as a relinked executable's would.
+  const MappedProgram old_p = MakeMapped(7, 120, 50, 0, 0x400000, 0x500000);
+  const MappedProgram new_p = MakeMapped(7, 120, 50, 24, 0x401000, 0x500100);
+  ASSERT_EQ(new_p.bytes.size(), old_p.bytes.size() + 24);
+  const uint64_t cut = old_p.starts[51];
+  const std::vector<Equivalence> adds = {{0, 0, cut},
+                                         {cut, cut + 24, old_p.bytes.size() - cut}};
+  // The 24 new bytes no add covers are the delta's copy: taken as they are.
+  Bytes pred = new_p.bytes;
+  for (const Equivalence& a : adds) {
+    std::memcpy(pred.data() + a.new_start, old_p.bytes.data() + a.old_start, a.length);
+  }
+  size_t wrong_plain = 0;
+  for (size_t i = 0; i < pred.size(); ++i) wrong_plain += pred[i] != new_p.bytes[i];
+  const ReferenceInfo info = AddressInfoFor(old_p, new_p);
+  ASSERT_OK(PredictReferences(info, DeltaLayout{}, old_p.bytes.data(), old_p.bytes.size(), adds,
+                              pred.data(), pred.size()));
+  size_t wrong = 0;
+  for (size_t i = 0; i < pred.size(); ++i) wrong += pred[i] != new_p.bytes[i];
+  EXPECT_TRUE(wrong_plain > 300);  // every lea, the moved calls, every pointer
+  EXPECT_EQ(wrong, 0u);
+
+
+  // Without the address equivalence, pointers into .bss are left alone
+  // (they have no file bytes to follow), and only they are wrong.
+  ReferenceInfo no_bss = info;
+  no_bss.images[0].address_equivalences.clear();
+  for (const Equivalence& a : adds) {
+    std::memcpy(pred.data() + a.new_start, old_p.bytes.data() + a.old_start, a.length);
+  }
+  ASSERT_OK(PredictReferences(no_bss, DeltaLayout{}, old_p.bytes.data(), old_p.bytes.size(), adds,
+                              pred.data(), pred.size()));
+  size_t wrong_words = 0;
+  for (size_t i = 0; i < pred.size(); i += 8) {
+    wrong_words += std::memcmp(&pred[i], &new_p.bytes[i], std::min<size_t>(8, pred.size() - i)) != 0;
+  }
+  EXPECT_TRUE(wrong_words > 0 && wrong_words <= 120);
+}
+
+TEST(a_version_4_delta_round_trips_and_beats_version_3) {
+  const MappedProgram old_p = MakeMapped(8, 300, 100, 0, 0x400000, 0x500000);
+  const MappedProgram new_p = MakeMapped(8, 300, 100, 40, 0x402000, 0x500040);
+  const std::vector<DeltaRecord> records = Records(old_p.bytes, new_p.bytes);
+  const ReferenceInfo info = AddressInfoFor(old_p, new_p);
+  Bytes plain, predicted;
+  ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                       new_p.bytes.size(), records, &plain));
+  ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                       new_p.bytes.size(), records, &predicted, &info));
+  EXPECT_EQ(GetU32(predicted.data() + 4), 4u);
+  Status s;
+  EXPECT_TRUE(Decode(old_p.bytes, predicted, new_p.bytes.size(), nullptr, &s) == new_p.bytes);
+  EXPECT_OK(s);
+  EXPECT_TRUE(predicted.size() * 3 < plain.size());
+  // A damaged reference part is refused, never applied.
+  Bytes damaged = predicted;
+  damaged[damaged.size() - GetU64(predicted.data() + 40)] = 0x7F;  // image count
+  Decode(old_p.bytes, damaged, new_p.bytes.size(), nullptr, &s);
+  EXPECT_CODE(s, ErrorCode::kCorrupt);
+}
+
+TEST(the_version_4_reference_part_round_trips_and_refuses_damage) {
+  ReferenceInfo info;
+  info.version = kAddressReferenceVersion;
+  ImageMaps a;
+  a.old_map = {{0x200000, 0, 0x1000}, {0x201000, 0x1000, 0x5000}, {0x207000, 0x6000, 0x800}};
+  a.new_map = {{0x200000, 0, 0x1000}, {0x201000, 0x1000, 0x5400}};
+  a.address_equivalences = {{0x208000, 0x208400, 0x900}};
+  ImageMaps b;
+  b.old_map = {{~uint64_t{0} - 0xFFF, 0x10000, 0x1000}};
+  info.images = {a, b};
+  ReferenceSpan s1;
+  s1.kind = ReferenceKind::kRel32;
+  s1.start = 0x1000;
+  s1.length = 0x5000;
+  s1.low = 0x200000;
+  s1.high = 0x209000;
+  ReferenceSpan s2 = s1;
+  s2.kind = ReferenceKind::kAbs64;
+  s2.start = 0x6000;
+  s2.length = 0x800;
+  ReferenceSpan s3 = s1;
+  s3.kind = ReferenceKind::kArm64;
+  s3.image = 1;
+  s3.start = 0x10000;
+  s3.length = 0x1000;
+  s3.low = ~uint64_t{0} - 0xFFF;
+  s3.high = ~uint64_t{0};
+  info.spans = {s1, s2, s3};
+  info.equivalences = {{0, 0, 0x1000}};
+  Bytes encoded;
+  EncodeReferenceInfo(info, &encoded);
+  ReferenceInfo back;
+  ASSERT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, kAddressReferenceVersion));
+  EXPECT_EQ(back.version, kAddressReferenceVersion);
+  ASSERT_EQ(back.images.size(), 2u);
+  ASSERT_EQ(back.images[0].old_map.size(), 3u);
+  EXPECT_EQ(back.images[0].old_map[2].address, 0x207000u);
+  EXPECT_EQ(back.images[0].old_map[2].offset, 0x6000u);
+  EXPECT_EQ(back.images[0].new_map[1].length, 0x5400u);
+  EXPECT_EQ(back.images[0].address_equivalences[0].new_address, 0x208400u);
+  EXPECT_EQ(back.images[1].old_map[0].address, ~uint64_t{0} - 0xFFF);
+  ASSERT_EQ(back.spans.size(), 3u);
+  EXPECT_EQ(back.spans[2].image, 1u);
+  EXPECT_EQ(back.spans[2].high, ~uint64_t{0});
+  EXPECT_TRUE(back.spans[1].kind == ReferenceKind::kAbs64);
+  ASSERT_EQ(back.equivalences.size(), 1u);
+  for (size_t n = 0; n < encoded.size(); ++n) {
+    EXPECT_CODE(DecodeReferenceInfo(encoded.data(), n, &back, kAddressReferenceVersion),
+                ErrorCode::kCorrupt);
+  }
+  // Read as version 3 it is not what it claims.
+  EXPECT_TRUE(!DecodeReferenceInfo(encoded.data(), encoded.size(), &back).ok() ||
+              back.images.empty());
+  EXPECT_CODE(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, 9),
+              ErrorCode::kUnsupported);
+
+  auto refused = [&](const ReferenceInfo& bad) {
+    Bytes e;
+    EncodeReferenceInfo(bad, &e);
+    ReferenceInfo out;
+    return DecodeReferenceInfo(e.data(), e.size(), &out, kAddressReferenceVersion).code() ==
+           ErrorCode::kCorrupt;
+  };
+  ReferenceInfo bad = info;
+  bad.images[0].old_map[1].address = 0x200800;  // overlaps the first in addresses
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].old_map[1].offset = 0x800;  // shares view bytes with the first
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  std::swap(bad.images[0].old_map[0], bad.images[0].old_map[2]);  // out of order
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[1].old_map[0].length = 0x1001;  // wraps past 2^64
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].new_map[0].length = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].address_equivalences.push_back({0x208100, 0, 4});  // overlaps
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.spans[2].image = 2;  // no such image
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images.assign(kMaxReferenceImages + 1, ImageMaps{});
+  bad.spans.clear();
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[1].old_map.assign(kMaxAddressMapEntries + 1, AddressMapping{});
+  EXPECT_TRUE(refused(bad));
+  // A span naming a missing image is refused by the prediction too.
+  bad = info;
+  bad.spans[2].image = 5;
+  Bytes old_data(0x11000, 0), pred(0x11000, 0);
+  EXPECT_CODE(PredictReferences(bad, DeltaLayout{}, old_data.data(), old_data.size(),
+                                {{0, 0, 0x11000}}, pred.data(), pred.size()),
+              ErrorCode::kCorrupt);
+}
