@@ -364,12 +364,23 @@ Status DecodeEquivalences(VarintReader* in, std::vector<Equivalence>* out) {
   return Status::Ok();
 }
 
+uint64_t Zigzag(uint64_t delta) {
+  return (delta << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(delta) >> 63);
+}
+uint64_t Unzigzag(uint64_t z) { return (z >> 1) ^ (~(z & 1) + 1); }
+
+// Entries are sorted by address: each address is a difference from the
+// previous entry's end, each offset from the previous entry's offset end
+// (zigzag, as a map's offsets need not be in address order).
 void EncodeMap(const std::vector<AddressMapping>& map, std::vector<uint8_t>* out) {
   PutVarint(map.size(), out);
+  uint64_t address_end = 0, offset_end = 0;
   for (const AddressMapping& m : map) {
-    PutVarint(m.address, out);
-    PutVarint(m.offset, out);
+    PutVarint(m.address - address_end, out);
+    PutVarint(Zigzag(m.offset - offset_end), out);
     PutVarint(m.length, out);
+    address_end = m.address + m.length;
+    offset_end = m.offset + m.length;
   }
 }
 
@@ -383,20 +394,24 @@ Status DecodeMap(VarintReader* in, size_t* budget, std::vector<AddressMapping>* 
   REVPATCH_RETURN_IF_ERROR(in->Next(&count));
   if (count > *budget) return Corrupt("too many address map entries");
   *budget -= count;
+  uint64_t address_end = 0, offset_end = 0;
+  bool wrapped = false;  // the previous entry ended at 2^64
   for (uint64_t i = 0; i < count; ++i) {
     AddressMapping m;
-    REVPATCH_RETURN_IF_ERROR(in->Next(&m.address));
-    REVPATCH_RETURN_IF_ERROR(in->Offset(&m.offset));
+    uint64_t gap = 0, offset_delta = 0;
+    REVPATCH_RETURN_IF_ERROR(in->Next(&gap));
+    REVPATCH_RETURN_IF_ERROR(in->Next(&offset_delta));
     REVPATCH_RETURN_IF_ERROR(in->Offset(&m.length));
-    if (!AddressRangeOk(m.address, m.length) || m.length > kMaxViewOffset - m.offset) {
+    if (wrapped || gap > ~address_end) return Corrupt("address map entries out of order");
+    m.address = address_end + gap;
+    m.offset = offset_end + Unzigzag(offset_delta);
+    if (m.offset >= kMaxViewOffset || !AddressRangeOk(m.address, m.length) ||
+        m.length > kMaxViewOffset - m.offset) {
       return Corrupt("address map entry out of range");
     }
-    if (!out->empty() && m.address - out->back().address < out->back().length) {
-      return Corrupt("address map entries overlap or are out of order");
-    }
-    if (!out->empty() && m.address < out->back().address) {
-      return Corrupt("address map entries out of order");
-    }
+    address_end = m.address + m.length;  // 0 when it ends at 2^64
+    wrapped = address_end == 0;
+    offset_end = m.offset + m.length;
     out->push_back(m);
   }
   std::vector<AddressMapping> by_offset(*out);
@@ -459,15 +474,17 @@ void EncodeV4(const ReferenceInfo& info, std::vector<uint8_t>* out) {
     }
   }
   PutVarint(info.spans.size(), out);
-  uint64_t end = 0;
+  uint64_t end = 0, low = 0, high = 0;
   for (const ReferenceSpan& s : info.spans) {
     out->push_back(static_cast<uint8_t>(s.kind));
     PutVarint(s.image, out);
     PutVarint(s.start - end, out);
     PutVarint(s.length, out);
-    PutVarint(s.low, out);
-    PutVarint(s.high - s.low, out);
+    PutVarint(Zigzag(s.low - low), out);
+    PutVarint(Zigzag(s.high - high), out);
     end = s.start + s.length;
+    low = s.low;
+    high = s.high;
   }
   EncodeEquivalences(info.equivalences, out);
 }
@@ -486,9 +503,9 @@ Status DecodeV4(VarintReader* in, ReferenceInfo* got) {
   }
   REVPATCH_RETURN_IF_ERROR(in->Next(&count));
   if (count > kMaxReferenceSpans) return Corrupt("too many spans");
-  uint64_t end = 0;
+  uint64_t end = 0, low = 0, high = 0;
   for (uint64_t i = 0; i < count; ++i) {
-    uint64_t kind = 0, image = 0, gap = 0, span = 0;
+    uint64_t kind = 0, image = 0, gap = 0, low_delta = 0, high_delta = 0;
     ReferenceSpan s;
     REVPATCH_RETURN_IF_ERROR(in->Next(&kind));
     REVPATCH_RETURN_IF_ERROR(DecodeKind(kind, &s.kind));
@@ -501,11 +518,14 @@ Status DecodeV4(VarintReader* in, ReferenceInfo* got) {
     if (s.length == 0 || s.start >= kMaxViewOffset || s.length > kMaxViewOffset - s.start) {
       return Corrupt("span out of range");
     }
-    REVPATCH_RETURN_IF_ERROR(in->Next(&s.low));
-    REVPATCH_RETURN_IF_ERROR(in->Next(&span));
-    if (span > ~s.low) return Corrupt("address range overflows");
-    s.high = s.low + span;
+    REVPATCH_RETURN_IF_ERROR(in->Next(&low_delta));
+    REVPATCH_RETURN_IF_ERROR(in->Next(&high_delta));
+    s.low = low + Unzigzag(low_delta);  // mod 2^64
+    s.high = high + Unzigzag(high_delta);
+    if (s.high < s.low) return Corrupt("address range reversed");
     end = s.start + s.length;
+    low = s.low;
+    high = s.high;
     got->spans.push_back(s);
   }
   return DecodeEquivalences(in, &got->equivalences);

@@ -74,11 +74,13 @@
 //
 // Version 4 reference info encoding (LEB128 varints):
 //   image_count, then per image:
-//     old_count, per entry: address, offset, length   (old view)
-//     new_count, per entry: address, offset, length   (new view)
+//     old_count, per entry: address - previous entry's address end,
+//       zigzag(offset - previous entry's offset end), length  (old view)
+//     new_count, the same for the new view
 //     bss_count, per entry: old_address, new_address, length
 //   span_count, then per span: kind, image, start - previous span's end,
-//     length, low, high - low
+//     length, zigzag(low - previous low), zigzag(high - previous high)
+//     (differences mod 2^64; the first entry's and span's from 0)
 //   equivalence_count, then per one: old_start, new_start, length
 // Each map is sorted by address, its entries disjoint in addresses and in
 // offsets, offsets below 2^62, addresses and ends within 64 bits, lengths

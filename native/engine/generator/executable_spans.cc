@@ -14,13 +14,16 @@ bool MemoryByteSource::Read(uint64_t offset, size_t length, uint8_t* out) const 
 namespace executable_spans {
 namespace {
 
+constexpr uint64_t kMergeGap = 256;
+
 struct ViewRange {
   ReferenceKind kind;
   uint64_t start, end;  // view offsets
 };
 
 // The view ranges of an executable's parts that hold references, by kind,
-// through its map; sorted, disjoint, adjacent ones of a kind merged.
+// through its map; sorted, disjoint, ones of a kind at most kMergeGap
+// apart merged.
 std::vector<ViewRange> PartRanges(const Executable& x) {
   std::vector<ViewRange> ranges;
   for (const ExecutablePart& part : x.parts) {
@@ -56,7 +59,9 @@ std::vector<ViewRange> PartRanges(const Executable& x) {
         if (skip >= r.end - r.start) continue;
         r.start += skip;
       }
-      if (r.kind == last.kind && r.start == last.end &&
+      // Adjacent or nearly so (padding, a small table between): one span,
+      // which costs fewer bytes than two.
+      if (r.kind == last.kind && r.start - last.end <= kMergeGap &&
           (r.kind != ReferenceKind::kAbs64 || (r.start - last.start) % 8 == 0)) {
         last.end = r.end;
         continue;

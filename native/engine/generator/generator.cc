@@ -286,6 +286,10 @@ struct Shared {
   std::vector<uint8_t> candidate;
   DeltaMatcher matcher;
   ReferenceInfo references;
+  // When `references` is of version 4 and the source's executables are at
+  // one bias each: the same in version 3, tried too (its reference part is
+  // smaller where both predict alike).
+  ReferenceInfo view_references;
   // Streaming.
   SourceIndex index;
 };
@@ -460,6 +464,11 @@ class RegionEncoder {
         REVPATCH_RETURN_IF_ERROR(WriteDelta(old.data(), old.size(), target, target_size, records,
                                             &predicted, &s_.references, &layout));
         if (predicted.size() < delta.size()) delta.swap(predicted);
+        if (!s_.view_references.empty()) {
+          REVPATCH_RETURN_IF_ERROR(WriteDelta(old.data(), old.size(), target, target_size, records,
+                                              &predicted, &s_.view_references, &layout));
+          if (predicted.size() < delta.size()) delta.swap(predicted);
+        }
       }
       if (delta.size() < target_size) {
         op.type = OperationType::kDiff;
@@ -715,13 +724,19 @@ class Generator {
       if (references.spans.empty()) {
         references = ReferenceInfo{};
       } else {
-        for (const Executable& x : old_execs) images.push_back({x.view_offset, x.view_offset + x.file_size});
+        for (const Executable& x : old_execs) {
+          images.push_back({x.view_offset, x.view_offset + x.file_size});
+        }
       }
     }
-    if (references.spans.empty()) {
+    if (!references.spans.empty()) {
+      FindExecutableSpans(s->candidate.data(), s->candidate.size(), block_size_,
+                          &s->view_references.spans);
+    } else {
       FindExecutableSpans(s->candidate.data(), s->candidate.size(), block_size_, &references.spans);
       for (const ReferenceSpan& span : references.spans) {
-        if (span.kind == ReferenceKind::kRel32) images.push_back({span.low, span.high});  // its range is the whole image
+        // A rel32 span's range is its whole image.
+        if (span.kind == ReferenceKind::kRel32) images.push_back({span.low, span.high});
       }
     }
     std::vector<uint8_t> block(block_size_);
@@ -744,6 +759,7 @@ class Generator {
       }
       next = std::max(next, last);
     }
+    if (!s->view_references.empty()) s->view_references.equivalences = references.equivalences;
     return Status::Ok();
   }
 
