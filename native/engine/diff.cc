@@ -235,7 +235,7 @@ class DiffPairs {
 
 bool DiffVersionSupported(uint32_t version) {
   return version == 1 || version == kPlainDiffFormatVersion || version == kDiffFormatVersion ||
-         version == kStreamDiffFormatVersion;
+         version == kAddressDiffFormatVersion || version == kStreamDiffFormatVersion;
 }
 
 Status BrotliDecompressExact(const uint8_t* in, size_t in_size, uint8_t* out,
@@ -318,12 +318,15 @@ Status NextRecord(BufferedStream* control, uint32_t version, uint64_t old_size, 
 // Version 3: every record is read first (the prediction of one add may
 // depend on where any other add went), the adds' old bytes are laid down
 // and their references predicted, then the diff and extra streams follow.
-Status DecodePredicted(const uint8_t* old_data, size_t old_size, BufferedStream* control,
+Status DecodePredicted(uint32_t version, const uint8_t* old_data, size_t old_size,
+                       BufferedStream* control,
                        DiffPairs* diff, BrotliReader* extra, const uint8_t* reference_part,
                        size_t reference_size, const DeltaLayout* layout, uint8_t* out,
                        size_t out_size) {
   ReferenceInfo references;
-  REVPATCH_RETURN_IF_ERROR(DecodeReferenceInfo(reference_part, reference_size, &references));
+  REVPATCH_RETURN_IF_ERROR(DecodeReferenceInfo(
+      reference_part, reference_size, &references,
+      version == kAddressDiffFormatVersion ? kAddressReferenceVersion : kViewReferenceVersion));
   std::vector<DeltaRecord> records;
   std::vector<Equivalence> adds;
   uint64_t old_pos = 0, new_pos = 0;
@@ -438,13 +441,15 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   if (version == kStreamDiffFormatVersion) {
     return DecodeStreamDelta(old_data, old_size, delta, delta_size, out, out_size);
   }
-  if (version != 1 && version != kPlainDiffFormatVersion && version != kDiffFormatVersion) {
+  if (version != 1 && version != kPlainDiffFormatVersion && version != kDiffFormatVersion &&
+      version != kAddressDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }
-  const size_t header = version == kDiffFormatVersion ? kPredictedHeaderSize : kDiffHeaderSize;
+  const bool predicted = version == kDiffFormatVersion || version == kAddressDiffFormatVersion;
+  const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   if (delta_size < header) return Corrupt("truncated header");
   if (GetU64(delta + 8) != out_size) return Corrupt("wrong output size");
-  const int parts = version == kDiffFormatVersion ? 4 : 3;
+  const int parts = predicted ? 4 : 3;
   uint64_t lengths[4] = {0, 0, 0, 0}, total = 0;
   for (int s = 0; s < parts; ++s) {
     lengths[s] = GetU64(delta + 16 + 8 * s);
@@ -456,8 +461,8 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   BrotliReader diff_v1(p + lengths[0], lengths[1]);
   DiffPairs diff(p + lengths[0], lengths[1]);
   BrotliReader extra(p + lengths[0] + lengths[1], lengths[2]);
-  if (version == kDiffFormatVersion) {
-    return DecodePredicted(old_data, old_size, &control, &diff, &extra,
+  if (predicted) {
+    return DecodePredicted(version, old_data, old_size, &control, &diff, &extra,
                            p + lengths[0] + lengths[1] + lengths[2], lengths[3], layout, out,
                            out_size);
   }

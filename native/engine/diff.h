@@ -23,6 +23,8 @@
 //           new_pos += add_len, old_pos += add_len;
 //   copies: copy_len bytes of the extra stream to new[new_pos..];
 //           new_pos += copy_len.
+// Version 4 is version 3 whose reference part is in version 4's encoding
+// (addresses and address maps, references.h); nothing else differs.
 // In version 3 the adds add onto a prediction instead of old itself: the
 // old bytes with the references the reference part describes rewritten to
 // where their targets went (references.h); the generator writes it for
@@ -60,11 +62,15 @@ namespace revpatch {
 
 constexpr uint8_t kDiffMagic[4] = {'R', 'P', 'D', 'F'};
 constexpr uint32_t kDiffFormatVersion = 3;
+// Version 3 with the reference part in addresses (references.h, version 4
+// reference info): written for executables when the generator parsed both
+// the source and the target.
+constexpr uint32_t kAddressDiffFormatVersion = 4;
 // What the generator writes when it predicts no references (most data);
 // version 3 is written only where it is smaller.
 constexpr uint32_t kPlainDiffFormatVersion = 2;
 constexpr size_t kDiffHeaderSize = 40;        // versions 1 and 2
-constexpr size_t kPredictedHeaderSize = 48;   // version 3
+constexpr size_t kPredictedHeaderSize = 48;   // versions 3 and 4
 // A version 3 decoder holds every record before it applies one (24 bytes
 // each, plus the equivalences), so their number is capped.
 constexpr size_t kMaxPredictedRecords = size_t{1} << 18;

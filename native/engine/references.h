@@ -1,5 +1,5 @@
-// Reference prediction for DIFF deltas of executables (delta version 3,
-// diff.h).
+// Reference prediction for DIFF deltas of executables (delta versions 3
+// and 4, diff.h).
 //
 // When a function grows, every call, jump and RIP-relative access that
 // crosses it changes its displacement, and every absolute pointer to data
@@ -41,13 +41,53 @@
 // bytes, the records and the sent spans, so publisher and device predict
 // the same bytes.
 //
-// Reference info encoding (the delta's fourth part; all LEB128 varints):
+// Version 3 reference info encoding (the delta's fourth part; all LEB128
+// varints):
 //   span_count, then per span: kind (1, 2 or 3), start - previous span's
 //     end, length, low, high - low, bias (kAbs64 and kArm64)
 //   equivalence_count, then per one: old_start, new_start, length
 // Spans are sorted and disjoint, lengths nonzero, every view offset and
 // end below 2^62, at most kMaxReferenceSpans spans and
 // kMaxEquivalences equivalences; anything else is kCorrupt.
+//
+// Version 4 (delta version 4) works in addresses, so an executable whose
+// loadable parts sit at several address-minus-offset biases (LLD's
+// layout, PE sections, Mach-O __LINKEDIT) and one whose bytes moved
+// between versions are both described exactly. Per executable ("image")
+// the publisher, which parses both the source and the target, sends
+//   an old map: address ranges -> old view offsets (only bytes the file
+//     holds: a segment's file bytes, never .bss, .tbss or .relro_padding),
+//   a new map: the same for the target executable, in new view offsets,
+//   address equivalences: old address range -> new address range for
+//     parts without file bytes (old .bss -> new .bss).
+// Spans are as in version 3 but carry the image they belong to, and low,
+// high are addresses for every kind (no bias). A reference in an add at old
+// view p, whose target address is T, is predicted so:
+//   T inside an address equivalence -> moved with it; else T in the old
+//   map -> old view offset -> the delta's equivalences (as in version 3)
+//   -> new view offset -> the new map -> new T; else left as it is.
+//   The field's own new address is the new map's address of its new view
+//   offset (rel32 and arm64 encode T relative to it; kAbs64 stores T).
+// A byte whose old view offset is in no old map entry, or whose new view
+// offset is in no new map entry, is left as it is: that costs diff bytes,
+// never correctness.
+//
+// Version 4 reference info encoding (LEB128 varints):
+//   image_count, then per image:
+//     old_count, per entry: address - previous entry's address end,
+//       zigzag(offset - previous entry's offset end), length  (old view)
+//     new_count, the same for the new view
+//     bss_count, per entry: old_address, new_address, length
+//   span_count, then per span: kind, image, start - previous span's end,
+//     length, zigzag(low - previous low), zigzag(high - previous high)
+//     (differences mod 2^64; the first entry's and span's from 0)
+//   equivalence_count, then per one: old_start, new_start, length
+// Each map is sorted by address, its entries disjoint in addresses and in
+// offsets, offsets below 2^62, addresses and ends within 64 bits, lengths
+// nonzero; address equivalences sorted by old address and disjoint. At
+// most kMaxReferenceImages images and kMaxAddressMapEntries entries of
+// maps and address equivalences together; spans as in version 3, each
+// naming an existing image. Anything else is kCorrupt.
 #ifndef REVPATCH_ENGINE_REFERENCES_H_
 #define REVPATCH_ENGINE_REFERENCES_H_
 
@@ -63,6 +103,12 @@ namespace revpatch {
 constexpr size_t kMaxReferenceSpans = 4096;
 constexpr size_t kMaxEquivalences = size_t{1} << 18;
 constexpr uint64_t kMaxViewOffset = uint64_t{1} << 62;
+constexpr size_t kMaxReferenceImages = 256;
+constexpr size_t kMaxAddressMapEntries = 1 << 16;
+
+// The reference info versions (the delta version that carries each).
+constexpr uint32_t kViewReferenceVersion = 3;
+constexpr uint32_t kAddressReferenceVersion = 4;
 
 enum class ReferenceKind : uint8_t { kRel32 = 1, kAbs64 = 2, kArm64 = 3 };
 
@@ -72,7 +118,31 @@ struct ReferenceSpan {
   uint64_t length = 0;
   uint64_t low = 0;     // kRel32: targets (view offsets); kAbs64: values
   uint64_t high = 0;
-  uint64_t bias = 0;    // kAbs64, kArm64: address = view offset + bias
+  uint64_t bias = 0;    // version 3 kAbs64, kArm64: address = view offset + bias
+  uint32_t image = 0;   // version 4: index into ReferenceInfo::images
+};
+
+// Version 4: address [address, +length) is held by view bytes
+// [offset, +length).
+struct AddressMapping {
+  uint64_t address = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+// Version 4: old address [old_address, +length) became new address
+// [new_address, +length) (ranges without file bytes: .bss and the like).
+struct AddressEquivalence {
+  uint64_t old_address = 0;
+  uint64_t new_address = 0;
+  uint64_t length = 0;
+};
+
+// Version 4: one executable of the old view and its counterpart in the new.
+struct ImageMaps {
+  std::vector<AddressMapping> old_map;  // sorted by address
+  std::vector<AddressMapping> new_map;  // sorted by address
+  std::vector<AddressEquivalence> address_equivalences;  // sorted by old_address
 };
 
 // old[old_start, +length) became new[new_start, +length).
@@ -83,14 +153,20 @@ struct Equivalence {
 };
 
 struct ReferenceInfo {
+  uint32_t version = kViewReferenceVersion;  // 3 or 4: which encoding, which prediction
   std::vector<ReferenceSpan> spans;
   std::vector<Equivalence> equivalences;  // view coordinates
+  std::vector<ImageMaps> images;          // version 4
   bool empty() const { return spans.empty(); }
 };
 
+// Encodes in info.version's encoding (the caller keeps info valid: sorted,
+// in range, as the decoder demands).
 void EncodeReferenceInfo(const ReferenceInfo& info, std::vector<uint8_t>* out);
-// Appends nothing to `info` on failure.
-Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info);
+// Decodes the encoding of `version` (3 or 4; kCorrupt on anything the
+// encoding forbids); leaves `info` untouched on failure.
+Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info,
+                           uint32_t version = kViewReferenceVersion);
 
 // Where a delta's buffers sit in the views: the op's source extents for
 // old, its target extents for new. Null extents mean the buffer is the view

@@ -10,11 +10,14 @@
 //                         hashes the harness fixes up
 //   layer_fuzzer          sealed layers (LayerWriter) over both volumes
 //   commit_record_fuzzer  records of generations 1 to 3 (WriteCommitRecord)
+//   elf_fuzzer            LLD-like ELF pairs (x86-64, arm64), relinked, and
+//                         the version 4 reference part made from them
 // Seeds are deterministic; native/fuzz/make_corpus.sh regenerates the
 // checked-in corpus with it.
 #include <sys/stat.h>
 
 #include <array>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -24,6 +27,7 @@
 #include "commit_record.h"
 #include "diff.h"
 #include "diff_encoder.h"
+#include "executable_spans.h"
 #include "fuzz_input.h"
 #include "fuzz_support.h"
 #include "generator.h"
@@ -31,6 +35,7 @@
 #include "little_endian.h"
 #include "operation.h"
 #include "payload_reader.h"
+#include "references.h"
 #include "view.h"
 
 namespace revpatch_fuzz {
@@ -413,6 +418,100 @@ void CommitSeeds() {
   }
 }
 
+// An ELF64 laid out as LLD does: R, RX and two RW PT_LOADs at four biases,
+// RELRO ending in .relro_padding (NOBITS, sharing .data's file offset),
+// .bss; a RELATIVE entry, calls and a pointer to predict. `shift` moves
+// the writable segments (a relinked version); `machine` 62 or 183.
+Bytes LldElf(uint64_t shift, uint16_t machine) {
+  Bytes e(0x2200 + 9 * 64, 0);
+  const uint8_t ident[] = {0x7F, 'E', 'L', 'F', 2, 1, 1};
+  std::memcpy(e.data(), ident, sizeof(ident));
+  e[16] = 3;
+  e[18] = static_cast<uint8_t>(machine);
+  e[19] = static_cast<uint8_t>(machine >> 8);
+  revpatch::PutU64(&e[32], 64);
+  revpatch::PutU64(&e[40], 0x2200);
+  e[54] = 56;
+  e[56] = 4;
+  e[58] = 64;
+  e[60] = 9;
+  e[62] = 8;
+  const uint64_t loads[4][5] = {{4, 0, 0, 0x1000, 0x1000},
+                                {5, 0x1000, 0x2000, 0x1000, 0x1000},
+                                {6, 0x2000, 0x4000 + shift, 0x100, 0x1000},
+                                {6, 0x2100, 0x5100 + shift, 0x80, 0x200}};
+  for (size_t i = 0; i < 4; ++i) {
+    uint8_t* p = &e[64 + 56 * i];
+    revpatch::PutU32(p, 1);
+    revpatch::PutU32(p + 4, static_cast<uint32_t>(loads[i][0]));
+    revpatch::PutU64(p + 8, loads[i][1]);
+    revpatch::PutU64(p + 16, loads[i][2]);
+    revpatch::PutU64(p + 32, loads[i][3]);
+    revpatch::PutU64(p + 40, loads[i][4]);
+  }
+  const char names[] =
+      "\0.rela.dyn\0.rodata\0.text\0.data.rel.ro\0.relro_padding\0.data\0.bss\0.shstrtab";
+  std::memcpy(&e[0x2180], names, sizeof(names));
+  const uint64_t sh[9][6] = {{0, 0, 0, 0, 0, 0},
+                             {1, 4, 2, 0x400, 0x400, 0x30},
+                             {11, 1, 2, 0x800, 0x800, 0x100},
+                             {19, 1, 6, 0x2000, 0x1000, 0x1000},
+                             {25, 1, 3, 0x4000 + shift, 0x2000, 0x100},
+                             {38, 8, 3, 0x4100 + shift, 0x2100, 0xF00},
+                             {53, 1, 3, 0x5100 + shift, 0x2100, 0x80},
+                             {59, 8, 3, 0x5180 + shift, 0x2180, 0x180},
+                             {64, 3, 0, 0, 0x2180, sizeof(names)}};
+  for (size_t i = 0; i < 9; ++i) {
+    uint8_t* p = &e[0x2200 + 64 * i];
+    revpatch::PutU32(p, static_cast<uint32_t>(sh[i][0]));
+    revpatch::PutU32(p + 4, static_cast<uint32_t>(sh[i][1]));
+    revpatch::PutU64(p + 8, sh[i][2]);
+    revpatch::PutU64(p + 16, sh[i][3]);
+    revpatch::PutU64(p + 24, sh[i][4]);
+    revpatch::PutU64(p + 32, sh[i][5]);
+  }
+  revpatch::PutU64(&e[0x400], 0x4010 + shift);  // RELATIVE: r_offset, r_info, r_addend
+  revpatch::PutU64(&e[0x408], machine == 183 ? 1027 : 8);
+  revpatch::PutU64(&e[0x410], 0x5108 + shift);
+  for (uint64_t at = 0x1000; at + 5 <= 0x2000; at += 40) {
+    if (machine == 183) {
+      revpatch::PutU32(&e[at], 0x94000000u | static_cast<uint32_t>((0x2000 - at) / 4 + 4));  // BL
+    } else {
+      e[at] = 0xE8;
+      revpatch::PutU32(&e[at + 1], static_cast<uint32_t>(0x5100 + shift - (0x2000 + at - 0x1000 + 5)));
+    }
+  }
+  revpatch::PutU64(&e[0x2008], 0x5190 + shift);
+  return e;
+}
+
+void ElfSeeds() {
+  for (uint16_t machine : {uint16_t{62}, uint16_t{183}}) {
+    // An executable at block 1 of each view; the new one relinked.
+    Bytes old_view(4096, 0), new_view(4096, 0);
+    const Bytes old_elf = LldElf(0, machine), new_elf = LldElf(0x3000, machine);
+    old_view.insert(old_view.end(), old_elf.begin(), old_elf.end());
+    new_view.insert(new_view.end(), new_elf.begin(), new_elf.end());
+    const std::string arch = machine == 62 ? "x86_64" : "arm64";
+    FuzzInputWriter w;
+    w.Put<uint8_t>(0).Put<uint8_t>(6).Put<uint32_t>(static_cast<uint32_t>(old_view.size()));
+    w.PutBytes(old_view).PutBytes(new_view);
+    Seed("elf_fuzzer", "lld_relinked_" + arch, w.bytes());
+    // The generated info's encoding, decoded as a fuzzed part.
+    std::vector<revpatch::Executable> o, n;
+    revpatch::FindExecutables(revpatch::MemoryByteSource(old_view.data(), old_view.size()), 4096, &o);
+    revpatch::FindExecutables(revpatch::MemoryByteSource(new_view.data(), new_view.size()), 4096, &n);
+    revpatch::ReferenceInfo info;
+    revpatch::BuildAddressReferences(o, n, &info);
+    Bytes part;
+    revpatch::EncodeReferenceInfo(info, &part);
+    FuzzInputWriter r;
+    r.Put<uint8_t>(1).Put<uint8_t>(6).Put<uint32_t>(static_cast<uint32_t>(old_view.size()));
+    r.PutBytes(old_view).PutBytes(part);
+    Seed("elf_fuzzer", "reference_part_" + arch, r.bytes());
+  }
+}
+
 }  // namespace
 }  // namespace revpatch_fuzz
 
@@ -429,6 +528,7 @@ int main(int argc, char** argv) {
   PayloadSeeds();
   LayerSeeds();
   CommitSeeds();
+  ElfSeeds();
   std::printf("seeds written to %s\n", out_dir.c_str());
   return 0;
 }

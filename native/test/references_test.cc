@@ -571,3 +571,428 @@ TEST(moved_arm64_branches_and_adrp_pairs_are_predicted_exactly) {
     EXPECT_EQ(wrong_predicted, 0u);
   }
 }
+
+
+// Version 4: references in addresses, through the old and new maps.
+
+// A toy executable laid out as LLD does: code at one bias, a pointer table
+// at another, .bss after it without file bytes. Code calls functions (E8
+// rel32) and loads table entries (lea rip+d); the table holds pointers to
+// function starts and into .bss.
+struct MappedProgram {
+  Bytes bytes;
+  uint64_t code_size = 0;  // view [0, code_size) is code, then the table
+  uint64_t code_address = 0, table_address = 0, bss_address = 0;
+  std::vector<uint64_t> starts;  // view offsets
+  uint64_t table_entries = 0;
+};
+
+MappedProgram MakeMapped(uint32_t seed, size_t functions, size_t grown, size_t growth,
+                         uint64_t table_address, uint64_t bss_address) {
+  std::mt19937 rng(seed);
+  std::vector<size_t> lengths(functions);
+  for (size_t& n : lengths) n = 64 + rng() % 200;
+  if (grown < functions) lengths[grown] += growth;
+  MappedProgram p;
+  p.code_address = 0x201000;
+  p.table_address = table_address;
+  p.bss_address = bss_address;
+  p.table_entries = 2 * functions;
+  uint64_t at = 0;
+  for (size_t n : lengths) {
+    p.starts.push_back(at);
+    at += n;
+  }
+  p.code_size = (at + 7) / 8 * 8;
+  p.bytes.assign(p.code_size, 0x90);
+  std::mt19937 body(seed + 1);
+  for (size_t f = 0; f < functions; ++f) {
+    const uint64_t s = p.starts[f];
+    for (uint64_t i = s; i + 7 <= s + lengths[f] - (f == grown ? growth : 0);) {
+      const uint32_t choice = body() % 10;
+      if (choice == 0) {
+        const uint64_t callee = p.starts[body() % functions];
+        p.bytes[i] = 0xE8;
+        PutU32(&p.bytes[i + 1], static_cast<uint32_t>(callee - (i + 5)));
+        i += 5;
+      } else if (choice == 1) {
+        const uint64_t entry = table_address + 8 * (body() % p.table_entries);
+        p.bytes[i] = 0x48;
+        p.bytes[i + 1] = 0x8D;
+        p.bytes[i + 2] = 0x05;
+        PutU32(&p.bytes[i + 3], static_cast<uint32_t>(entry - (p.code_address + i + 7)));
+        i += 7;
+      } else {
+        p.bytes[i] = static_cast<uint8_t>(0x90 + body() % 8);
+        ++i;
+      }
+    }
+  }
+  for (size_t f = 0; f < functions; ++f) {
+    uint8_t word[8];
+    PutU64(word, p.code_address + p.starts[f]);
+    p.bytes.insert(p.bytes.end(), word, word + 8);
+    PutU64(word, bss_address + 16 * f);
+    p.bytes.insert(p.bytes.end(), word, word + 8);
+  }
+  return p;
+}
+
+ImageMaps MapsOf(const MappedProgram& old_p, const MappedProgram& new_p) {
+  ImageMaps m;
+  m.old_map = {{old_p.code_address, 0, old_p.code_size},
+               {old_p.table_address, old_p.code_size, old_p.bytes.size() - old_p.code_size}};
+  m.new_map = {{new_p.code_address, 0, new_p.code_size},
+               {new_p.table_address, new_p.code_size, new_p.bytes.size() - new_p.code_size}};
+  m.address_equivalences = {{old_p.bss_address, new_p.bss_address, 0x10000}};
+  return m;
+}
+
+ReferenceInfo AddressInfoFor(const MappedProgram& old_p, const MappedProgram& new_p) {
+  ReferenceInfo info;
+  info.version = kAddressReferenceVersion;
+  info.images.push_back(MapsOf(old_p, new_p));
+  ReferenceSpan code;
+  code.kind = ReferenceKind::kRel32;
+  code.start = 0;
+  code.length = old_p.code_size;
+  code.low = old_p.code_address;
+  code.high = old_p.bss_address + 0x10000;
+  ReferenceSpan data = code;
+  data.kind = ReferenceKind::kAbs64;
+  data.start = old_p.code_size;
+  data.length = old_p.bytes.size() - old_p.code_size;
+  info.spans = {code, data};
+  return info;
+}
+
+TEST(references_across_several_biases_are_predicted_exactly) {
+  // Function 50 grows by 24 bytes; the table moves to another page and
+  // .bss by 0x100, as a relinked executable's would.
+  const MappedProgram old_p = MakeMapped(7, 120, 50, 0, 0x400000, 0x500000);
+  const MappedProgram new_p = MakeMapped(7, 120, 50, 24, 0x401000, 0x500100);
+  ASSERT_EQ(new_p.bytes.size(), old_p.bytes.size() + 24);
+  const uint64_t cut = old_p.starts[51];
+  const std::vector<Equivalence> adds = {{0, 0, cut},
+                                         {cut, cut + 24, old_p.bytes.size() - cut}};
+  // The 24 new bytes no add covers are the delta's copy: taken as they are.
+  Bytes pred = new_p.bytes;
+  for (const Equivalence& a : adds) {
+    std::memcpy(pred.data() + a.new_start, old_p.bytes.data() + a.old_start, a.length);
+  }
+  size_t wrong_plain = 0;
+  for (size_t i = 0; i < pred.size(); ++i) wrong_plain += pred[i] != new_p.bytes[i];
+  const ReferenceInfo info = AddressInfoFor(old_p, new_p);
+  ASSERT_OK(PredictReferences(info, DeltaLayout{}, old_p.bytes.data(), old_p.bytes.size(), adds,
+                              pred.data(), pred.size()));
+  size_t wrong = 0;
+  for (size_t i = 0; i < pred.size(); ++i) wrong += pred[i] != new_p.bytes[i];
+  EXPECT_TRUE(wrong_plain > 300);  // every lea, the moved calls, every pointer
+  EXPECT_EQ(wrong, 0u);
+
+
+  // Without the address equivalence, pointers into .bss are left alone
+  // (they have no file bytes to follow), and only they are wrong.
+  ReferenceInfo no_bss = info;
+  no_bss.images[0].address_equivalences.clear();
+  for (const Equivalence& a : adds) {
+    std::memcpy(pred.data() + a.new_start, old_p.bytes.data() + a.old_start, a.length);
+  }
+  ASSERT_OK(PredictReferences(no_bss, DeltaLayout{}, old_p.bytes.data(), old_p.bytes.size(), adds,
+                              pred.data(), pred.size()));
+  size_t wrong_words = 0;
+  for (size_t i = 0; i < pred.size(); i += 8) {
+    wrong_words += std::memcmp(&pred[i], &new_p.bytes[i], std::min<size_t>(8, pred.size() - i)) != 0;
+  }
+  EXPECT_TRUE(wrong_words > 0 && wrong_words <= 120);
+}
+
+TEST(a_version_4_delta_round_trips_and_beats_version_3) {
+  const MappedProgram old_p = MakeMapped(8, 300, 100, 0, 0x400000, 0x500000);
+  const MappedProgram new_p = MakeMapped(8, 300, 100, 40, 0x402000, 0x500040);
+  const std::vector<DeltaRecord> records = Records(old_p.bytes, new_p.bytes);
+  const ReferenceInfo info = AddressInfoFor(old_p, new_p);
+  Bytes plain, predicted;
+  ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                       new_p.bytes.size(), records, &plain));
+  ASSERT_OK(WriteDelta(old_p.bytes.data(), old_p.bytes.size(), new_p.bytes.data(),
+                       new_p.bytes.size(), records, &predicted, &info));
+  EXPECT_EQ(GetU32(predicted.data() + 4), 4u);
+  Status s;
+  EXPECT_TRUE(Decode(old_p.bytes, predicted, new_p.bytes.size(), nullptr, &s) == new_p.bytes);
+  EXPECT_OK(s);
+  EXPECT_TRUE(predicted.size() * 3 < plain.size());
+  // A damaged reference part is refused, never applied.
+  Bytes damaged = predicted;
+  damaged[damaged.size() - GetU64(predicted.data() + 40)] = 0x7F;  // image count
+  Decode(old_p.bytes, damaged, new_p.bytes.size(), nullptr, &s);
+  EXPECT_CODE(s, ErrorCode::kCorrupt);
+}
+
+TEST(the_version_4_reference_part_round_trips_and_refuses_damage) {
+  ReferenceInfo info;
+  info.version = kAddressReferenceVersion;
+  ImageMaps a;
+  a.old_map = {{0x200000, 0, 0x1000}, {0x201000, 0x1000, 0x5000}, {0x207000, 0x6000, 0x800}};
+  a.new_map = {{0x200000, 0, 0x1000}, {0x201000, 0x1000, 0x5400}};
+  a.address_equivalences = {{0x208000, 0x208400, 0x900}};
+  ImageMaps b;
+  b.old_map = {{~uint64_t{0} - 0xFFF, 0x10000, 0x1000}};
+  info.images = {a, b};
+  ReferenceSpan s1;
+  s1.kind = ReferenceKind::kRel32;
+  s1.start = 0x1000;
+  s1.length = 0x5000;
+  s1.low = 0x200000;
+  s1.high = 0x209000;
+  ReferenceSpan s2 = s1;
+  s2.kind = ReferenceKind::kAbs64;
+  s2.start = 0x6000;
+  s2.length = 0x800;
+  ReferenceSpan s3 = s1;
+  s3.kind = ReferenceKind::kArm64;
+  s3.image = 1;
+  s3.start = 0x10000;
+  s3.length = 0x1000;
+  s3.low = ~uint64_t{0} - 0xFFF;
+  s3.high = ~uint64_t{0};
+  info.spans = {s1, s2, s3};
+  info.equivalences = {{0, 0, 0x1000}};
+  Bytes encoded;
+  EncodeReferenceInfo(info, &encoded);
+  ReferenceInfo back;
+  ASSERT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, kAddressReferenceVersion));
+  EXPECT_EQ(back.version, kAddressReferenceVersion);
+  ASSERT_EQ(back.images.size(), 2u);
+  ASSERT_EQ(back.images[0].old_map.size(), 3u);
+  EXPECT_EQ(back.images[0].old_map[2].address, 0x207000u);
+  EXPECT_EQ(back.images[0].old_map[2].offset, 0x6000u);
+  EXPECT_EQ(back.images[0].new_map[1].length, 0x5400u);
+  EXPECT_EQ(back.images[0].address_equivalences[0].new_address, 0x208400u);
+  EXPECT_EQ(back.images[1].old_map[0].address, ~uint64_t{0} - 0xFFF);
+  ASSERT_EQ(back.spans.size(), 3u);
+  EXPECT_EQ(back.spans[2].image, 1u);
+  EXPECT_EQ(back.spans[2].high, ~uint64_t{0});
+  EXPECT_TRUE(back.spans[1].kind == ReferenceKind::kAbs64);
+  ASSERT_EQ(back.equivalences.size(), 1u);
+  for (size_t n = 0; n < encoded.size(); ++n) {
+    EXPECT_CODE(DecodeReferenceInfo(encoded.data(), n, &back, kAddressReferenceVersion),
+                ErrorCode::kCorrupt);
+  }
+  // Read as version 3 it is not what it claims.
+  EXPECT_TRUE(!DecodeReferenceInfo(encoded.data(), encoded.size(), &back).ok() ||
+              back.images.empty());
+  EXPECT_CODE(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, 9),
+              ErrorCode::kUnsupported);
+
+  auto refused = [&](const ReferenceInfo& bad) {
+    Bytes e;
+    EncodeReferenceInfo(bad, &e);
+    ReferenceInfo out;
+    return DecodeReferenceInfo(e.data(), e.size(), &out, kAddressReferenceVersion).code() ==
+           ErrorCode::kCorrupt;
+  };
+  ReferenceInfo bad = info;
+  bad.images[0].old_map[1].address = 0x200800;  // overlaps the first in addresses
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].old_map[1].offset = 0x800;  // shares view bytes with the first
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  std::swap(bad.images[0].old_map[0], bad.images[0].old_map[2]);  // out of order
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[1].old_map[0].length = 0x1001;  // wraps past 2^64
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].new_map[0].length = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[0].address_equivalences.push_back({0x208100, 0, 4});  // overlaps
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.spans[2].image = 2;  // no such image
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images.assign(kMaxReferenceImages + 1, ImageMaps{});
+  bad.spans.clear();
+  EXPECT_TRUE(refused(bad));
+  bad = info;
+  bad.images[1].old_map.assign(kMaxAddressMapEntries + 1, AddressMapping{});
+  EXPECT_TRUE(refused(bad));
+  // A span naming a missing image is refused by the prediction too.
+  bad = info;
+  bad.spans[2].image = 5;
+  Bytes old_data(0x11000, 0), pred(0x11000, 0);
+  EXPECT_CODE(PredictReferences(bad, DeltaLayout{}, old_data.data(), old_data.size(),
+                                {{0, 0, 0x11000}}, pred.data(), pred.size()),
+              ErrorCode::kCorrupt);
+}
+
+// An ELF as LLD lays one out: four PT_LOADs at four address-minus-offset
+// biases, RELRO ending in .relro_padding (NOBITS, its sh_offset that of
+// .data, which follows it in the file), .bss after .data. `shift` moves the
+// writable segments' addresses (a relinked version).
+Bytes LldElf(uint64_t shift, uint16_t machine = 62) {
+  Bytes e(0x2200 + 9 * 64, 0);
+  const uint8_t ident[] = {0x7F, 'E', 'L', 'F', 2, 1, 1};
+  std::memcpy(e.data(), ident, sizeof(ident));
+  e[16] = 3;  // ET_DYN
+  e[18] = static_cast<uint8_t>(machine);
+  e[19] = static_cast<uint8_t>(machine >> 8);
+  PutU64(&e[32], 64);
+  PutU64(&e[40], 0x2200);
+  e[54] = 56;
+  e[56] = 4;
+  e[58] = 64;
+  e[60] = 9;
+  e[62] = 8;
+  const Load loads[] = {{4, 0, 0, 0x1000, 0x1000},
+                        {5, 0x1000, 0x2000, 0x1000, 0x1000},
+                        {6, 0x2000, 0x4000 + shift, 0x100, 0x1000},
+                        {6, 0x2100, 0x5100 + shift, 0x80, 0x200}};
+  for (size_t i = 0; i < 4; ++i) {
+    uint8_t* p = &e[64 + 56 * i];
+    PutU32(p, 1);
+    PutU32(p + 4, loads[i].flags);
+    PutU64(p + 8, loads[i].offset);
+    PutU64(p + 16, loads[i].vaddr);
+    PutU64(p + 32, loads[i].filesz);
+    PutU64(p + 40, loads[i].memsz);
+  }
+  const char names[] = "\0.rela.dyn\0.rodata\0.text\0.data.rel.ro\0.relro_padding\0.data\0.bss\0.shstrtab";
+  std::memcpy(&e[0x2180], names, sizeof(names));
+  struct Sh {
+    uint32_t name, type;
+    uint64_t flags, addr, offset, size;
+  };
+  const Sh sh[] = {{0, 0, 0, 0, 0, 0},
+                   {1, 4, 2, 0x400, 0x400, 0x30},
+                   {11, 1, 2, 0x800, 0x800, 0x100},
+                   {19, 1, 6, 0x2000, 0x1000, 0x1000},
+                   {25, 1, 3, 0x4000 + shift, 0x2000, 0x100},
+                   {38, 8, 3, 0x4100 + shift, 0x2100, 0xF00},
+                   {53, 1, 3, 0x5100 + shift, 0x2100, 0x80},
+                   {59, 8, 3, 0x5180 + shift, 0x2180, 0x180},
+                   {64, 3, 0, 0, 0x2180, sizeof(names)}};
+  for (size_t i = 0; i < 9; ++i) {
+    uint8_t* p = &e[0x2200 + 64 * i];
+    PutU32(p, sh[i].name);
+    PutU32(p + 4, sh[i].type);
+    PutU64(p + 8, sh[i].flags);
+    PutU64(p + 16, sh[i].addr);
+    PutU64(p + 24, sh[i].offset);
+    PutU64(p + 32, sh[i].size);
+  }
+  return e;
+}
+
+TEST(an_lld_layout_maps_file_bytes_only_and_nobits_never_break_the_map) {
+  Bytes view(0x8000, 0);
+  const Bytes elf = LldElf(0);
+  std::memcpy(&view[0x1000], elf.data(), elf.size());
+  const MemoryByteSource source(view.data(), view.size());
+  std::vector<Executable> found;
+  FindExecutables(source, 0x1000, &found);
+  ASSERT_EQ(found.size(), 1u);
+  const Executable& x = found[0];
+  EXPECT_EQ(x.view_offset, 0x1000u);
+  EXPECT_EQ(x.file_size, elf.size());
+  EXPECT_EQ(x.low, 0u);
+  EXPECT_EQ(x.high, 0x5300u);
+  ASSERT_EQ(x.map.size(), 4u);
+  const uint64_t want[4][3] = {{0, 0x1000, 0x1000}, {0x2000, 0x2000, 0x1000},
+                               {0x4000, 0x3000, 0x100}, {0x5100, 0x3100, 0x80}};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(x.map[i].address, want[i][0]);
+    EXPECT_EQ(x.map[i].offset, want[i][1]);
+    EXPECT_EQ(x.map[i].length, want[i][2]);
+  }
+  size_t nobits = 0;
+  for (const ExecutablePart& part : x.parts) {
+    if (part.name == ".relro_padding" || part.name == ".bss") {
+      EXPECT_TRUE(!part.file_bytes);
+      ++nobits;
+    }
+    if (part.name == ".text") EXPECT_TRUE(part.kind == PartKind::kCode);
+    if (part.name == ".rela.dyn" || part.name == ".data.rel.ro" || part.name == ".data") {
+      EXPECT_TRUE(part.kind == PartKind::kPointers);
+    }
+    if (part.name == ".rodata") EXPECT_TRUE(part.kind == PartKind::kOther);  // a PIE's
+  }
+  EXPECT_EQ(nobits, 2u);
+
+  // Against a relinked version whose writable segments moved: one image,
+  // spans over .rela.dyn, .text, and .data.rel.ro with .data; .bss and
+  // .relro_padding equivalent by name; the info is one the device accepts.
+  Bytes new_view(0x8000, 0);
+  const Bytes new_elf = LldElf(0x3000);
+  std::memcpy(&new_view[0x1000], new_elf.data(), new_elf.size());
+  std::vector<Executable> new_found;
+  FindExecutables(MemoryByteSource(new_view.data(), new_view.size()), 0x1000, &new_found);
+  ASSERT_EQ(new_found.size(), 1u);
+  ReferenceInfo info;
+  BuildAddressReferences(found, new_found, &info);
+  EXPECT_EQ(info.version, kAddressReferenceVersion);
+  ASSERT_EQ(info.images.size(), 1u);
+  ASSERT_EQ(info.spans.size(), 3u);
+  EXPECT_TRUE(info.spans[0].kind == ReferenceKind::kAbs64);
+  EXPECT_EQ(info.spans[0].start, 0x1400u);
+  EXPECT_EQ(info.spans[0].length, 0x30u);
+  EXPECT_TRUE(info.spans[1].kind == ReferenceKind::kRel32);
+  EXPECT_EQ(info.spans[1].start, 0x2000u);
+  EXPECT_TRUE(info.spans[2].kind == ReferenceKind::kAbs64);
+  EXPECT_EQ(info.spans[2].start, 0x3000u);
+  EXPECT_EQ(info.spans[2].length, 0x180u);  // .data.rel.ro and .data, adjacent in the file
+  const std::vector<AddressEquivalence>& same = info.images[0].address_equivalences;
+  ASSERT_EQ(same.size(), 2u);
+  EXPECT_EQ(same[0].old_address, 0x4100u);
+  EXPECT_EQ(same[0].new_address, 0x7100u);
+  EXPECT_EQ(same[1].old_address, 0x5180u);
+  EXPECT_EQ(same[1].new_address, 0x8180u);
+  Bytes encoded;
+  EncodeReferenceInfo(info, &encoded);
+  ReferenceInfo back;
+  EXPECT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, kAddressReferenceVersion));
+
+  // A RELATIVE entry (r_offset, r_info 8, r_addend) and a pointer in
+  // .data.rel.ro are rewritten to the moved addresses.
+  PutU64(&view[0x1400], 0x4010);
+  PutU64(&view[0x1408], 8);
+  PutU64(&view[0x1410], 0x5108);
+  PutU64(&view[0x3008], 0x5190);  // into .bss
+  std::vector<Equivalence> adds = {{0, 0, view.size()}};
+  Bytes pred = view;
+  ASSERT_OK(PredictReferences(info, DeltaLayout{}, view.data(), view.size(), adds, pred.data(),
+                              pred.size()));
+  EXPECT_EQ(GetU64(&pred[0x1400]), 0x7010u);
+  EXPECT_EQ(GetU64(&pred[0x1408]), 8u);
+  EXPECT_EQ(GetU64(&pred[0x1410]), 0x8108u);
+  EXPECT_EQ(GetU64(&pred[0x3008]), 0x8190u);
+}
+
+TEST(damaged_elf_headers_are_skipped_never_overread) {
+  const Bytes elf = LldElf(0);
+  // Every truncation: nothing found, or one that lies within the bytes.
+  for (size_t n = 0; n <= elf.size(); n += 7) {
+    Bytes cut(elf.begin(), elf.begin() + n);
+    std::vector<Executable> found;
+    FindExecutables(MemoryByteSource(cut.data(), cut.size()), 4096, &found);
+    for (const Executable& x : found) EXPECT_TRUE(x.file_size <= n);
+  }
+  // Segments overlapping in addresses: not an executable a loader takes.
+  Bytes bad = elf;
+  PutU64(&bad[64 + 56 * 2 + 16], 0x2800);
+  std::vector<Executable> found;
+  FindExecutables(MemoryByteSource(bad.data(), bad.size()), 4096, &found);
+  EXPECT_TRUE(found.empty());
+  // Section headers past the file: the segments still serve.
+  bad = elf;
+  PutU64(&bad[40], 0x100000);
+  FindExecutables(MemoryByteSource(bad.data(), bad.size()), 4096, &found);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].map.size(), 4u);
+  bool load_bss = false;
+  for (const ExecutablePart& part : found[0].parts) load_bss |= !part.file_bytes;
+  EXPECT_TRUE(load_bss);
+}

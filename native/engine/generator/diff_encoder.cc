@@ -448,7 +448,10 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   out->assign(header, 0);
   std::memcpy(out->data(), kDiffMagic, 4);
-  PutU32(out->data() + 4, predicted ? kDiffFormatVersion : kPlainDiffFormatVersion);
+  PutU32(out->data() + 4,
+         !predicted ? kPlainDiffFormatVersion
+         : references->version == kAddressReferenceVersion ? kAddressDiffFormatVersion
+                                                            : kDiffFormatVersion);
   PutU64(out->data() + 8, new_size);
   for (int s = 0; s < 3; ++s) PutU64(out->data() + 16 + 8 * s, streams[s].size());
   if (predicted) PutU64(out->data() + 40, reference_part.size());

@@ -90,9 +90,9 @@ class DeltaMatcher {
 };
 
 // Serializes `records` (which must cover new exactly, adds inside old) as a
-// delta, compressing its three streams: version 3 when `references` has
-// spans (the buffers laid out in their views by `layout`, null for the
-// views themselves), else version 2. kTooLarge past kMaxPredictedRecords
+// delta, compressing its three streams: version 3 (4 when the info is of
+// version 4) when `references` has spans (the buffers laid out in their
+// views by `layout`, null for the views themselves), else version 2. kTooLarge past kMaxPredictedRecords
 // records with references.
 Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_data,
                   size_t new_size, const std::vector<DeltaRecord>& records,
