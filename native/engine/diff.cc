@@ -290,7 +290,9 @@ Status DecodePredicted(uint32_t version, const uint8_t* old_data, size_t old_siz
     new_pos += r.copy_length;
   }
   REVPATCH_RETURN_IF_ERROR(diff->Finish());
-  return extra->Finish();
+  REVPATCH_RETURN_IF_ERROR(extra->Finish());
+  return ApplyPageDigests(references.digests, layout ? layout->block_size : 0,
+                          layout ? layout->target : nullptr, DigestDirection::kAdd, out, out_size);
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
     const uint64_t avail = size - off;
     uint64_t file_end = executable_spans::ElfSpans(view + off, avail, off, spans);
     if (file_end == 0) file_end = executable_spans::MachOSpans(view + off, avail, off, spans);
+    if (file_end == 0) file_end = executable_spans::PeSpans(view + off, avail, off, spans);
     // Skip past an executable: nothing inside it is another one.
     if (file_end > block_size) off += (file_end - 1) / block_size * block_size;
   }
