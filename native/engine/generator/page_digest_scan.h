@@ -26,9 +26,12 @@ using ImageReadFn = std::function<bool(uint64_t offset, uint64_t length, std::ve
 void FindPageDigests(const ImageReadFn& read, uint64_t size, uint32_t block_size,
                      std::vector<PageDigests>* runs);
 
-// The same for an image in memory.
+// The same for an image in memory, and for an image file (the target,
+// which the generator never holds whole).
 void FindPageDigests(const uint8_t* image, size_t size, uint32_t block_size,
                      std::vector<PageDigests>* runs);
+class ImageFile;
+void FindPageDigests(const ImageFile& image, std::vector<PageDigests>* runs);
 
 namespace executable_spans {
 // The runs of the one Mach-O at image offset `off` (`avail` bytes of the
