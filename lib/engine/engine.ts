@@ -121,6 +121,8 @@ export interface GenerateResult {
   stats: PayloadStats;
   /** How the payload was made: whole-source matching or streaming windows. */
   wholeSource: boolean;
+  /** Highest delta version among the DIFF ops (0: none); 4 needs address-map references. */
+  maxDeltaVersion: number;
   regionBytes: number;
   windowBytes: number;
   threads: number;

@@ -285,6 +285,7 @@ Napi::Value GeneratePayload(const Napi::CallbackInfo& info) {
         result.Set("payloadSize", Num(env, out->payload_size));
         result.Set("payloadDigest", Hex(env, out->payload_digest));
         result.Set("wholeSource", Napi::Boolean::New(env, out->whole_source));
+        result.Set("maxDeltaVersion", Napi::Number::New(env, out->max_delta_version));
         result.Set("regionBytes", Num(env, out->region_bytes));
         result.Set("windowBytes", Num(env, out->window_bytes));
         result.Set("threads", Num(env, out->threads));

@@ -261,7 +261,7 @@ TEST(moved_code_of_an_executable_is_predicted) {
     const uint8_t* data = payload.data() + at + consumed;
     at += consumed + op.data_length;
     if (op.type != OperationType::kDiff) continue;
-    if (GetU32(data + 4) == 3) ++predicted;
+    if (GetU32(data + 4) == kAddressDiffFormatVersion) ++predicted;
     diff_bytes += op.data_length;
     Bytes old_bytes, want;
     for (const Extent& e : op.src_extents) {
@@ -279,6 +279,7 @@ TEST(moved_code_of_an_executable_is_predicted) {
     EXPECT_TRUE(got == want);
   }
   EXPECT_EQ(predicted, 1u);
+  EXPECT_EQ(r.max_delta_version, kAddressDiffFormatVersion);
 
   // Without the ELF header nothing is predicted, and the DIFF is larger.
   source[2 * kBlock] = 0;

@@ -828,3 +828,171 @@ TEST(the_version_4_reference_part_round_trips_and_refuses_damage) {
                                 {{0, 0, 0x11000}}, pred.data(), pred.size()),
               ErrorCode::kCorrupt);
 }
+
+// An ELF as LLD lays one out: four PT_LOADs at four address-minus-offset
+// biases, RELRO ending in .relro_padding (NOBITS, its sh_offset that of
+// .data, which follows it in the file), .bss after .data. `shift` moves the
+// writable segments' addresses (a relinked version).
+Bytes LldElf(uint64_t shift, uint16_t machine = 62) {
+  Bytes e(0x2200 + 9 * 64, 0);
+  const uint8_t ident[] = {0x7F, 'E', 'L', 'F', 2, 1, 1};
+  std::memcpy(e.data(), ident, sizeof(ident));
+  e[16] = 3;  // ET_DYN
+  e[18] = static_cast<uint8_t>(machine);
+  e[19] = static_cast<uint8_t>(machine >> 8);
+  PutU64(&e[32], 64);
+  PutU64(&e[40], 0x2200);
+  e[54] = 56;
+  e[56] = 4;
+  e[58] = 64;
+  e[60] = 9;
+  e[62] = 8;
+  const Load loads[] = {{4, 0, 0, 0x1000, 0x1000},
+                        {5, 0x1000, 0x2000, 0x1000, 0x1000},
+                        {6, 0x2000, 0x4000 + shift, 0x100, 0x1000},
+                        {6, 0x2100, 0x5100 + shift, 0x80, 0x200}};
+  for (size_t i = 0; i < 4; ++i) {
+    uint8_t* p = &e[64 + 56 * i];
+    PutU32(p, 1);
+    PutU32(p + 4, loads[i].flags);
+    PutU64(p + 8, loads[i].offset);
+    PutU64(p + 16, loads[i].vaddr);
+    PutU64(p + 32, loads[i].filesz);
+    PutU64(p + 40, loads[i].memsz);
+  }
+  const char names[] = "\0.rela.dyn\0.rodata\0.text\0.data.rel.ro\0.relro_padding\0.data\0.bss\0.shstrtab";
+  std::memcpy(&e[0x2180], names, sizeof(names));
+  struct Sh {
+    uint32_t name, type;
+    uint64_t flags, addr, offset, size;
+  };
+  const Sh sh[] = {{0, 0, 0, 0, 0, 0},
+                   {1, 4, 2, 0x400, 0x400, 0x30},
+                   {11, 1, 2, 0x800, 0x800, 0x100},
+                   {19, 1, 6, 0x2000, 0x1000, 0x1000},
+                   {25, 1, 3, 0x4000 + shift, 0x2000, 0x100},
+                   {38, 8, 3, 0x4100 + shift, 0x2100, 0xF00},
+                   {53, 1, 3, 0x5100 + shift, 0x2100, 0x80},
+                   {59, 8, 3, 0x5180 + shift, 0x2180, 0x180},
+                   {64, 3, 0, 0, 0x2180, sizeof(names)}};
+  for (size_t i = 0; i < 9; ++i) {
+    uint8_t* p = &e[0x2200 + 64 * i];
+    PutU32(p, sh[i].name);
+    PutU32(p + 4, sh[i].type);
+    PutU64(p + 8, sh[i].flags);
+    PutU64(p + 16, sh[i].addr);
+    PutU64(p + 24, sh[i].offset);
+    PutU64(p + 32, sh[i].size);
+  }
+  return e;
+}
+
+TEST(an_lld_layout_maps_file_bytes_only_and_nobits_never_break_the_map) {
+  Bytes view(0x8000, 0);
+  const Bytes elf = LldElf(0);
+  std::memcpy(&view[0x1000], elf.data(), elf.size());
+  const MemoryByteSource source(view.data(), view.size());
+  std::vector<Executable> found;
+  FindExecutables(source, 0x1000, &found);
+  ASSERT_EQ(found.size(), 1u);
+  const Executable& x = found[0];
+  EXPECT_EQ(x.view_offset, 0x1000u);
+  EXPECT_EQ(x.file_size, elf.size());
+  EXPECT_EQ(x.low, 0u);
+  EXPECT_EQ(x.high, 0x5300u);
+  ASSERT_EQ(x.map.size(), 4u);
+  const uint64_t want[4][3] = {{0, 0x1000, 0x1000}, {0x2000, 0x2000, 0x1000},
+                               {0x4000, 0x3000, 0x100}, {0x5100, 0x3100, 0x80}};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(x.map[i].address, want[i][0]);
+    EXPECT_EQ(x.map[i].offset, want[i][1]);
+    EXPECT_EQ(x.map[i].length, want[i][2]);
+  }
+  size_t nobits = 0;
+  for (const ExecutablePart& part : x.parts) {
+    if (part.name == ".relro_padding" || part.name == ".bss") {
+      EXPECT_TRUE(!part.file_bytes);
+      ++nobits;
+    }
+    if (part.name == ".text") EXPECT_TRUE(part.kind == PartKind::kCode);
+    if (part.name == ".rela.dyn" || part.name == ".data.rel.ro" || part.name == ".data") {
+      EXPECT_TRUE(part.kind == PartKind::kPointers);
+    }
+    if (part.name == ".rodata") EXPECT_TRUE(part.kind == PartKind::kOther);  // a PIE's
+  }
+  EXPECT_EQ(nobits, 2u);
+
+  // Against a relinked version whose writable segments moved: one image,
+  // spans over .rela.dyn, .text, and .data.rel.ro with .data; .bss and
+  // .relro_padding equivalent by name; the info is one the device accepts.
+  Bytes new_view(0x8000, 0);
+  const Bytes new_elf = LldElf(0x3000);
+  std::memcpy(&new_view[0x1000], new_elf.data(), new_elf.size());
+  std::vector<Executable> new_found;
+  FindExecutables(MemoryByteSource(new_view.data(), new_view.size()), 0x1000, &new_found);
+  ASSERT_EQ(new_found.size(), 1u);
+  ReferenceInfo info;
+  BuildAddressReferences(found, new_found, &info);
+  EXPECT_EQ(info.version, kAddressReferenceVersion);
+  ASSERT_EQ(info.images.size(), 1u);
+  ASSERT_EQ(info.spans.size(), 3u);
+  EXPECT_TRUE(info.spans[0].kind == ReferenceKind::kAbs64);
+  EXPECT_EQ(info.spans[0].start, 0x1400u);
+  EXPECT_EQ(info.spans[0].length, 0x30u);
+  EXPECT_TRUE(info.spans[1].kind == ReferenceKind::kRel32);
+  EXPECT_EQ(info.spans[1].start, 0x2000u);
+  EXPECT_TRUE(info.spans[2].kind == ReferenceKind::kAbs64);
+  EXPECT_EQ(info.spans[2].start, 0x3000u);
+  EXPECT_EQ(info.spans[2].length, 0x180u);  // .data.rel.ro and .data, adjacent in the file
+  const std::vector<AddressEquivalence>& same = info.images[0].address_equivalences;
+  ASSERT_EQ(same.size(), 2u);
+  EXPECT_EQ(same[0].old_address, 0x4100u);
+  EXPECT_EQ(same[0].new_address, 0x7100u);
+  EXPECT_EQ(same[1].old_address, 0x5180u);
+  EXPECT_EQ(same[1].new_address, 0x8180u);
+  Bytes encoded;
+  EncodeReferenceInfo(info, &encoded);
+  ReferenceInfo back;
+  EXPECT_OK(DecodeReferenceInfo(encoded.data(), encoded.size(), &back, kAddressReferenceVersion));
+
+  // A RELATIVE entry (r_offset, r_info 8, r_addend) and a pointer in
+  // .data.rel.ro are rewritten to the moved addresses.
+  PutU64(&view[0x1400], 0x4010);
+  PutU64(&view[0x1408], 8);
+  PutU64(&view[0x1410], 0x5108);
+  PutU64(&view[0x3008], 0x5190);  // into .bss
+  std::vector<Equivalence> adds = {{0, 0, view.size()}};
+  Bytes pred = view;
+  ASSERT_OK(PredictReferences(info, DeltaLayout{}, view.data(), view.size(), adds, pred.data(),
+                              pred.size()));
+  EXPECT_EQ(GetU64(&pred[0x1400]), 0x7010u);
+  EXPECT_EQ(GetU64(&pred[0x1408]), 8u);
+  EXPECT_EQ(GetU64(&pred[0x1410]), 0x8108u);
+  EXPECT_EQ(GetU64(&pred[0x3008]), 0x8190u);
+}
+
+TEST(damaged_elf_headers_are_skipped_never_overread) {
+  const Bytes elf = LldElf(0);
+  // Every truncation: nothing found, or one that lies within the bytes.
+  for (size_t n = 0; n <= elf.size(); n += 7) {
+    Bytes cut(elf.begin(), elf.begin() + n);
+    std::vector<Executable> found;
+    FindExecutables(MemoryByteSource(cut.data(), cut.size()), 4096, &found);
+    for (const Executable& x : found) EXPECT_TRUE(x.file_size <= n);
+  }
+  // Segments overlapping in addresses: not an executable a loader takes.
+  Bytes bad = elf;
+  PutU64(&bad[64 + 56 * 2 + 16], 0x2800);
+  std::vector<Executable> found;
+  FindExecutables(MemoryByteSource(bad.data(), bad.size()), 4096, &found);
+  EXPECT_TRUE(found.empty());
+  // Section headers past the file: the segments still serve.
+  bad = elf;
+  PutU64(&bad[40], 0x100000);
+  FindExecutables(MemoryByteSource(bad.data(), bad.size()), 4096, &found);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].map.size(), 4u);
+  bool load_bss = false;
+  for (const ExecutablePart& part : found[0].parts) load_bss |= !part.file_bytes;
+  EXPECT_TRUE(load_bss);
+}

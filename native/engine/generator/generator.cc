@@ -17,6 +17,7 @@
 #include "executable_spans.h"
 #include "file_io.h"
 #include "image_reader.h"
+#include "little_endian.h"
 #include "merkle.h"
 #include "operation.h"
 #include "ordered_pool.h"
@@ -233,6 +234,45 @@ Status MakePlan(const GenerateOptions& options, const ImageFile& source, Plan* p
                     " bytes is too small for these images: at least " + std::to_string(need) +
                     " needed");
 }
+
+// The target image as a ByteSource for the executable parsers: blocks
+// read through a window of kWindowBlocks, so a scan of block starts reads
+// each block once. The first read error is kept for status().
+class ImageByteSource : public ByteSource {
+ public:
+  explicit ImageByteSource(const ImageFile& image) : image_(image) {}
+  uint64_t size() const override { return image_.size(); }
+  bool Read(uint64_t offset, size_t length, uint8_t* out) const override {
+    const uint64_t bs = image_.block_size();
+    if (!status_.ok() || offset > size() || length > size() - offset) return false;
+    while (length > 0) {
+      const uint64_t block = offset / bs;
+      if (block < first_ || block >= first_ + loaded_) {
+        const uint64_t n = std::min<uint64_t>(kWindowBlocks, image_.blocks() - block);
+        window_.resize(n * bs);
+        status_ = image_.ReadBlocks(block, n, window_.data());
+        if (!status_.ok()) return false;
+        first_ = block;
+        loaded_ = n;
+      }
+      const uint64_t at = offset - first_ * bs;
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(length, loaded_ * bs - at));
+      std::memcpy(out, window_.data() + at, k);
+      out += k;
+      offset += k;
+      length -= k;
+    }
+    return true;
+  }
+  const Status& status() const { return status_; }
+
+ private:
+  static constexpr uint64_t kWindowBlocks = 256;
+  const ImageFile& image_;
+  mutable std::vector<uint8_t> window_;
+  mutable uint64_t first_ = 0, loaded_ = 0;
+  mutable Status status_;
+};
 
 // Read-only state every region encoder shares.
 struct Shared {
@@ -656,17 +696,41 @@ class Generator {
 
   // The executables of the source and the blocks of their images left
   // unchanged in place (whose references' targets stay where they are).
+  // Executables found in both the source and the target are described in
+  // addresses (version 4 references: any layout of segments); failing
+  // that, those of the source at one bias in view offsets (version 3).
   // Streaming predicts nothing: its windows never hold a whole executable.
   Status PrepareReferences(Shared* s) {
     ReferenceInfo& references = s->references;
-    FindExecutableSpans(s->candidate.data(), s->candidate.size(), block_size_, &references.spans);
+    std::vector<std::pair<uint64_t, uint64_t>> images;  // view ranges
+    {
+      const MemoryByteSource old_view(s->candidate.data(), s->candidate.size());
+      std::vector<Executable> old_execs, new_execs;
+      FindExecutables(old_view, block_size_, &old_execs);
+      if (!old_execs.empty()) {
+        const ImageByteSource new_view(*s->target);
+        FindExecutables(new_view, block_size_, &new_execs);
+        REVPATCH_RETURN_IF_ERROR(new_view.status());
+        BuildAddressReferences(old_execs, new_execs, &references);
+      }
+      if (references.spans.empty()) {
+        references = ReferenceInfo{};
+      } else {
+        for (const Executable& x : old_execs) images.push_back({x.view_offset, x.view_offset + x.file_size});
+      }
+    }
+    if (references.spans.empty()) {
+      FindExecutableSpans(s->candidate.data(), s->candidate.size(), block_size_, &references.spans);
+      for (const ReferenceSpan& span : references.spans) {
+        if (span.kind == ReferenceKind::kRel32) images.push_back({span.low, span.high});  // its range is the whole image
+      }
+    }
     std::vector<uint8_t> block(block_size_);
     const uint64_t common = std::min(s->source->blocks(), s->target->blocks());
     uint64_t next = 0;  // blocks below were looked at
-    for (const ReferenceSpan& span : references.spans) {
-      if (span.kind != ReferenceKind::kRel32) continue;  // its range is the whole image
-      const uint64_t first = std::max(next, span.low / block_size_);
-      const uint64_t last = std::min(common, (span.high + block_size_ - 1) / block_size_);
+    for (const auto& image : images) {
+      const uint64_t first = std::max(next, image.first / block_size_);
+      const uint64_t last = std::min(common, (image.second + block_size_ - 1) / block_size_);
       for (uint64_t b = first; b < last; ++b) {
         REVPATCH_RETURN_IF_ERROR(s->target->ReadBlocks(b, 1, block.data()));
         if (std::memcmp(block.data(), s->candidate.data() + b * block_size_, block_size_) != 0) {
@@ -698,6 +762,9 @@ class Generator {
     EncodeOperation(op, &record);
     REVPATCH_RETURN_IF_ERROR(writer_->Append(record.data(), record.size()));
     if (size > 0) REVPATCH_RETURN_IF_ERROR(writer_->Append(data, size));
+    if (op.type == OperationType::kDiff && size >= 8) {
+      result_->max_delta_version = std::max(result_->max_delta_version, GetU32(data + 4));
+    }
     uint64_t blocks = 0;
     TotalBlocks(op.dst_extents, &blocks);
     OperationStats& st = result_->stats.by_type[static_cast<uint8_t>(op.type)];

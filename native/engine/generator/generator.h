@@ -106,6 +106,9 @@ struct GenerateResult {
   PayloadStats stats;
   // How it was made (not part of the payload's meaning).
   bool whole_source = false;   // the whole-source mode
+  // The highest delta version among the payload's DIFF ops (0: none); a
+  // device must decode it (4: references through address maps).
+  uint32_t max_delta_version = 0;
   uint64_t region_bytes = 0;   // most target bytes per region
   uint64_t window_bytes = 0;   // streaming: most source bytes per region's window
   unsigned threads = 0;        // region encoders used
