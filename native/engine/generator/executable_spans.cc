@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "little_endian.h"
+
 namespace revpatch {
 
 bool MemoryByteSource::Read(uint64_t offset, size_t length, uint8_t* out) const {
@@ -142,6 +144,10 @@ void FindExecutables(const ByteSource& view, uint32_t block_size, std::vector<Ex
     bool found = false;
     if (magic[0] == 0x7F && magic[1] == 'E' && magic[2] == 'L' && magic[3] == 'F') {
       found = executable_spans::ParseElf(view, off, &x);
+    } else if (GetU32(magic) == 0xFEEDFACF) {  // MH_MAGIC_64
+      found = executable_spans::ParseMachO(view, off, &x);
+    } else if (magic[0] == 'M' && magic[1] == 'Z') {
+      found = executable_spans::ParsePe(view, off, &x);
     }
     if (!found) continue;
     const uint64_t file_end = x.file_size;
