@@ -369,7 +369,10 @@ Status DecodePredicted(uint32_t version, const uint8_t* old_data, size_t old_siz
     }
     return extra->Finish();
   };
-  return RunBeside(parallel, fill_adds, fill_copies);
+  REVPATCH_RETURN_IF_ERROR(RunBeside(parallel, fill_adds, fill_copies));
+  // Code signature page hashes are of the finished pages (page_digests.h).
+  return ApplyPageDigests(references.digests, layout ? layout->block_size : 0,
+                          layout ? layout->target : nullptr, DigestDirection::kAdd, out, out_size);
 }
 
 // Versions 1 and 2: records are read a batch at a time (bounded memory

@@ -50,6 +50,7 @@ class VarintReader {
   }
 
   bool done() const { return p_ == end_; }
+  size_t remaining() const { return static_cast<size_t>(end_ - p_); }
 
  private:
   const uint8_t* p_;
@@ -537,6 +538,7 @@ void EncodeReferenceInfo(const ReferenceInfo& info, std::vector<uint8_t>* out) {
   out->clear();
   if (info.version == kAddressReferenceVersion) {
     EncodeV4(info, out);
+    if (!info.digests.empty()) EncodePageDigests(info.digests, out);
     return;
   }
   PutVarint(info.spans.size(), out);
@@ -559,7 +561,11 @@ Status DecodeReferenceInfo(const uint8_t* data, size_t size, ReferenceInfo* info
   ReferenceInfo got;
   if (version == kAddressReferenceVersion) {
     REVPATCH_RETURN_IF_ERROR(DecodeV4(&in, &got));
-    if (!in.done()) return Corrupt("bytes after the equivalences");
+    if (!in.done()) {
+      REVPATCH_RETURN_IF_ERROR(
+          DecodePageDigests(data + (size - in.remaining()), in.remaining(), &got.digests));
+      if (got.digests.empty()) return Corrupt("bytes after the equivalences");
+    }
     *info = std::move(got);
     return Status::Ok();
   }

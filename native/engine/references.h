@@ -82,6 +82,8 @@
 //     length, zigzag(low - previous low), zigzag(high - previous high)
 //     (differences mod 2^64; the first entry's and span's from 0)
 //   equivalence_count, then per one: old_start, new_start, length
+//   and, only when the target's page digests are rebuilt, their runs
+//     (page_digests.h's encoding, at least one run)
 // Each map is sorted by address, its entries disjoint in addresses and in
 // offsets, offsets below 2^62, addresses and ends within 64 bits, lengths
 // nonzero; address equivalences sorted by old address and disjoint. At
@@ -96,6 +98,7 @@
 #include <vector>
 
 #include "operation.h"
+#include "page_digests.h"
 #include "status.h"
 
 namespace revpatch {
@@ -157,7 +160,10 @@ struct ReferenceInfo {
   std::vector<ReferenceSpan> spans;
   std::vector<Equivalence> equivalences;  // view coordinates
   std::vector<ImageMaps> images;          // version 4
-  bool empty() const { return spans.empty(); }
+  // Version 4: hashes the target holds of its own pages (code signatures),
+  // rebuilt after the delta is decoded (page_digests.h).
+  std::vector<PageDigests> digests;
+  bool empty() const { return spans.empty() && digests.empty(); }
 };
 
 // Encodes in info.version's encoding (the caller keeps info valid: sorted,

@@ -20,6 +20,7 @@ int FuzzLayer(const uint8_t* data, size_t size);
 int FuzzCommitRecord(const uint8_t* data, size_t size);
 int FuzzStreamCodec(const uint8_t* data, size_t size);
 int FuzzElf(const uint8_t* data, size_t size);
+int FuzzMachOPe(const uint8_t* data, size_t size);
 
 }  // namespace revpatch_fuzz
 

@@ -12,6 +12,9 @@
 //   commit_record_fuzzer  records of generations 1 to 3 (WriteCommitRecord)
 //   elf_fuzzer            LLD-like ELF pairs (x86-64, arm64), relinked, and
 //                         the version 4 reference part made from them
+//   macho_pe_fuzzer       the harness's own signed Mach-O (both hash types)
+//                         and PE32+ (x86-64, arm64) to patch, and page
+//                         digest runs (EncodePageDigests) over a buffer
 // Seeds are deterministic; native/fuzz/make_corpus.sh regenerates the
 // checked-in corpus with it.
 #include <sys/stat.h>
@@ -34,6 +37,7 @@
 #include "layer_file.h"
 #include "little_endian.h"
 #include "operation.h"
+#include "page_digests.h"
 #include "payload_reader.h"
 #include "references.h"
 #include "view.h"
@@ -510,6 +514,36 @@ void ElfSeeds() {
     r.PutBytes(old_view).PutBytes(part);
     Seed("elf_fuzzer", "reference_part_" + arch, r.bytes());
   }
+void MachOPeSeeds() {
+  // Modes 1 and 2 (block size 4096): the harness builds the image, no patches.
+  for (uint8_t hash_type : {uint8_t{0}, uint8_t{1}}) {
+    FuzzInputWriter w;
+    w.Put<uint8_t>(1 | 3 << 2).Put<uint8_t>(3).Put<uint8_t>(hash_type);
+    Seed("macho_pe_fuzzer", hash_type ? "macho_sha256_truncated" : "macho_sha256", w.bytes());
+  }
+  for (uint8_t arm64 : {uint8_t{0}, uint8_t{1}}) {
+    FuzzInputWriter w;
+    w.Put<uint8_t>(2 | 3 << 2).Put<uint8_t>(3).Put<uint8_t>(arm64);
+    Seed("macho_pe_fuzzer", arm64 ? "pe_arm64" : "pe_x86_64", w.bytes());
+  }
+  // Mode 3: one run of 512-byte pages over a 4 KiB buffer laid out by two
+  // extents of 512-byte blocks.
+  revpatch::PageDigests run;
+  run.pages = 0;
+  run.limit = 1500;
+  run.slots = 2048;
+  run.page_shift = 9;
+  run.hash_size = 32;
+  run.count = 3;
+  Bytes runs;
+  revpatch::EncodePageDigests({run}, &runs);
+  FuzzInputWriter w;
+  w.Put<uint8_t>(3).Put<uint16_t>(static_cast<uint16_t>(runs.size())).PutBytes(runs);
+  w.Put<uint8_t>(9).Put<uint8_t>(2).Put<uint8_t>(0).Put<uint8_t>(3).Put<uint8_t>(4).Put<uint8_t>(5);
+  Bytes buffer(4096);
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = static_cast<uint8_t>(i * 7);
+  w.PutBytes(buffer);
+  Seed("macho_pe_fuzzer", "page_digest_runs", w.bytes());
 }
 
 }  // namespace
@@ -529,6 +563,7 @@ int main(int argc, char** argv) {
   LayerSeeds();
   CommitSeeds();
   ElfSeeds();
+  MachOPeSeeds();
   std::printf("seeds written to %s\n", out_dir.c_str());
   return 0;
 }

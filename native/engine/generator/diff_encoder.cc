@@ -365,7 +365,7 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   if (predicted && records.size() > kMaxPredictedRecords) {
     return Status(ErrorCode::kTooLarge, "delta: too many records to predict references");
   }
-  std::vector<uint8_t> control, diff, extra, pred, reference_part;
+  std::vector<uint8_t> control, diff, extra, pred, reference_part, shifted;
   try {
     if (predicted) {
       // The bytes each add starts from, as the decoder will predict them.
@@ -390,6 +390,15 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
                                                  old_data, old_size, adds, pred.data(),
                                                  pred.size()));
       EncodeReferenceInfo(*references, &reference_part);
+      if (!references->digests.empty() && references->version == kAddressReferenceVersion) {
+        // The device adds each page's hash to its slot after decoding
+        // (page_digests.h): encode the target with them taken off.
+        shifted.assign(new_data, new_data + new_size);
+        REVPATCH_RETURN_IF_ERROR(ApplyPageDigests(
+            references->digests, layout ? layout->block_size : 0, layout ? layout->target : nullptr,
+            DigestDirection::kSubtract, shifted.data(), shifted.size()));
+        new_data = shifted.data();
+      }
     }
     control.reserve(records.size() * 4);
     uint64_t add_total = 0;
@@ -445,6 +454,7 @@ Status WriteDelta(const uint8_t* old_data, size_t old_size, const uint8_t* new_d
   std::vector<uint8_t>().swap(diff);
   std::vector<uint8_t>().swap(extra);
   std::vector<uint8_t>().swap(pred);
+  std::vector<uint8_t>().swap(shifted);
   const size_t header = predicted ? kPredictedHeaderSize : kDiffHeaderSize;
   out->assign(header, 0);
   std::memcpy(out->data(), kDiffMagic, 4);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "little_endian.h"
+
 namespace revpatch {
 
 bool MemoryByteSource::Read(uint64_t offset, size_t length, uint8_t* out) const {
@@ -147,6 +149,10 @@ void FindExecutables(const ByteSource& view, uint32_t block_size, std::vector<Ex
     bool found = false;
     if (magic[0] == 0x7F && magic[1] == 'E' && magic[2] == 'L' && magic[3] == 'F') {
       found = executable_spans::ParseElf(view, off, &x);
+    } else if (GetU32(magic) == 0xFEEDFACF) {  // MH_MAGIC_64
+      found = executable_spans::ParseMachO(view, off, &x);
+    } else if (magic[0] == 'M' && magic[1] == 'Z') {
+      found = executable_spans::ParsePe(view, off, &x);
     }
     if (!found) continue;
     const uint64_t file_end = x.file_size;
@@ -206,6 +212,7 @@ void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
     const uint64_t avail = size - off;
     uint64_t file_end = executable_spans::ElfSpans(view + off, avail, off, spans);
     if (file_end == 0) file_end = executable_spans::MachOSpans(view + off, avail, off, spans);
+    if (file_end == 0) file_end = executable_spans::PeSpans(view + off, avail, off, spans);
     // Skip past an executable: nothing inside it is another one.
     if (file_end > block_size) off += (file_end - 1) / block_size * block_size;
   }

@@ -89,7 +89,8 @@ void BuildAddressReferences(const std::vector<Executable>& old_execs,
 
 // Version 3: the spans of the executables that start at a block boundary
 // of `view` and lie wholly inside it whose loaded bytes are all at one
-// address-minus-offset bias. Appends to `spans`, sorted.
+// address-minus-offset bias (a PE32+: only references into and within its
+// code section). Appends to `spans`, sorted.
 void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
                          std::vector<ReferenceSpan>* spans);
 
@@ -100,6 +101,14 @@ namespace executable_spans {
 // format or does not parse; never reads outside the view.
 // (FindExecutables tries each in turn.)
 bool ParseElf(const ByteSource& view, uint64_t off, Executable* out);
+// 64-bit Mach-O, x86-64 or arm64 (macho_spans.cc): one map entry per
+// segment with file bytes (__LINKEDIT too), one part per section
+// ("__SEG,__sect"; zero fill without file bytes).
+bool ParseMachO(const ByteSource& view, uint64_t off, Executable* out);
+// PE32+, x86-64 or arm64 (pe_spans.cc): one map entry per section with
+// file bytes (ImageBase + RVA -> its raw data), one part per section, and
+// one without file bytes ("<name>.bss") where it is longer in memory.
+bool ParsePe(const ByteSource& view, uint64_t off, Executable* out);
 
 // Version 3, kept for executables at one bias.
 struct Segment {
@@ -111,6 +120,8 @@ void AddSpans(std::vector<Segment> pieces, bool arm64, uint64_t off, uint64_t bi
 uint64_t ElfSpans(const uint8_t* e, uint64_t avail, uint64_t off, std::vector<ReferenceSpan>* spans);
 uint64_t MachOSpans(const uint8_t* m, uint64_t avail, uint64_t off,
                     std::vector<ReferenceSpan>* spans);
+// PE32+ at one bias per span: its code section, and pointers to it.
+uint64_t PeSpans(const uint8_t* p, uint64_t avail, uint64_t off, std::vector<ReferenceSpan>* spans);
 
 }  // namespace executable_spans
 }  // namespace revpatch

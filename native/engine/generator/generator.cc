@@ -22,6 +22,7 @@
 #include "merkle.h"
 #include "operation.h"
 #include "ordered_pool.h"
+#include "page_digest_scan.h"
 #include "payload_reader.h"
 #include "source_index.h"
 #include "stream_delta_encoder.h"
@@ -892,6 +893,12 @@ class Generator {
         }
       }
       next = std::max(next, last);
+    }
+    // The target's code signatures, whose page hashes the device rebuilds
+    // (page_digests.h): version 4 only, so with no spans of version 3.
+    if (references.version == kAddressReferenceVersion || references.spans.empty()) {
+      FindPageDigests(*s->target, &references.digests);
+      if (!references.digests.empty()) references.version = kAddressReferenceVersion;
     }
     if (!s->view_references.empty()) s->view_references.equivalences = references.equivalences;
     return Status::Ok();
