@@ -561,7 +561,10 @@ class Rebuilder {
   Status Run() {
     uint8_t version;
     if (!sr_.U8(&version)) return Corrupt("empty structure");
-    if (version != kDeflateStructureVersion) return Corrupt("unknown structure version");
+    if (version != kDeflateStructureVersion) {
+      return Status(ErrorCode::kUnsupported, "deflate: structure version " +
+                                                 std::to_string(version) + " is not known here");
+    }
     for (;;) {
       uint8_t tag;
       if (!sr_.U8(&tag)) return Corrupt("structure ends before the final block");

@@ -85,8 +85,9 @@ Status DeflateExpandPrefix(const uint8_t* in, size_t in_size, uint64_t limit,
 // Writes exactly out_size bytes of deflate stream rebuilt from an expansion
 // made by DeflateExpand. kCorrupt when the expansion is malformed (bad
 // trailer, structure, codes, a match the data does not repeat, data left
-// over or missing) or does not code exactly out_size bytes. `out` may hold
-// anything on a failure.
+// over or missing) or does not code exactly out_size bytes; kUnsupported
+// when the structure's version is not kDeflateStructureVersion (a newer
+// publisher's). `out` may hold anything on a failure.
 Status DeflateRebuild(const uint8_t* expanded, size_t expanded_size, uint8_t* out,
                       size_t out_size);
 

@@ -18,6 +18,7 @@ int FuzzDiff(const uint8_t* data, size_t size);
 int FuzzPayload(const uint8_t* data, size_t size);
 int FuzzLayer(const uint8_t* data, size_t size);
 int FuzzCommitRecord(const uint8_t* data, size_t size);
+int FuzzDeflate(const uint8_t* data, size_t size);
 
 }  // namespace revpatch_fuzz
 
