@@ -396,44 +396,130 @@ class DataSink {
   uint64_t limit_;
 };
 
-Status ExpandBlocks(const uint8_t* in, size_t in_size, uint64_t limit, DataSink* data,
-                    std::vector<uint8_t>* st, size_t* consumed) {
+// Finds, for a match at position p of the data, the earlier positions
+// whose next `length` bytes equal p's, most recent first: the distance
+// a compressor chose is coded as its rank in that order (0 when it took
+// the first, as zlib and most matchers do), which repeats far more than
+// distances do. Positions are chained by a hash of their first 3 bytes,
+// within deflate's 32 KiB window; a walk takes at most kMaxRankSteps
+// links, so a distance further down is coded as itself.
+class MatchRanker {
+ public:
+  static constexpr int kHashBits = 15;
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+  static constexpr int kMaxRankSteps = 256;
+
+  MatchRanker(const uint8_t* data, uint64_t size)
+      : data_(data), size_(size), head_(size_t{1} << kHashBits, kNone), prev_(kMaxDistance) {}
+
+  // Chains every position before p.
+  void InsertUpTo(uint64_t p) {
+    for (; inserted_ < p && inserted_ + 3 <= size_; ++inserted_) {
+      const uint32_t h = Hash(data_ + inserted_);
+      prev_[inserted_ & (kMaxDistance - 1)] = head_[h];
+      head_[h] = static_cast<uint32_t>(inserted_);
+    }
+    if (inserted_ < p) inserted_ = p;
+  }
+
+  // Walks p's candidates for a match of `length`: stops at `want_pos`
+  // (returns its rank) or at the `want_rank`-th candidate (returns its
+  // position in *pos); -1 when neither is reached within the steps.
+  int64_t Walk(uint64_t p, uint32_t length, uint64_t want_pos, uint64_t want_rank, uint64_t* pos) {
+    if (p + 3 > size_) return -1;
+    uint32_t q = head_[Hash(data_ + p)];
+    int64_t rank = 0;
+    for (int step = 0; step < kMaxRankSteps && q != kNone && q < p && p - q <= kMaxDistance;
+         ++step) {
+      if (q == want_pos) return rank;
+      if (Matches(q, p, length)) {
+        if (static_cast<uint64_t>(rank) == want_rank) {
+          *pos = q;
+          return rank;
+        }
+        ++rank;
+      }
+      const uint32_t next = prev_[q & (kMaxDistance - 1)];
+      if (next == kNone || next >= q) break;
+      q = next;
+    }
+    return -1;
+  }
+
+  // data[q + k] == data[p + k] for k < length (p + length <= size).
+  bool Matches(uint64_t q, uint64_t p, uint32_t length) const {
+    const uint8_t* a = data_ + q;
+    const uint8_t* b = data_ + p;
+    if (a[length - 1] != b[length - 1]) return false;
+    if (p - q >= length) return std::memcmp(a, b, length) == 0;
+    return std::equal(b, b + length, a);
+  }
+
+ private:
+  static uint32_t Hash(const uint8_t* s) {
+    const uint32_t v = s[0] | (uint32_t{s[1]} << 8) | (uint32_t{s[2]} << 16);
+    return (v * 2654435761u) >> (32 - kHashBits);
+  }
+
+  const uint8_t* data_;
+  uint64_t size_;
+  uint64_t inserted_ = 0;
+  std::vector<uint32_t> head_;
+  std::vector<uint32_t> prev_;
+};
+
+// A block as read, before its structure is written (the distances'
+// ranks need the data after the block too).
+struct BlockRecord {
+  uint8_t tag = 0;              // BFINAL | BTYPE << 1 | has odd list << 3
+  uint32_t pad = 0;             // stored: the skipped bits
+  uint32_t stored_length = 0;   // stored
+  uint64_t header_start = 0, header_bits = 0;  // dynamic: in the input
+  size_t first_token = 0, tokens = 0;
+  uint64_t final_run = 0;
+  size_t first_odd = 0, odds = 0;
+};
+
+struct Token {
+  uint32_t run;      // literals before the match
+  uint16_t length;   // 3..258
+  uint16_t distance_minus_1;
+};
+
+Status ExpandBlocks(const uint8_t* in, size_t in_size, DataSink* data,
+                    std::vector<BlockRecord>* blocks, std::vector<Token>* tokens,
+                    std::vector<uint64_t>* odd, uint32_t* final_pad, size_t* consumed) {
   BitReader br(in, in_size);
-  st->push_back(kDeflateStructureVersion);
-  std::vector<uint8_t> tokens;
-  std::vector<uint64_t> odd;
   Huffman dyn_lit, dyn_dist;
   for (;;) {
     uint32_t bfinal, btype;
     if (!br.Bits(1, &bfinal) || !br.Bits(2, &btype)) return Corrupt("truncated block");
     if (btype == 3) return Corrupt("reserved block type");
-    uint8_t tag = static_cast<uint8_t>(bfinal | (btype << 1));
+    BlockRecord b;
+    b.tag = static_cast<uint8_t>(bfinal | (btype << 1));
     if (btype == 0) {
       const unsigned npad = static_cast<unsigned>((8 - br.BitPosition() % 8) % 8);
-      uint32_t pad, len, nlen;
-      if (!br.Bits(npad, &pad) || !br.Bits(16, &len) || !br.Bits(16, &nlen)) {
+      uint32_t len, nlen;
+      if (!br.Bits(npad, &b.pad) || !br.Bits(16, &len) || !br.Bits(16, &nlen)) {
         return Corrupt("truncated stored block");
       }
       if ((len ^ 0xFFFF) != nlen) return Corrupt("stored block length check");
       if (!data->Room(len)) return Corrupt("expands past the limit");
       if (!br.CopyBytes(data->at(), len)) return Corrupt("truncated stored block");
       data->Advance(len);
-      st->push_back(tag);
-      st->push_back(static_cast<uint8_t>(pad));
-      PutVarint(st, len);
+      b.stored_length = len;
     } else {
       const Huffman* lit = &Fixed().lit;
       const Huffman* dist = &Fixed().dist;
-      const uint64_t header_start = br.BitPosition();
-      uint64_t header_bits = 0;
+      b.header_start = br.BitPosition();
       if (btype == 2) {
         REVPATCH_RETURN_IF_ERROR(ReadDynamicHeader(&br, &dyn_lit, &dyn_dist));
         lit = &dyn_lit;
         dist = &dyn_dist;
-        header_bits = br.BitPosition() - header_start;
+        b.header_bits = br.BitPosition() - b.header_start;
       }
-      tokens.clear();
-      odd.clear();
+      b.first_token = tokens->size();
+      b.first_odd = odd->size();
       uint64_t matches = 0, run = 0;
       for (;;) {
         const int sym = lit->Decode(&br);
@@ -450,7 +536,7 @@ Status ExpandBlocks(const uint8_t* in, size_t in_size, uint64_t limit, DataSink*
         uint32_t extra, dextra;
         if (!br.Bits(kLengthExtra[ls], &extra)) return Corrupt("truncated length");
         const uint32_t length = kLengthBase[ls] + extra;
-        if (length == 258 && ls == 27) odd.push_back(matches);
+        if (length == 258 && ls == 27) odd->push_back(matches);
         const int ds = dist->Decode(&br);
         if (ds < 0) return Corrupt("bad distance code");
         if (ds >= 30) return Corrupt("invalid distance symbol");
@@ -458,54 +544,98 @@ Status ExpandBlocks(const uint8_t* in, size_t in_size, uint64_t limit, DataSink*
         const uint32_t distance = kDistBase[ds] + dextra;
         if (distance > data->produced()) return Corrupt("distance before the start");
         if (!data->Room(length)) return Corrupt("expands past the limit");
+        if (run > 0xFFFFFFFFu) return Corrupt("literal run too long");
         data->Copy(distance, length);
-        PutVarint(&tokens, run);
-        tokens.push_back(static_cast<uint8_t>(length - 3));
-        PutVarint(&tokens, distance - 1);
+        tokens->push_back({static_cast<uint32_t>(run), static_cast<uint16_t>(length),
+                           static_cast<uint16_t>(distance - 1)});
         run = 0;
         ++matches;
       }
-      if (!odd.empty()) tag |= 8;
-      st->push_back(tag);
-      if (btype == 2) {
-        PutVarint(st, header_bits);
-        AppendBits(in, header_start, header_bits, st);
-      }
-      PutVarint(st, matches);
-      if (!odd.empty()) {
-        PutVarint(st, odd.size());
-        for (size_t i = 0; i < odd.size(); ++i) PutVarint(st, i == 0 ? odd[0] : odd[i] - odd[i - 1] - 1);
-      }
-      st->insert(st->end(), tokens.begin(), tokens.end());
-      PutVarint(st, run);
+      b.tokens = tokens->size() - b.first_token;
+      b.odds = odd->size() - b.first_odd;
+      b.final_run = run;
+      if (b.odds > 0) b.tag |= 8;
     }
-    if (data->produced() + st->size() + kDeflateTrailerSize > limit) {
-      return Corrupt("expands past the limit");
-    }
+    blocks->push_back(b);
     if (bfinal) break;
   }
   const unsigned npad = static_cast<unsigned>((8 - br.BitPosition() % 8) % 8);
-  uint32_t pad;
-  if (!br.Bits(npad, &pad)) return Corrupt("truncated end");
-  st->push_back(static_cast<uint8_t>(pad));
+  if (!br.Bits(npad, final_pad)) return Corrupt("truncated end");
   *consumed = static_cast<size_t>(br.BitPosition() / 8);
   return Status::Ok();
+}
+
+// The structure of a stream read by ExpandBlocks, over its whole data.
+void WriteStructure(const uint8_t* in, const uint8_t* data, uint64_t data_size,
+                    const std::vector<BlockRecord>& blocks, const std::vector<Token>& tokens,
+                    const std::vector<uint64_t>& odd, uint32_t final_pad, std::vector<uint8_t>* st) {
+  st->push_back(kDeflateStructureVersion);
+  MatchRanker ranker(data, data_size);
+  uint64_t p = 0;
+  for (const BlockRecord& b : blocks) {
+    st->push_back(b.tag);
+    if (((b.tag >> 1) & 3) == 0) {
+      st->push_back(static_cast<uint8_t>(b.pad));
+      PutVarint(st, b.stored_length);
+      p += b.stored_length;
+      continue;
+    }
+    if (((b.tag >> 1) & 3) == 2) {
+      PutVarint(st, b.header_bits);
+      AppendBits(in, b.header_start, b.header_bits, st);
+    }
+    PutVarint(st, b.tokens);
+    if (b.odds > 0) {
+      PutVarint(st, b.odds);
+      for (size_t i = 0; i < b.odds; ++i) {
+        const uint64_t at = odd[b.first_odd + i];
+        PutVarint(st, i == 0 ? at : at - odd[b.first_odd + i - 1] - 1);
+      }
+    }
+    for (size_t i = 0; i < b.tokens; ++i) {
+      const Token& t = tokens[b.first_token + i];
+      PutVarint(st, t.run);
+      p += t.run;
+      st->push_back(static_cast<uint8_t>(t.length - 3));
+      ranker.InsertUpTo(p);
+      const uint64_t distance = uint64_t{t.distance_minus_1} + 1;
+      uint64_t unused;
+      const int64_t rank = ranker.Walk(p, t.length, p - distance, ~uint64_t{0}, &unused);
+      if (rank >= 0) {
+        PutVarint(st, static_cast<uint64_t>(rank) + 1);
+      } else {
+        st->push_back(0);
+        PutVarint(st, t.distance_minus_1);
+      }
+      p += t.length;
+    }
+    PutVarint(st, b.final_run);
+    p += b.final_run;
+  }
+  st->push_back(static_cast<uint8_t>(final_pad));
 }
 
 Status Expand(const uint8_t* in, size_t in_size, uint64_t limit, std::vector<uint8_t>* out,
               size_t* consumed, bool whole) {
   DataSink data(out, limit);
-  std::vector<uint8_t> st;
-  Status s = ExpandBlocks(in, in_size, limit, &data, &st, consumed);
+  std::vector<BlockRecord> blocks;
+  std::vector<Token> tokens;
+  std::vector<uint64_t> odd;
+  uint32_t final_pad = 0;
+  Status s = ExpandBlocks(in, in_size, &data, &blocks, &tokens, &odd, &final_pad, consumed);
   if (s.ok() && whole && *consumed != in_size) s = Corrupt("bytes after the final block");
-  if (s.ok() && data.produced() + st.size() + kDeflateTrailerSize > limit) {
-    s = Corrupt("expands past the limit");
-  }
   if (!s.ok()) {
     data.Undo();
     return s;
   }
   data.Finish();
+  const size_t base = data.base();
+  std::vector<uint8_t> st;
+  WriteStructure(in, out->data() + base, data.produced(), blocks, tokens, odd, final_pad, &st);
+  if (data.produced() + st.size() + kDeflateTrailerSize > limit) {
+    data.Undo();
+    return Corrupt("expands past the limit");
+  }
   out->insert(out->end(), st.begin(), st.end());
   uint8_t trailer[kDeflateTrailerSize];
   PutU64(trailer, st.size());
@@ -556,7 +686,8 @@ class Rebuilder {
  public:
   Rebuilder(const uint8_t* data, uint64_t data_size, const uint8_t* st, size_t st_size,
             uint8_t* out, size_t out_size)
-      : data_(data), data_size_(data_size), sr_(st, st_size), bw_(out, out_size) {}
+      : data_(data), data_size_(data_size), sr_(st, st_size), bw_(out, out_size),
+        ranker_(data, data_size) {}
 
   Status Run() {
     uint8_t version;
@@ -664,21 +795,32 @@ class Rebuilder {
     }
     const SymbolTables& sym = Symbols();
     for (uint64_t m = 0; m < matches; ++m) {
-      uint64_t run, dist_minus_1;
+      uint64_t run, dcode;
       uint8_t len_minus_3;
-      if (!sr_.Varint(&run) || !sr_.U8(&len_minus_3) || !sr_.Varint(&dist_minus_1)) {
-        return Corrupt("truncated tokens");
-      }
+      if (!sr_.Varint(&run) || !sr_.U8(&len_minus_3)) return Corrupt("truncated tokens");
       REVPATCH_RETURN_IF_ERROR(Literals(run));
       const uint32_t length = len_minus_3 + 3u;
-      if (dist_minus_1 >= kMaxDistance || dist_minus_1 >= dp_) return Corrupt("bad distance");
-      const uint32_t distance = static_cast<uint32_t>(dist_minus_1) + 1;
       if (length > data_size_ - dp_) return Corrupt("match past the data");
-      const uint8_t* here = data_ + dp_;
-      const uint8_t* there = here - distance;
-      if (distance >= length ? std::memcmp(here, there, length) != 0
-                             : !std::equal(here, here + length, there)) {
-        return Corrupt("a match the data does not repeat");
+      if (!sr_.Varint(&dcode)) return Corrupt("truncated tokens");
+      ranker_.InsertUpTo(dp_);
+      uint32_t distance;
+      uint64_t pos = 0;
+      if (dcode == 0) {
+        uint64_t dist_minus_1;
+        if (!sr_.Varint(&dist_minus_1)) return Corrupt("truncated tokens");
+        if (dist_minus_1 >= kMaxDistance || dist_minus_1 >= dp_) return Corrupt("bad distance");
+        distance = static_cast<uint32_t>(dist_minus_1) + 1;
+        if (!ranker_.Matches(dp_ - distance, dp_, length)) {
+          return Corrupt("a match the data does not repeat");
+        }
+        if (ranker_.Walk(dp_, length, dp_ - distance, ~uint64_t{0}, &pos) >= 0) {
+          return Corrupt("a distance spelled out that has a rank");
+        }
+      } else {
+        if (ranker_.Walk(dp_, length, ~uint64_t{0}, dcode - 1, &pos) < 0) {
+          return Corrupt("a match rank with no match");
+        }
+        distance = static_cast<uint32_t>(dp_ - pos);
       }
       int ls = sym.length[len_minus_3];
       uint32_t extra = length - kLengthBase[ls];
@@ -719,6 +861,7 @@ class Rebuilder {
   uint64_t dp_ = 0;
   StructureReader sr_;
   BitWriter bw_;
+  MatchRanker ranker_;
   Huffman dyn_lit_, dyn_dist_;
   const Huffman* lit_ = nullptr;
   const Huffman* dist_ = nullptr;

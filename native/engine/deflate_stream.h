@@ -42,13 +42,25 @@
 //                than 285, then each next such index minus the previous
 //                minus 1;
 //              then `matches` times
-//                { varint literal_run, u8 length - 3, varint distance - 1 },
+//                { varint literal_run, u8 length - 3, varint rank + 1 }
+//                or { varint literal_run, u8 length - 3, u8 0,
+//                     varint distance - 1 },
 //              then varint literal_run (the literals before end of block)
 //   after the BFINAL block: u8 pad, the bits after it to the byte boundary
 //
 // Literals and matches are coded with the block's codes (fixed or from its
 // header); a literal is the next data byte, a match copies `length` bytes
 // from `distance` back. Every other bit of the stream follows from these.
+//
+// A match's distance is coded by its rank: the earlier positions whose
+// next `length` bytes equal the match's, taken most recent first along a
+// chain of positions with the same hash of their first 3 bytes (the
+// multiplicative hash of the 3 bytes little-endian by 2654435761, top 15
+// bits), within 32 KiB, at most 256 links walked. A compressor that takes
+// the nearest longest match (zlib, and most others) gives rank 0 almost
+// always, so the structure repeats and compresses where raw distances would
+// not. A distance the walk does not reach is written out after a 0, and
+// only then (one spelling per stream).
 //
 // Both calls validate everything: input they cannot account for exactly is
 // kCorrupt, never a crash, and their memory is bounded by `limit` (expand)

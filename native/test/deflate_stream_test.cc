@@ -285,6 +285,51 @@ TEST(OddCodingsRoundTripExactly) {
   EXPECT_TRUE(RoundTrips(s.bytes, &xyz, &why));
 }
 
+// A fixed block of literals `lits`, then a match of 3 at `distance`.
+Bytes LiteralsThenMatch(const Bytes& lits, uint32_t distance) {
+  static const uint16_t base[30] = {1,   2,   3,   4,   5,   7,    9,    13,   17,   25,
+                                    33,  49,  65,  97,  129, 193,  257,  385,  513,  769,
+                                    1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+  Bits b;
+  b.Put(1, 1);
+  b.Put(1, 2);
+  for (uint8_t c : lits) b.FixedSymbol(c);
+  b.FixedSymbol(257);
+  int s = 29;
+  while (base[s] > distance) --s;
+  b.Code(static_cast<uint32_t>(s), 5);
+  b.Put(distance - base[s], s < 4 ? 0 : (s - 2) / 2);
+  b.FixedSymbol(256);
+  return b.bytes;
+}
+
+TEST(DistancesThatAreNotTheNearestRoundTrip) {
+  // "abcXabcY" then "abc" from 8 back: the second-nearest candidate.
+  Bytes lits = {'a', 'b', 'c', 'X', 'a', 'b', 'c', 'Y'};
+  Bytes data = lits;
+  data.insert(data.end(), {'a', 'b', 'c'});
+  std::string why;
+  EXPECT_TRUE(RoundTrips(LiteralsThenMatch(lits, 8), &data, &why));
+  EXPECT_TRUE(RoundTrips(LiteralsThenMatch(lits, 4), &data, &why));
+  // The first of 400 "abc"s: further down the chain than a rank reaches,
+  // so the distance is written out.
+  lits.clear();
+  for (int i = 0; i < 400; ++i) lits.insert(lits.end(), {'a', 'b', 'c', static_cast<uint8_t>(i)});
+  data = lits;
+  data.insert(data.end(), {'a', 'b', 'c'});
+  const Bytes far = LiteralsThenMatch(lits, 1600);
+  EXPECT_TRUE(RoundTrips(far, &data, &why));
+  EXPECT_TRUE(RoundTrips(LiteralsThenMatch(lits, 1600 - 4 * 200), &data, &why));
+  if (!why.empty()) revpatch_test::Fail(__FILE__, __LINE__, why);
+  // Structure tail: ..., 1 match, run 1600, length 3 - 3, then 0 and the
+  // distance 1599 written out, final run 0, padding.
+  Bytes expanded;
+  ASSERT_OK(DeflateExpand(far.data(), far.size(), 1 << 20, &expanded));
+  const Bytes tail(expanded.end() - 8 - 12, expanded.end() - 8);
+  const Bytes want = {0x01, 0xC0, 0x0C, 0x00, 0x00, 0xBF, 0x0C, 0x00};
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), tail.end() - want.size() - 1));
+}
+
 TEST(TruncatedAndExtendedStreamsAreRefused) {
   const Bytes file = ReadFixture("gpl3-gzip9.gz");
   std::vector<FoundStream> found;
