@@ -28,11 +28,11 @@
       },
       "conditions": [
         ["OS=='mac'", {
-          "include_dirs": ["<!(node native/brotli-flags.js include)"],
-          "libraries": ["<!@(node native/brotli-flags.js libs)"]
+          "include_dirs": ["<!(node native/brotli-flags.js include)", "<!(node native/zstd-flags.js include)"],
+          "libraries": ["<!@(node native/brotli-flags.js libs)", "<!@(node native/zstd-flags.js libs)"]
         }],
         ["OS=='linux'", {
-          "libraries": ["<!@(node native/brotli-flags.js libs)"]
+          "libraries": ["<!@(node native/brotli-flags.js libs)", "<!@(node native/zstd-flags.js libs)"]
         }]
       ]
     }
@@ -68,11 +68,11 @@
           },
           "conditions": [
             ["OS=='mac'", {
-              "include_dirs": ["<!(node native/brotli-flags.js include)"],
-              "libraries": ["<!@(node native/brotli-flags.js libs)"]
+              "include_dirs": ["<!(node native/brotli-flags.js include)", "<!(node native/zstd-flags.js include)"],
+              "libraries": ["<!@(node native/brotli-flags.js libs)", "<!@(node native/zstd-flags.js libs)"]
             }],
             ["OS=='linux'", {
-              "libraries": ["<!@(node native/brotli-flags.js libs)"]
+              "libraries": ["<!@(node native/brotli-flags.js libs)", "<!@(node native/zstd-flags.js libs)"]
             }]
           ]
         }

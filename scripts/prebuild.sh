@@ -37,6 +37,9 @@ fi
 # Brotli is linked statically and kept private (native/brotli-flags.js), so
 # the binary needs nothing beyond the C and C++ runtimes on the user's machine.
 export REVPATCH_BROTLI_STATIC=1
+# libzstd likewise (native/zstd-flags.js); its version is the one zstd
+# stream recipes of patches made with this build name.
+export REVPATCH_ZSTD_STATIC=1
 # The nbdkit plugin is built from source only (native/nbdkit/nbdkit-flags.js).
 export REVPATCH_NBDKIT=0
 
@@ -44,7 +47,7 @@ stage="$(mktemp -d "${TMPDIR:-/tmp}/revpatch-prebuild.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/native"
 cp -R binding.gyp package.json "$stage/"
-cp -R native/engine native/addon native/nbdkit native/brotli-flags.js "$stage/native/"
+cp -R native/engine native/addon native/nbdkit native/brotli-flags.js native/zstd-flags.js "$stage/native/"
 ln -s "$root/node_modules" "$stage/node_modules"
 prebuildify="$root/node_modules/.bin/prebuildify"
 

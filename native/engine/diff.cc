@@ -7,6 +7,7 @@
 
 #include "little_endian.h"
 #include "references.h"
+#include "stream_delta.h"
 
 namespace revpatch {
 namespace {
@@ -298,6 +299,9 @@ Status DecodeDiff(const uint8_t* old_data, size_t old_size,
   if (delta_size < kDiffHeaderSize) return Corrupt("truncated header");
   if (std::memcmp(delta, kDiffMagic, 4) != 0) return Corrupt("bad magic");
   const uint32_t version = GetU32(delta + 4);
+  if (version == kStreamDiffFormatVersion) {
+    return DecodeStreamDelta(old_data, old_size, delta, delta_size, out, out_size);
+  }
   if (version != 1 && version != kPlainDiffFormatVersion && version != kDiffFormatVersion) {
     return Status(ErrorCode::kUnsupported, "delta: version " + std::to_string(version));
   }

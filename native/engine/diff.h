@@ -35,6 +35,10 @@
 // breaks any of this is kCorrupt; an unknown version is kUnsupported (a
 // decoder of version 1 refuses version 2 this way).
 //
+// Version 5 is the stream delta (stream_delta.h): a table of the
+// compressed streams of both buffers, then an inner delta of version 2, 3
+// or 4 between the buffers with those streams expanded.
+//
 // Why this shape: the diff bytes of a near match are mostly zeros and the
 // three streams compress separately far better than interleaved (bsdiff's
 // observation); varints make the control stream a few bytes per record
