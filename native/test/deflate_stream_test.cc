@@ -13,9 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "../engine/diff.h"
 #include "../engine/generator/deflate_scan.h"
 #include "../engine/generator/diff_encoder.h"
 #include "../engine/little_endian.h"
+#include "../engine/stream_codec.h"
+#include "../engine/stream_delta.h"
 #include "testing.h"
 
 #ifdef REVPATCH_HAVE_ZLIB
@@ -539,5 +542,76 @@ TEST(ExpansionsOfSimilarDataDiffToLittle) {
               sb.size(), eb.size(), plain.size(), through.size());
   EXPECT_TRUE(through.size() * 20 < sb.size());
   EXPECT_TRUE(through.size() * 5 < plain.size());
+}
+
+// A gzip member as gzip(1) and npm write it (zlib, windowBits 31).
+Bytes Gzip(const Bytes& data, int level) {
+  z_stream z{};
+  if (deflateInit2(&z, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) return {};
+  Bytes out(deflateBound(&z, data.size()) + 64);
+  z.next_in = const_cast<Bytef*>(data.data());
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST(StreamDeltaThroughADeflateStreamRebuildsTheNewBufferExactly) {
+  // Old and new: a header, a gzip member of slightly different data, a
+  // trailer; the version 5 delta lists both members as deflate streams.
+  const Bytes inner_old = SampleData(300000, 31);
+  Bytes inner_new = inner_old;
+  for (size_t k = 500; k < inner_new.size(); k += 7919) inner_new[k] ^= 0x33;
+  const Bytes head(321, 0x42);
+  Bytes old_buf = head, new_buf = head;
+  const Bytes go = Gzip(inner_old, 9), gn = Gzip(inner_new, 9);
+  old_buf.insert(old_buf.end(), go.begin(), go.end());
+  new_buf.insert(new_buf.end(), gn.begin(), gn.end());
+  std::vector<FoundStream> fo, fn;
+  FindDeflateStreams(old_buf.data(), old_buf.size(), &fo);
+  FindDeflateStreams(new_buf.data(), new_buf.size(), &fn);
+  ASSERT_EQ(fo.size(), size_t{1});
+  ASSERT_EQ(fn.size(), size_t{1});
+
+  StreamTable table;
+  Bytes expanded_old, expanded_new;
+  for (int side = 0; side < 2; ++side) {
+    const Bytes& buf = side == 0 ? old_buf : new_buf;
+    const FoundStream& f = side == 0 ? fo[0] : fn[0];
+    Bytes* expanded = side == 0 ? &expanded_old : &expanded_new;
+    expanded->assign(buf.begin(), buf.begin() + f.offset);
+    const size_t before = expanded->size();
+    ASSERT_OK(ExpandStream(StreamCodec::kDeflate, buf.data() + f.offset, f.length,
+                           kMaxExpandedBytes, expanded));
+    StreamEntry e;
+    e.offset = f.offset;
+    e.compressed_length = f.length;
+    e.codec = StreamCodec::kDeflate;
+    e.expanded_length = expanded->size() - before;
+    expanded->insert(expanded->end(), buf.begin() + f.offset + f.length, buf.end());
+    (side == 0 ? table.old_streams : table.new_streams).push_back(e);
+  }
+  Bytes inner, delta, plain;
+  ASSERT_OK(EncodeDiff(expanded_old, expanded_new, &inner));
+  EncodeStreamDelta(new_buf.size(), table, inner, &delta);
+  ASSERT_OK(EncodeDiff(old_buf, new_buf, &plain));
+  std::printf("  gzip %zu bytes: plain delta %zu, stream delta %zu\n", gn.size(), plain.size(),
+              delta.size());
+  EXPECT_TRUE(delta.size() * 5 < plain.size());
+  Bytes out(new_buf.size(), 0xEE);
+  ASSERT_OK(DecodeDiff(old_buf.data(), old_buf.size(), delta.data(), delta.size(), out.data(),
+                       out.size()));
+  EXPECT_TRUE(out == new_buf);
+
+  // A recipe on a deflate stream is not defined: refused.
+  table.new_streams[0].recipe = {1};
+  EncodeStreamDelta(new_buf.size(), table, inner, &delta);
+  Bytes refused(new_buf.size(), 0xEE);
+  EXPECT_CODE(DecodeDiff(old_buf.data(), old_buf.size(), delta.data(), delta.size(),
+                         refused.data(), refused.size()),
+              ErrorCode::kCorrupt);
 }
 #endif  // REVPATCH_HAVE_ZLIB
