@@ -6,7 +6,9 @@
 // stream is rebuilt from its expansion and compared byte for byte. Only
 // streams that pass all of it are reported, as the raw deflate bytes
 // (headers and trailers stay in the buffer, diffed as bytes). Streams do
-// not overlap: the scan resumes after each one found.
+// not overlap: the scan resumes after each one found. Streams shorter than
+// kMinStreamBytes or expanding past kMaxExpandedBytes (the device's bound)
+// are left out.
 #include "deflate_scan.h"
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "deflate_stream.h"
 #include "little_endian.h"
+#include "stream_delta.h"
 
 namespace revpatch {
 namespace {
@@ -87,12 +90,12 @@ bool TryStream(const uint8_t* buf, size_t size, size_t start, Container kind, si
                size_t* end) {
   expanded->clear();
   size_t consumed = 0;
-  if (!DeflateExpandPrefix(buf + start, size - start, kMaxDeflateScanExpansion, expanded,
+  if (!DeflateExpandPrefix(buf + start, size - start, kMaxExpandedBytes, expanded,
                            &consumed)
            .ok()) {
     return false;
   }
-  if (consumed < kMinDeflateStreamLength) return false;
+  if (consumed < kMinStreamBytes) return false;
   uint64_t data_size = 0;
   if (!DeflateExpansionDataSize(expanded->data(), expanded->size(), &data_size).ok()) return false;
   const uint8_t* data = expanded->data();
