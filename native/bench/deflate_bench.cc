@@ -8,6 +8,8 @@
 //   deflate_bench FILE [NEW_FILE] [RUNS]
 //
 // Prints one JSON object per file, then one for the pair.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,6 +40,12 @@ bool ReadFile(const char* path, Bytes* b) {
   return true;
 }
 
+double CpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -46,39 +54,46 @@ double Median(std::vector<double> v) {
 // The file with every stream replaced by its expansion.
 Bytes Measure(const char* path, const Bytes& file, int runs) {
   const auto scan_start = Clock::now();
+  const double scan_cpu = CpuSeconds();
   std::vector<revpatch::FoundStream> found;
   revpatch::FindDeflateStreams(file.data(), file.size(), &found);
   const double scan = Seconds(scan_start);
-  std::printf("{\"file\":\"%s\",\"size\":%zu,\"scan_s\":%.3f,\"streams\":[", path, file.size(), scan);
+  std::printf("{\"file\":\"%s\",\"size\":%zu,\"scan_s\":%.3f,\"scan_cpu_s\":%.3f,\"streams\":[",
+              path, file.size(), scan, CpuSeconds() - scan_cpu);
   Bytes whole;
   uint64_t at = 0;
   for (size_t i = 0; i < found.size(); ++i) {
     const auto& s = found[i];
     const uint8_t* in = file.data() + s.offset;
-    std::vector<double> expand_s, rebuild_s;
+    std::vector<double> expand_s, rebuild_s, expand_cpu, rebuild_cpu;
     Bytes expanded, out(s.length);
     bool exact = true;
     for (int r = 0; r < runs; ++r) {
       expanded.clear();
       auto t = Clock::now();
+      double c = CpuSeconds();
       if (!revpatch::DeflateExpand(in, s.length, uint64_t{1} << 32, &expanded).ok()) exact = false;
       expand_s.push_back(Seconds(t));
+      expand_cpu.push_back(CpuSeconds() - c);
       t = Clock::now();
+      c = CpuSeconds();
       if (!revpatch::DeflateRebuild(expanded.data(), expanded.size(), out.data(), out.size()).ok()) {
         exact = false;
       }
       rebuild_s.push_back(Seconds(t));
+      rebuild_cpu.push_back(CpuSeconds() - c);
       exact = exact && std::equal(out.begin(), out.end(), in);
     }
     uint64_t data_size = 0;
     (void)revpatch::DeflateExpansionDataSize(expanded.data(), expanded.size(), &data_size);
     std::printf("%s{\"offset\":%llu,\"length\":%llu,\"data\":%llu,\"structure\":%llu,"
-                "\"expand_s\":%.3f,\"rebuild_s\":%.3f,\"exact\":%s}",
+                "\"expand_s\":%.3f,\"expand_cpu_s\":%.3f,\"rebuild_s\":%.3f,\"rebuild_cpu_s\":%.3f,"
+                "\"exact\":%s}",
                 i ? "," : "", static_cast<unsigned long long>(s.offset),
                 static_cast<unsigned long long>(s.length),
                 static_cast<unsigned long long>(data_size),
                 static_cast<unsigned long long>(expanded.size() - data_size - 8), Median(expand_s),
-                Median(rebuild_s), exact ? "true" : "false");
+                Median(expand_cpu), Median(rebuild_s), Median(rebuild_cpu), exact ? "true" : "false");
     whole.insert(whole.end(), file.begin() + at, file.begin() + s.offset);
     whole.insert(whole.end(), expanded.begin(), expanded.end());
     at = s.offset + s.length;
