@@ -446,13 +446,12 @@ class MatchRanker {
     return -1;
   }
 
-  // data[q + k] == data[p + k] for k < length (p + length <= size).
+  // data[q + k] == data[p + k] for k < length (p + length <= size). The
+  // data is all there, so ranges that overlap compare as they are.
   bool Matches(uint64_t q, uint64_t p, uint32_t length) const {
     const uint8_t* a = data_ + q;
     const uint8_t* b = data_ + p;
-    if (a[length - 1] != b[length - 1]) return false;
-    if (p - q >= length) return std::memcmp(a, b, length) == 0;
-    return std::equal(b, b + length, a);
+    return a[length - 1] == b[length - 1] && std::memcmp(a, b, length) == 0;
   }
 
  private:
