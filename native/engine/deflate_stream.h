@@ -20,7 +20,7 @@
 //
 // The structure is a byte string, meant to be diffed: nothing in it depends
 // on where in the data a block or a token is, only on the tokens themselves
-// (literal runs as counts, matches as length and distance), so a region of
+// (literal runs as counts, matches as length and rank), so a region of
 // data coded the same way in two streams gives the same structure bytes.
 // Varints are LEB128, least significant group first, and always minimal.
 //
@@ -63,9 +63,12 @@
 // only then (one spelling per stream).
 //
 // Both calls validate everything: input they cannot account for exactly is
-// kCorrupt, never a crash, and their memory is bounded by `limit` (expand)
-// and `out_size` (rebuild). The rebuild also checks that every match is
-// one (the data repeats there), so whatever it writes inflates to the data.
+// kCorrupt, never a crash. Memory: expand holds the data (at most `limit`
+// bytes, grown by doubling) and 8 bytes per match (at most limit / 3 of
+// them) until it writes the structure; rebuild writes only into `out` and
+// holds 256 KiB of hash chains. The rebuild also checks that every match
+// is one (the data repeats there), so whatever it writes inflates to the
+// data.
 #ifndef REVPATCH_ENGINE_DEFLATE_STREAM_H_
 #define REVPATCH_ENGINE_DEFLATE_STREAM_H_
 
