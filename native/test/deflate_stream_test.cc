@@ -333,6 +333,46 @@ TEST(DistancesThatAreNotTheNearestRoundTrip) {
   EXPECT_TRUE(std::equal(want.begin(), want.end(), tail.end() - want.size() - 1));
 }
 
+TEST(RanksWithNoMatchAndDistancesSpelledOutNeedlesslyAreRefused) {
+  const Bytes lits = {'a', 'b', 'c', 'X', 'a', 'b', 'c', 'Y'};
+  const Bytes stream = LiteralsThenMatch(lits, 8);
+  Bytes expanded;
+  ASSERT_OK(DeflateExpand(stream.data(), stream.size(), 1 << 20, &expanded));
+  uint64_t data_size = 0;
+  ASSERT_OK(DeflateExpansionDataSize(expanded.data(), expanded.size(), &data_size));
+  // version, final fixed block, 1 match: run 8, length 3, rank 1; run 0; pad
+  const Bytes st(expanded.begin() + data_size, expanded.end() - 8);
+  ASSERT_EQ(st.size(), size_t{8});
+  EXPECT_EQ(Bytes(st.begin(), st.begin() + 7), (Bytes{1, 3, 1, 8, 0, 2, 0}));
+  auto with_structure = [&](const Bytes& structure) {
+    Bytes e(expanded.begin(), expanded.begin() + data_size);
+    e.insert(e.end(), structure.begin(), structure.end());
+    uint8_t trailer[8];
+    PutU64(trailer, structure.size());
+    e.insert(e.end(), trailer, trailer + 8);
+    return e;
+  };
+  Bytes out(stream.size());
+  Bytes e = with_structure(st);
+  EXPECT_OK(DeflateRebuild(e.data(), e.size(), out.data(), out.size()));
+  EXPECT_EQ(out, stream);
+  // Rank 2: only two earlier "abc"s.
+  Bytes bad = st;
+  bad[5] = 3;
+  e = with_structure(bad);
+  EXPECT_CODE(DeflateRebuild(e.data(), e.size(), out.data(), out.size()), ErrorCode::kCorrupt);
+  // Distance 8 written out although its rank says it.
+  bad = st;
+  bad[5] = 0;
+  bad.insert(bad.begin() + 6, 7);
+  e = with_structure(bad);
+  EXPECT_CODE(DeflateRebuild(e.data(), e.size(), out.data(), out.size()), ErrorCode::kCorrupt);
+  // Distance 3 written out: "XabcY" is not "abc" again.
+  bad[6] = 2;
+  e = with_structure(bad);
+  EXPECT_CODE(DeflateRebuild(e.data(), e.size(), out.data(), out.size()), ErrorCode::kCorrupt);
+}
+
 TEST(TruncatedAndExtendedStreamsAreRefused) {
   const Bytes file = ReadFixture("gpl3-gzip9.gz");
   std::vector<FoundStream> found;
