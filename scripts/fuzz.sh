@@ -13,12 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 all_targets=(operation_fuzzer diff_fuzzer payload_fuzzer layer_fuzzer commit_record_fuzzer
-             stream_codec_fuzzer elf_fuzzer macho_pe_fuzzer)
+             stream_codec_fuzzer elf_fuzzer macho_pe_fuzzer deflate_fuzzer)
 # Largest input per target: enough for a few records, a small delta, a
 # layer of a few blocks; larger inputs only slow the search down.
 declare -A max_len=(
   [operation_fuzzer]=16384 [diff_fuzzer]=20000 [payload_fuzzer]=32768
-  [layer_fuzzer]=16384 [commit_record_fuzzer]=8192 [stream_codec_fuzzer]=65536 [elf_fuzzer]=32768 [macho_pe_fuzzer]=4096
+  [layer_fuzzer]=16384 [commit_record_fuzzer]=8192 [stream_codec_fuzzer]=65536 [elf_fuzzer]=32768 [macho_pe_fuzzer]=4096 [deflate_fuzzer]=24576
 )
 
 find_clang() {

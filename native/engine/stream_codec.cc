@@ -10,6 +10,7 @@
 #include <new>
 #include <string>
 
+#include "deflate_stream.h"
 #include "little_endian.h"
 
 namespace revpatch {
@@ -200,7 +201,7 @@ Status ExpandStream(StreamCodec codec, const uint8_t* in, size_t in_size, uint64
     case StreamCodec::kZstd:
       return ZstdExpand(in, in_size, limit, out);
     case StreamCodec::kDeflate:
-      break;
+      return DeflateExpand(in, in_size, limit, out);
   }
   return Status(ErrorCode::kUnsupported,
                 std::string("stream: no ") + StreamCodecName(codec) + " codec in this engine");
@@ -216,6 +217,11 @@ Status RebuildStream(StreamCodec codec, const uint8_t* recipe, size_t recipe_siz
     REVPATCH_RETURN_IF_ERROR(ZstdCompressWithRecipe(r, expanded, expanded_size, out, out_size, &size));
     if (size != out_size) return Corrupt("zstd: the rebuilt frame is shorter than the original");
     return Status::Ok();
+  }
+  if (codec == StreamCodec::kDeflate) {
+    // Everything a deflate rebuild needs is in the expansion.
+    if (recipe_size != 0) return Corrupt("deflate: a recipe where none is defined");
+    return DeflateRebuild(expanded, expanded_size, out, out_size);
   }
   return Status(ErrorCode::kUnsupported,
                 std::string("stream: no ") + StreamCodecName(codec) + " codec in this engine");

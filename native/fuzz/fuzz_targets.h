@@ -21,6 +21,7 @@ int FuzzCommitRecord(const uint8_t* data, size_t size);
 int FuzzStreamCodec(const uint8_t* data, size_t size);
 int FuzzElf(const uint8_t* data, size_t size);
 int FuzzMachOPe(const uint8_t* data, size_t size);
+int FuzzDeflate(const uint8_t* data, size_t size);
 
 }  // namespace revpatch_fuzz
 

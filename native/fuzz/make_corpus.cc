@@ -15,6 +15,9 @@
 //   macho_pe_fuzzer       the harness's own signed Mach-O (both hash types)
 //                         and PE32+ (x86-64, arm64) to patch, and page
 //                         digest runs (EncodePageDigests) over a buffer
+//   deflate_fuzzer        deflate streams (gzip -1 and -9, an npm tarball,
+//                         hand-made stored and fixed blocks) to expand,
+//                         their expansions to rebuild, containers to scan
 // Seeds are deterministic; native/fuzz/make_corpus.sh regenerates the
 // checked-in corpus with it.
 #include <sys/stat.h>
@@ -28,6 +31,8 @@
 #include <vector>
 
 #include "commit_record.h"
+#include "deflate_scan.h"
+#include "deflate_stream.h"
 #include "diff.h"
 #include "diff_encoder.h"
 #include "executable_spans.h"
@@ -544,6 +549,39 @@ void MachOPeSeeds() {
   for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = static_cast<uint8_t>(i * 7);
   w.PutBytes(buffer);
   Seed("macho_pe_fuzzer", "page_digest_runs", w.bytes());
+// ------------------------------------------------------------ deflate
+
+Bytes ReadFixture(const std::string& name) {
+  return ReadFileOrDie(std::string(REVPATCH_TEST_DATA_DIR) + "/" + name);
+}
+
+void DeflateSeed(const std::string& name, const Bytes& stream) {
+  FuzzInputWriter e;
+  e.Put<uint8_t>(0).Put<uint32_t>(1u << 22).PutBytes(stream);
+  Seed("deflate_fuzzer", "expand_" + name, e.bytes());
+  Bytes expanded;
+  Check(revpatch::DeflateExpand(stream.data(), stream.size(), 1u << 22, &expanded), "expand " + name);
+  FuzzInputWriter r;
+  r.Put<uint8_t>(1).Put<uint32_t>(static_cast<uint32_t>(stream.size())).PutBytes(expanded);
+  Seed("deflate_fuzzer", "rebuild_" + name, r.bytes());
+}
+
+void DeflateSeeds() {
+  for (const char* name : {"apache2-gzip1.gz", "ms-2.1.3.tgz"}) {
+    const Bytes file = ReadFixture(name);
+    FuzzInputWriter s;
+    s.Put<uint8_t>(2).PutBytes(file);
+    Seed("deflate_fuzzer", std::string("scan_") + name, s.bytes());
+    std::vector<revpatch::FoundStream> found;
+    revpatch::FindDeflateStreams(file.data(), file.size(), &found);
+    if (found.size() != 1) CheckFailed(__FILE__, __LINE__, std::string("no stream in ") + name);
+    DeflateSeed(name, Slice(file, found[0].offset, found[0].length));
+  }
+  // A stored block then a fixed block: 'a', 258 as 284 + 31 at distance 1,
+  // end of block, padding bits set.
+  const Bytes stored_then_fixed = {0x00, 0x03, 0x00, 0xFC, 0xFF, 'x',  'y',
+                                   'z',  0x4B, 0x1C, 0xF9, 0x00, 0xF0};
+  DeflateSeed("stored_then_fixed", stored_then_fixed);
 }
 
 }  // namespace
@@ -564,6 +602,7 @@ int main(int argc, char** argv) {
   CommitSeeds();
   ElfSeeds();
   MachOPeSeeds();
+  DeflateSeeds();
   std::printf("seeds written to %s\n", out_dir.c_str());
   return 0;
 }

@@ -73,12 +73,17 @@ TEST(macho_pe_fuzzer_inputs_replay_cleanly) {
   EXPECT_TRUE(Replay("macho_pe_fuzzer", revpatch_fuzz::FuzzMachOPe) > 0);
 }
 
+TEST(deflate_fuzzer_inputs_replay_cleanly) {
+  EXPECT_TRUE(Replay("deflate_fuzzer", revpatch_fuzz::FuzzDeflate) > 0);
+}
+
 TEST(empty_and_tiny_inputs_are_harmless) {
   const uint8_t bytes[3] = {0xff, 0xff, 0xff};
   for (revpatch_fuzz::FuzzEntry entry :
        {revpatch_fuzz::FuzzOperation, revpatch_fuzz::FuzzDiff, revpatch_fuzz::FuzzPayload,
         revpatch_fuzz::FuzzLayer, revpatch_fuzz::FuzzCommitRecord, revpatch_fuzz::FuzzElf,
-        revpatch_fuzz::FuzzMachOPe}) {
+        revpatch_fuzz::FuzzMachOPe,
+        revpatch_fuzz::FuzzDeflate}) {
     for (size_t n = 0; n <= sizeof(bytes); ++n) EXPECT_EQ(entry(bytes, n), 0);
   }
 }
