@@ -43,6 +43,8 @@
  *   BENCH_EXEC_PAIRS=RE  only the pairs whose name matches the regular
  *                        expression
  *   BENCH_EXEC_FRESH=1   make every other tool's patch again
+ *   BENCH_EXEC_PREPARE=1 only make (and check) the other tools' patches
+ *                        the cache lacks, ahead of a timed run; no report
  *   BENCH_TOOL_LIMIT=S   another tool's create is stopped after S s
  *                        (default 1200)
  *   BENCH_CACHE, HDIFFPATCH_DIR  as for bench/run.js
@@ -251,6 +253,14 @@ function failure(step, r, limit) {
   return `${step} failed (exit ${r.code}): ${last.slice(0, 300)}`;
 }
 
+/** Where the tool's patch for the pair is kept: named by the inputs' SHA-256, the command line and the tool's version. */
+function cacheEntry(tool, pair) {
+  const [cmdName, argsTemplate] = tool.create('OLD', 'NEW', 'PATCH');
+  const key = crypto.createHash('sha256').update(JSON.stringify([pair.oldSha, pair.newSha, path.basename(cmdName), argsTemplate, tool.versionText])).digest('hex').slice(0, 32);
+  fs.mkdirSync(PATCH_CACHE, { recursive: true });
+  return { cached: path.join(PATCH_CACHE, `${key}.patch`), meta: path.join(PATCH_CACHE, `${key}.json`) };
+}
+
 /**
  * Another tool's patch for the pair: from the cache when the same inputs,
  * command and version made it before, else made now (and kept). The patch
@@ -261,11 +271,7 @@ async function otherPatch(tool, pair) {
   if (!tool.installed) return { ...row, skipped: `not installed (Debian package ${tool.debian})` };
   const why = tool.unsuitable(pair.oldSize, pair.newSize);
   if (why) return { ...row, skipped: why };
-  const [cmdName, argsTemplate] = tool.create('OLD', 'NEW', 'PATCH');
-  const key = crypto.createHash('sha256').update(JSON.stringify([pair.oldSha, pair.newSha, path.basename(cmdName), argsTemplate, tool.versionText])).digest('hex').slice(0, 32);
-  fs.mkdirSync(PATCH_CACHE, { recursive: true });
-  const cached = path.join(PATCH_CACHE, `${key}.patch`);
-  const meta = path.join(PATCH_CACHE, `${key}.json`);
+  const { cached, meta } = cacheEntry(tool, pair);
   if (!FRESH && fs.existsSync(cached) && fs.existsSync(meta)) {
     const m = JSON.parse(fs.readFileSync(meta, 'utf8'));
     Object.assign(row, { patchSize: fs.statSync(cached).size, create: m.create, madeAt: m.madeAt, patch: cached });
@@ -426,13 +432,32 @@ async function installs(pair, rp, others, runs) {
 // ---------------------------------------------------------------------------
 // One pair
 
-async function measurePair(def, keys, tools) {
-  log(def.name);
+/** The pair's two files, downloaded and made as its definition says, with their sizes and SHA-256. */
+function preparePair(def) {
   const pair = { ...def, old: materialize(def.old), new: materialize(def.new) };
   pair.oldSize = fs.statSync(pair.old).size;
   pair.newSize = fs.statSync(pair.new).size;
   pair.oldSha = sha256File(pair.old);
   pair.newSha = sha256File(pair.new);
+  return pair;
+}
+
+/** BENCH_EXEC_PREPARE=1: only the other tools' patches, made where the cache lacks them and checked; no report. */
+async function prepareOnly(defs, tools) {
+  for (const def of defs) {
+    log(def.name);
+    const pair = await attempt(def.name, async () => preparePair(def));
+    if (!pair) continue;
+    for (const tool of tools) {
+      const row = await attempt(`${tool.name} on ${def.name}`, () => otherPatch(tool, pair));
+      if (row) log(`  ${tool.name}: ${row.skipped ? `skipped: ${row.skipped}` : `${row.patchSize} bytes${row.thisRun ? '' : ' (cached)'}`}`);
+    }
+  }
+}
+
+async function measurePair(def, keys, tools) {
+  log(def.name);
+  const pair = preparePair(def);
   const rp = await revpatchPatch(pair, keys);
   const others = [];
   for (const tool of tools) {
@@ -659,6 +684,12 @@ async function main() {
   const kg = await B.runMeasured(rp[0], [...rp.slice(1), 'keygen', '--out', keyDir]);
   if (kg.code !== 0) throw new Error(`revpatch keygen failed: ${kg.stderr.trim()}`);
   const keys = { key: path.join(keyDir, 'revpatch.key'), pub: path.join(keyDir, 'revpatch.pub') };
+  if (process.env.BENCH_EXEC_PREPARE === '1') {
+    await prepareOnly(defs, tools);
+    fs.rmSync(WORK, { recursive: true, force: true });
+    log(`prepared in ${((Date.now() - started) / 60000).toFixed(1)} min; no report written`);
+    return;
+  }
 
   for (const def of defs) {
     const m = await attempt(def.name, () => measurePair(def, keys, tools));
@@ -682,7 +713,7 @@ async function main() {
   for (const t of r.targets) log(`  ${t.ok === null ? 'n/a ' : t.ok ? 'MET ' : 'MISS'} ${t.target}: ${t.measured}`);
 }
 
-module.exports = { PAIRS, evaluate, section };
+module.exports = { PAIRS, evaluate, section, otherTools, preparePair, cacheEntry };
 
 if (require.main === module) {
   main().catch((err) => {
