@@ -65,7 +65,8 @@ const { MiB, QUICK, CACHE, log, note, attempt, verdict } = R;
 const { median } = B;
 
 const SECTION = 'executables';
-const WORK = path.join(CACHE, 'work-exec');
+/** This process's scratch directory: a prepare run and a timed run may share the cache. */
+const WORK = path.join(CACHE, `work-exec-${process.pid}`);
 const PATCH_CACHE = path.join(CACHE, 'exec-patches');
 const DATA = path.join(CACHE, 'data');
 
@@ -353,26 +354,32 @@ async function installs(pair, rp, others, runs) {
   const rpCmd = B.revpatchCommand();
   const out = path.join(WORK, 'install.out');
   const installers = [];
-  installers.push({
+  if (rp) installers.push({
     name: 'revpatch install',
     once: async (run) => {
       const state = path.join(rp.dir, 'state');
       await freshState(rp.pristine, state);
       await B.warmInputs([pair.old, rp.patch]);
       const r = await B.runMeasured(rpCmd[0], [...rpCmd.slice(1), '--state', state, 'install', rp.patch]);
-      if (r.code !== 0) throw new Error(failure('revpatch install', r, 0));
+      if (r.code !== 0) {
+        rp.failed = failure('revpatch install', r, 0);
+        throw new Error(rp.failed);
+      }
       if (run === 0) {
         const boot = await B.runMeasured(rpCmd[0], [...rpCmd.slice(1), '--state', state, '--json', 'boot']);
         if (boot.code !== 0) throw new Error(failure('revpatch boot', boot, 0));
         const digest = JSON.parse(boot.stdout).viewDigest;
-        if (digest !== rp.targetDigest) throw new Error(`WRONG OUTPUT: after install and boot the view is ${digest}, the patch's target ${rp.targetDigest}`);
+        if (digest !== rp.targetDigest) {
+          rp.failed = `WRONG OUTPUT: after install and boot the view is ${digest}, the patch's target ${rp.targetDigest}`;
+          throw new Error(rp.failed);
+        }
         rp.checked = true;
       }
       fs.rmSync(state, { recursive: true, force: true });
       return r;
     },
   });
-  installers.push({
+  if (rp) installers.push({
     name: 'revpatch in-process',
     once: async () => {
       const state = path.join(rp.dir, 'state-in-process');
@@ -458,7 +465,15 @@ async function prepareOnly(defs, tools) {
 async function measurePair(def, keys, tools) {
   log(def.name);
   const pair = preparePair(def);
-  const rp = await revpatchPatch(pair, keys);
+  // A failed create still leaves the other tools' figures in the report.
+  let rp = null;
+  let rpFailed = null;
+  try {
+    rp = await revpatchPatch(pair, keys);
+  } catch (err) {
+    rpFailed = err.message;
+    note(`${def.name}: ${rpFailed}`);
+  }
   const others = [];
   for (const tool of tools) {
     const row = await attempt(`${tool.name} on ${def.name}`, () => otherPatch(tool, pair));
@@ -467,7 +482,7 @@ async function measurePair(def, keys, tools) {
   const runs = pair.newSize >= LARGE ? LARGE_RUNS : RUNS;
   log(`  installs, ${runs} run(s)`);
   const inst = await installs(pair, rp, others, runs);
-  fs.rmSync(rp.dir, { recursive: true, force: true });
+  if (rp) fs.rmSync(rp.dir, { recursive: true, force: true });
   const strip = (row) => {
     if (!row) return null;
     const { patch, ...rest } = row;
@@ -478,7 +493,9 @@ async function measurePair(def, keys, tools) {
     flags: { lld100: !!def.lld100, tenMB: !!def.tenMB, linuxArm64: def.linuxArm64 ?? null, darwinArm64: def.darwinArm64 ?? null },
     source: { old: def.old.spec + (def.old.file ? ` ${def.old.file}` : ' (.tgz)') + (def.old.wrap === 'zstd' ? ` | zstd ${ZSTD_WRAP.join(' ')}` : ''), new: def.new.spec + (def.new.file ? ` ${def.new.file}` : ' (.tgz)') + (def.new.wrap === 'zstd' ? ` | zstd ${ZSTD_WRAP.join(' ')}` : '') },
     oldSize: pair.oldSize, newSize: pair.newSize, oldSha256: pair.oldSha, newSha256: pair.newSha,
-    revpatch: { patchSize: rp.patchSize, create: rp.create, checked: rp.checked, format: rp.format, requires: rp.requires },
+    revpatch: rp
+      ? { patchSize: rp.patchSize, create: rp.create, checked: rp.checked, failed: rp.failed ?? null, format: rp.format, requires: rp.requires }
+      : { patchSize: null, create: null, checked: false, failed: rpFailed, format: null, requires: null },
     others: others.map((o) => strip(o.row) ?? { tool: o.tool.name, skipped: 'failed (see the notes)' }),
     installs: inst,
   };
@@ -489,9 +506,18 @@ async function measurePair(def, keys, tools) {
 
 const sized = (row) => row && !row.skipped && row.patchSize !== null && row.patchSize !== undefined;
 const other = (p, name) => p.others.find((o) => o.tool === name) ?? null;
+/** revpatch's patch over the tool's, or null; `why` says what is missing. A revpatch patch that failed is a miss, not a gap. */
 const vsTool = (p, name) => {
   const o = other(p, name);
-  return sized(o) && p.revpatch.checked ? p.revpatch.patchSize / o.patchSize : null;
+  if (!p.revpatch.checked) return { v: null, miss: true, why: `revpatch: ${p.revpatch.failed ?? 'not checked'}` };
+  if (!sized(o)) return { v: null, miss: false, why: `${name}: ${o ? o.skipped : 'not run'}` };
+  return { v: p.revpatch.patchSize / o.patchSize, miss: false, why: null };
+};
+/** A size target over one pair: { ok, text }. */
+const sizeVerdict = (p, name, limit, extra = () => '') => {
+  const x = vsTool(p, name);
+  if (x.v === null) return { ok: x.miss ? false : null, text: x.why };
+  return { ok: x.v <= limit, text: `${x.v.toFixed(3)}× ${name}${extra(x.v)}` };
 };
 
 /** ok over several judged items: false if any missed, null if none measured, true if all met. */
@@ -506,44 +532,39 @@ function evaluate(r) {
   const judge = (pairs, fn) => pairs.map((p) => ({ p, ...fn(p) }));
   const listing = (items) => items.map((i) => `${i.p.name}: ${i.text}`).join('; ') || 'no pair measured';
 
-  const t1 = judge(exe, (p) => {
-    const v = vsTool(p, 'hdiffz -m');
-    return { ok: v === null ? null : v <= 0.9, text: v === null ? 'not measured' : `${v.toFixed(3)}×` };
-  });
+  const t1 = judge(exe, (p) => sizeVerdict(p, 'hdiffz -m', 0.9));
   T.push({ target: 'patch size, every executable pair: ≤ 0.9 × HDiffPatch `-m-6 -SD -c-lzma2-9-64m`', measured: listing(t1), ok: allOf(t1) });
 
-  const t2 = judge(exe.filter((p) => p.flags.lld100), (p) => {
-    const v = vsTool(p, 'bsdiff');
-    return { ok: v === null ? null : v <= 0.5, text: v === null ? 'not measured' : `${v.toFixed(3)}× bsdiff (${p.revpatch.patchSize} vs ${other(p, 'bsdiff').patchSize} bytes)` };
-  });
+  const t2 = judge(exe.filter((p) => p.flags.lld100), (p) => sizeVerdict(p, 'bsdiff', 0.5, () => ` (${p.revpatch.patchSize} vs ${other(p, 'bsdiff').patchSize} bytes)`));
   T.push({ target: 'patch size, LLD-linked Rust executables of ~100 MB: ≤ 0.5 × bsdiff', measured: listing(t2), ok: allOf(t2) });
 
-  const t3 = judge(r.pairs.filter((p) => p.kind === 'wrapped'), (p) => {
-    const v = vsTool(p, 'bsdiff');
-    return { ok: v === null ? null : v <= 0.2, text: v === null ? 'not measured' : `${v.toFixed(3)}× bsdiff` };
-  });
+  const t3 = judge(r.pairs.filter((p) => p.kind === 'wrapped'), (p) => sizeVerdict(p, 'bsdiff', 0.2));
   T.push({ target: 'patch size, an executable in one zstd or deflate stream: ≤ 0.2 × bsdiff', measured: listing(t3), ok: allOf(t3) });
 
   const t4 = [];
   for (const d of exe.filter((p) => p.flags.darwinArm64)) {
     const l = exe.find((p) => p.flags.linuxArm64 === d.flags.darwinArm64);
     const dv = vsTool(d, 'bsdiff');
-    const lv = l ? vsTool(l, 'bsdiff') : null;
-    t4.push({ p: d, ok: dv === null || lv === null ? null : dv <= lv, text: dv === null || lv === null ? 'not measured' : `${dv.toFixed(3)}× bsdiff vs linux-arm64 ${lv.toFixed(3)}×` });
+    const lv = l ? vsTool(l, 'bsdiff') : { v: null, miss: false, why: 'no linux-arm64 pair in this run' };
+    if (dv.v === null) t4.push({ p: d, ok: dv.miss ? false : null, text: dv.why });
+    else if (lv.v === null) t4.push({ p: d, ok: null, text: `${dv.v.toFixed(3)}× bsdiff; linux-arm64: ${lv.why}` });
+    else t4.push({ p: d, ok: dv.v <= lv.v, text: `${dv.v.toFixed(3)}× bsdiff vs linux-arm64 ${lv.v.toFixed(3)}×` });
   }
   T.push({ target: 'patch size, darwin-arm64 (Mach-O): ≤ the linux-arm64 pair\'s ratio to bsdiff', measured: listing(t4), ok: allOf(t4) });
 
   const t5 = judge(r.pairs.filter((p) => p.newSize >= LARGE), (p) => {
     const a = p.installs['revpatch install']?.seconds ?? null;
     const h = p.installs['hpatchz + sync']?.seconds ?? null;
-    return { ok: a === null || h === null ? null : a <= h, text: a === null || h === null ? 'not measured' : `${fmtS(a)} vs ${fmtS(h)} (${(a / h).toFixed(2)}×)` };
+    if (a === null) return { ok: false, text: `revpatch install: ${p.installs['revpatch install']?.failed ?? p.revpatch.failed ?? 'not run'}` };
+    return { ok: h === null ? null : a <= h, text: h === null ? `hpatchz: ${p.installs['hpatchz + sync']?.failed ?? 'not run'}` : `${fmtS(a)} vs ${fmtS(h)} (${(a / h).toFixed(2)}×)` };
   });
   T.push({ target: 'install time, executables ≥ 50 MB, command line with fsync: ≤ `hpatchz` + sync', measured: listing(t5), ok: allOf(t5) });
 
   const t6 = judge(exe.filter((p) => p.flags.tenMB), (p) => {
     const a = p.installs['revpatch in-process']?.seconds ?? null;
     const z = p.installs['zstd -d + sync']?.seconds ?? null;
-    return { ok: a === null || z === null ? null : a <= z, text: a === null || z === null ? 'not measured' : `${fmtS(a)} vs ${fmtS(z)} (${(a / z).toFixed(2)}×)` };
+    if (a === null) return { ok: false, text: `revpatch in-process: ${p.installs['revpatch in-process']?.failed ?? p.revpatch.failed ?? 'not run'}` };
+    return { ok: z === null ? null : a <= z, text: z === null ? `zstd -d: ${p.installs['zstd -d + sync']?.failed ?? 'not run'}` : `${fmtS(a)} vs ${fmtS(z)} (${(a / z).toFixed(2)}×)` };
   });
   T.push({ target: 'install time, 10 MB executables, in-process: ≤ `zstd -d` + sync', measured: listing(t6), ok: allOf(t6) });
   return T;
@@ -555,7 +576,7 @@ function sizeTable(r) {
     const bs = other(p, 'bsdiff');
     const base = sized(bs) ? bs.patchSize : null;
     const cell = (size) => (size === null ? '—' : base ? `${size} (${(size / base).toFixed(3)})` : String(size));
-    const rp = p.revpatch.checked ? cell(p.revpatch.patchSize) : `${p.revpatch.patchSize} (not checked)`;
+    const rp = p.revpatch.patchSize === null ? `failed: ${p.revpatch.failed}` : p.revpatch.checked ? cell(p.revpatch.patchSize) : `${p.revpatch.patchSize} (${p.revpatch.failed ?? 'not checked'})`;
     return [
       p.name, p.toolchain, p.format, fmtB(p.newSize),
       rp,
@@ -586,7 +607,7 @@ function installTable(r) {
 }
 
 function createTable(r) {
-  const rows = r.pairs.map((p) => [p.name, `${fmtS(p.revpatch.create.seconds)}, ${fmtB(p.revpatch.create.peakRss)}`, ...['bsdiff', 'hdiffz -m', 'zstd', 'xdelta3'].map((n) => {
+  const rows = r.pairs.map((p) => [p.name, p.revpatch.create ? `${fmtS(p.revpatch.create.seconds)}, ${fmtB(p.revpatch.create.peakRss)}` : 'failed', ...['bsdiff', 'hdiffz -m', 'zstd', 'xdelta3'].map((n) => {
     const o = other(p, n);
     if (!sized(o) || !o.create) return '—';
     return `${fmtS(o.create.seconds)}${o.thisRun ? '' : '*'}`;
@@ -643,7 +664,7 @@ function section(r) {
   L.push('### Sources');
   L.push('');
   L.push(B.markdownTable(['pair', 'OLD', 'NEW', 'OLD bytes', 'NEW bytes', 'revpatch patch format'], r.pairs.map((p) => [
-    p.name, p.source.old, p.source.new, String(p.oldSize), String(p.newSize), `${p.revpatch.format}${p.revpatch.requires ? ` requires ${JSON.stringify(p.revpatch.requires)}` : ''}`,
+    p.name, p.source.old, p.source.new, String(p.oldSize), String(p.newSize), `${p.revpatch.format ?? '—'}${p.revpatch.requires ? ` requires ${JSON.stringify(p.revpatch.requires)}` : ''}`,
   ])));
   if (r.notes.length) {
     L.push('');
@@ -662,6 +683,22 @@ function writeSection(body) {
 
 // ---------------------------------------------------------------------------
 
+/** Scratch directories of earlier runs whose process is gone. */
+function removeStaleWork() {
+  if (!fs.existsSync(CACHE)) return;
+  for (const name of fs.readdirSync(CACHE)) {
+    const m = /^work-exec-(\d+)$/.exec(name);
+    if (!m) continue;
+    let alive = true;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (err) {
+      alive = err.code === 'EPERM';
+    }
+    if (!alive || Number(m[1]) === process.pid) fs.rmSync(path.join(CACHE, name), { recursive: true, force: true });
+  }
+}
+
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'build', 'Release', 'revpatch.node'))) {
     console.error('the addon is not built: run npm install (or npx node-gyp build -j 2) first');
@@ -675,7 +712,7 @@ async function main() {
   if (hdiff.absent) note(hdiff.absent);
   const tools = otherTools(hdiff);
   for (const t of tools) t.versionText = t.installed ? t.version() : 'not installed';
-  fs.rmSync(WORK, { recursive: true, force: true });
+  removeStaleWork();
   fs.mkdirSync(WORK, { recursive: true });
   const r = { started, quick: QUICK, runs: RUNS, load: { start: os.loadavg()[0] }, pairs: [] };
   r.addonTime = fs.statSync(path.join(ROOT, 'build', 'Release', 'revpatch.node')).mtime.toISOString();
