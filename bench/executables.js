@@ -86,6 +86,7 @@ const LARGE = 50 * 1000 * 1000;
 const LARGE_RUNS = Math.min(RUNS, 3);
 const TOOL_LIMIT = positiveEnv('BENCH_TOOL_LIMIT', 1200, 86400);
 const REVPATCH_LIMIT = 1800;
+const XDELTA3_WINDOW = 64 * MiB;
 const FRESH = process.env.BENCH_EXEC_FRESH === '1';
 let PAIR_FILTER = null;
 if (process.env.BENCH_EXEC_PAIRS) {
@@ -242,7 +243,9 @@ function otherTools(hdiff) {
   tools.push({
     name: 'xdelta3', installed: B.toolInstalled(xdelta3), debian: 'xdelta3',
     version: () => toolVersionLine('xdelta3', ['-V']),
-    create: xdCreate, apply: xdApply, unsuitable: xdelta3.unsuitable,
+    // Its source window (-B, 64 MiB by default) holds less than a larger OLD:
+    // it then matches only against the window, and the figure says little.
+    create: xdCreate, apply: xdApply, unsuitable: (o) => (o > XDELTA3_WINDOW ? `OLD is larger than its source window (-B default ${fmtB(XDELTA3_WINDOW)})` : null),
     display: `${B.commandLine(...xdCreate('OLD', 'NEW', 'PATCH'))}`,
   });
   return tools;
@@ -278,7 +281,7 @@ async function otherPatch(tool, pair) {
     Object.assign(row, { patchSize: fs.statSync(cached).size, create: m.create, madeAt: m.madeAt, patch: cached });
   } else {
     log(`  ${tool.name} create`);
-    const tmp = `${cached}.tmp`;
+    const tmp = `${cached}.tmp-${process.pid}`;
     fs.rmSync(tmp, { force: true });
     await B.warmInputs([pair.old, pair.new]);
     const [cmd, args] = tool.create(pair.old, pair.new, tmp);
