@@ -164,13 +164,17 @@ function packageDir(spec) {
 }
 
 /** The file of one side of a pair, downloaded, unpacked and wrapped as it says. */
-function materialize(side) {
-  const { tgz, dir } = packageDir(side.spec);
-  if (side.wrap === 'tgz') return tgz;
-  const file = path.join(dir, side.file);
+async function materialize(side) {
+  if (side.wrap === 'tgz') return R.npmPack(side.spec);
+  // esbuild's executables where bench/run.js keeps them.
+  const esbuild = /^@esbuild\/((?:linux|darwin)-[a-z0-9]+)@(.+)$/.exec(side.spec);
+  const file = esbuild && side.file === 'bin/esbuild'
+    ? (await R.esbuildBinaries(esbuild[1], [esbuild[2]]))[esbuild[2]]
+    : path.join(packageDir(side.spec).dir, side.file);
   if (!fs.existsSync(file)) throw new Error(`${side.spec} has no ${side.file}`);
   if (side.wrap !== 'zstd') return file;
-  const wrapped = path.join(DATA, 'exec-wrapped', `${path.basename(dir)}-${path.basename(side.file)}.zst`);
+  const name = side.spec.replace(/^@/, '').replace(/[/@]/g, '-');
+  const wrapped = path.join(DATA, 'exec-wrapped', `${name}-${path.basename(side.file)}.zst`);
   if (!fs.existsSync(wrapped)) {
     fs.mkdirSync(path.dirname(wrapped), { recursive: true });
     log(`  zstd ${ZSTD_WRAP.join(' ')} ${side.spec} ${side.file}`);
@@ -443,8 +447,8 @@ async function installs(pair, rp, others, runs) {
 // One pair
 
 /** The pair's two files, downloaded and made as its definition says, with their sizes and SHA-256. */
-function preparePair(def) {
-  const pair = { ...def, old: materialize(def.old), new: materialize(def.new) };
+async function preparePair(def) {
+  const pair = { ...def, old: await materialize(def.old), new: await materialize(def.new) };
   pair.oldSize = fs.statSync(pair.old).size;
   pair.newSize = fs.statSync(pair.new).size;
   pair.oldSha = sha256File(pair.old);
@@ -456,7 +460,7 @@ function preparePair(def) {
 async function prepareOnly(defs, tools) {
   for (const def of defs) {
     log(def.name);
-    const pair = await attempt(def.name, async () => preparePair(def));
+    const pair = await attempt(def.name, () => preparePair(def));
     if (!pair) continue;
     for (const tool of tools) {
       const row = await attempt(`${tool.name} on ${def.name}`, () => otherPatch(tool, pair));
@@ -467,7 +471,7 @@ async function prepareOnly(defs, tools) {
 
 async function measurePair(def, keys, tools) {
   log(def.name);
-  const pair = preparePair(def);
+  const pair = await preparePair(def);
   // A failed create still leaves the other tools' figures in the report.
   let rp = null;
   let rpFailed = null;
