@@ -918,7 +918,7 @@ function render() {
 /** What bench/create.js shares with this step rather than repeating it. */
 module.exports = {
   CACHE, QUICK, MiB, GiB, ESBUILD_VERSIONS, IS_ROOT, notes, commandsUsed,
-  log, note, attempt, sizeLabel, ensureTools, esbuildBinaries, ext4Pairs, volumePair,
+  log, note, attempt, sizeLabel, ensureTools, npmPack, unpack, esbuildBinaries, ext4Pairs, volumePair,
   hdiffpatchTools, recordPace, tooSlow, benchAll, verdict,
 };
 
