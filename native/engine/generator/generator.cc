@@ -31,6 +31,28 @@
 namespace revpatch {
 namespace {
 
+// Streams a stream delta can go through: zstd frames and deflate streams,
+// sorted by offset, overlapping ones dropped (a stream inside another's
+// bytes is the outer one's business). `exact`: only streams a rebuild
+// reproduces (the target's); otherwise any that expands (the source's).
+void FindStreams(const uint8_t* buf, size_t size, bool exact, std::vector<FoundStream>* out) {
+  std::vector<FoundStream> found;
+  if (exact) {
+    FindZstdStreams(buf, size, &found);
+  } else {
+    FindZstdFrames(buf, size, &found);
+  }
+  FindDeflateStreams(buf, size, &found);
+  std::stable_sort(found.begin(), found.end(),
+                   [](const FoundStream& a, const FoundStream& b) { return a.offset < b.offset; });
+  uint64_t end = 0;
+  for (FoundStream& f : found) {
+    if (!out->empty() && f.offset < end) continue;
+    end = f.offset + f.length;
+    out->push_back(std::move(f));
+  }
+}
+
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kNeighbourBlocks = 64;
 constexpr uint64_t kReplaceOpBytes = 4ull << 20;
@@ -509,7 +531,7 @@ class RegionEncoder {
                     size_t best_size, Operation* op, std::vector<uint8_t>* best) {
     const uint32_t block_size = s_.block_size;
     std::vector<FoundStream> found;
-    FindZstdStreams(target, target_size, &found);
+    FindStreams(target, target_size, /*exact=*/true, &found);
     if (found.empty()) return Status::Ok();
     std::vector<size_t> chosen;
     uint64_t expanded_new = target_size;
@@ -521,6 +543,7 @@ class RegionEncoder {
       size_t pick = s_.streams.size();
       uint64_t gap = UINT64_MAX;
       for (size_t i = 0; i < s_.streams.size(); ++i) {
+        if (s_.streams[i].codec != n.codec) continue;
         const uint64_t e = s_.stream_expanded[i];
         const uint64_t d = e > expanded.size() ? e - expanded.size() : expanded.size() - e;
         if (d < gap) gap = d, pick = i;
@@ -827,7 +850,7 @@ class Generator {
       REVPATCH_RETURN_IF_ERROR(s.source->ReadBlocks(b, n, s.candidate.data() + b * block_size_));
     }
     REVPATCH_RETURN_IF_ERROR(s.matcher.Init(s.candidate.data(), s.candidate.size()));
-    FindZstdFrames(s.candidate.data(), s.candidate.size(), &s.streams);
+    FindStreams(s.candidate.data(), s.candidate.size(), /*exact=*/false, &s.streams);
     for (const FoundStream& f : s.streams) {
       std::vector<uint8_t> expanded;
       REVPATCH_RETURN_IF_ERROR(
@@ -921,7 +944,7 @@ class Generator {
       REVPATCH_RETURN_IF_ERROR(s_.target->ReadBlocks(b, n, all.data() + b * block_size_));
     }
     std::vector<FoundStream> found;
-    FindZstdFrames(all.data(), all.size(), &found);
+    FindStreams(all.data(), all.size(), /*exact=*/false, &found);
     std::vector<uint8_t> old;
     for (const FoundStream& f : found) {
       const uint64_t first = f.offset / block_size_;
