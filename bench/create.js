@@ -43,21 +43,11 @@ const { MiB, GiB, QUICK, CACHE, log, note, attempt, sizeLabel } = R;
 const SECTION = 'create-scale';
 const WORK = path.join(CACHE, 'work-create');
 
-function positiveEnv(name, fallback, max) {
-  const raw = process.env[name];
-  const v = Number(raw || fallback);
-  if (!Number.isInteger(v) || v < 1 || v > max) {
-    console.error(`${name} must be a whole number from 1 to ${max}, not ${raw}`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const RUNS = positiveEnv('BENCH_RUNS', QUICK ? 1 : 3, 100);
+const RUNS = R.positiveEnv('BENCH_RUNS', QUICK ? 1 : 3, 100);
 /** A create whose first run takes longer runs only once: the step has to fit in about 25 minutes. */
 const CHEAP_SECONDS = 5;
-const REVPATCH_LIMIT = positiveEnv('BENCH_CREATE_LIMIT', 1800, 86400);
-const TOOL_LIMIT = positiveEnv('BENCH_TOOL_LIMIT', QUICK ? 60 : 300, 86400);
+const REVPATCH_LIMIT = R.positiveEnv('BENCH_CREATE_LIMIT', 1800, 86400);
+const TOOL_LIMIT = R.positiveEnv('BENCH_TOOL_LIMIT', QUICK ? 60 : 300, 86400);
 /** Another tool's limit on NEW of `bytes`: TOOL_LIMIT, or 60 s per GiB where that is more (xdelta3 -9 needs about 35 s per GiB here). */
 const toolLimit = (bytes) => Math.max(TOOL_LIMIT, Math.ceil((60 * bytes) / GiB));
 /** Outputs are checked by applying them up to this size: beyond it each check writes a whole non-sparse image. */

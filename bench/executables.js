@@ -70,21 +70,11 @@ const WORK = path.join(CACHE, `work-exec-${process.pid}`);
 const PATCH_CACHE = path.join(CACHE, 'exec-patches');
 const DATA = path.join(CACHE, 'data');
 
-function positiveEnv(name, fallback, max) {
-  const raw = process.env[name];
-  const v = Number(raw || fallback);
-  if (!Number.isInteger(v) || v < 1 || v > max) {
-    console.error(`${name} must be a whole number from 1 to ${max}, not ${raw}`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const RUNS = positiveEnv('BENCH_RUNS', QUICK ? 1 : 5, 100);
+const RUNS = R.positiveEnv('BENCH_RUNS', QUICK ? 1 : 5, 100);
 /** Pairs whose NEW is at least this large are the "≥ 50 MB" install target's, and run at most 3 times. */
 const LARGE = 50 * 1000 * 1000;
 const LARGE_RUNS = Math.min(RUNS, 3);
-const TOOL_LIMIT = positiveEnv('BENCH_TOOL_LIMIT', 1200, 86400);
+const TOOL_LIMIT = R.positiveEnv('BENCH_TOOL_LIMIT', 1200, 86400);
 const REVPATCH_LIMIT = 1800;
 const XDELTA3_WINDOW = 64 * MiB;
 const FRESH = process.env.BENCH_EXEC_FRESH === '1';

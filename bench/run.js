@@ -916,7 +916,19 @@ function render() {
 }
 
 /** What bench/create.js shares with this step rather than repeating it. */
+/** A whole-number setting from the environment, 1..max; exits 2 on anything else. */
+function positiveEnv(name, fallback, max) {
+  const raw = process.env[name];
+  const v = Number(raw || fallback);
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    console.error(`${name} must be a whole number from 1 to ${max}, not ${raw}`);
+    process.exit(2);
+  }
+  return v;
+}
+
 module.exports = {
+  positiveEnv,
   CACHE, QUICK, MiB, GiB, ESBUILD_VERSIONS, IS_ROOT, notes, commandsUsed,
   log, note, attempt, sizeLabel, ensureTools, npmPack, unpack, esbuildBinaries, ext4Pairs, volumePair,
   hdiffpatchTools, recordPace, tooSlow, benchAll, verdict,
