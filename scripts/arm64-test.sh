@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cross-compiles the engine and its unit tests for aarch64 (build-arm64/) and
 # runs them under qemu-user: the arm64 check on an x86-64 machine.
-# Needs (Debian): g++-aarch64-linux-gnu, qemu-user-static (or qemu-user) and
-# libbrotli-dev:arm64 (dpkg --add-architecture arm64 && apt-get update).
+# Needs (Debian): g++-aarch64-linux-gnu, qemu-user-static (or qemu-user),
+# libbrotli-dev:arm64 and libzstd-dev:arm64, and zlib1g-dev:arm64 for the
+# deflate test's zlib cases (dpkg --add-architecture arm64 && apt-get update).
 # The build uses -march=armv8-a+crypto, so the ARMv8 SHA-256 instructions are
 # what runs, and sha256_test compares them with the portable code.
 set -euo pipefail
@@ -17,6 +18,10 @@ if ! command -v qemu-aarch64-static >/dev/null && ! command -v qemu-aarch64 >/de
 fi
 if [ ! -e /usr/lib/aarch64-linux-gnu/libbrotlienc.so ]; then
   echo "arm64-test: no arm64 brotli (dpkg --add-architecture arm64 && apt-get update && apt-get install libbrotli-dev:arm64)" >&2
+  exit 1
+fi
+if [ ! -e /usr/lib/aarch64-linux-gnu/libzstd.so ]; then
+  echo "arm64-test: no arm64 zstd (dpkg --add-architecture arm64 && apt-get update && apt-get install libzstd-dev:arm64)" >&2
   exit 1
 fi
 cmake -S native -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
