@@ -519,6 +519,8 @@ void ElfSeeds() {
     r.PutBytes(old_view).PutBytes(part);
     Seed("elf_fuzzer", "reference_part_" + arch, r.bytes());
   }
+}
+
 void MachOPeSeeds() {
   // Modes 1 and 2 (block size 4096): the harness builds the image, no patches.
   for (uint8_t hash_type : {uint8_t{0}, uint8_t{1}}) {
@@ -549,6 +551,8 @@ void MachOPeSeeds() {
   for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = static_cast<uint8_t>(i * 7);
   w.PutBytes(buffer);
   Seed("macho_pe_fuzzer", "page_digest_runs", w.bytes());
+}
+
 // ------------------------------------------------------------ deflate
 
 Bytes ReadFixture(const std::string& name) {
