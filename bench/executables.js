@@ -56,7 +56,7 @@ const crypto = require('node:crypto');
 const { spawnSync } = require('node:child_process');
 
 const R = require('./run.js');
-const { replaceSection } = require('./sections.js');
+const { writeSection } = require('./sections.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const B = require(path.join(ROOT, 'dist', 'bench', 'bench.js'));
@@ -672,12 +672,6 @@ function section(r) {
   return L.join('\n');
 }
 
-function writeSection(body) {
-  const file = path.join(__dirname, 'RESULTS.md');
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-  fs.writeFileSync(file, replaceSection(old, SECTION, body));
-}
-
 // ---------------------------------------------------------------------------
 
 /** Scratch directories of earlier runs whose process is gone. */
@@ -741,7 +735,7 @@ async function main() {
   r.elapsed = (r.finished - started) / 1000;
   r.notes = R.notes;
   fs.writeFileSync(path.join(__dirname, 'executables-results.json'), `${JSON.stringify(r, null, 1)}\n`);
-  writeSection(section(r));
+  writeSection(path.join(__dirname, 'RESULTS.md'), SECTION, section(r));
   fs.rmSync(WORK, { recursive: true, force: true });
   log(`done in ${(r.elapsed / 60).toFixed(1)} min: section ${SECTION} of bench/RESULTS.md, bench/executables-results.json`);
   for (const t of r.targets) log(`  ${t.ok === null ? 'n/a ' : t.ok ? 'MET ' : 'MISS'} ${t.target}: ${t.measured}`);

@@ -1,4 +1,5 @@
 'use strict';
+const fs = require('node:fs');
 /**
  * bench/RESULTS.md is written by several benchmark steps; each owns the
  * part between `<!-- NAME:begin -->` and `<!-- NAME:end -->` and replaces
@@ -39,4 +40,10 @@ function readSection(text, name) {
   return text.slice(b + begin.length, e).replace(/^\n/, '').replace(/\n$/, '');
 }
 
-module.exports = { replaceSection, readSection };
+/** Sets section `name` of the results file `file` to `body` (creating the file). */
+function writeSection(file, name, body) {
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  fs.writeFileSync(file, replaceSection(old, name, body));
+}
+
+module.exports = { replaceSection, readSection, writeSection };

@@ -280,6 +280,35 @@ void PredictArm64(const ReferenceSpan& span, const OffsetMapper& mapper, const u
   }
 }
 
+// Calls visit(at) for the rel32 field at old[at, at + 4) of each candidate
+// instruction in old[0, length) (Rel32Field); visit returns true when the
+// field was a reference, and the scan goes on after it, else one byte on.
+template <typename Visit>
+void ScanRel32Fields(const uint8_t* old, uint64_t length, Visit visit) {
+  // A field ends at least 5 bytes after its instruction starts, so the
+  // three bytes Rel32Field reads are there whenever one can fit.
+  for (uint64_t i = 0; i + 5 <= length;) {
+    if (i + 10 <= length) {
+      // Words with no candidate are skipped whole; GetU64 assembles
+      // little-endian lanes on any host.
+      const uint64_t lanes = CandidateLanes(old + i);
+      if (lanes == 0) {
+        i += 8;
+        continue;
+      }
+      i += static_cast<uint64_t>(__builtin_ctzll(lanes) >> 3);
+      if (i + 5 > length) break;
+    }
+    const size_t field = Rel32Field(old + i);
+    if (field == 0 || i + field + 4 > length) {
+      ++i;
+      continue;
+    }
+    const uint64_t at = i + field;
+    i = visit(at) ? at + 4 : i + 1;
+  }
+}
+
 // The references of one span inside one piece of an add: old bytes
 // old[0, length) at old view offset `old_view`, predicted bytes pred[...]
 // at new view offset `new_view`.
@@ -290,37 +319,17 @@ void PredictPiece(const ReferenceSpan& span, const OffsetMapper& mapper, const u
     return;
   }
   if (span.kind == ReferenceKind::kRel32) {
-    // A field ends at least 5 bytes after its instruction starts, so the
-    // three bytes Rel32Field reads are there whenever one can fit.
-    for (uint64_t i = 0; i + 5 <= length;) {
-      if (i + 10 <= length) {
-        // Words with no candidate are skipped whole; GetU64 assembles
-        // little-endian lanes on any host.
-        const uint64_t lanes = CandidateLanes(old + i);
-        if (lanes == 0) {
-          i += 8;
-          continue;
-        }
-        i += static_cast<uint64_t>(__builtin_ctzll(lanes) >> 3);
-        if (i + 5 > length) break;
-      }
-      const size_t field = Rel32Field(old + i);
-      if (field == 0 || i + field + 4 > length) {
-        ++i;
-        continue;
-      }
-      const uint64_t at = i + field;
+    ScanRel32Fields(old, length, [&](uint64_t at) {
       const int64_t disp = static_cast<int32_t>(GetU32(old + at));
       const int64_t target = static_cast<int64_t>(old_view + at + 4) + disp;
       if (target < static_cast<int64_t>(span.low) || target >= static_cast<int64_t>(span.high)) {
-        ++i;
-        continue;
+        return false;
       }
       const int64_t moved = mapper.Map(static_cast<uint64_t>(target));
       const int64_t d = moved - static_cast<int64_t>(new_view + at + 4);
       if (d >= INT32_MIN && d <= INT32_MAX) PutU32(pred + at, static_cast<uint32_t>(d));
-      i = at + 4;
-    }
+      return true;
+    });
     return;
   }
   // kAbs64: 8-aligned from the span's start.
@@ -729,36 +738,19 @@ void PredictArm64V4(const ReferenceSpan& span, const ImageLookup& image, const O
 
 void PredictRel32V4(const ReferenceSpan& span, const ImageLookup& image, const OffsetMapper& mapper,
                     const Stretch& st) {
-  const uint64_t length = st.length;
-  const uint8_t* old = st.old;
-  for (uint64_t i = 0; i + 5 <= length;) {
-    if (i + 10 <= length) {
-      const uint64_t lanes = CandidateLanes(old + i);
-      if (lanes == 0) {
-        i += 8;
-        continue;
-      }
-      i += static_cast<uint64_t>(__builtin_ctzll(lanes) >> 3);
-      if (i + 5 > length) break;
-    }
-    const size_t field = Rel32Field(old + i);
-    if (field == 0 || i + field + 4 > length) {
-      ++i;
-      continue;
-    }
-    const uint64_t at = i + field;
-    const uint64_t disp = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(GetU32(old + at))));
+  ScanRel32Fields(st.old, st.length, [&](uint64_t at) {
+    const uint64_t disp =
+        static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(GetU32(st.old + at))));
     const uint64_t target = st.old_address + at + 4 + disp;
     uint64_t moved = 0, new_field = 0;
     if (target < span.low || target >= span.high || !image.Translate(target, mapper, &moved) ||
         !image.NewAddress(st.new_view + at, &new_field)) {
-      ++i;
-      continue;
+      return false;
     }
     const int64_t d = static_cast<int64_t>(moved - (new_field + 4));
     if (d >= INT32_MIN && d <= INT32_MAX) PutU32(st.pred + at, static_cast<uint32_t>(d));
-    i = at + 4;
-  }
+    return true;
+  });
 }
 
 void PredictAbs64V4(const ReferenceSpan& span, const ImageLookup& image, const OffsetMapper& mapper,

@@ -162,6 +162,7 @@ void FindDeflateStreams(const uint8_t* buf, size_t size, std::vector<FoundStream
       FoundStream found;
       found.offset = start;
       found.length = length;
+      found.expanded_length = expanded.size();
       found.codec = StreamCodec::kDeflate;
       out->push_back(std::move(found));
       i = end;

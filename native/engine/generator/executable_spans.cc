@@ -14,6 +14,21 @@ bool MemoryByteSource::Read(uint64_t offset, size_t length, uint8_t* out) const 
 }
 
 namespace executable_spans {
+
+bool SortDisjointMap(std::vector<AddressMapping>* map) {
+  std::sort(map->begin(), map->end(),
+            [](const AddressMapping& a, const AddressMapping& b) { return a.address < b.address; });
+  for (size_t i = 1; i < map->size(); ++i) {
+    if ((*map)[i].address < (*map)[i - 1].address + (*map)[i - 1].length) return false;
+  }
+  std::vector<AddressMapping> by_offset = *map;
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const AddressMapping& a, const AddressMapping& b) { return a.offset < b.offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i].offset < by_offset[i - 1].offset + by_offset[i - 1].length) return false;
+  }
+  return true;
+}
 namespace {
 
 constexpr uint64_t kMergeGap = 256;

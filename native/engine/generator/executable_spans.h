@@ -96,6 +96,10 @@ void FindExecutableSpans(const uint8_t* view, size_t size, uint32_t block_size,
 
 namespace executable_spans {
 
+// Sorts `map` by address; false when two entries overlap in addresses or in
+// file offsets (a file no loader takes, or one whose bytes serve twice).
+bool SortDisjointMap(std::vector<AddressMapping>* map);
+
 // One parser per format: the executable at view offset `off` of `view`.
 // Each returns false (leaving *out in any state) when it is not one of its
 // format or does not parse; never reads outside the view.

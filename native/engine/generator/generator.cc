@@ -312,11 +312,10 @@ struct Shared {
   std::vector<uint8_t> candidate;
   DeltaMatcher matcher;
   ReferenceInfo references;
-  // Whole source: its zstd frames (offsets in the source) and their
-  // expanded lengths, for stream deltas; one stream delta is written at a
-  // time (its memory is beyond the region's reservation: see TryStreams).
+  // Whole source: its zstd frames and deflate streams (offsets in the
+  // source), for stream deltas; one stream delta is written at a time (its
+  // memory is beyond the region's reservation: see TryStreams).
   std::vector<FoundStream> streams;
-  std::vector<uint64_t> stream_expanded;
   mutable std::mutex stream_mutex;
   // When `references` is of version 4 and the source's executables are at
   // one bias each: the same in version 3, tried too (its reference part is
@@ -536,20 +535,16 @@ class RegionEncoder {
     std::vector<size_t> chosen;
     uint64_t expanded_new = target_size;
     for (const FoundStream& n : found) {
-      std::vector<uint8_t> expanded;
-      if (!ExpandStream(n.codec, target + n.offset, n.length, kMaxExpandedBytes, &expanded).ok()) {
-        continue;
-      }
       size_t pick = s_.streams.size();
       uint64_t gap = UINT64_MAX;
       for (size_t i = 0; i < s_.streams.size(); ++i) {
         if (s_.streams[i].codec != n.codec) continue;
-        const uint64_t e = s_.stream_expanded[i];
-        const uint64_t d = e > expanded.size() ? e - expanded.size() : expanded.size() - e;
+        const uint64_t e = s_.streams[i].expanded_length;
+        const uint64_t d = e > n.expanded_length ? e - n.expanded_length : n.expanded_length - e;
         if (d < gap) gap = d, pick = i;
       }
       if (pick < s_.streams.size()) chosen.push_back(pick);
-      expanded_new = expanded_new - n.length + expanded.size();
+      expanded_new = expanded_new - n.length + n.expanded_length;
     }
     std::sort(chosen.begin(), chosen.end());
     chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
@@ -587,7 +582,9 @@ class RegionEncoder {
       }
     }
     uint64_t expanded_old = blocks.size() * block_size;
-    for (size_t i : chosen) expanded_old = expanded_old - s_.streams[i].length + s_.stream_expanded[i];
+    for (size_t i : chosen) {
+      expanded_old = expanded_old - s_.streams[i].length + s_.streams[i].expanded_length;
+    }
     if (expanded_old > kMaxExpandedBytes || expanded_new > kMaxExpandedBytes ||
         StreamDeltaPeakBytes(expanded_old, expanded_new) > s_.plan.capacity) {
       return Status::Ok();
@@ -851,12 +848,6 @@ class Generator {
     }
     REVPATCH_RETURN_IF_ERROR(s.matcher.Init(s.candidate.data(), s.candidate.size()));
     FindStreams(s.candidate.data(), s.candidate.size(), /*exact=*/false, &s.streams);
-    for (const FoundStream& f : s.streams) {
-      std::vector<uint8_t> expanded;
-      REVPATCH_RETURN_IF_ERROR(
-          ExpandStream(f.codec, s.candidate.data() + f.offset, f.length, kMaxExpandedBytes, &expanded));
-      s.stream_expanded.push_back(expanded.size());
-    }
     return PrepareReferences(&s);
   }
 

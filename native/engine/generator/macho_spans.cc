@@ -140,18 +140,7 @@ bool ParseMachO(const ByteSource& view, uint64_t off, Executable* out) {
       out->parts.push_back(part);
     }
   }
-  if (out->map.empty() || out->high <= out->low) return false;
-  std::sort(out->map.begin(), out->map.end(),
-            [](const AddressMapping& a, const AddressMapping& b) { return a.address < b.address; });
-  for (size_t i = 1; i < out->map.size(); ++i) {
-    if (out->map[i].address < out->map[i - 1].address + out->map[i - 1].length) return false;
-  }
-  std::vector<AddressMapping> by_offset = out->map;
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const AddressMapping& a, const AddressMapping& b) { return a.offset < b.offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    if (by_offset[i].offset < by_offset[i - 1].offset + by_offset[i - 1].length) return false;
-  }
+  if (out->map.empty() || out->high <= out->low || !SortDisjointMap(&out->map)) return false;
   return off + out->file_size < kMaxViewOffset;
 }
 

@@ -143,20 +143,7 @@ bool ParsePe(const ByteSource& view, uint64_t off, Executable* out) {
       out->parts.push_back(part);
     }
   }
-  if (out->map.empty()) return false;
-  std::sort(out->map.begin(), out->map.end(),
-            [](const AddressMapping& a, const AddressMapping& b) { return a.address < b.address; });
-  for (size_t i = 1; i < out->map.size(); ++i) {
-    if (out->map[i].address < out->map[i - 1].address + out->map[i - 1].length) return false;
-  }
-  // Disjoint in file offsets too.
-  std::vector<AddressMapping> by_offset = out->map;
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const AddressMapping& a, const AddressMapping& b) { return a.offset < b.offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    if (by_offset[i].offset < by_offset[i - 1].offset + by_offset[i - 1].length) return false;
-  }
-  return true;
+  return !out->map.empty() && SortDisjointMap(&out->map);
 }
 
 // Without address maps (reference info version 3) a span can only say

@@ -20,6 +20,7 @@ namespace revpatch {
 
 struct FoundStream {
   uint64_t offset = 0, length = 0;  // compressed bytes in the buffer
+  uint64_t expanded_length = 0;     // bytes ExpandStream gives for them
   StreamCodec codec;
   std::vector<uint8_t> recipe;      // empty for deflate
 };

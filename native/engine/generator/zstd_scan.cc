@@ -45,6 +45,7 @@ void Scan(const uint8_t* buf, size_t size, bool with_recipe, std::vector<FoundSt
     FoundStream found;
     found.offset = i;
     found.length = frame;
+    found.expanded_length = expanded.size();
     found.codec = StreamCodec::kZstd;
     if (with_recipe) {
       ZstdRecipe recipe;
